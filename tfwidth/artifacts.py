@@ -1,0 +1,78 @@
+"""Artefacts are JSON/JSONL/npz written atomically (temp file + rename) and stamped with the space's hash."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from tfwidth.errors import SpaceMismatch, UsageError
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_json(path, obj, indent: int | None = 1) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=indent, default=_default) + "\n").encode())
+
+
+def read_json(path, what: str = "file") -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{what} {path} does not exist")
+    try:
+        d = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"{what} {path} is not valid JSON ({e}); regenerate it") from None
+    if not isinstance(d, dict):
+        raise UsageError(f"{what} {path} should hold a JSON object")
+    return d
+
+
+def check_space(artifact: dict, space, what: str) -> None:
+    """Refuse an artefact made for another search space, naming both hashes."""
+    h = artifact.get("space_hash")
+    if h is None:
+        raise UsageError(f"{what} records no space_hash; regenerate it with this version of tfwidth")
+    if h != space.space_hash:
+        raise SpaceMismatch(f"{what} was made for space {h} but the space here is {space.space_hash} "
+                            f"({space.name}); use the space.json it was made with, or regenerate it")
+
+
+def save_npz(path, **arrays) -> None:
+    import io
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_npz(path) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}

@@ -1,0 +1,301 @@
+"""SearchSpace: the vocabulary shared by every stage (numpy only, no TensorFlow).
+
+A configuration is a tuple of 14 channel counts, one per width variable: the stem conv and the pointwise conv of
+each of the 13 depthwise-separable blocks (the depthwise conv of block i runs on the width of variable i-1).
+
+Every cost the solver handles (latency, parameters, MACs) is a *chain cost*: one vector per variable (unary) plus
+one matrix per consecutive pair (pairwise). ``ChainCost`` is that shape, so the solver never needs to know where a
+cost came from.
+
+    python -m tfwidth.space --preset mobilenet_v1 [-o space.json]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import sys
+from typing import Sequence
+
+import numpy as np
+
+from tfwidth.errors import UsageError
+
+BASE_WIDTHS = (32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)
+# Stride of each width variable's spatial op: the stem conv, then each block's depthwise conv.
+IMAGENET_STRIDES = (2, 1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1)
+# 32 px CIFAR images: no stem stride, downsample in blocks 2, 4, 6 -> 4x4 final maps (the usual CIFAR MobileNet).
+CIFAR_STRIDES = (1, 1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 1, 1)
+
+PRESETS = {
+    "mobilenet_v1": dict(base_widths=BASE_WIDTHS, strides=IMAGENET_STRIDES, resolution=224, classes=1000),
+    "mobilenet_v1_cifar": dict(base_widths=BASE_WIDTHS, strides=CIFAR_STRIDES, resolution=32, classes=10),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainCost:
+    """A cost that splits into per-variable and per-edge terms: total = sum unary[i][w_i] + sum pairwise[i][w_i, w_i+1]."""
+    unary: tuple  # n arrays, shape (k_i,)
+    pairwise: tuple  # n-1 arrays, shape (k_i, k_i+1)
+
+    def total(self, idx: Sequence[int]) -> float:
+        s = sum(float(u[i]) for u, i in zip(self.unary, idx))
+        s += sum(float(p[idx[i], idx[i + 1]]) for i, p in enumerate(self.pairwise))
+        return s
+
+    def __add__(self, other: "ChainCost") -> "ChainCost":
+        return ChainCost(tuple(a + b for a, b in zip(self.unary, other.unary)),
+                         tuple(a + b for a, b in zip(self.pairwise, other.pairwise)))
+
+    def scale(self, s: float) -> "ChainCost":
+        return ChainCost(tuple(a * s for a in self.unary), tuple(a * s for a in self.pairwise))
+
+
+def round_channels(c: float, divisor: int) -> int:
+    # Round half up, not Python's banker's rounding, so 0.5-ties are stable across platforms and readers.
+    return max(divisor, int(math.floor(c / divisor + 0.5)) * divisor)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    name: str = "mobilenet_v1"
+    base_widths: tuple = BASE_WIDTHS
+    strides: tuple = IMAGENET_STRIDES
+    resolution: int = 224
+    classes: int = 1000
+    min_mult: float = 0.2
+    max_mult: float = 1.5
+    levels: int = 14
+    divisor: int = 8
+    in_channels: int = 3
+
+    def __post_init__(self):
+        object.__setattr__(self, "base_widths", tuple(int(w) for w in self.base_widths))
+        object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
+        problems = []
+        if len(self.base_widths) < 2:
+            problems.append("needs at least 2 width variables")
+        if len(self.strides) != len(self.base_widths):
+            problems.append(f"{len(self.strides)} strides for {len(self.base_widths)} width variables")
+        if not 0 < self.min_mult <= self.max_mult:
+            problems.append(f"multipliers must satisfy 0 < min ({self.min_mult}) <= max ({self.max_mult})")
+        if self.levels < 1:
+            problems.append(f"levels must be >= 1, got {self.levels}")
+        if self.divisor < 1:
+            problems.append(f"divisor must be >= 1, got {self.divisor}")
+        if self.resolution < 1 or self.classes < 2:
+            problems.append(f"resolution ({self.resolution}) must be >= 1 and classes ({self.classes}) >= 2")
+        if any(s not in (1, 2) for s in self.strides):
+            problems.append(f"strides must be 1 or 2, got {self.strides}")
+        if problems:
+            raise UsageError("invalid search space: " + "; ".join(problems))
+
+    # ---- derived vocabulary -------------------------------------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        return len(self.base_widths)
+
+    @property
+    def multipliers(self) -> tuple:
+        if self.levels == 1:
+            return (float(self.max_mult),)
+        return tuple(float(m) for m in np.linspace(self.min_mult, self.max_mult, self.levels))
+
+    @property
+    def choices(self) -> tuple:
+        """Per variable, the sorted distinct channel counts it may take."""
+        cached = self.__dict__.get("_choices")
+        if cached is None:
+            cached = tuple(tuple(sorted({round_channels(b * m, self.divisor) for m in self.multipliers}))
+                           for b in self.base_widths)
+            object.__setattr__(self, "_choices", cached)
+        return cached
+
+    @property
+    def num_choices(self) -> tuple:
+        return tuple(len(c) for c in self.choices)
+
+    @property
+    def max_widths(self) -> tuple:
+        return tuple(c[-1] for c in self.choices)
+
+    @property
+    def min_widths(self) -> tuple:
+        return tuple(c[0] for c in self.choices)
+
+    @property
+    def layer_names(self) -> tuple:
+        return ("stem",) + tuple(f"block{i}" for i in range(1, self.num_layers))
+
+    def feature_sizes(self) -> tuple:
+        """Spatial side of each variable's output map (TF 'same' padding: ceil(in / stride))."""
+        sizes, s = [], self.resolution
+        for st in self.strides:
+            s = -(-s // st)
+            sizes.append(s)
+        return tuple(sizes)
+
+    def uniform(self, mult: float) -> tuple:
+        """Widths of a single width multiplier, each snapped to the nearest channel choice (ties to the wider)."""
+        out = []
+        for b, ch in zip(self.base_widths, self.choices):
+            target = b * mult
+            out.append(min(ch, key=lambda c: (abs(c - target), -c)))
+        return tuple(out)
+
+    # ---- configurations -----------------------------------------------------------------------------------------
+    def validate(self, widths: Sequence[int], what: str = "widths") -> tuple:
+        widths = tuple(int(w) for w in widths)
+        if len(widths) != self.num_layers:
+            raise UsageError(f"{what} has {len(widths)} values but the space has {self.num_layers} width variables")
+        for i, (w, ch) in enumerate(zip(widths, self.choices)):
+            if w not in ch:
+                raise UsageError(f"{what}: {self.layer_names[i]} width {w} is not a choice of the space "
+                                 f"(choices: {', '.join(map(str, ch))})")
+        return widths
+
+    def to_indices(self, widths: Sequence[int]) -> tuple:
+        widths = self.validate(widths)
+        return tuple(ch.index(w) for w, ch in zip(widths, self.choices))
+
+    def to_widths(self, indices: Sequence[int]) -> tuple:
+        return tuple(ch[int(i)] for i, ch in zip(indices, self.choices))
+
+    def random_widths(self, rng: np.random.Generator) -> tuple:
+        return tuple(ch[rng.integers(len(ch))] for ch in self.choices)
+
+    # ---- counts -------------------------------------------------------------------------------------------------
+    def param_chain(self) -> ChainCost:
+        """Deployed parameters (BatchNorm folded into conv biases, as in the .tflite), as a chain cost."""
+        ch = [np.asarray(c, dtype=np.float64) for c in self.choices]
+        unary = [np.zeros(len(c)) for c in ch]
+        unary[0] = ch[0] * (9 * self.in_channels + 1)  # stem 3x3 conv + bias
+        unary[-1] = unary[-1] + ch[-1] * self.classes + self.classes  # classifier
+        pairwise = []
+        for i in range(1, self.num_layers):
+            cin, cout = ch[i - 1][:, None], ch[i][None, :]
+            pairwise.append(cin * 10 + cin * cout + cout)  # dw 3x3 + bias, pw + bias
+        return ChainCost(tuple(unary), tuple(pairwise))
+
+    def mac_chain(self) -> ChainCost:
+        ch = [np.asarray(c, dtype=np.float64) for c in self.choices]
+        hw = [s * s for s in self.feature_sizes()]
+        unary = [np.zeros(len(c)) for c in ch]
+        unary[0] = hw[0] * 9 * self.in_channels * ch[0]
+        unary[-1] = unary[-1] + ch[-1] * self.classes
+        pairwise = []
+        for i in range(1, self.num_layers):
+            cin, cout = ch[i - 1][:, None], ch[i][None, :]
+            pairwise.append(hw[i] * 9 * cin + hw[i] * cin * cout)
+        return ChainCost(tuple(unary), tuple(pairwise))
+
+    def params(self, widths: Sequence[int]) -> int:
+        return int(round(self.param_chain().total(self.to_indices(widths))))
+
+    def macs(self, widths: Sequence[int]) -> int:
+        return int(round(self.mac_chain().total(self.to_indices(widths))))
+
+    # ---- serialisation ------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"name": self.name, "base_widths": list(self.base_widths), "strides": list(self.strides),
+                "resolution": self.resolution, "classes": self.classes, "min_mult": self.min_mult,
+                "max_mult": self.max_mult, "levels": self.levels, "divisor": self.divisor,
+                "in_channels": self.in_channels}
+
+    @property
+    def space_hash(self) -> str:
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def to_json(self) -> dict:
+        # Derived fields are written for readers (and the device), never read back: the hash covers the definition.
+        d = self.to_dict()
+        d["space_hash"] = self.space_hash
+        d["choices"] = [list(c) for c in self.choices]
+        d["layer_names"] = list(self.layer_names)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SearchSpace":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - fields - {"space_hash", "choices", "layer_names"}
+        if unknown:
+            raise UsageError(f"space JSON has unknown keys {sorted(unknown)}")
+        try:
+            space = cls(**{k: v for k, v in d.items() if k in fields})
+        except TypeError as e:
+            raise UsageError(f"space JSON is malformed: {e}") from None
+        if "space_hash" in d and d["space_hash"] != space.space_hash:
+            raise UsageError(f"space JSON records hash {d['space_hash']} but its definition hashes to "
+                             f"{space.space_hash}: the file was edited; remove the space_hash key or regenerate it")
+        return space
+
+    @classmethod
+    def load(cls, path) -> "SearchSpace":
+        from tfwidth.artifacts import read_json
+        d = read_json(path, "space")
+        if "space" in d and isinstance(d["space"], dict):  # any artefact that embeds its space
+            d = d["space"]
+        return cls.from_dict(d)
+
+    def save(self, path) -> None:
+        from tfwidth.artifacts import write_json
+        write_json(path, self.to_json())
+
+    def describe(self) -> str:
+        sizes = self.feature_sizes()
+        lines = [f"space {self.name}  hash {self.space_hash}  {self.resolution}px  {self.classes} classes  "
+                 f"mult {self.min_mult}..{self.max_mult} in {self.levels} levels, multiples of {self.divisor}",
+                 f"{'layer':<8} {'base':>5} {'stride':>6} {'map':>5}  choices"]
+        for name, b, st, sz, ch in zip(self.layer_names, self.base_widths, self.strides, sizes, self.choices):
+            lines.append(f"{name:<8} {b:>5} {st:>6} {sz:>3}x{sz:<3} {len(ch):>2}: {' '.join(map(str, ch))}")
+        mx, mn = self.max_widths, self.min_widths
+        lines.append(f"max: {self.params(mx) / 1e6:.2f} M params, {self.macs(mx) / 1e6:.1f} M MACs; "
+                     f"min: {self.params(mn) / 1e6:.3f} M params, {self.macs(mn) / 1e6:.2f} M MACs; "
+                     f"{np.prod([float(n) for n in self.num_choices]):.3g} configurations")
+        return "\n".join(lines)
+
+
+def preset(name: str, **overrides) -> SearchSpace:
+    if name not in PRESETS:
+        raise UsageError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    kw = dict(PRESETS[name])
+    kw.update({k: v for k, v in overrides.items() if v is not None})
+    return SearchSpace(name=name, **kw)
+
+
+def tiny_space(resolution: int = 16, classes: int = 10, levels: int = 4, base: int = 16, layers: int = 4) -> SearchSpace:
+    """A small chain with the same structure, for tests and quick demos."""
+    strides = (1, 2, 1, 2, 1, 1, 1)[:layers] if layers <= 7 else (1,) * layers
+    return SearchSpace(name="tiny", base_widths=(base,) * layers, strides=strides, resolution=resolution,
+                       classes=classes, min_mult=0.5, max_mult=1.5, levels=levels, divisor=4)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tfwidth.space", description=(
+        "Print a MobileNetV1 width search space (14 width variables and their channel choices) and write it as "
+        "space.json, the file every other stage reads."))
+    p.add_argument("--preset", default="mobilenet_v1", help=f"one of: {', '.join(PRESETS)} (default mobilenet_v1)")
+    p.add_argument("--resolution", type=int, help="input side in pixels (preset default: 224 or 32)")
+    p.add_argument("--classes", type=int, help="number of classes (preset default: 1000 or 10)")
+    p.add_argument("--min-mult", type=float, help="smallest width multiplier (default 0.2)")
+    p.add_argument("--max-mult", type=float, help="largest width multiplier (default 1.5)")
+    p.add_argument("--levels", type=int, help="multipliers between min and max before rounding (default 14)")
+    p.add_argument("--divisor", type=int, help="channel counts are multiples of this (default 8)")
+    p.add_argument("-o", "--output", help="write the space as JSON here")
+    a = p.parse_args(argv)
+    space = preset(a.preset, resolution=a.resolution, classes=a.classes, min_mult=a.min_mult,
+                   max_mult=a.max_mult, levels=a.levels, divisor=a.divisor)
+    print(space.describe())
+    if a.output:
+        space.save(a.output)
+        print(f"wrote {a.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    from tfwidth.errors import run_cli
+    sys.exit(run_cli(main))
