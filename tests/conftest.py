@@ -1,0 +1,34 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_module(module, *args, cwd=None, env=None, timeout=600):
+    """Run `python -m module args` as a user would; returns CompletedProcess (text)."""
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd or ROOT, env=e,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_usage_error(proc, *fragments):
+    """One clear line on stderr, exit code 2, no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr, proc.stderr
+    err = [l for l in proc.stderr.strip().splitlines() if l.startswith("error:")]
+    assert len(err) == 1, proc.stderr
+    for f in fragments:
+        assert f in err[0], (f, err[0])
+
+
+@pytest.fixture
+def runmod():
+    return run_module
