@@ -1,7 +1,9 @@
 """Per layer and width: how much loss a width costs versus the full network (the solver's unary terms). numpy only.
 
 Each training sample's loss increase over the max network is attributed to the layers it was sampled for
-(one-layer sampling: the one changed layer; all-layers sampling: every layer, as the paper averages them).
+(one-layer sampling: the one changed layer; all-layers sampling: every layer, as the paper averages them), split
+evenly between them (the paper's delta / len(path)), so that the sum of the per-layer costs over a configuration
+estimates that configuration's loss increase under either sampling and the AOWS temperatures mean the same thing.
 Three views are kept: the running mean since the start, the last complete epoch (the paper's window), and the
 epoch in progress.
 """
@@ -35,14 +37,15 @@ class WidthStats:
         n, L = choices.shape
         layer = np.broadcast_to(np.arange(L), (n, L))[mask]
         ch = choices[mask]
-        d = np.broadcast_to(delta[:, None], (n, L))[mask]
+        share = delta / np.maximum(mask.sum(axis=1), 1)
+        d = np.broadcast_to(share[:, None], (n, L))[mask]
         flat = layer * self.sum.shape[1] + ch
         size = self.sum.size
         self.cur_sum += np.bincount(flat, weights=d, minlength=size).reshape(self.sum.shape)
         self.cur_count += np.bincount(flat, minlength=size).reshape(self.sum.shape)
 
     def add_arrays(self, s, c) -> None:
-        """Add accumulated [L, K] sums and counts (e.g. from TF variables)."""
+        """Add accumulated [L, K] sums and counts (e.g. from TF variables), already split as `update` does."""
         self.cur_sum += np.asarray(s, np.float64)
         self.cur_count += np.asarray(c, np.int64)
 
