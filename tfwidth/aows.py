@@ -1,0 +1,84 @@
+"""AOWS: after a warm-up, sample each layer's width from the chain MRF's marginals at a falling temperature.
+
+Pure numpy (the schedule and the distributions); `AOWSCallback` at the bottom is the thin Keras glue that feeds them to
+the supernet's sampler during `model.fit`.
+
+The schedule is the paper's code (20 epochs: 5 warm-up epochs at uniform sampling, then T log-linearly from 1 to 0.01
+over one epoch, to 0.001 by epoch 10, to 0.0005 at the end) written as fractions of training so short runs scale.
+The distributions are a pure function of (statistics, table, target, progress): a resumed run recomputes exactly what
+the killed one would have used, so nothing but the statistics (already in the checkpoint) needs saving to continue
+the schedule; the sampler's probability variable is in the checkpoint too.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from tfwidth import mrf
+from tfwidth.space import ChainCost, SearchSpace
+
+# (fraction of training, temperature); the warm-up ends at the second point, T is log-linear between points.
+SCHEDULE = ((0.0, 1.0), (0.25, 1.0), (0.30, 0.01), (0.50, 0.001), (1.0, 0.0005))
+
+
+def warmup_end(schedule=SCHEDULE) -> float:
+    return schedule[1][0]
+
+
+def temperature(progress: float, schedule=SCHEDULE) -> float:
+    p = min(max(float(progress), 0.0), 1.0)
+    for (x0, t0), (x1, t1) in zip(schedule, schedule[1:]):
+        if p <= x1:
+            r = 0.0 if x1 == x0 else (p - x0) / (x1 - x0)
+            return float(10 ** ((1 - r) * math.log10(t0) + r * math.log10(t1)))
+    return float(schedule[-1][1])
+
+
+def accuracy_chain(costs: list) -> ChainCost:
+    """The MRF's unary terms: minus the loss increase of each width (higher is better); no pairwise accuracy terms."""
+    unary = tuple(-np.asarray(c, float) for c in costs)
+    pairwise = tuple(np.zeros((len(a), len(b))) for a, b in zip(costs, costs[1:]))
+    return ChainCost(unary, pairwise)
+
+
+@dataclasses.dataclass
+class SamplingState:
+    progress: float
+    warmup: bool
+    temperature: float | None
+    gamma: float | None
+    widths: tuple | None  # the current OWS solution for the target
+    predicted_ms: float | None
+    probs: list  # per layer, a distribution over its choices
+
+    def entropy(self) -> list:
+        return [float(-(p[p > 0] * np.log(p[p > 0])).sum()) for p in self.probs]
+
+    def padded(self, kmax: int) -> np.ndarray:
+        out = np.zeros((len(self.probs), kmax))
+        for l, p in enumerate(self.probs):
+            out[l, :len(p)] = p
+        return out
+
+    def to_json(self) -> dict:
+        return {"progress": self.progress, "warmup": self.warmup, "temperature": self.temperature,
+                "gamma": self.gamma, "widths": self.widths, "predicted_ms": self.predicted_ms,
+                "entropy": self.entropy(), "probs": [p.round(6).tolist() for p in self.probs]}
+
+
+def sampling_state(space: SearchSpace, costs: list, latency: ChainCost, target_ms: float, progress: float,
+                   schedule=SCHEDULE) -> SamplingState:
+    uniform = [np.full(k, 1.0 / k) for k in space.num_choices]
+    acc = accuracy_chain(costs)
+    sol = mrf.ows(acc, latency, target_ms)
+    widths = space.to_widths(sol.indices) if sol.feasible else None
+    pred = sol.latency if sol.feasible else None
+    if progress < warmup_end(schedule) or not sol.feasible:
+        return SamplingState(progress, True, None, sol.gamma, widths, pred, uniform)
+    T = temperature(progress, schedule)
+    probs = mrf.marginals(acc, latency, sol.gamma or 0.0, T)
+    return SamplingState(progress, False, T, sol.gamma, widths, pred, probs)
