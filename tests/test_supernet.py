@@ -1,0 +1,116 @@
+"""Supernet == plain MobileNetV1 with sliced weights; masking == slicing; widths never retrace."""
+import numpy as np
+import pytest
+
+import tfwidth  # noqa: F401
+import tensorflow as tf
+
+from tfwidth.space import tiny_space
+from tfwidth.supernet import Supernet
+
+SPACE = tiny_space(resolution=8, levels=3, base=8, layers=4)
+
+
+def _randomise_bn(model, rng):
+    # Fresh BN (gamma 1, beta 0, mean 0, var 1) would hide slicing mistakes in the statistics.
+    for b in model.bn_layers():
+        c = b.max_channels
+        b.gamma.assign(rng.uniform(0.5, 1.5, c).astype(np.float32))
+        b.beta.assign(rng.normal(0, 0.2, c).astype(np.float32))
+        b.moving_mean.assign(rng.normal(0, 0.2, c).astype(np.float32))
+        b.moving_variance.assign(rng.uniform(0.5, 2.0, c).astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def net():
+    tf.random.set_seed(0)
+    model = Supernet(SPACE)
+    _randomise_bn(model, np.random.default_rng(0))
+    return model
+
+
+def _images(n=6, seed=1):
+    return np.random.default_rng(seed).normal(size=(n, SPACE.resolution, SPACE.resolution, 3)).astype(np.float32)
+
+
+CONFIGS = [SPACE.max_widths, SPACE.min_widths, (12, 4, 8, 12), (4, 12, 12, 8)]
+
+
+@pytest.mark.parametrize("widths", CONFIGS)
+def test_equals_plain_model(net, widths):
+    x = _images()
+    plain = net.to_plain(widths)
+    for training in (False, True):
+        got = net.forward(x, tf.constant(widths), training=training).numpy()
+        want = plain(x, training=training).numpy()
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_plain_has_layer_names_and_bn_stats(net):
+    w = CONFIGS[2]
+    plain = net.to_plain(w)
+    np.testing.assert_array_equal(plain.get_layer("b2_pw_bn").moving_variance.numpy(),
+                                  net.pw_bn[1].moving_variance.numpy()[:w[2]])
+    assert plain.get_layer("b3_pw").kernel.shape == (1, 1, w[2], w[3])
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_masking_equals_slicing(net, training):
+    x = _images()
+    for w in CONFIGS:
+        sliced = net.forward(x, tf.constant(w), training=training).numpy()
+        ex = tf.constant(np.tile(w, (len(x), 1)), tf.int32)
+        masked = net.forward(x, tf.constant(SPACE.max_widths), training=training, ex_widths=ex).numpy()
+        np.testing.assert_allclose(masked, sliced, atol=1e-5, rtol=1e-5)
+
+
+def test_per_example_masks_are_per_example(net):
+    # Inference mode: each example's logits depend only on its own widths, so a mixed batch equals the sliced
+    # results row by row.
+    x = _images(4)
+    ex = np.array([CONFIGS[i % len(CONFIGS)] for i in range(4)], np.int32)
+    masked = net.forward(x, tf.constant(SPACE.max_widths), ex_widths=tf.constant(ex)).numpy()
+    for i in range(4):
+        np.testing.assert_allclose(masked[i], net.forward(x[i:i + 1], tf.constant(ex[i])).numpy()[0], atol=1e-5)
+
+
+def test_changing_widths_does_not_retrace(net):
+    x = _images(2)
+    for w in CONFIGS + [SPACE.uniform(1.0)]:
+        net.predict_widths(x, w)
+    assert net._predict_fn.experimental_get_tracing_count() == 1
+
+
+def test_set_sampling_validates(net):
+    from tfwidth.errors import UsageError
+    p = net.uniform_probs()
+    net.set_sampling(p)
+    with pytest.raises(UsageError, match="sum to 1"):
+        net.set_sampling(p * 2)
+    with pytest.raises(UsageError, match="shape"):
+        net.set_sampling(p[:2])
+
+
+def test_one_layer_draws_change_one_layer(net):
+    seed = tf.constant([3, 7], tf.int64)
+    widths, ex, idx, attribute = net.draw(seed, 64, 0, 64)
+    ex, idx, attribute = ex.numpy(), idx.numpy(), attribute.numpy()
+    assert (attribute.sum(1) == 1).all()
+    mx = np.array(SPACE.max_widths)
+    assert ((ex != mx) <= attribute).all()  # only the attributed layer may differ from max
+    # stateless: same seed, same draw; the second half of a global draw is what replica 1 gets
+    _, ex2, _, _ = net.draw(seed, 64, 32, 32)
+    np.testing.assert_array_equal(ex2.numpy(), ex[32:])
+
+
+def test_sampling_probs_are_respected(net):
+    p = np.zeros_like(net.uniform_probs())
+    p[:, 0] = 1.0  # always the narrowest
+    net.set_sampling(p)
+    try:
+        _, ex, _, _ = net.draw(tf.constant([1, 2], tf.int64), 32, 0, 32)
+        ex = ex.numpy()
+        assert set(ex.ravel()) <= set(SPACE.min_widths) | set(SPACE.max_widths)
+        assert (ex.min(1) == min(SPACE.min_widths)).all()
+    finally:
+        net.set_sampling(net.uniform_probs())

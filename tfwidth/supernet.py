@@ -1,0 +1,478 @@
+"""Slimmable MobileNetV1: one set of max-width weights, run at any per-layer widths without retracing.
+
+Every layer keeps its maximum-width weights and computes with the first c channels, where c is an int32 *tensor*:
+one traced function serves every configuration (a Python-int width would retrace per configuration, ~5 s here).
+
+Two ways to vary widths, both inside one trace:
+  * per batch (``widths``, shape [L]): kernels are sliced; the cost is that of the plain model at those widths;
+  * per example (``ex_widths``, shape [N, L], each row <= ``widths``): computation runs at ``widths`` and every layer's
+    output is multiplied by a channel mask; BatchNorm batch statistics are taken over the examples that use each
+    channel, so a batch whose rows all equal w gives exactly the sliced result at w.
+
+Pointwise convolutions are reshape + matmul (1.5-2.3x faster than a 1x1 Conv2D on this CPU, MEASUREMENTS.md);
+stock Keras layers fix their channel count at build time, hence the small custom layers below.
+
+BatchNorm: moving statistics are updated only when asked (the max path during training, and `recalibrate_bn`),
+since statistics shared across widths are wrong for sub-networks; evaluate any other configuration after
+recalibration (`evaluate_widths` does that on a copy of the statistics and restores them afterwards).
+
+The training step (sandwich rule, in-place distillation, width statistics) is in ``SupernetTrainer`` below the
+model; the CLI and checkpointing live in tfwidth/train.py.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+import tfwidth  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+import tensorflow as tf
+import tf_keras as keras
+
+from tfwidth.errors import UsageError
+from tfwidth.space import SearchSpace
+from tfwidth.stats import WidthStats
+
+BN_EPSILON = 1e-3  # tf_keras BatchNormalization defaults, so the exported plain model behaves identically
+BN_MOMENTUM = 0.99
+
+
+def _relu6(x):
+    return tf.nn.relu6(x)
+
+
+# ---- layers -------------------------------------------------------------------------------------------------------
+class SlimConv(keras.layers.Layer):
+    """The stem: a full 3x3 conv on the image whose output channels are the first c of the max kernel."""
+
+    def __init__(self, in_channels: int, max_out: int, stride: int, weight_decay: float = 0.0, **kw):
+        super().__init__(**kw)
+        self.in_channels, self.max_out, self.stride, self.weight_decay = in_channels, max_out, stride, weight_decay
+
+    def build(self, input_shape=None):
+        self.kernel = self.add_weight("kernel", (3, 3, self.in_channels, self.max_out),
+                                      initializer=keras.initializers.HeNormal())
+        self.built = True
+
+    def call(self, x, c):
+        return tf.nn.conv2d(x, self.kernel[:, :, :, :c], self.stride, "SAME")
+
+
+class SlimDepthwise(keras.layers.Layer):
+    """3x3 depthwise conv on however many channels arrive (the previous variable's width)."""
+
+    def __init__(self, max_channels: int, stride: int, **kw):
+        super().__init__(**kw)
+        self.max_channels, self.stride = max_channels, stride
+
+    def build(self, input_shape=None):
+        self.kernel = self.add_weight("depthwise_kernel", (3, 3, self.max_channels, 1),
+                                      initializer=keras.initializers.HeNormal())
+        self.built = True
+
+    def call(self, x):
+        c = tf.shape(x)[-1]
+        return tf.nn.depthwise_conv2d(x, self.kernel[:, :, :c, :], [1, self.stride, self.stride, 1], "SAME")
+
+
+class SlimPointwise(keras.layers.Layer):
+    """1x1 conv as reshape + matmul with the [c_in, c_out] corner of a [max_in, max_out] kernel."""
+
+    def __init__(self, max_in: int, max_out: int, **kw):
+        super().__init__(**kw)
+        self.max_in, self.max_out = max_in, max_out
+
+    def build(self, input_shape=None):
+        self.kernel = self.add_weight("kernel", (self.max_in, self.max_out),
+                                      initializer=keras.initializers.HeNormal())
+        self.built = True
+
+    def call(self, x, c):
+        s = tf.shape(x)
+        y = tf.matmul(tf.reshape(x, [-1, s[3]]), self.kernel[:s[3], :c])
+        return tf.reshape(y, [s[0], s[1], s[2], c])
+
+
+class SlimDense(keras.layers.Layer):
+    def __init__(self, max_in: int, units: int, **kw):
+        super().__init__(**kw)
+        self.max_in, self.units = max_in, units
+
+    def build(self, input_shape=None):
+        self.kernel = self.add_weight("kernel", (self.max_in, self.units), initializer="glorot_uniform")
+        self.bias = self.add_weight("bias", (self.units,), initializer="zeros")
+        self.built = True
+
+    def call(self, x):
+        return tf.matmul(x, self.kernel[:tf.shape(x)[-1]]) + self.bias
+
+
+class SlimBatchNorm(keras.layers.Layer):
+    """BatchNorm over the first c channels.
+
+    training=False: moving statistics. training=True: batch statistics (fused kernel when nothing is masked and there
+    is a single replica; otherwise explicit moments, masked per example and summed across replicas, i.e. a
+    synchronised BatchNorm, so that N devices compute what one device computes). ``update`` (a scalar, or None) moves
+    the first c moving statistics towards the batch's: moving += update * (batch - moving), with the Bessel-corrected
+    batch variance as tf_keras does.
+    """
+
+    def __init__(self, max_channels: int, **kw):
+        super().__init__(**kw)
+        self.max_channels = max_channels
+
+    def build(self, input_shape=None):
+        c = (self.max_channels,)
+        self.gamma = self.add_weight("gamma", c, initializer="ones")
+        self.beta = self.add_weight("beta", c, initializer="zeros")
+        self.moving_mean = self.add_weight("moving_mean", c, initializer="zeros", trainable=False,
+                                           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        self.moving_variance = self.add_weight("moving_variance", c, initializer="ones", trainable=False,
+                                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        self.built = True
+
+    def call(self, x, c, training=False, mask=None, update=None):
+        gamma, beta = self.gamma[:c], self.beta[:c]
+        if not training:
+            return tf.nn.batch_normalization(x, self.moving_mean[:c], self.moving_variance[:c], beta, gamma,
+                                             BN_EPSILON)
+        ctx = tf.distribute.get_replica_context()
+        replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+        if mask is None and replicas == 1:
+            y, mean, var_unbiased = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, epsilon=BN_EPSILON,
+                                                                     is_training=True)
+        else:
+            if mask is None:
+                s = tf.shape(x)
+                count = tf.fill([c], tf.cast(s[0] * s[1] * s[2], x.dtype))
+                xm = x
+            else:
+                m4 = mask[:, None, None, :]
+                count = tf.reduce_sum(mask, 0) * tf.cast(tf.shape(x)[1] * tf.shape(x)[2], x.dtype)
+                xm = x * m4
+            total = tf.reduce_sum(xm, [0, 1, 2])
+            if replicas > 1:
+                total, count = ctx.all_reduce("sum", [total, count])
+            n = tf.maximum(count, 1.0)
+            mean = total / n
+            d = x - mean
+            sq = tf.reduce_sum(tf.square(d) if mask is None else tf.square(d) * m4, [0, 1, 2])
+            if replicas > 1:
+                sq = ctx.all_reduce("sum", sq)
+            var = sq / n
+            var_unbiased = sq / tf.maximum(count - 1.0, 1.0)
+            y = tf.nn.batch_normalization(x, mean, var, beta, gamma, BN_EPSILON)
+        if update is not None:
+            pad = [[0, self.max_channels - c]]
+            self.moving_mean.assign_add(tf.pad((mean - self.moving_mean[:c]) * update, pad))
+            self.moving_variance.assign_add(tf.pad((var_unbiased - self.moving_variance[:c]) * update, pad))
+        return y
+
+
+# ---- the model ----------------------------------------------------------------------------------------------------
+class Supernet(keras.Model):
+    """Slimmable MobileNetV1 over a SearchSpace. ``model(x)`` runs at ``active_widths`` (set_widths, default max);
+    ``forward(x, widths, ...)`` at explicit widths. Layer names match tfwidth.mobilenet.build_mobilenet."""
+
+    def __init__(self, space: SearchSpace, *, weight_decay: float = 0.0, label_smoothing: float = 0.0,
+                 sampling: str = "one-layer", random_configs: int = 1, seed: int = 0, name: str = "supernet"):
+        super().__init__(name=name)
+        if sampling not in ("one-layer", "all-layers"):
+            raise UsageError(f"unknown sampling {sampling!r}; use one-layer or all-layers")
+        self.space = space
+        self.weight_decay, self.label_smoothing = float(weight_decay), float(label_smoothing)
+        self.sampling, self.random_configs, self.seed = sampling, int(random_configs), int(seed)
+        L, mx = space.num_layers, space.max_widths
+        self.kmax = max(space.num_choices)
+        self.stem_conv = SlimConv(space.in_channels, mx[0], space.strides[0], name="stem_conv")
+        self.stem_bn = SlimBatchNorm(mx[0], name="stem_bn")
+        self.dw, self.dw_bn, self.pw, self.pw_bn = [], [], [], []
+        for i in range(1, L):
+            self.dw.append(SlimDepthwise(mx[i - 1], space.strides[i], name=f"b{i}_dw"))
+            self.dw_bn.append(SlimBatchNorm(mx[i - 1], name=f"b{i}_dw_bn"))
+            self.pw.append(SlimPointwise(mx[i - 1], mx[i], name=f"b{i}_pw"))
+            self.pw_bn.append(SlimBatchNorm(mx[i], name=f"b{i}_pw_bn"))
+        self.classifier = SlimDense(mx[-1], space.classes, name="classifier")
+        for layer in [self.stem_conv, self.stem_bn, self.classifier, *self.dw, *self.dw_bn, *self.pw, *self.pw_bn]:
+            layer.build(None)
+
+        # Choice tables, padded to Kmax by repeating the last (max) choice so gathers never go out of range.
+        table = np.array([list(c) + [c[-1]] * (self.kmax - len(c)) for c in space.choices], np.int32)
+        self._choice_table = tf.constant(table)
+        self._max_idx = tf.constant([k - 1 for k in space.num_choices], tf.int32)
+        self._max_w = tf.constant(space.max_widths, tf.int32)
+        self._min_w = tf.constant(space.min_widths, tf.int32)
+        ofa = tf.VariableAggregation.ONLY_FIRST_REPLICA
+        self.active_widths = self.add_weight("active_widths", (L,), tf.int32, trainable=False, aggregation=ofa,
+                                             initializer=keras.initializers.Constant(space.max_widths))
+        # AOWS (tfwidth/aows.py) sets these per epoch or every K steps via set_sampling(); uniform by default.
+        self.sampling_probs = self.add_weight("sampling_probs", (L, self.kmax), tf.float32, trainable=False,
+                                              aggregation=ofa,
+                                              initializer=keras.initializers.Constant(self.uniform_probs()))
+        # Width statistics live in variables so they are in every checkpoint: cur_* accumulate per step (summed over
+        # replicas), and at each epoch end roll into the running totals and the last-epoch window.
+        shape = (L, self.kmax)
+        for n in ("cur_sum", "cur_count", "sum", "count", "window_sum", "window_count"):
+            setattr(self, f"stats_{n}", self.add_weight(f"stats_{n}", shape, tf.float64, trainable=False,
+                                                        initializer="zeros", aggregation=ofa))
+        self.stats_epochs = self.add_weight("stats_epochs", (), tf.int64, trainable=False, initializer="zeros",
+                                            aggregation=ofa)
+        self.trace_count = 0  # incremented at trace time only: tests check that widths never retrace
+        self.train_trace_count = 0
+        self._metric_objs = {n: keras.metrics.Mean(n) for n in ("loss", "max_loss", "min_loss", "rand_loss")}
+        self._metric_objs["max_top1"] = keras.metrics.SparseCategoricalAccuracy("max_top1")
+        self._predict_fn = None
+        self._calib_fn = None
+
+    # ---- widths -------------------------------------------------------------------------------------------------
+    def uniform_probs(self) -> np.ndarray:
+        p = np.zeros((self.space.num_layers, self.kmax), np.float32)
+        for l, k in enumerate(self.space.num_choices):
+            p[l, :k] = 1.0 / k
+        return p
+
+    def set_widths(self, widths: Sequence[int]) -> None:
+        self.active_widths.assign(np.asarray(self.space.validate(widths), np.int32))
+
+    def set_sampling(self, probs) -> None:
+        """Per layer, the distribution over its width choices that random configurations are drawn from ([L, Kmax],
+        rows sum to 1, zero beyond a layer's choice count). Call from a callback; it takes effect at the next step
+        without retracing."""
+        p = np.asarray(probs, np.float64)
+        if p.shape != (self.space.num_layers, self.kmax):
+            raise UsageError(f"sampling probabilities have shape {p.shape}, expected {(self.space.num_layers, self.kmax)}")
+        for l, k in enumerate(self.space.num_choices):
+            if (p[l] < 0).any() or not np.isfinite(p[l]).all() or p[l, k:].any() or abs(p[l].sum() - 1) > 1e-4:
+                raise UsageError(f"sampling probabilities of {self.space.layer_names[l]} must be finite, >= 0, sum "
+                                 f"to 1 and be zero beyond its {k} choices")
+        self.sampling_probs.assign((p / p.sum(1, keepdims=True)).astype(np.float32))
+
+    # ---- forward ------------------------------------------------------------------------------------------------
+    def forward(self, x, widths, training=False, ex_widths=None, bn_update=None):
+        """Logits at per-layer ``widths`` ([L] int32); per-example ``ex_widths`` ([N, L], <= widths) masks channels."""
+        self.trace_count += 1 if not tf.executing_eagerly() else 0
+        widths = tf.convert_to_tensor(widths, tf.int32)
+        L = self.space.num_layers
+        if ex_widths is None:
+            masks = [None] * L
+        else:
+            masks = [tf.sequence_mask(ex_widths[:, l], widths[l], dtype=x.dtype) for l in range(L)]
+
+        def post(h, bn, l):
+            h = _relu6(bn(h, widths[l], training, masks[l], bn_update))
+            return h if masks[l] is None else h * masks[l][:, None, None, :]
+
+        h = post(self.stem_conv(x, widths[0]), self.stem_bn, 0)
+        for i in range(1, L):
+            h = post(self.dw[i - 1](h), self.dw_bn[i - 1], i - 1)
+            h = post(self.pw[i - 1](h, widths[i]), self.pw_bn[i - 1], i)
+        return self.classifier(tf.reduce_mean(h, [1, 2]))
+
+    def call(self, inputs, training=False):
+        # Batch statistics in training mode, but moving statistics move only in train_step / recalibrate_bn.
+        return self.forward(inputs, self.active_widths, training=bool(training))
+
+    def bn_layers(self):
+        return [self.stem_bn, *self.dw_bn, *self.pw_bn]
+
+    def regularization(self):
+        if not self.weight_decay:
+            return tf.constant(0.0)
+        kernels = [self.stem_conv.kernel, self.classifier.kernel] + [p.kernel for p in self.pw]
+        return self.weight_decay * tf.add_n([tf.reduce_sum(tf.square(k)) for k in kernels])
+
+    # ---- sampling -----------------------------------------------------------------------------------------------
+    def _gather_widths(self, idx):
+        """Choice indices [..., L] -> channel counts."""
+        flat = tf.reshape(self._choice_table, [-1])
+        return tf.gather(flat, tf.range(self.space.num_layers) * self.kmax + idx)
+
+    def draw(self, seed, global_n, offset, n):
+        """Random configuration(s) for this step: (slice widths [L], per-example widths [n, L] or None,
+        choice indices [n, L], attribution mask [n, L]). Draws are stateless in ``seed`` and made for the global
+        batch, then this replica's rows are taken, so N devices draw what one device draws."""
+        L = self.space.num_layers
+        logits = tf.math.log(self.sampling_probs)  # zero-probability choices -> -inf, never drawn
+        if self.sampling == "one-layer":
+            choice = tf.transpose(tf.random.stateless_categorical(logits, global_n, seed, dtype=tf.int32))
+            layer = tf.random.stateless_uniform([global_n], tf.random.experimental.stateless_fold_in(seed, 1),
+                                                minval=0, maxval=L, dtype=tf.int32)
+            which = tf.one_hot(layer, L, on_value=True, off_value=False)
+            idx = tf.where(which, choice, self._max_idx[None, :])[offset:offset + n]
+            return self._max_w, self._gather_widths(idx), idx, which[offset:offset + n]
+        # all-layers: one configuration per batch, sliced (see tools/bench_train.py for why not per example)
+        idx = tf.random.stateless_categorical(logits, 1, seed, dtype=tf.int32)[:, 0]
+        widths = self._gather_widths(idx)
+        return widths, None, tf.tile(idx[None], [n, 1]), tf.ones([n, L], tf.bool)
+
+    def _accumulate_stats(self, idx, attribute, delta):
+        L, K = self.space.num_layers, self.kmax
+        flat = tf.reshape(tf.range(L)[None, :] * K + idx, [-1])
+        w = tf.reshape(tf.cast(attribute, tf.float64), [-1])
+        d = tf.reshape(tf.cast(delta, tf.float64)[:, None] * tf.cast(attribute, tf.float64), [-1])
+        s = tf.math.unsorted_segment_sum(d, flat, L * K)
+        c = tf.math.unsorted_segment_sum(w, flat, L * K)
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            s, c = ctx.all_reduce("sum", [s, c])
+        self.stats_cur_sum.assign_add(tf.reshape(s, [L, K]))
+        self.stats_cur_count.assign_add(tf.reshape(c, [L, K]))
+
+    # ---- training -----------------------------------------------------------------------------------------------
+    @property
+    def metrics(self):
+        return list(self._metric_objs.values())
+
+    def train_step(self, data):
+        x, y = data[0], tf.cast(data[1], tf.int32)
+        self.train_trace_count += 1
+        ctx = tf.distribute.get_replica_context()
+        replicas = ctx.num_replicas_in_sync
+        rid = tf.cast(ctx.replica_id_in_sync_group, tf.int32) if replicas > 1 else 0
+        n = tf.shape(x)[0]
+        global_n = n * replicas
+        gn = tf.cast(global_n, tf.float32)
+        seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
+        tv = self.trainable_variables
+        classes = self.space.classes
+
+        def mean(v):  # per-example -> this replica's share of the global mean (gradients are summed over replicas)
+            return tf.reduce_sum(v) / gn
+
+        with tf.GradientTape() as tape:
+            logits_max = self.forward(x, self._max_w, True, bn_update=1.0 - BN_MOMENTUM)
+            target = tf.one_hot(y, classes)
+            if self.label_smoothing:
+                target = target * (1 - self.label_smoothing) + self.label_smoothing / classes
+            ce_max = tf.nn.softmax_cross_entropy_with_logits(target, logits_max)
+            loss_max = mean(ce_max) + self.regularization() / replicas
+        grads = tape.gradient(loss_max, tv)
+        soft = tf.stop_gradient(tf.nn.softmax(logits_max))
+        true_max = tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits_max)
+
+        def sub(widths, ex_widths=None):
+            with tf.GradientTape() as t:
+                logits = self.forward(x, widths, True, ex_widths=ex_widths)
+                per_ex = tf.nn.softmax_cross_entropy_with_logits(soft, logits)  # in-place distillation
+                loss = mean(per_ex)
+            g = t.gradient(loss, tv)
+            return logits, per_ex, [a + b for a, b in zip(grads, g)]
+
+        _, min_per_ex, grads = sub(self._min_w)
+        rand_total = tf.zeros_like(min_per_ex)
+        for r in range(self.random_configs):
+            widths, ex_widths, idx, attribute = self.draw(tf.random.experimental.stateless_fold_in(seed, 100 + r),
+                                                          global_n, rid * n, n)
+            logits_r, per_ex, grads = sub(widths, ex_widths)
+            rand_total += per_ex
+            # The statistic: loss increase on the true labels over the max network, per example.
+            self._accumulate_stats(idx, attribute, tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits_r) - true_max)
+        self.optimizer.apply_gradients(zip(grads, tv))
+
+        m = self._metric_objs
+        m["max_loss"].update_state(ce_max)
+        m["min_loss"].update_state(min_per_ex)
+        m["rand_loss"].update_state(rand_total / max(self.random_configs, 1))
+        m["loss"].update_state(ce_max + min_per_ex + rand_total)
+        m["max_top1"].update_state(y, logits_max)
+        return {k: v.result() for k, v in m.items()}
+
+    def test_step(self, data):
+        x, y = data[0], tf.cast(data[1], tf.int32)
+        logits = self.forward(x, self._max_w, False)
+        self._metric_objs["max_loss"].update_state(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+        self._metric_objs["max_top1"].update_state(y, logits)
+        return {k: self._metric_objs[k].result() for k in ("max_loss", "max_top1")}
+
+    # ---- statistics ---------------------------------------------------------------------------------------------
+    def end_stats_epoch(self) -> None:
+        """Roll the epoch's accumulators into the running totals and the window (cross-replica context)."""
+        cur_s, cur_c = self.stats_cur_sum.read_value(), self.stats_cur_count.read_value()
+        self.stats_sum.assign_add(cur_s)
+        self.stats_count.assign_add(cur_c)
+        self.stats_window_sum.assign(cur_s)
+        self.stats_window_count.assign(cur_c)
+        self.stats_cur_sum.assign(tf.zeros_like(cur_s))
+        self.stats_cur_count.assign(tf.zeros_like(cur_c))
+        self.stats_epochs.assign_add(1)
+
+    def width_stats(self) -> WidthStats:
+        st = WidthStats(self.space)
+        st.sum, st.count = self.stats_sum.numpy(), np.rint(self.stats_count.numpy()).astype(np.int64)
+        st.window_sum = self.stats_window_sum.numpy()
+        st.window_count = np.rint(self.stats_window_count.numpy()).astype(np.int64)
+        st.cur_sum = self.stats_cur_sum.numpy()
+        st.cur_count = np.rint(self.stats_cur_count.numpy()).astype(np.int64)
+        st.epochs = int(self.stats_epochs.numpy())
+        return st
+
+    # ---- evaluation ---------------------------------------------------------------------------------------------
+    def predict_widths(self, x, widths):
+        """Inference-mode logits at ``widths`` (one trace for all widths)."""
+        if self._predict_fn is None:
+            self._predict_fn = tf.function(lambda x, w: self.forward(x, w, training=False))
+        return self._predict_fn(tf.convert_to_tensor(x, tf.float32),
+                                tf.constant(self.space.validate(widths), tf.int32))
+
+    def bn_state(self) -> list:
+        return [(b.moving_mean.numpy(), b.moving_variance.numpy()) for b in self.bn_layers()]
+
+    def set_bn_state(self, state) -> None:
+        for b, (m, v) in zip(self.bn_layers(), state):
+            b.moving_mean.assign(m)
+            b.moving_variance.assign(v)
+
+    def recalibrate_bn(self, widths: Sequence[int], data, batches: int = 20) -> int:
+        """Reset the moving statistics of the channels used at ``widths`` and re-estimate them as the exact average
+        of ``batches`` training batches' statistics (as universally slimmable networks do). Returns batches used."""
+        w = tf.constant(self.space.validate(widths), tf.int32)
+        if self._calib_fn is None:
+            self._calib_fn = tf.function(lambda x, w, f: self.forward(x, w, training=True, bn_update=f))
+        for b in self.bn_layers():
+            b.moving_mean.assign(tf.zeros_like(b.moving_mean))
+            b.moving_variance.assign(tf.ones_like(b.moving_variance))
+        k = 0
+        for batch in data.calibration(batches):
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            self._calib_fn(tf.convert_to_tensor(x, tf.float32), w, tf.constant(1.0 / (k + 1), tf.float32))
+            k += 1
+        return k
+
+    def evaluate_widths(self, widths: Sequence[int], data, calib_batches: int = 20) -> float:
+        """Top-1 on ``data.eval`` at ``widths`` after BN recalibration; the model's moving statistics are restored
+        afterwards. calib_batches=0 evaluates with the current statistics."""
+        saved = self.bn_state()
+        try:
+            if calib_batches:
+                self.recalibrate_bn(widths, data, calib_batches)
+            correct = total = 0
+            for x, y in data.eval:
+                pred = tf.argmax(self.predict_widths(x, widths), -1, output_type=tf.int32)
+                correct += int(tf.reduce_sum(tf.cast(pred == tf.cast(y, tf.int32), tf.int32)))
+                total += int(tf.shape(y)[0])
+        finally:
+            self.set_bn_state(saved)
+        return correct / max(total, 1)
+
+    # ---- export -------------------------------------------------------------------------------------------------
+    def to_plain(self, widths: Sequence[int], weight_decay: float = 0.0) -> keras.Model:
+        """The plain tf_keras MobileNetV1 at ``widths`` (tfwidth.mobilenet, same layer names) with the sliced
+        weights and the BN statistics currently held here."""
+        from tfwidth.mobilenet import build_mobilenet
+        w = self.space.validate(widths)
+        plain = build_mobilenet(self.space, w, weight_decay=weight_decay)
+
+        def bn(name, layer, c):
+            plain.get_layer(name).set_weights([v.numpy()[:c] for v in (layer.gamma, layer.beta, layer.moving_mean,
+                                                                        layer.moving_variance)])
+
+        plain.get_layer("stem_conv").set_weights([self.stem_conv.kernel.numpy()[..., :w[0]]])
+        bn("stem_bn", self.stem_bn, w[0])
+        for i in range(1, self.space.num_layers):
+            plain.get_layer(f"b{i}_dw").set_weights([self.dw[i - 1].kernel.numpy()[:, :, :w[i - 1], :]])
+            bn(f"b{i}_dw_bn", self.dw_bn[i - 1], w[i - 1])
+            plain.get_layer(f"b{i}_pw").set_weights([self.pw[i - 1].kernel.numpy()[None, None, :w[i - 1], :w[i]]])
+            bn(f"b{i}_pw_bn", self.pw_bn[i - 1], w[i])
+        plain.get_layer("classifier").set_weights([self.classifier.kernel.numpy()[:w[-1]],
+                                                   self.classifier.bias.numpy()])
+        return plain
