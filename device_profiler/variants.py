@@ -1,0 +1,233 @@
+"""Cut any width configuration out of a max-width .tflite template by patching a copy of its bytes.
+
+The converter costs seconds per model; this costs milliseconds. Every tensor a width variable touches (weights,
+biases, int8 per-channel scales/zero points, activation shapes) is listed in the template's manifest
+(template.json, written on the host by ``tfwidth.profile template``) as (tensor index, axis, variable). A variant
+keeps the first ``width`` channels along each cut axis. Because we only ever *shrink* vectors, every patched vector
+is rewritten where it already lies and its length prefix lowered: the flatbuffer's layout (offsets, vtables, the
+16-byte alignment of buffer data) stays the template's, which is why this needs no FlatBuffers builder and no
+TFLite schema module beyond the handful of field slots read below.
+
+Only numpy and flatbuffers: this runs on the device, which has no TensorFlow.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from typing import Sequence
+
+import numpy as np
+from flatbuffers import encode
+from flatbuffers import number_types as N
+from flatbuffers.table import Table
+
+from device_profiler.errors import UsageError
+
+# Field slots of the TFLite schema (tensorflow/lite/schema/schema.fbs) that the patcher reads.
+_MODEL_SUBGRAPHS, _MODEL_BUFFERS = 2, 4
+_SUBGRAPH_TENSORS, _SUBGRAPH_OPERATORS = 0, 3
+_TENSOR_SHAPE, _TENSOR_TYPE, _TENSOR_BUFFER, _TENSOR_NAME, _TENSOR_QUANT, _TENSOR_SIGNATURE = 0, 1, 2, 3, 4, 7
+_QUANT_SCALE, _QUANT_ZERO_POINT, _QUANT_DIMENSION = 2, 3, 6
+_BUFFER_DATA, _BUFFER_OFFSET = 0, 1
+# TensorType enum -> numpy dtype, for the types a conv/FC template holds.
+_DTYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 7: np.int16, 9: np.int8}
+
+
+def _slot(t: Table, slot: int) -> int:
+    return t.Offset(4 + 2 * slot)
+
+
+def _scalar(t: Table, slot: int, flags, default):
+    o = _slot(t, slot)
+    return t.Get(flags, t.Pos + o) if o else default
+
+
+def _vector(t: Table, slot: int):
+    """(position of the first element, length) of a vector field, or (None, 0) when absent."""
+    o = _slot(t, slot)
+    return (t.Vector(o), t.VectorLen(o)) if o else (None, 0)
+
+
+def _tables(t: Table, slot: int) -> list:
+    start, n = _vector(t, slot)
+    return [Table(t.Bytes, t.Indirect(start + 4 * i)) for i in range(n)]
+
+
+def _ints(buf, start, n, dtype) -> list:
+    return [] if start is None else np.frombuffer(buf, dtype, n, start).tolist()
+
+
+def read_tensors(model: bytes) -> tuple[list[dict], list[dict]]:
+    """Parse what the patcher needs from the first subgraph: per tensor its vectors' positions; per buffer its data."""
+    try:
+        if len(model) < 8 or model[4:8] != b"TFL3":
+            raise ValueError("no TFL3 file identifier")
+        root = Table(model, encode.Get(N.UOffsetTFlags.packer_type, model, 0))
+        buffers = []
+        for b in _tables(root, _MODEL_BUFFERS):
+            if _scalar(b, _BUFFER_OFFSET, N.Uint64Flags, 0) > 1:
+                raise ValueError("buffers stored outside the flatbuffer (models > 2 GB) are not supported")
+            pos, n = _vector(b, _BUFFER_DATA)
+            buffers.append({"pos": pos, "len": n})
+        subgraphs = _tables(root, _MODEL_SUBGRAPHS)
+        if not subgraphs:
+            raise ValueError("no subgraph")
+        tensors = []
+        for t in _tables(subgraphs[0], _SUBGRAPH_TENSORS):
+            shape_pos, rank = _vector(t, _TENSOR_SHAPE)
+            sig_pos, sig_len = _vector(t, _TENSOR_SIGNATURE)
+            name_off = _slot(t, _TENSOR_NAME)
+            d = {"name": t.String(t.Pos + name_off).decode("utf-8", "replace") if name_off else "",
+                 "type": _scalar(t, _TENSOR_TYPE, N.Int8Flags, 0),
+                 "buffer": _scalar(t, _TENSOR_BUFFER, N.Uint32Flags, 0),
+                 "shape_pos": shape_pos, "shape": _ints(model, shape_pos, rank, "<i4"),
+                 "sig_pos": sig_pos, "signature": _ints(model, sig_pos, sig_len, "<i4"),
+                 "scale_pos": None, "scale_len": 0, "zp_pos": None, "zp_len": 0, "quant_dim": 0}
+            q = _slot(t, _TENSOR_QUANT)
+            if q:
+                qt = Table(model, t.Indirect(t.Pos + q))
+                d["scale_pos"], d["scale_len"] = _vector(qt, _QUANT_SCALE)
+                d["zp_pos"], d["zp_len"] = _vector(qt, _QUANT_ZERO_POINT)
+                d["quant_dim"] = _scalar(qt, _QUANT_DIMENSION, N.Int32Flags, 0)
+            if d["buffer"] >= len(buffers):
+                raise ValueError(f"tensor {len(tensors)} names buffer {d['buffer']} of {len(buffers)}")
+            tensors.append(d)
+        return tensors, buffers
+    except (ValueError, IndexError, struct.error, UnicodeDecodeError) as e:
+        raise UsageError(f"the template is not a readable .tflite file ({e}); copy it again or regenerate it "
+                         f"with `python -m tfwidth.profile template`") from None
+
+
+def manifest_path(template_path) -> str:
+    return os.path.splitext(str(template_path))[0] + ".json"
+
+
+class VariantMaker:
+    """Template bytes + manifest -> variant bytes for any widths. Build once, call ``make(widths)`` many times."""
+
+    def __init__(self, template: bytes, manifest: dict):
+        self.template = bytes(template)
+        self.manifest = manifest
+        self.choices = [list(c) for c in manifest["space"]["choices"]]
+        self.max_widths = [c[-1] for c in self.choices]
+        digest = hashlib.sha256(self.template).hexdigest()
+        if manifest.get("tflite_sha256") not in (None, digest):
+            raise UsageError("the template .tflite does not match its manifest (sha256 differs): it was corrupted or "
+                             "replaced; copy template.tflite and template.json again from the same `tfwidth.profile "
+                             "template` run")
+        tensors, buffers = read_tensors(self.template)
+        self._patches = self._plan(tensors, buffers)
+
+    # ---- load-time checks and the list of patches ----------------------------------------------------------------
+    def _plan(self, tensors, buffers) -> list:
+        cuts: dict[int, dict[int, int]] = {}
+        for var, entries in enumerate(self.manifest["variables"]):
+            for e in entries["cuts"]:
+                cuts.setdefault(int(e["tensor"]), {})[int(e["axis"])] = var
+        patches, owner = [], {}
+        for ti, axes in sorted(cuts.items()):
+            if ti >= len(tensors):
+                raise UsageError(f"template.json cuts tensor {ti} but the template has {len(tensors)} tensors; "
+                                 f"the manifest belongs to another template: regenerate both")
+            t = tensors[ti]
+            want = self.manifest["tensors"].get(str(ti))
+            if want is not None and (want["name"] != t["name"] or list(want["shape"]) != t["shape"]):
+                raise UsageError(f"template.json describes tensor {ti} as {want['name']!r} {want['shape']} but the "
+                                 f"template has {t['name']!r} {t['shape']}; regenerate both with tfwidth.profile")
+            for axis, var in axes.items():
+                if axis >= len(t["shape"]) or t["shape"][axis] != self.max_widths[var]:
+                    raise UsageError(f"template tensor {t['name']!r} {t['shape']} axis {axis} is not the max width "
+                                     f"{self.max_widths[var]} of variable {var}; regenerate the template")
+            p = {"tensor": ti, "axes": axes, **t}
+            buf = buffers[t["buffer"]]
+            p["data_pos"] = buf["pos"] if buf["len"] else None
+            if p["data_pos"] is not None:
+                dtype = np.dtype(_DTYPES.get(t["type"], np.uint8)).newbyteorder("<")
+                if t["type"] not in _DTYPES or buf["len"] != dtype.itemsize * int(np.prod(t["shape"])):
+                    raise UsageError(f"template tensor {t['name']!r}: buffer of {buf['len']} bytes does not hold "
+                                     f"shape {t['shape']} of type {t['type']}; regenerate the template")
+                p["dtype"] = dtype
+                p["source"] = np.frombuffer(self.template, dtype, int(np.prod(t["shape"])),
+                                            p["data_pos"]).reshape(t["shape"])
+            p["per_channel"] = p["scale_len"] > 1 and p["quant_dim"] in axes
+            patches.append(p)
+            key = (tuple(sorted(axes.items())), tuple(t["shape"]))
+            for what in ("data_pos", "shape_pos", "sig_pos", "scale_pos", "zp_pos"):
+                if p.get(what) is not None:
+                    owner.setdefault(p[what], set()).add(key)
+        # A vector shared by tensors cut differently (or by an uncut tensor) cannot be patched in place: the host
+        # duplicates shared buffers when it writes the template, so this only trips on a foreign template.
+        for ti, t in enumerate(tensors):
+            if ti in cuts:
+                continue
+            for pos in (buffers[t["buffer"]]["pos"] if buffers[t["buffer"]]["len"] else None, t["shape_pos"],
+                        t["sig_pos"], t["scale_pos"], t["zp_pos"]):
+                if pos is not None and pos in owner:
+                    owner[pos].add(("uncut", ti))
+        shared = [pos for pos, keys in owner.items() if len(keys) > 1]
+        if shared:
+            raise UsageError(f"the template shares {len(shared)} vectors between tensors cut differently; "
+                             f"regenerate it with `python -m tfwidth.profile template` (it duplicates them)")
+        return patches
+
+    def check_widths(self, widths: Sequence[int], what: str = "widths") -> list[int]:
+        widths = [int(w) for w in widths]
+        if len(widths) != len(self.choices):
+            raise UsageError(f"{what} has {len(widths)} values but the template has {len(self.choices)} width "
+                             f"variables; use a plan made for this template's space")
+        for i, (w, ch) in enumerate(zip(widths, self.choices)):
+            if w not in ch:
+                raise UsageError(f"{what}: variable {i} width {w} is not a choice of the template's space "
+                                 f"(choices: {', '.join(map(str, ch))}); use a plan made for this space")
+        return widths
+
+    # ---- per variant ----------------------------------------------------------------------------------------------
+    def make(self, widths: Sequence[int]) -> bytes:
+        widths = self.check_widths(widths)
+        out = bytearray(self.template)
+        view = np.frombuffer(out, np.uint8)
+        for p in self._patches:
+            shape = list(p["shape"])
+            for axis, var in p["axes"].items():
+                shape[axis] = widths[var]
+            if p["data_pos"] is not None:
+                src = p["source"][tuple(slice(0, n) for n in shape)]
+                nbytes = src.size * p["dtype"].itemsize
+                np.copyto(view[p["data_pos"]:p["data_pos"] + nbytes].view(p["dtype"]).reshape(shape), src)
+                struct.pack_into("<I", out, p["data_pos"] - 4, nbytes)
+            view[p["shape_pos"]:p["shape_pos"] + 4 * len(shape)].view("<i4")[:] = shape
+            if p["sig_pos"] is not None and len(p["signature"]) == len(shape):
+                # Keep the signature's dynamic (-1) dims; cut the rest like the shape.
+                sig = [s if s < 0 else shape[a] for a, s in enumerate(p["signature"])]
+                view[p["sig_pos"]:p["sig_pos"] + 4 * len(sig)].view("<i4")[:] = sig
+            if p["per_channel"]:
+                # Per-channel scales/zero points are indexed by channel: keeping the first n is a shorter length.
+                n = shape[p["quant_dim"]]
+                struct.pack_into("<I", out, p["scale_pos"] - 4, n)
+                if p["zp_len"] > 1:
+                    struct.pack_into("<I", out, p["zp_pos"] - 4, n)
+        return bytes(out)
+
+
+def load(template_path) -> VariantMaker:
+    """Read template.tflite and the template.json beside it; every problem is one UsageError line."""
+    template_path = str(template_path)
+    mpath = manifest_path(template_path)
+    for path, what in ((template_path, "template"), (mpath, "template manifest")):
+        if not os.path.exists(path):
+            raise UsageError(f"{what} {path} does not exist; create it with `python -m tfwidth.profile template "
+                             f"--space space.json -o {os.path.splitext(template_path)[0]}.tflite`")
+    try:
+        with open(mpath) as f:
+            manifest = json.load(f)
+        if not isinstance(manifest, dict) or manifest.get("kind") != "template":
+            raise ValueError("not a template manifest")
+        manifest["space"]["choices"], manifest["variables"], manifest["space_hash"]  # noqa: B018  (must exist)
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"template manifest {mpath} is unreadable ({e}); regenerate it with tfwidth.profile "
+                         f"template") from None
+    with open(template_path, "rb") as f:
+        data = f.read()
+    return VariantMaker(data, manifest)

@@ -1,0 +1,341 @@
+"""Host side of on-device profiling: the max-width .tflite template (+ its manifest) and the plans of configurations.
+
+    python -m tfwidth.profile template --space space.json -o template.tflite [--quantize int8]
+    python -m tfwidth.profile plan --space space.json --count N [--kind biased|random] [--seed S] -o plan.json
+
+The device (``python -m device_profiler``) cuts every configuration of a plan out of the template without the
+converter, guided by the manifest (template.json beside the .tflite): for each width variable, which tensors and
+which axis of each it cuts. The manifest is found here by following the data flow of the converted graph; the only
+names used are the Keras layer names of the conv/FC ops (to know which variable a conv's outputs belong to), and
+every cut axis is checked against the variable's max width.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from tfwidth.artifacts import atomic_write_bytes, check_space, read_json, write_json
+from tfwidth.errors import UsageError, run_cli
+from tfwidth.space import ChainCost, SearchSpace
+
+FORMATS = ("fp32", "int8")
+
+
+# ---- template ---------------------------------------------------------------------------------------------------
+def template_model(space: SearchSpace, seed: int = 0):
+    """Max-width MobileNetV1 with random, non-trivial BatchNorm and classifier bias.
+
+    Zero biases would be dropped by the converter and identical constants merged into one buffer; random statistics
+    give every folded bias its own non-zero values (and a realistic graph to time).
+    """
+    import tf_keras as keras
+    from tfwidth.mobilenet import build_mobilenet
+    keras.utils.set_random_seed(seed)
+    model = build_mobilenet(space, space.max_widths)
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c), rng.normal(0, 0.2, c),
+                               rng.uniform(0.5, 1.5, c)])
+        elif isinstance(layer, keras.layers.Dense) and layer.use_bias:
+            kernel, bias = layer.get_weights()
+            layer.set_weights([kernel, rng.normal(0, 0.2, bias.shape)])
+    return model
+
+
+def sliced_model(max_model, space: SearchSpace, widths):
+    """The plain model at `widths` whose weights are the first channels of `max_model`'s (the slimmable convention)."""
+    from tfwidth.mobilenet import build_mobilenet
+    small = build_mobilenet(space, widths)
+    for layer in small.layers:
+        big = max_model.get_layer(layer.name).get_weights()
+        layer.set_weights([w[tuple(slice(0, n) for n in s.shape)] for w, s in zip(big, layer.get_weights())])
+    return small
+
+
+def convert(model, fmt: str = "fp32", seed: int = 0, calibration_batches: int = 32) -> bytes:
+    import tensorflow as tf
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    if fmt == "int8":
+        shape = (1,) + tuple(model.input_shape[1:])
+        rng = np.random.default_rng(seed)
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: ([rng.normal(size=shape).astype(np.float32)]
+                                               for _ in range(calibration_batches))
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return bytes(conv.convert())
+
+
+def _schema():
+    from tensorflow.lite.python import schema_py_generated
+    return schema_py_generated
+
+
+def _layer_variables(space: SearchSpace) -> dict:
+    """Keras layer name -> the width variable its output channels belong to (None: output not cut).
+
+    Depthwise convs keep their input's channels: the data flow gives their variable, so they map to "follow"."""
+    out = {"stem_conv": 0, "classifier": None}
+    for i in range(1, space.num_layers):
+        out[f"b{i}_pw"] = i
+        out[f"b{i}_dw"] = "follow"
+    return out
+
+
+def build_manifest(model_obj, space: SearchSpace, fmt: str) -> dict:
+    """Which tensors (and which axis) each width variable cuts, found by following the graph's data flow."""
+    S = _schema()
+    ops = S.BuiltinOperator
+    # output-channel axis and input-channel axis of each weight layout (TFLite: OHWI, 1HWO, [out, in])
+    weight_axes = {ops.CONV_2D: (0, 3), ops.DEPTHWISE_CONV_2D: (3, None), ops.FULLY_CONNECTED: (0, 1)}
+    graph = model_obj.subgraphs[0]
+    tensors = graph.tensors
+    layer_var = _layer_variables(space)
+    name = lambda t: tensors[t].name.decode()  # noqa: E731
+    shape = lambda t: [int(s) for s in tensors[t].shape]  # noqa: E731
+    cuts: dict[tuple, int] = {}  # (tensor, axis) -> variable
+    roles: dict[int, str] = {}
+    chan: dict[int, int | None] = {}  # activation tensor -> variable of its channel (last) axis
+    seen_layers = set()
+    for op in graph.operators:
+        oc = model_obj.operatorCodes[op.opcodeIndex]
+        code = max(oc.builtinCode, oc.deprecatedBuiltinCode)
+        ins = [int(i) for i in op.inputs]
+        outs = [int(o) for o in op.outputs]
+        in_var = chan.get(ins[0]) if ins else None
+        if code in weight_axes:
+            w = ins[1]
+            tokens = set(re.split(r"[;/]", name(w)))
+            layers = [n for n in layer_var if n in tokens]
+            if len(layers) != 1:
+                raise UsageError(f"cannot tell which layer the weight tensor {name(w)!r} belongs to (matches "
+                                 f"{layers}); the template must come from tfwidth.mobilenet.build_mobilenet")
+            layer = layers[0]
+            seen_layers.add(layer)
+            out_var = in_var if layer_var[layer] == "follow" else layer_var[layer]
+            out_axis, in_axis = weight_axes[code]
+            if out_var is not None:
+                cuts[(w, out_axis)] = out_var
+            if in_axis is not None and in_var is not None:
+                cuts[(w, in_axis)] = in_var
+            roles[w] = "weight"
+            if len(ins) > 2 and ins[2] >= 0 and out_var is not None:
+                cuts[(ins[2], 0)] = out_var
+                roles[ins[2]] = "bias"
+        else:
+            # element-wise, pooling, (de)quantize: the channel axis passes through unchanged
+            out_var = in_var if ins and all(shape(o)[-1:] == shape(ins[0])[-1:] for o in outs) else None
+        for o in outs:
+            chan[o] = out_var
+            if out_var is not None:
+                cuts[(o, len(shape(o)) - 1)] = out_var
+                roles[o] = "activation"
+    missing = sorted(set(layer_var) - seen_layers)
+    if missing:
+        raise UsageError(f"the converted template has no op for layers {missing}; the template must come from "
+                         f"tfwidth.mobilenet.build_mobilenet")
+    variables = [{"name": n, "max": m, "cuts": []} for n, m in zip(space.layer_names, space.max_widths)]
+    described = {}
+    for (t, axis), var in sorted(cuts.items()):
+        sh = shape(t)
+        if sh[axis] != space.max_widths[var]:
+            raise UsageError(f"template tensor {name(t)!r} {sh} axis {axis} should be {space.layer_names[var]}'s max "
+                             f"width {space.max_widths[var]}; the template does not match the space")
+        q = tensors[t].quantization
+        per_channel = q is not None and q.scale is not None and len(q.scale) > 1 and int(q.quantizedDimension) == axis
+        variables[var]["cuts"].append({"tensor": t, "name": name(t), "axis": axis, "role": roles.get(t, "activation"),
+                                       "quant": bool(per_channel)})
+        described[str(t)] = {"name": name(t), "shape": sh}
+    return {"kind": "template", "space_hash": space.space_hash, "space": space.to_json(), "format": fmt,
+            "variables": variables, "tensors": described}
+
+
+class _AlignedBuilder:
+    """flatbuffers.Builder whose byte vectors (TFLite buffers) start on 16 bytes, as the converter writes them."""
+
+    def __new__(cls, size):
+        import flatbuffers
+
+        class B(flatbuffers.Builder):
+            def CreateNumpyVector(self, x):
+                if x.dtype != np.uint8:
+                    return super().CreateNumpyVector(x)
+                self.StartVector(1, len(x), 16)
+                self.head = self.head - len(x)
+                self.Bytes[self.head:self.head + len(x)] = x.tobytes()
+                self.vectorNumElems = len(x)
+                return self.EndVector()
+        return B(size)
+
+
+def unshare_buffers(tflite: bytes, manifest: dict) -> bytes:
+    """Give every cut tensor a buffer of its own (the converter merges identical constants into one buffer)."""
+    S = _schema()
+    cut = {e["tensor"] for v in manifest["variables"] for e in v["cuts"]}
+    model = S.ModelT.InitFromPackedBuf(bytearray(tflite), 0)
+    tensors = model.subgraphs[0].tensors
+    users: dict[int, list[int]] = {}
+    for i, t in enumerate(tensors):
+        if t.buffer and model.buffers[t.buffer].data is not None:
+            users.setdefault(int(t.buffer), []).append(i)
+    changed = False
+    for b, ts in users.items():
+        for i in [t for t in ts if t in cut][1 if all(t in cut for t in ts) else 0:]:
+            copy = S.BufferT()
+            copy.data = np.array(model.buffers[b].data, dtype=np.uint8)
+            model.buffers.append(copy)
+            tensors[i].buffer = len(model.buffers) - 1
+            changed = True
+    if not changed:
+        return tflite
+    for b in model.buffers:  # np.uint8 data packs as one block copy instead of a per-byte loop
+        if b.data is not None:
+            b.data = np.asarray(b.data, dtype=np.uint8)
+    builder = _AlignedBuilder(len(tflite) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def make_template(space: SearchSpace, fmt: str = "fp32", seed: int = 0, model=None) -> tuple[bytes, dict]:
+    """Convert the max-width model once; return the .tflite bytes and the manifest the device needs."""
+    from device_profiler.variants import VariantMaker
+    model = model if model is not None else template_model(space, seed)
+    tflite = convert(model, fmt, seed)
+    S = _schema()
+    manifest = build_manifest(S.ModelT.InitFromPackedBuf(bytearray(tflite), 0), space, fmt)
+    tflite = unshare_buffers(tflite, manifest)
+    manifest["tflite_sha256"] = hashlib.sha256(tflite).hexdigest()
+    manifest["seed"] = seed
+    VariantMaker(tflite, manifest)  # the device's own load-time checks, run here where the error is fixable
+    return tflite, manifest
+
+
+# ---- plans ------------------------------------------------------------------------------------------------------
+def _min_path(cost: ChainCost, noise: ChainCost) -> tuple:
+    """Viterbi: the index path minimising the chain's total (cost + tie-breaking noise)."""
+    n = len(cost.unary)
+    acc = cost.unary[0] + noise.unary[0]
+    back = []
+    for i in range(1, n):
+        tot = acc[:, None] + cost.pairwise[i - 1] + noise.pairwise[i - 1]
+        back.append(np.argmin(tot, axis=0))
+        acc = tot.min(axis=0) + cost.unary[i] + noise.unary[i]
+    idx = [int(np.argmin(acc))]
+    for b in reversed(back):
+        idx.append(int(b[idx[-1]]))
+    return tuple(reversed(idx))
+
+
+def biased_configs(space: SearchSpace, count: int, rng: np.random.Generator) -> list[tuple]:
+    """Each next configuration covers the least-measured latency-table entries (stem, block pairs, head).
+
+    Counts are integers, so noise below 1/(terms+1) per term only ever breaks ties, and breaks them at random."""
+    k = space.num_choices
+    unary = [np.zeros(n) for n in k]
+    pairwise = [np.zeros((k[i], k[i + 1])) for i in range(len(k) - 1)]
+    eps = 1.0 / (2 * len(k) + 2)
+    out = []
+    for _ in range(count):
+        counts = ChainCost(tuple(unary), tuple(pairwise))
+        noise = ChainCost(tuple(rng.uniform(0, eps, n) for n in k),
+                          tuple(rng.uniform(0, eps, p.shape) for p in pairwise))
+        idx = _min_path(counts, noise)
+        # stem (3 -> c_1) and head (pool + classifier on c_last) are unary entries; the blocks are pairs
+        unary[0][idx[0]] += 1
+        unary[-1][idx[-1]] += 1
+        for i, p in enumerate(pairwise):
+            p[idx[i], idx[i + 1]] += 1
+        out.append(space.to_widths(idx))
+    return out
+
+
+def random_configs(space: SearchSpace, count: int, rng: np.random.Generator) -> list[tuple]:
+    return [space.random_widths(rng) for _ in range(count)]
+
+
+def make_plan(space: SearchSpace, count: int, kind: str = "biased", seed: int = 0, reference=None) -> dict:
+    if count < 1:
+        raise UsageError(f"--count must be >= 1, got {count}")
+    if kind not in ("biased", "random"):
+        raise UsageError(f"unknown plan kind {kind!r}; choose biased or random")
+    rng = np.random.default_rng(seed)
+    configs = (biased_configs if kind == "biased" else random_configs)(space, count, rng)
+    reference = space.validate(reference if reference is not None else space.uniform(1.0), "reference")
+    return {"kind": "plan", "space_hash": space.space_hash, "space": space.to_json(), "plan_kind": kind,
+            "seed": seed, "reference": list(reference), "configs": [list(c) for c in configs]}
+
+
+def load_plan(path, space: SearchSpace | None = None) -> dict:
+    d = read_json(path, "plan")
+    if d.get("kind") != "plan":
+        raise UsageError(f"{path} is not a plan (kind {d.get('kind')!r}); make one with tfwidth.profile plan")
+    if space is not None:
+        check_space(d, space, f"plan {path}")
+    return d
+
+
+# ---- CLI --------------------------------------------------------------------------------------------------------
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tfwidth.profile", description=(
+        "Prepare on-device latency profiling: the max-width .tflite template the device cuts every configuration "
+        "from, and the plan of configurations it times (then run `python -m device_profiler` on the device)."))
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("template", help="convert the space's max-width MobileNetV1 once, with its manifest",
+                       description="Convert the max-width MobileNetV1 of the space to .tflite (once) and write "
+                                   "beside it NAME.json, the manifest of which tensors each width variable cuts.")
+    t.add_argument("--space", required=True, help="space.json (python -m tfwidth.space -o space.json)")
+    t.add_argument("-o", "--output", required=True, help="template .tflite to write (manifest: same name, .json)")
+    t.add_argument("--quantize", choices=("none", "int8"), default="none",
+                   help="none: fp32 (default); int8: full-integer with random-input calibration (float in/out)")
+    t.add_argument("--seed", type=int, default=0, help="seed of the random weights and BatchNorm statistics")
+    q = sub.add_parser("plan", help="choose the configurations the device will time",
+                       description="Write plan.json: configurations to time on the device and a reference "
+                                   "configuration re-timed now and then to track drift.")
+    q.add_argument("--space", required=True, help="space.json")
+    q.add_argument("--count", type=int, required=True, help="number of configurations")
+    q.add_argument("--kind", choices=("biased", "random"), default="biased",
+                   help="biased (default): each next configuration covers the least-measured latency-table "
+                        "entries, so every entry gets measured; random: uniform per layer (validation sets)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--reference", default="1.0",
+                   help="reference configuration: a uniform multiplier (default 1.0) or comma-separated widths")
+    q.add_argument("-o", "--output", required=True, help="plan.json to write")
+    a = p.parse_args(argv)
+    space = SearchSpace.load(a.space)
+    if a.cmd == "template":
+        out = Path(a.output)
+        if out.suffix != ".tflite":
+            raise UsageError(f"template output {out} should end in .tflite (the manifest goes beside it as .json)")
+        fmt = "int8" if a.quantize == "int8" else "fp32"
+        print(f"converting the max-width model ({space.name}, {space.resolution}px, {fmt}); this takes a while...",
+              file=sys.stderr)
+        tflite, manifest = make_template(space, fmt, a.seed)
+        # manifest last: its sha256 names the .tflite, so a run killed in between leaves a detectable mismatch
+        atomic_write_bytes(out, tflite)
+        write_json(out.with_suffix(".json"), manifest)
+        n = sum(len(v["cuts"]) for v in manifest["variables"])
+        print(f"wrote {out} ({len(tflite) / 1e6:.1f} MB, {fmt}) and {out.with_suffix('.json')} ({n} cut tensor axes)")
+    else:
+        if "," in a.reference:
+            reference = [int(w) for w in a.reference.split(",")]
+        else:
+            try:
+                reference = space.uniform(float(a.reference))
+            except ValueError:
+                raise UsageError(f"--reference {a.reference!r} is neither a multiplier nor comma-separated widths")
+        plan = make_plan(space, a.count, a.kind, a.seed, reference)
+        write_json(a.output, plan, indent=None)
+        print(f"wrote {a.output}: {a.count} {a.kind} configurations, reference {plan['reference']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
