@@ -82,3 +82,74 @@ def sampling_state(space: SearchSpace, costs: list, latency: ChainCost, target_m
     T = temperature(progress, schedule)
     probs = mrf.marginals(acc, latency, sol.gamma or 0.0, T)
     return SamplingState(progress, False, T, sol.gamma, widths, pred, probs)
+
+
+def _keras_callback_base():
+    import tfwidth  # noqa: F401
+    import tf_keras as keras
+    return keras.callbacks.Callback
+
+
+class AOWSCallback(_keras_callback_base()):
+    """Sets the supernet's per-layer sampling distributions from the MRF marginals, every `every` steps (0: at each
+    epoch start), and logs temperature, gamma, entropies and the current OWS configuration each epoch
+    (RUN_DIR/aows.jsonl and TensorBoard)."""
+
+    def __init__(self, space: SearchSpace, latency: ChainCost, target_ms: float, total_steps: int,
+                 run_dir=None, every: int = 0, schedule=SCHEDULE, view: str = "running"):
+        super().__init__()
+        self.space, self.latency, self.target_ms = space, latency, float(target_ms)
+        self.total_steps, self.every, self.schedule, self.view = max(1, int(total_steps)), int(every), schedule, view
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.state: SamplingState | None = None
+        self._writer = None
+
+    def _update(self):
+        step = int(self.model.optimizer.iterations.numpy())
+        stats = self.model.width_stats()
+        self.state = sampling_state(self.space, stats.costs(self.view), self.latency, self.target_ms,
+                                    step / self.total_steps, self.schedule)
+        self.model.set_sampling(self.state.padded(self.model.kmax))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.state is None and self.run_dir is not None and (self.run_dir / "aows.jsonl").exists():
+            # resumed at `epoch`: drop what the killed run logged for epochs that are about to be redone
+            path = self.run_dir / "aows.jsonl"
+            keep = []
+            for line in path.read_text().splitlines():
+                try:
+                    if json.loads(line)["epoch"] <= epoch:
+                        keep.append(line)
+                except (json.JSONDecodeError, KeyError):
+                    pass
+            from tfwidth.artifacts import atomic_write_bytes
+            atomic_write_bytes(path, "".join(l + "\n" for l in keep).encode())
+        self._update()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.every and batch and batch % self.every == 0:
+            self._update()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.state is None:
+            return
+        rec = {"epoch": epoch + 1, **self.state.to_json()}
+        if logs is not None:  # visible in the Keras history and log.jsonl of the trainer
+            logs["aows_temperature"] = self.state.temperature or 0.0
+            logs["aows_mean_entropy"] = float(np.mean(self.state.entropy()))
+        if self.run_dir is None:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "aows.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        import tensorflow as tf
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(str(self.run_dir / "tb" / "aows"))
+        with self._writer.as_default(step=epoch + 1):
+            tf.summary.scalar("aows/temperature", self.state.temperature or 1.0)
+            tf.summary.scalar("aows/gamma", self.state.gamma or 0.0)
+            tf.summary.scalar("aows/mean_entropy", float(np.mean(self.state.entropy())))
+            if self.state.predicted_ms is not None:
+                tf.summary.scalar("aows/predicted_ms", self.state.predicted_ms)
+            for name, p in zip(self.space.layer_names, self.state.probs):
+                tf.summary.histogram(f"aows/probs/{name}", np.repeat(np.arange(len(p)), np.round(p * 1000).astype(int)))
