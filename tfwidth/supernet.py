@@ -34,7 +34,7 @@ from tfwidth.space import SearchSpace
 from tfwidth.stats import WidthStats
 
 BN_EPSILON = 1e-3  # tf_keras BatchNormalization defaults, so the exported plain model behaves identically
-BN_MOMENTUM = 0.99
+BN_MOMENTUM = 0.9  # faster than Keras 0.99 so the max path's moving statistics are usable after short runs
 
 
 def _relu6(x):
@@ -308,8 +308,12 @@ class Supernet(keras.Model):
     def _accumulate_stats(self, idx, attribute, delta):
         L, K = self.space.num_layers, self.kmax
         flat = tf.reshape(tf.range(L)[None, :] * K + idx, [-1])
-        w = tf.reshape(tf.cast(attribute, tf.float64), [-1])
-        d = tf.reshape(tf.cast(delta, tf.float64)[:, None] * tf.cast(attribute, tf.float64), [-1])
+        a = tf.cast(attribute, tf.float64)
+        # Split each example's increase evenly over its attributed layers, as WidthStats.update does, so the sum of
+        # per-layer costs over a configuration estimates its loss increase under either sampling.
+        share = tf.cast(delta, tf.float64) / tf.maximum(tf.reduce_sum(a, 1), 1.0)
+        w = tf.reshape(a, [-1])
+        d = tf.reshape(share[:, None] * a, [-1])
         s = tf.math.unsorted_segment_sum(d, flat, L * K)
         c = tf.math.unsorted_segment_sum(w, flat, L * K)
         ctx = tf.distribute.get_replica_context()
