@@ -1,0 +1,565 @@
+"""widths.json -> a trained, quantized, verified and timed .tflite (plus the plain .keras model and report.json).
+
+    python -m tfwidth.export --widths widths.json --run RUN_DIR --dataset D [--init supernet|scratch] [--epochs N]
+                             [--format fp32|fp16|int8|qat] [--latency table.json] -o model.tflite
+
+Steps: rebuild the plain MobileNetV1 (tfwidth.mobilenet, standard tf_keras layers only) at the solved widths;
+initialise it from the supernet (sliced weights + BatchNorm re-estimated for these widths) or from scratch; train it
+(cosine schedule with warm-up, label smoothing, optional distillation from the supernet's max network, resumable);
+for qat, fine-tune again with fake quantization; convert; check the .tflite against Keras on evaluation images; time it
+with the device profiler's protocol; compare with the latency table. Outputs are written last and atomically, so a
+failed or interrupted export leaves nothing half-written beside the output path (training checkpoints live in
+RUN_DIR/export/).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+import tfwidth  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+from tfwidth.artifacts import atomic_write_bytes, check_space, read_json, write_json
+from tfwidth.convert import FORMATS, INTEGER_FORMATS, IO_TYPES, LiteModel, agreement, check_format, convert, \
+    keras_logits, latency_format, quantize_for_training, top1
+from tfwidth.errors import UsageError, run_cli
+from tfwidth.space import SearchSpace
+
+# The issue's bars for Keras vs .tflite agreement, per format (fp16 weights round logits to ~1e-3 relative).
+FP32_MAX_ABS_DIFF = 1e-4
+FP16_MAX_ABS_DIFF = 5e-2
+INT8_MIN_TOP1_AGREEMENT = 0.95
+LATENCY_TOLERANCE = 0.05
+
+
+# ---- inputs -------------------------------------------------------------------------------------------------------
+def load_widths(path) -> tuple[SearchSpace, tuple, dict]:
+    """widths.json -> (its space, its validated widths, the document)."""
+    d = read_json(path, "widths file")
+    if d.get("kind", "widths") != "widths" or "widths" not in d:
+        raise UsageError(f"{path} is not a widths file (kind {d.get('kind')!r}); pass the widths.json written by "
+                         f"`python -m tfwidth.solve`")
+    if not isinstance(d.get("space"), dict):
+        raise UsageError(f"widths file {path} embeds no space; regenerate it with `python -m tfwidth.solve`")
+    space = SearchSpace.from_dict(d["space"])
+    check_space(d, space, f"widths file {path}")
+    widths = space.validate(d["widths"], what=f"widths file {path}")
+    return space, widths, d
+
+
+def run_space(run_dir: Path) -> tuple[dict | None, str | None]:
+    """The space a run directory was made for (from any space-stamped JSON in it), and which file said so."""
+    for name in ("space.json", "ckpt/checkpoint.json", "ckpt.json", "run.json", "stats.json"):
+        p = run_dir / name
+        if p.is_file():
+            try:
+                d = json.loads(p.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if isinstance(d, dict) and "space_hash" in d:
+                return d, str(p)
+    return None, None
+
+
+def load_supernet(run_dir: Path, space: SearchSpace):
+    """The supernet of a `python -m tfwidth.train --out RUN_DIR` run, at its last finished epoch."""
+    import tensorflow as tf
+    from tfwidth.supernet import Supernet
+    from tfwidth.train import SIDECAR, read_sidecar
+    side = read_sidecar(run_dir) if Path(run_dir).is_dir() else None
+    if side is None or not side.get("checkpoint"):
+        raise UsageError(f"run directory {run_dir} holds no supernet checkpoint ({Path(run_dir) / 'ckpt' / SIDECAR} "
+                         f"is missing); train one with `python -m tfwidth.train --out {run_dir}`, or use --init "
+                         f"scratch")
+    check_space(side, space, f"supernet checkpoint in {run_dir}")
+    model = Supernet(space)
+    path = Path(run_dir) / "ckpt" / side["checkpoint"]
+    try:
+        tf.train.Checkpoint(model=model).restore(str(path)).expect_partial().assert_existing_objects_matched()
+    except (tf.errors.NotFoundError, tf.errors.DataLossError, AssertionError, ValueError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"cannot read the supernet checkpoint {path} ({msg}); resume or redo the training") \
+            from None
+    return model
+
+
+def load_latency_table(path, space: SearchSpace):
+    try:
+        from tfwidth.latency import LatencyTable
+    except ImportError:
+        raise UsageError("--latency needs tfwidth.latency, which this installation lacks; drop --latency") from None
+    table = LatencyTable.load(path)
+    if table.space.space_hash != space.space_hash:
+        raise UsageError(f"latency table {path} was fitted for space {table.space.space_hash} but the widths are of "
+                         f"space {space.space_hash} ({space.name}); pass the table the widths were solved with")
+    return table
+
+
+# ---- training -----------------------------------------------------------------------------------------------------
+def make_optimizer(schedule, weight_decay: float, momentum: float = 0.9):
+    import tf_keras as keras
+    opt = keras.optimizers.SGD(schedule, momentum=momentum, nesterov=True, weight_decay=weight_decay or None,
+                               jit_compile=False)
+    if weight_decay:
+        # Decoupled decay on conv/dense kernels only: shrinking BN scales or biases is not regularisation.
+        opt.exclude_from_weight_decay(var_names=["_bn", "bias", "gamma", "beta"])
+    return opt
+
+
+def train(model, data, *, epochs: int, lr: float = 0.05, warmup_epochs: float = 0.0, label_smoothing: float = 0.1,
+          weight_decay: float = 4e-5, teacher=None, distill_weight: float = 0.5, temperature: float = 4.0,
+          ckpt_dir: Path | None = None, resume: bool = False, tensorboard: str | None = None, desc: str = "train",
+          progress: bool = True, eval_each_epoch: bool = True, signature: dict | None = None) -> list[dict]:
+    """Train a plain Keras model in place for ``epochs`` epochs of ``data``; one checkpoint per epoch in ckpt_dir.
+
+    With ``teacher`` the loss is (1 - a) * CE(labels) + a * T^2 * KL(teacher_T || student_T) (Hinton et al.).
+    ``signature``: what the checkpoint belongs to; resuming a checkpoint of something else is refused.
+    Returns one dict per epoch trained now (loss, train_top1, eval_top1, lr).
+    """
+    import tensorflow as tf
+    from tqdm import tqdm
+    if epochs <= 0:
+        return []
+    steps = data.steps_per_epoch
+    from tfwidth.train import cosine_warmup
+    schedule = cosine_warmup(lr, int(round(warmup_epochs * steps)), epochs * steps)
+    opt = make_optimizer(schedule, weight_decay)
+    opt.build(model.trainable_variables)
+    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+    ckpt = tf.train.Checkpoint(model=model, optimizer=opt, epoch=epoch_var)
+    manager = None
+    start = 0
+    if ckpt_dir is not None:
+        ckpt_dir = Path(ckpt_dir)
+        sidecar = ckpt_dir / "checkpoint.json"
+        sig = dict(signature or {}, epochs=int(epochs), lr=lr, warmup_epochs=warmup_epochs,
+                   label_smoothing=label_smoothing, weight_decay=weight_decay, distill=teacher is not None)
+        if resume and sidecar.is_file():
+            old = read_json(sidecar, "export checkpoint sidecar")
+            diff = sorted(k for k in set(sig) | set(old.get("signature", {}))
+                          if sig.get(k) != old.get("signature", {}).get(k))
+            if diff:
+                raise UsageError(f"the checkpoint in {ckpt_dir} was made with other settings ({', '.join(diff)} "
+                                 f"differ); rerun with the same options, or without --resume to start over")
+            manager = tf.train.CheckpointManager(ckpt, str(ckpt_dir), max_to_keep=1)
+            if manager.latest_checkpoint:
+                ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+                start = int(epoch_var.numpy())
+                print(f"{desc}: resumed at epoch {start}/{epochs} from {manager.latest_checkpoint}")
+        else:
+            if ckpt_dir.exists():
+                shutil.rmtree(ckpt_dir)
+            manager = tf.train.CheckpointManager(ckpt, str(ckpt_dir), max_to_keep=1)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        write_json(sidecar, {"kind": "export_checkpoint", "signature": sig})
+
+    classes = model.output_shape[-1]
+    ce = tf.keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing)
+    T, a = float(temperature), float(distill_weight)
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = ce(tf.one_hot(y, classes), logits)
+            if teacher is not None:
+                soft = tf.nn.softmax(teacher(x, training=False) / T)
+                kd = tf.reduce_mean(tf.reduce_sum(soft * (tf.math.log(soft + 1e-12) -
+                                                          tf.nn.log_softmax(logits / T)), -1))
+                loss = (1.0 - a) * loss + a * T * T * kd
+            total = loss + tf.add_n(model.losses) if model.losses else loss
+        grads = tape.gradient(total, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        correct = tf.reduce_sum(tf.cast(tf.argmax(logits, -1, output_type=tf.int32) == y, tf.float32))
+        return loss, correct
+
+    writer = tf.summary.create_file_writer(tensorboard) if tensorboard else None
+    history = []
+    for epoch in range(start, epochs):
+        losses, correct, seen = [], 0.0, 0
+        bar = tqdm(data.train_epoch(epoch), total=steps, desc=f"{desc} epoch {epoch + 1}/{epochs}",
+                   disable=not progress, leave=False, file=sys.stderr)
+        for x, y in bar:
+            loss, c = step(x, tf.cast(y, tf.int32))
+            losses.append(float(loss))
+            correct += float(c)
+            seen += int(y.shape[0])
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        bar.close()
+        rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "train_top1": correct / max(seen, 1),
+               "lr": float(schedule(opt.iterations))}
+        if eval_each_epoch:
+            xe, ye = data.eval_arrays()
+            rec["eval_top1"] = top1(keras_logits(model, xe), ye)
+        history.append(rec)
+        print(f"{desc} epoch {epoch + 1}/{epochs}: " + "  ".join(
+            f"{k} {v:.4g}" for k, v in rec.items() if k != "epoch"))
+        if writer is not None:
+            with writer.as_default(step=epoch + 1):
+                for k, v in rec.items():
+                    if k != "epoch":
+                        tf.summary.scalar(f"{desc}/{k}", v)
+            writer.flush()
+        epoch_var.assign(epoch + 1)
+        if manager is not None:
+            manager.save(checkpoint_number=epoch + 1)
+    return history
+
+
+def recalibrate_plain_bn(model, data, batches: int) -> int:
+    """Re-estimate every BatchNorm's moving statistics of a plain Keras model as the exact average of ``batches``
+    training batches' statistics (momentum k/(k+1) at batch k), as the supernet does after slicing. A short
+    fine-tune leaves them mostly at their momentum-0.99 starting point; this makes evaluation match the weights."""
+    import tf_keras as keras
+    bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    saved = [l.momentum for l in bns]
+    for l in bns:
+        l.moving_mean.assign(np.zeros(l.moving_mean.shape, np.float32))
+        l.moving_variance.assign(np.ones(l.moving_variance.shape, np.float32))
+    k = 0
+    try:
+        for x, _ in data.calibration(batches):
+            for l in bns:
+                l.momentum = k / (k + 1.0)
+            model(x, training=True)
+            k += 1
+    finally:
+        for l, m in zip(bns, saved):
+            l.momentum = m
+    return k
+
+
+# ---- initialisation -------------------------------------------------------------------------------------------
+def initial_model(space: SearchSpace, widths, init: str, run_dir: Path, data, *, calib_batches: int = 20,
+                  distill: bool = False, seed: int = 0):
+    """(plain model at widths, teacher or None). supernet: sliced weights, BN re-estimated for these widths."""
+    import tf_keras as keras
+    from tfwidth.mobilenet import build_mobilenet
+    keras.utils.set_random_seed(seed)
+    if init == "scratch":
+        if distill:
+            raise UsageError("--distill needs a supernet to distil from; use it with --init supernet")
+        return build_mobilenet(space, widths), None
+    supernet = load_supernet(run_dir, space)
+    teacher = None
+    if distill:
+        supernet.recalibrate_bn(space.max_widths, data, calib_batches)
+        teacher = supernet.to_plain(space.max_widths)
+        teacher.trainable = False
+    supernet.recalibrate_bn(widths, data, calib_batches)
+    return supernet.to_plain(widths), teacher
+
+
+# ---- latency ------------------------------------------------------------------------------------------------------
+def measure_latency(content: bytes, threads: int = 1, runs: int = 20, warmup: int = 2, repeats: int = 5,
+                    cpus=(0,), seed: int = 0) -> dict:
+    """Time the .tflite with the device profiler's protocol (device_profiler.timing: one interpreter, warm-up, N
+    timed invokes, min of N, pinned), ``repeats`` times with a fresh interpreter; the statistic is the median of
+    the repeats' minima (a new interpreter moves the min by ~2% here, so one repeat would be noisier than the
+    profiler's own samples). The process's CPU affinity is restored afterwards."""
+    from device_profiler import runtime as rt_mod, timing
+    rt = rt_mod.select()
+    old = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    try:
+        try:
+            pinned = timing.pin(list(cpus) if cpus is not None else None)
+        except OSError as e:
+            raise UsageError(f"cannot pin the timing to cores {list(cpus)} ({e}); this machine has cores {old}: "
+                             f"pass --cpus with one of them, or --cpus none") from None
+        protocol = timing.Protocol(runs=runs, warmup_runs=warmup, threads=threads)
+        rng = np.random.default_rng(seed)
+        per = [timing.time_model(rt, content, protocol, rng)["ms"] for _ in range(repeats)]
+    finally:
+        if old is not None:
+            os.sched_setaffinity(0, set(old))
+    mins = [p["min"] for p in per]
+    return {"status": "ok", "ms": {"min": float(np.median(mins)), "best": float(min(mins)),
+                                   "median": float(np.median([p["median"] for p in per])),
+                                   "repeat_min": mins, "count": runs},
+            "statistic": f"median over {repeats} interpreters of the min of {runs} invokes",
+            "warmup_runs": warmup, "threads": threads, "cpus": pinned, "runtime": rt.name,
+            "runtime_version": rt.version, "device": timing.describe_device()}
+
+
+def latency_section(measured: dict, table, table_path, fmt: str, widths, target_ms) -> dict:
+    out = {"measured": measured, "target_ms": target_ms, "compared_format": latency_format(fmt),
+           "device_hint": f"python -m device_profiler --benchmark {','.join(map(str, widths))}"}
+    if table is None:
+        out.update(table=None, table_format=None, predicted_ms=None, ratio=None, warning=None)
+        return out
+    pred = float(table.predict(widths))
+    out.update(table=str(table_path), table_format=table.format, table_runtime=getattr(table, "runtime", None),
+               predicted_ms=pred, warning=None)
+    ms = measured.get("ms", {}).get("min") if measured.get("status") == "ok" else None
+    out["ratio"] = ms / pred if ms and pred > 0 else None
+    if table.format != latency_format(fmt):
+        out["warning"] = (f"the latency table was profiled in {table.format} but the model is {fmt} (timed as "
+                          f"{latency_format(fmt)}): its prediction does not apply; profile a "
+                          f"{latency_format(fmt)} template for this target")
+    return out
+
+
+# ---- report ---------------------------------------------------------------------------------------------------
+def tolerance(fmt: str) -> dict:
+    if fmt == "fp32":
+        return {"max_abs_logit_diff": FP32_MAX_ABS_DIFF}
+    if fmt == "fp16":
+        return {"max_abs_logit_diff": FP16_MAX_ABS_DIFF}
+    return {"top1_agreement": INT8_MIN_TOP1_AGREEMENT}
+
+
+def within(agree: dict, tol: dict) -> bool:
+    ok = True
+    if "max_abs_logit_diff" in tol:
+        ok &= agree["max_abs_logit_diff"] <= tol["max_abs_logit_diff"]
+    if "top1_agreement" in tol:
+        ok &= agree["top1_agreement"] >= tol["top1_agreement"]
+    return bool(ok)
+
+
+def format_report(r: dict) -> str:
+    lat, ag = r["latency"], r["agreement"]
+    m = lat["measured"]
+
+    def ms(v):
+        return "-" if v is None else f"{v:.3f} ms"
+    rows = [
+        ("widths", " ".join(map(str, r["widths"]))),
+        ("init / epochs", f"{r['init']} / {r['epochs']}" + (" + distill" if r["distill"] else "")
+         + (f" + {r['qat_epochs']} QAT" if r["format"] == "qat" else "")),
+        ("format", f"{r['format']} ({r['tflite']['input_dtype']} in, {r['tflite']['output_dtype']} out)"),
+        ("top-1 Keras", f"{100 * r['keras']['top1']:.2f} %  ({r['keras']['model']})"),
+        ("top-1 .tflite", f"{100 * r['tflite']['top1']:.2f} %  ({r['tflite']['runtime']} "
+                          f"{r['tflite']['runtime_version']}, {r['eval_images']} images)"),
+        ("agreement", f"max |dlogit| {ag['max_abs_logit_diff']:.3g}, top-1 agreement "
+                      f"{100 * ag['top1_agreement']:.2f} %  ({'ok' if ag['within_tolerance'] else 'OUT OF TOLERANCE'}"
+                      f": {', '.join(f'{k} {v}' for k, v in ag['tolerance'].items())})"),
+        ("latency here", ms(m.get("ms", {}).get("min")) + (f"  ({m['statistic']}, {m['threads']} thread(s), "
+                                                           f"cpus {m['cpus']}, {m['runtime']})"
+                                                           if m.get("status") == "ok"
+                                                           else f"  ({m.get('status')}: {m.get('error')})")),
+        ("latency table", ms(lat["predicted_ms"]) + (f"  ({lat['table']}, {lat['table_format']}; ratio "
+                                                     f"{lat['ratio']:.3f})" if lat["ratio"] else
+                                                     (f"  ({lat['table']}, {lat['table_format']})"
+                                                      if lat["table"] else "  (no --latency table)"))),
+        ("target", ms(lat["target_ms"])),
+        ("size", f"{r['size_bytes'] / 1024:.1f} KiB"),
+        ("params / MACs", f"{r['params'] / 1e6:.3f} M / {r['macs'] / 1e6:.2f} M"),
+        ("on the device", lat["device_hint"]),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k:<{width}}  {v}" for k, v in rows]
+    if lat.get("warning"):
+        lines.append(f"warning: {lat['warning']}")
+    if not ag["within_tolerance"]:
+        lines.append(f"warning: the .tflite disagrees with Keras beyond the {r['format']} tolerance")
+    return "\n".join(lines)
+
+
+# ---- saving ---------------------------------------------------------------------------------------------------
+def keras_bytes(model) -> bytes:
+    """The model as a .keras archive (standard layers only: loads with tf_keras.models.load_model, no tfwidth)."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "model.keras")
+        model.save(path)
+        return Path(path).read_bytes()
+
+
+def default_paths(output: Path) -> tuple[Path, Path]:
+    return output.with_suffix(".keras"), output.with_name(output.stem + ".report.json")
+
+
+# ---- CLI ------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tfwidth.export", description=(
+        "Turn solved widths (widths.json) into a deployable .tflite: rebuild a plain tf_keras MobileNetV1 at those "
+        "widths, initialise it from the trained supernet (or from scratch), fine-tune it, quantize and convert it, "
+        "check the .tflite against Keras, time it here with the device profiler's protocol and compare with the "
+        "latency table. Writes MODEL.tflite, MODEL.keras and MODEL.report.json (atomically, at the end)."),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--widths", required=True, help="widths.json from `python -m tfwidth.solve`")
+    p.add_argument("--run", required=True, help="run directory: the supernet's (--init supernet); export "
+                   "checkpoints go to RUN/export/")
+    p.add_argument("--dataset", required=True, help="digits, npz:PATH, folder:PATH or tfds:NAME")
+    p.add_argument("-o", "--output", required=True, help="the .tflite to write")
+    p.add_argument("--init", default="supernet", help="supernet: sliced supernet weights + BN re-estimation, then "
+                   "fine-tune (cheap); scratch: random init, train --epochs (the paper's protocol)")
+    p.add_argument("--epochs", type=int, default=1, help="training epochs after initialisation (0: none)")
+    p.add_argument("--format", default="fp32", help=f"one of {', '.join(FORMATS)}")
+    p.add_argument("--io", default="float", help="I/O type of int8/qat models: float (as the profiled int8 "
+                   "template; same input as every format) or int8 (integer end to end, for integer-only "
+                   "accelerators)")
+    p.add_argument("--latency", help="table.json from `python -m tfwidth.latency fit`, to compare latency with")
+    p.add_argument("--keras-out", help="where to save the Keras model (default: OUTPUT with .keras)")
+    p.add_argument("--report", help="where to write the report (default: OUTPUT stem + .report.json)")
+    t = p.add_argument_group("training (as tfwidth.train)")
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 0.01 for --init "
+                   "supernet, 0.05 for scratch, x batch/64)")
+    t.add_argument("--warmup-epochs", type=float, default=None, help="linear warm-up (default: 0 for supernet, "
+                   "min(1, epochs/10) for scratch)")
+    t.add_argument("--label-smoothing", type=float, default=0.1)
+    t.add_argument("--weight-decay", type=float, default=4e-5)
+    t.add_argument("--distill", action="store_true", help="also distil from the supernet's max network")
+    t.add_argument("--distill-weight", type=float, default=0.5)
+    t.add_argument("--temperature", type=float, default=4.0)
+    t.add_argument("--qat-epochs", type=int, default=1, help="quantization-aware fine-tuning epochs (--format qat)")
+    t.add_argument("--calib-batches", type=int, default=20, help="batches to re-estimate BN after slicing")
+    t.add_argument("--resume", action="store_true", help="continue the export training of an interrupted run")
+    t.add_argument("--tensorboard", help="write TensorBoard scalars to this directory")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--train-limit", type=int, help="use only the first N training images")
+    t.add_argument("--eval-limit", type=int, help="evaluate on the first N evaluation images")
+    t.add_argument("--no-progress", action="store_true")
+    q = p.add_argument_group("quantization and timing")
+    q.add_argument("--representative", type=int, default=200, help="training images to calibrate int8 with")
+    q.add_argument("--threads", type=int, default=1, help="interpreter threads when timing (the profiler's)")
+    q.add_argument("--runs", type=int, default=20, help="timed invokes per interpreter (the profiler's default)")
+    q.add_argument("--warmup", type=int, default=2, help="untimed invokes first (the profiler's default)")
+    q.add_argument("--repeats", type=int, default=5, help="fresh interpreters; the median of their minima is "
+                   "reported")
+    q.add_argument("--cpus", default="0", help="cores to pin the timing to, as the profiler's --cpus (e.g. 0), or "
+                   "none; use the table's setting")
+    q.add_argument("--no-measure", action="store_true", help="skip timing (e.g. on a loaded build machine)")
+    return p
+
+
+def _check_args(a) -> None:
+    check_format(a.format)
+    if a.init not in ("supernet", "scratch"):
+        raise UsageError(f"unknown --init {a.init!r}; use supernet or scratch")
+    if a.io not in IO_TYPES:
+        raise UsageError(f"unknown --io {a.io!r}; use float or int8")
+    for name in ("epochs", "qat_epochs", "calib_batches"):
+        if getattr(a, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(a, name)}")
+    if a.batch_size < 1 or a.runs < 1 or a.threads < 1 or a.repeats < 1 or a.warmup < 0:
+        raise UsageError("--batch-size, --runs, --repeats and --threads must be >= 1 and --warmup >= 0")
+    if a.format == "int8" and a.representative < 1:
+        raise UsageError("--format int8 needs --representative N >= 1 training images to calibrate with")
+    if not 0 <= a.label_smoothing < 1 or not 0 <= a.distill_weight <= 1 or a.temperature <= 0:
+        raise UsageError("--label-smoothing must be in [0, 1), --distill-weight in [0, 1], --temperature > 0")
+    if Path(a.output).suffix != ".tflite":
+        raise UsageError(f"output {a.output} should end in .tflite")
+    if a.keras_out and Path(a.keras_out).suffix != ".keras":
+        raise UsageError(f"--keras-out {a.keras_out} should end in .keras (tf_keras picks the format by suffix)")
+
+
+def parse_cpus(text: str):
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise UsageError(f"--cpus {text!r} should be comma-separated core numbers, e.g. 0, or none") from None
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    _check_args(a)
+    cpus = parse_cpus(a.cpus)
+    space, widths, wdoc = load_widths(a.widths)
+    run_dir = Path(a.run)
+    rdoc, rfile = run_space(run_dir) if run_dir.is_dir() else (None, None)
+    if rdoc is not None:
+        check_space(wdoc, SearchSpace.from_dict(rdoc["space"]) if isinstance(rdoc.get("space"), dict)
+                    else _HashOnly(rdoc["space_hash"]), f"widths file {a.widths} (run {rfile})")
+    if a.init == "supernet" and not run_dir.is_dir():
+        raise UsageError(f"run directory {run_dir} does not exist; pass the --run of `python -m tfwidth.train`, "
+                         f"or use --init scratch")
+    table = load_latency_table(a.latency, space) if a.latency else None
+    output = Path(a.output)
+    keras_out = Path(a.keras_out) if a.keras_out else default_paths(output)[0]
+    report_out = Path(a.report) if a.report else default_paths(output)[1]
+
+    from tfwidth.data import load_data
+    data = load_data(a.dataset, space, a.batch_size, seed=a.seed, train_limit=a.train_limit,
+                     eval_limit=a.eval_limit)
+    print(data.describe())
+    model, teacher = initial_model(space, widths, a.init, run_dir, data, calib_batches=a.calib_batches,
+                                   distill=a.distill, seed=a.seed)
+    lr = a.lr if a.lr is not None else (0.01 if a.init == "supernet" else 0.05) * a.batch_size / 64
+    warm = a.warmup_epochs if a.warmup_epochs is not None else (0.0 if a.init == "supernet"
+                                                               else min(1.0, a.epochs / 10))
+    tag = f"{a.init}-{'-'.join(map(str, widths))}"
+    work = run_dir / "export" / tag
+    common = dict(label_smoothing=a.label_smoothing, weight_decay=a.weight_decay, resume=a.resume,
+                  tensorboard=a.tensorboard, progress=not a.no_progress)
+    sig = {"widths": list(widths), "init": a.init, "dataset": a.dataset, "space_hash": space.space_hash,
+           "seed": a.seed, "batch_size": a.batch_size, "train_limit": a.train_limit}
+    history = train(model, data, epochs=a.epochs, lr=lr, warmup_epochs=warm, teacher=teacher,
+                    distill_weight=a.distill_weight, temperature=a.temperature, ckpt_dir=work / "train",
+                    desc="train", signature=sig, **common)
+    recalibrated = recalibrate_plain_bn(model, data, a.calib_batches) if history and a.calib_batches else 0
+    float_model = model
+    deployed = model
+    qat_history = []
+    if a.format == "qat":
+        deployed = quantize_for_training(model)
+        qat_history = train(deployed, data, epochs=a.qat_epochs, lr=lr * 0.1, warmup_epochs=0.0, teacher=teacher,
+                            distill_weight=a.distill_weight, temperature=a.temperature, ckpt_dir=work / "qat",
+                            desc="qat", signature=dict(sig, float_epochs=a.epochs), **common)
+
+    xe, ye = data.eval_arrays()
+    rep = data.representative(a.representative) if a.format == "int8" else None
+    print(f"converting to {a.format} ...")
+    content = convert(deployed, a.format, representative=rep, io=a.io)
+    lite = LiteModel(content, a.format)
+    ref = keras_logits(deployed, xe)
+    got = lite.predict(xe)
+    agree = agreement(ref, got)
+    tol = tolerance(a.format)
+    agree.update(reference=f"keras {'qat (fake-quant)' if a.format == 'qat' else 'float'} model",
+                 tolerance=tol, within_tolerance=within(agree, tol))
+    if a.format in INTEGER_FORMATS:
+        agree["float_keras_top1_agreement"] = agreement(keras_logits(float_model, xe), got)["top1_agreement"] \
+            if deployed is not float_model else agree["top1_agreement"]
+
+    measured = {"status": "skipped", "error": "--no-measure"} if a.no_measure else \
+        measure_latency(content, threads=a.threads, runs=a.runs, warmup=a.warmup, repeats=a.repeats, cpus=cpus)
+    lat = latency_section(measured, table, a.latency, a.format, widths, wdoc.get("target_ms"))
+
+    report = {
+        "kind": "export_report", "space_hash": space.space_hash, "space": space.to_json(),
+        "widths": list(widths), "widths_file": str(a.widths), "method": wdoc.get("method"),
+        "init": a.init, "epochs": a.epochs, "qat_epochs": a.qat_epochs if a.format == "qat" else 0,
+        "distill": bool(a.distill), "format": a.format, "io": a.io if a.format in INTEGER_FORMATS else "float",
+        "dataset": a.dataset, "eval_images": int(len(ye)),
+        "keras": {"top1": top1(ref, ye), "float_top1": top1(keras_logits(float_model, xe), ye)
+                  if deployed is not float_model else top1(ref, ye),
+                  "model": "qat" if a.format == "qat" else "float", "params": int(float_model.count_params())},
+        "tflite": {"top1": top1(got, ye), "runtime": lite.runtime, "runtime_version": lite.runtime_version,
+                   "input_dtype": lite.input_dtype, "output_dtype": lite.output_dtype,
+                   "input_quantization": lite.input_quantization},
+        "agreement": agree, "latency": lat,
+        "size_bytes": len(content), "params": space.params(widths), "macs": space.macs(widths),
+        "max_params": space.params(space.max_widths),
+        "training": {"lr": lr, "warmup_epochs": warm, "batch_size": a.batch_size,
+                     "label_smoothing": a.label_smoothing, "weight_decay": a.weight_decay,
+                     "bn_recalibrated_batches": recalibrated, "history": history, "qat_history": qat_history},
+        "outputs": {"tflite": str(output), "keras": str(keras_out), "report": str(report_out)},
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    # Written last, each atomically; the report last of all, so its presence means the export completed.
+    atomic_write_bytes(keras_out, keras_bytes(float_model))
+    atomic_write_bytes(output, content)
+    write_json(report_out, report)
+    print(format_report(report))
+    print(f"wrote {output}, {keras_out}, {report_out}")
+    return 0
+
+
+class _HashOnly:
+    """A space known only by its hash (a run file that stamps space_hash but embeds no space)."""
+    def __init__(self, h):
+        self.space_hash, self.name = h, "of the run"
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
