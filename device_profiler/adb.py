@@ -31,6 +31,9 @@ DEFAULT_REMOTE_DIR = "/data/local/tmp"
 # benchmark_model writes to stderr on some builds and stdout on others; the exit status of `adb shell` is only
 # forwarded by adb >= 1.0.36 talking to Android >= 7, so the command echoes its own status behind this marker.
 _RC_MARKER = "__tfwidth_rc="
+# What adb itself says when the device is gone (not benchmark_model's errors).
+_LOST = re.compile(r"device '?[^ ']*'? not found|no devices/emulators found|device offline|device unauthorized|"
+                   r"error: closed|no devices found")
 
 
 # ---- benchmark_model output ---------------------------------------------------------------------------------------
@@ -221,13 +224,17 @@ class Adb:
     def _call(self, args: list, timeout: float | None = None, serial: bool = True) -> subprocess.CompletedProcess:
         cmd = [self.adb] + (["-s", self.serial] if serial else []) + [str(a) for a in args]
         try:
-            return subprocess.run(cmd, capture_output=True, text=True, errors="replace",
-                                  timeout=timeout or self.timeout)
+            p = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout or self.timeout)
         except FileNotFoundError:
             raise UsageError(f"cannot run {self.adb}; install Android SDK platform-tools and put adb on PATH") from None
         except subprocess.TimeoutExpired:
             raise UsageError(f"`adb {' '.join(map(str, args))[:80]}` did not answer in {timeout or self.timeout:.0f} s; "
                              f"check the USB cable and that `adb devices` lists the phone as 'device'") from None
+        if p.returncode != 0 and serial and _LOST.search((p.stderr or "") + (p.stdout or "")):
+            # The phone went away mid-run: stop (resumable) rather than record every remaining sample as failed.
+            raise UsageError(f"lost device {self.serial} ({_LOST.search(p.stderr + p.stdout).group(0)}); reconnect "
+                             f"it and run the same command again to resume")
+        return p
 
     def devices(self) -> list[tuple[str, str]]:
         p = self._call(["devices"], serial=False)
@@ -379,3 +386,73 @@ class AdbBenchmark:
 
     def close(self) -> None:
         shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+
+# ---- a profiling session (the interface of device_profiler.__main__.Session) ------------------------------------
+class AdbSession:
+    """Widths -> sample records, timed on the phone. Drop-in for the local Session in ``__main__.profile``, which
+    does resume, the reference re-timing every K samples and the progress bar the same way for both runners."""
+
+    def __init__(self, maker, bench: AdbBenchmark, device: dict, runtime_version: str):
+        self.maker, self.bench, self.device, self.runtime_version = maker, bench, device, runtime_version
+        self.threads, self.cpus = bench.opts["threads"], bench.opts["cpus"]
+        self.invoke_s = 0.0  # seconds benchmark_model spent in warm-up and timed runs (from its own statistics)
+
+    def record(self, kind: str, index: int, widths, ref_ms) -> dict:
+        import datetime
+        rec = {"kind": kind, "index": index, "space_hash": self.maker.manifest["space_hash"],
+               "widths": [int(w) for w in widths], "status": "ok", "error": None, "ms": None, "warmup_runs": 0}
+        try:
+            out = self.bench.time(self.maker.make(widths), tag=f"{kind}{index}")
+        except BenchmarkFailed as e:
+            rec["status"], rec["error"] = "failed", str(e)[:500]
+        else:
+            inf, warm = out.inference, out.warmup
+            ms = inf.ms()
+            # benchmark_model prints the population std; the local runner records the sample std (ddof=1).
+            n = inf.count
+            std = ms["std"] * math.sqrt(n / (n - 1)) if n > 1 else 0.0
+            rec["ms"] = {"min": ms["min"], "median": ms["median"], "mean": ms["mean"], "std": std, "count": n}
+            rec["warmup_runs"] = warm.count
+            rec["benchmark_model"] = {
+                "init_ms": None if out.init_us is None else out.init_us / 1000.0,
+                "first_inference_ms": None if out.first_inference_us is None else out.first_inference_us / 1000.0,
+                "warmup_ms": warm.ms(), "max_ms": ms["max"], "delegate": out.delegate,
+                "runs_ms": None if out.runs_us is None else [t / 1000.0 for t in out.runs_us]}
+            self.invoke_s += sum(s.avg * s.count / 1e6 for s in (inf, warm) if s.count and s.avg is not None)
+        rec.update({"runtime": RUNTIME, "runtime_version": self.runtime_version, "threads": self.threads,
+                    "cpus": self.cpus, "format": self.maker.manifest["format"], "device": self.device,
+                    "ref_ms": rec["ms"]["min"] if kind == "reference" and rec["ms"] else ref_ms,
+                    "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
+        if self.bench.opts["use_gpu"]:
+            rec["delegate"] = "gpu"
+        elif self.bench.opts["use_xnnpack"]:
+            rec["delegate"] = "xnnpack"
+        return rec
+
+    def close(self) -> None:
+        self.bench.close()
+
+
+def open_session(maker, *, binary: str, serial: str | None = None, threads: int = 1, cpus: str | None = None,
+                 runs: int = 20, warmup_runs: int = 2, warmup_seconds: float = 0.0, use_gpu: bool = False,
+                 use_xnnpack: bool = False, remote_dir: str = DEFAULT_REMOTE_DIR) -> AdbSession:
+    """Check everything that would make every sample fail (adb, the device, the binary) before timing anything."""
+    if use_gpu and use_xnnpack:
+        raise UsageError("--use-gpu and --use-xnnpack exclude each other; pick the delegate to time")
+    cores = parse_cpus(cpus)
+    adb = Adb(serial)
+    bench = AdbBenchmark(adb, binary, remote_dir=remote_dir, threads=threads, warmup_runs=warmup_runs,
+                         warmup_min_secs=warmup_seconds, num_runs=runs, use_gpu=use_gpu,
+                         use_xnnpack=True if use_xnnpack else None, cpus=cores)
+    try:
+        bench.check()
+        if cores:
+            rc, out = adb.shell(f"taskset {cpu_mask(cores)} true")
+            if rc != 0:
+                raise UsageError(f"cannot pin to cores {cpus} on the phone ({failure_message(out)}); list its cores "
+                                 f"with `adb shell cat /sys/devices/system/cpu/possible` and pass some to --cpus")
+        return AdbSession(maker, bench, adb.describe(), bench.runtime_version())
+    except BaseException:
+        bench.close()
+        raise
