@@ -21,6 +21,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 
@@ -456,3 +457,57 @@ def open_session(maker, *, binary: str, serial: str | None = None, threads: int 
     except BaseException:
         bench.close()
         raise
+
+
+def add_arguments(p) -> None:
+    """The adb runner's options, added to ``python -m device_profiler``'s parser."""
+    p.add_argument("--runner", choices=("local", "adb"), default="local",
+                   help="local: time on this machine (default); adb: time on an Android phone attached to this "
+                        "host, with TFLite's benchmark_model pushed to it (docs/android.md)")
+    g = p.add_argument_group("--runner adb (Android phone over adb)")
+    g.add_argument("--benchmark-binary", default=f"{DEFAULT_REMOTE_DIR}/benchmark_model", metavar="PATH",
+                   help="benchmark_model on the phone (default /data/local/tmp/benchmark_model; get the prebuilt "
+                        "android_aarch64 or android_arm binary, see docs/android.md)")
+    g.add_argument("--serial", help="the phone's serial (`adb devices`); needed when several are attached")
+    g.add_argument("--remote-dir", default=DEFAULT_REMOTE_DIR, help="where variants are pushed (and removed)")
+    d = g.add_mutually_exclusive_group()
+    d.add_argument("--use-gpu", action="store_true", help="time with the GPU delegate (--use_gpu=true)")
+    d.add_argument("--use-xnnpack", action="store_true",
+                   help="force the XNNPACK delegate (--use_xnnpack=true); default: the binary's default CPU path")
+
+
+def cli(a, load_plan, parse_shard, profile) -> int:
+    """``python -m device_profiler --runner adb ...``: the local CLI's flow with an AdbSession (same samples file,
+    same resume and reference re-timing, from ``__main__.profile``). --cpus takes a list or ranges (taskset)."""
+    from device_profiler import variants
+    shard = parse_shard(a.shard)
+    maker = variants.load(a.template)
+    plan = load_plan(a.plan, maker) if a.benchmark is None else None
+    session = open_session(maker, binary=a.benchmark_binary, serial=a.serial, threads=a.threads, cpus=a.cpus,
+                           runs=a.runs, warmup_runs=a.warmup_runs, warmup_seconds=a.warmup_seconds,
+                           use_gpu=a.use_gpu, use_xnnpack=a.use_xnnpack, remote_dir=a.remote_dir)
+    try:
+        dev = session.device
+        where = f"{dev['machine']} ({dev['cpu']}, {dev['os']}, {dev['hostname']})"
+        if a.benchmark is not None:
+            try:
+                widths = [int(w) for w in a.benchmark.split(",")]
+            except ValueError:
+                raise UsageError(f"--benchmark {a.benchmark!r} should be comma-separated channel counts") from None
+            maker.check_widths(widths, "--benchmark")
+            rec = session.record("sample", 0, widths, None)
+            if rec["status"] != "ok":
+                raise UsageError(f"benchmark_model failed on this configuration: {rec['error']}")
+            s = rec["ms"]
+            med = "n/a" if s["median"] is None else f"{s['median']:.3f}"
+            print(f"benchmark_model on {where}, {session.threads} thread(s), cpus {session.cpus}, "
+                  f"{maker.manifest['format']}: min {s['min']:.3f} ms, median {med}, mean {s['mean']:.3f}, "
+                  f"std {s['std']:.3f} over {s['count']} runs ({rec['warmup_runs']} warm-up)")
+            return 0
+        print(f"profiling on {where} with {a.benchmark_binary}", file=sys.stderr)
+        r = profile(session, plan, a.out, shard, a.reference_every, not a.no_progress)
+    finally:
+        session.close()
+    print(f"timed {r['timed']} configurations ({r['failed']} failed), skipped {r['skipped']} already in {a.out}; "
+          f"wall {r['wall_s']:.1f} s, {r['invoke_s']:.1f} s inside benchmark_model's runs")
+    return 0
