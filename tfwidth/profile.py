@@ -105,6 +105,12 @@ def build_manifest(model_obj, space: SearchSpace, fmt: str) -> dict:
     roles: dict[int, str] = {}
     chan: dict[int, int | None] = {}  # activation tensor -> variable of its channel (last) axis
     seen_layers = set()
+
+    def cut(t, axis, var):
+        if cuts.setdefault((t, axis), var) != var:
+            raise UsageError(f"tensor {name(t)!r} axis {axis} would be cut by two width variables ({cuts[(t, axis)]} "
+                             f"and {var}); the template shares it between layers: run unshare_constants first")
+
     for op in graph.operators:
         oc = model_obj.operatorCodes[op.opcodeIndex]
         code = max(oc.builtinCode, oc.deprecatedBuiltinCode)
@@ -123,12 +129,12 @@ def build_manifest(model_obj, space: SearchSpace, fmt: str) -> dict:
             out_var = in_var if layer_var[layer] == "follow" else layer_var[layer]
             out_axis, in_axis = weight_axes[code]
             if out_var is not None:
-                cuts[(w, out_axis)] = out_var
+                cut(w, out_axis, out_var)
             if in_axis is not None and in_var is not None:
-                cuts[(w, in_axis)] = in_var
+                cut(w, in_axis, in_var)
             roles[w] = "weight"
             if len(ins) > 2 and ins[2] >= 0 and out_var is not None:
-                cuts[(ins[2], 0)] = out_var
+                cut(ins[2], 0, out_var)
                 roles[ins[2]] = "bias"
         else:
             # element-wise, pooling, (de)quantize: the channel axis passes through unchanged
@@ -136,7 +142,7 @@ def build_manifest(model_obj, space: SearchSpace, fmt: str) -> dict:
         for o in outs:
             chan[o] = out_var
             if out_var is not None:
-                cuts[(o, len(shape(o)) - 1)] = out_var
+                cut(o, len(shape(o)) - 1, out_var)
                 roles[o] = "activation"
     missing = sorted(set(layer_var) - seen_layers)
     if missing:
@@ -176,24 +182,36 @@ class _AlignedBuilder:
         return B(size)
 
 
-def unshare_buffers(tflite: bytes, manifest: dict) -> bytes:
-    """Give every cut tensor a buffer of its own (the converter merges identical constants into one buffer)."""
+def unshare_constants(tflite: bytes) -> bytes:
+    """Give every constant operand of every op its own tensor and buffer.
+
+    The converter merges equal constants (e.g. the identical folded biases of identity BatchNorms become one
+    "arith.constant" tensor used by many ops); ops of different width variables must be able to cut them apart."""
+    import copy
     S = _schema()
-    cut = {e["tensor"] for v in manifest["variables"] for e in v["cuts"]}
     model = S.ModelT.InitFromPackedBuf(bytearray(tflite), 0)
-    tensors = model.subgraphs[0].tensors
-    users: dict[int, list[int]] = {}
-    for i, t in enumerate(tensors):
-        if t.buffer and model.buffers[t.buffer].data is not None:
-            users.setdefault(int(t.buffer), []).append(i)
-    changed = False
-    for b, ts in users.items():
-        for i in [t for t in ts if t in cut][1 if all(t in cut for t in ts) else 0:]:
-            copy = S.BufferT()
-            copy.data = np.array(model.buffers[b].data, dtype=np.uint8)
-            model.buffers.append(copy)
-            tensors[i].buffer = len(model.buffers) - 1
-            changed = True
+    graph = model.subgraphs[0]
+    has_data = lambda t: t.buffer and model.buffers[t.buffer].data is not None and len(model.buffers[t.buffer].data)  # noqa: E731
+    seen_tensors, seen_buffers, changed = set(), set(), False
+    for op in graph.operators:
+        for k, ti in enumerate(op.inputs):
+            if ti < 0 or not has_data(graph.tensors[ti]):
+                continue
+            if ti in seen_tensors:
+                dup = copy.deepcopy(graph.tensors[ti])
+                dup.name = graph.tensors[ti].name + f";copy{len(graph.tensors)}".encode()
+                graph.tensors.append(dup)
+                op.inputs[k] = ti = len(graph.tensors) - 1
+                changed = True
+            seen_tensors.add(ti)
+            t = graph.tensors[ti]
+            if t.buffer in seen_buffers:
+                buf = S.BufferT()
+                buf.data = np.array(model.buffers[t.buffer].data, dtype=np.uint8)
+                model.buffers.append(buf)
+                t.buffer = len(model.buffers) - 1
+                changed = True
+            seen_buffers.add(t.buffer)
     if not changed:
         return tflite
     for b in model.buffers:  # np.uint8 data packs as one block copy instead of a per-byte loop
@@ -206,15 +224,17 @@ def unshare_buffers(tflite: bytes, manifest: dict) -> bytes:
 
 def make_template(space: SearchSpace, fmt: str = "fp32", seed: int = 0, model=None) -> tuple[bytes, dict]:
     """Convert the max-width model once; return the .tflite bytes and the manifest the device needs."""
+    from device_profiler.errors import UsageError as DeviceUsageError
     from device_profiler.variants import VariantMaker
     model = model if model is not None else template_model(space, seed)
-    tflite = convert(model, fmt, seed)
-    S = _schema()
-    manifest = build_manifest(S.ModelT.InitFromPackedBuf(bytearray(tflite), 0), space, fmt)
-    tflite = unshare_buffers(tflite, manifest)
+    tflite = unshare_constants(convert(model, fmt, seed))
+    manifest = build_manifest(_schema().ModelT.InitFromPackedBuf(bytearray(tflite), 0), space, fmt)
     manifest["tflite_sha256"] = hashlib.sha256(tflite).hexdigest()
     manifest["seed"] = seed
-    VariantMaker(tflite, manifest)  # the device's own load-time checks, run here where the error is fixable
+    try:  # the device's own load-time checks, run here where the error is fixable
+        VariantMaker(tflite, manifest)
+    except DeviceUsageError as e:
+        raise UsageError(str(e)) from None
     return tflite, manifest
 
 

@@ -1,0 +1,55 @@
+"""Which TFLite runtime to time with, chosen at run time: the device has whichever one installs there.
+
+Order: ai_edge_litert (LiteRT, x86_64/aarch64), tflite_runtime (32-bit armv7l Pi OS), tensorflow.lite (only if it
+is already installed; it is never required).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+from device_profiler.errors import UsageError
+
+# (name in samples.jsonl, module holding Interpreter, distribution whose version is recorded)
+RUNTIMES = (("ai_edge_litert", "ai_edge_litert.interpreter", "ai-edge-litert"),
+            ("tflite_runtime", "tflite_runtime.interpreter", "tflite-runtime"),
+            ("tensorflow.lite", "tensorflow.lite", "tensorflow"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    name: str
+    version: str
+    interpreter_class: type
+
+    def interpreter(self, model: bytes, threads: int):
+        it = self.interpreter_class(model_content=model, num_threads=threads)
+        it.allocate_tensors()
+        return it
+
+
+def _version(dist: str, module) -> str:
+    try:
+        from importlib.metadata import version
+        return version(dist)
+    except Exception:  # noqa: BLE001  (metadata missing on a copied-in install: fall back to the module's own)
+        return str(getattr(module, "__version__", "unknown"))
+
+
+def select(name: str | None = None) -> Runtime:
+    """The first importable runtime (or the one named); a UsageError naming what to install when there is none."""
+    candidates = [r for r in RUNTIMES if name in (None, r[0])]
+    if not candidates:
+        raise UsageError(f"unknown runtime {name!r}; choose one of {', '.join(r[0] for r in RUNTIMES)}")
+    tried = []
+    for rname, module, dist in candidates:
+        try:
+            mod = importlib.import_module(module)
+            cls = getattr(mod, "Interpreter")
+        except Exception as e:  # noqa: BLE001  (a broken install is as absent as a missing one)
+            tried.append(f"{rname}: {type(e).__name__}")
+            continue
+        top = importlib.import_module(module.split(".")[0])
+        return Runtime(rname, _version(dist, top), cls)
+    raise UsageError(f"no TFLite runtime importable ({'; '.join(tried)}); install one: `pip install ai-edge-litert` "
+                     f"(x86_64/aarch64) or `pip install tflite-runtime` (armv7l)")

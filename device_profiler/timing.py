@@ -1,0 +1,84 @@
+"""The timing protocol: benchmark_model's (warm-up, then N timed invokes on random input, one interpreter per model),
+with the statistics a noisy small device needs. On this kind of machine the min of N invokes pinned to one core is
+the precise statistic (1.5% CV vs ~10% for the median): every statistic is recorded, the fit chooses.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import socket
+import time
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    runs: int = 20
+    warmup_runs: int = 2
+    warmup_seconds: float = 0.0
+    threads: int = 1
+
+
+def summarize(ms: list) -> dict:
+    a = np.asarray(ms, dtype=np.float64)
+    return {"min": float(a.min()), "median": float(np.median(a)), "mean": float(a.mean()),
+            "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "count": int(len(a))}
+
+
+def _random_inputs(interpreter, rng: np.random.Generator) -> list:
+    out = []
+    for d in interpreter.get_input_details():
+        shape, dtype = [max(1, int(s)) for s in d["shape"]], np.dtype(d["dtype"])
+        if dtype.kind == "f":
+            x = rng.standard_normal(shape).astype(dtype)
+        else:
+            info = np.iinfo(dtype)
+            x = rng.integers(max(info.min, -128), min(info.max, 127) + 1, shape).astype(dtype)
+        out.append((d["index"], x))
+    return out
+
+
+def time_model(runtime, model: bytes, protocol: Protocol, rng: np.random.Generator) -> dict:
+    """Time one model; returns {"ms": stats, "warmup_runs", "invoke_s": seconds spent inside invokes}."""
+    interpreter = runtime.interpreter(model, protocol.threads)
+    for index, x in _random_inputs(interpreter, rng):
+        interpreter.set_tensor(index, x)
+    invoke = interpreter.invoke
+    clock = time.perf_counter
+    spent = 0.0
+    warm, start = 0, clock()
+    while warm < protocol.warmup_runs or clock() - start < protocol.warmup_seconds:
+        t0 = clock()
+        invoke()
+        spent += clock() - t0
+        warm += 1
+    ms = []
+    for _ in range(protocol.runs):
+        t0 = clock()
+        invoke()
+        dt = clock() - t0
+        spent += dt
+        ms.append(dt * 1e3)
+    return {"ms": summarize(ms), "warmup_runs": warm, "invoke_s": spent}
+
+
+def pin(cpus) -> list | None:
+    """Pin this process to the given cores (None: leave it); returns the cores actually allowed."""
+    if cpus is None:
+        return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    os.sched_setaffinity(0, set(cpus))
+    return sorted(os.sched_getaffinity(0))
+
+
+def describe_device() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = dict(line.split(":", 1) for line in f if ":" in line)
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        cpu = info.get("model name") or info.get("Model") or info.get("Hardware") or cpu
+    except OSError:
+        pass
+    return {"machine": platform.machine(), "cpu": cpu, "os": platform.platform(), "hostname": socket.gethostname()}
