@@ -73,8 +73,9 @@ def convert(model, fmt: str, representative: np.ndarray | None = None, io: str =
                 raise UsageError("int8 conversion needs representative training images; pass --representative N > 0")
             rep = np.asarray(representative, np.float32)
             conv.representative_dataset = lambda: ([x[None]] for x in rep)
-        # Refuse float fallbacks: a model that silently keeps float ops is not the int8 model the table timed.
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            # Refuse float fallbacks: a model that silently keeps float ops is not the int8 model the table timed.
+            # (QAT graphs carry their ranges in fake-quant ops; this setting would demand calibration data.)
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if io == "int8":
             conv.inference_input_type = tf.int8
             conv.inference_output_type = tf.int8

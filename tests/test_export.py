@@ -1,0 +1,256 @@
+"""Export: each format converts, runs in LiteRT and agrees with Keras; the CLI's outputs; its refusals; supernet init."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tfwidth  # noqa: F401
+from tfwidth.artifacts import write_json
+from tfwidth.convert import LiteModel, agreement, convert, keras_logits, quantize_for_training
+from tfwidth.errors import run_cli
+from tfwidth.export import FP32_MAX_ABS_DIFF, latency_section, main, recalibrate_plain_bn
+from tfwidth.mobilenet import build_mobilenet
+from tfwidth.space import tiny_space
+
+from conftest import ROOT, assert_usage_error, run_module
+
+# digits are 8x8: no resize; 10 classes like the data.
+SPACE = tiny_space(resolution=8, levels=3, base=8, layers=4)
+WIDTHS = (12, 8, 12, 4)
+
+
+def _randomised(widths=WIDTHS, seed=0):
+    """A plain model with non-trivial BN and bias, so folding or dropping mistakes in conversion show."""
+    import tf_keras as keras
+    keras.utils.set_random_seed(seed)
+    m = build_mobilenet(SPACE, widths)
+    rng = np.random.default_rng(seed)
+    for layer in m.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c), rng.normal(0, 0.2, c),
+                               rng.uniform(0.5, 1.5, c)])
+        elif isinstance(layer, keras.layers.Dense):
+            k, b = layer.get_weights()
+            layer.set_weights([k * 4, rng.normal(0, 0.5, b.shape)])
+    return m
+
+
+def _images(n=64, seed=1):
+    return np.random.default_rng(seed).uniform(-1, 1, (n, 8, 8, 3)).astype(np.float32)
+
+
+def _widths_file(path, space=SPACE, widths=WIDTHS, **extra):
+    write_json(path, dict({"kind": "widths", "space_hash": space.space_hash, "space": space.to_json(),
+                           "method": "test", "target_ms": 0.5, "widths": list(widths)}, **extra))
+    return path
+
+
+# ---- conversion ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt,io", [("fp32", "float"), ("fp16", "float"), ("int8", "float"), ("int8", "int8")])
+def test_format_converts_runs_and_agrees(fmt, io):
+    model, x = _randomised(), _images()
+    lite = LiteModel(convert(model, fmt, representative=_images(100, seed=2), io=io), fmt)
+    ag = agreement(keras_logits(model, x), lite.predict(x))
+    assert lite.runtime == "ai_edge_litert"
+    if fmt == "fp32":
+        assert ag["max_abs_logit_diff"] <= FP32_MAX_ABS_DIFF
+    elif fmt == "fp16":
+        assert 0 < ag["max_abs_logit_diff"] <= 5e-2  # non-zero: the weights really are half precision
+    else:
+        assert ag["top1_agreement"] >= 0.9, ag
+        assert lite.input_dtype == ("int8" if io == "int8" else "float32")
+
+
+def test_qat_converts_and_matches_its_fake_quant_model():
+    import tf_keras as keras
+    q = quantize_for_training(_randomised())
+    x = _images()
+    q.compile(optimizer=keras.optimizers.SGD(1e-3),
+              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    q.fit(x, np.zeros(len(x), np.int32), epochs=1, batch_size=32, verbose=0)  # sets the activation ranges
+    lite = LiteModel(convert(q, "qat"), "qat")
+    ag = agreement(keras_logits(q, x), lite.predict(x))
+    assert ag["top1_agreement"] >= 0.9, ag
+
+
+def test_batched_interpreter_equals_one_image_at_a_time():
+    model, x = _randomised(), _images(10)
+    lite = LiteModel(convert(model, "fp32"), "fp32", batch=4)
+    one = np.concatenate([lite.run(x[i:i + 1]) for i in range(len(x))])
+    np.testing.assert_array_equal(lite.predict(x), one)
+
+
+def test_bn_recalibration_is_the_exact_batch_average():
+    from tfwidth.data import load_data
+    model = _randomised()
+    data = load_data("digits", SPACE, 32, train_limit=128)
+    assert recalibrate_plain_bn(model, data, 3) == 3
+    import tf_keras as keras
+    probe = keras.Model(model.input, model.get_layer("stem_conv").output)
+    means = [probe(x, training=False).numpy().mean(axis=(0, 1, 2)) for x, _ in data.calibration(3)]
+    np.testing.assert_allclose(model.get_layer("stem_bn").moving_mean.numpy(), np.mean(means, 0), atol=1e-5)
+
+
+def test_latency_section_warns_when_table_format_differs():
+    class Table:
+        format = "fp32"
+        runtime = "ai_edge_litert"
+
+        def predict(self, w):
+            return 2.0
+
+    measured = {"status": "ok", "ms": {"min": 2.1}}
+    same = latency_section(measured, Table(), "t.json", "fp16", WIDTHS, 3.0)
+    assert same["warning"] is None and same["predicted_ms"] == 2.0 and same["ratio"] == pytest.approx(1.05)
+    other = latency_section(measured, Table(), "t.json", "int8", WIDTHS, 3.0)
+    assert other["compared_format"] == "int8" and "profiled in fp32" in other["warning"]
+    assert "--benchmark 12,8,12,4" in other["device_hint"]
+
+
+# ---- the CLI end to end -------------------------------------------------------------------------------------------
+REPORT_KEYS = {"kind", "space_hash", "space", "widths", "widths_file", "method", "init", "epochs", "qat_epochs",
+               "distill", "format", "io", "dataset", "eval_images", "keras", "tflite", "agreement", "latency",
+               "size_bytes", "params", "macs", "max_params", "training", "outputs", "time"}
+
+
+def test_cli_scratch_fp32_writes_verified_model_report_and_plain_keras(tmp_path):
+    wf = _widths_file(tmp_path / "widths.json")
+    out = tmp_path / "out" / "model.tflite"
+    p = run_module("tfwidth.export", "--widths", wf, "--run", tmp_path / "run", "--dataset", "digits",
+                   "--init", "scratch", "--epochs", "1", "--train-limit", "256", "--batch-size", "32",
+                   "--runs", "3", "--repeats", "1", "--no-progress", "-o", out)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads((tmp_path / "out" / "model.report.json").read_text())
+    assert REPORT_KEYS <= set(r), REPORT_KEYS - set(r)
+    assert r["space_hash"] == SPACE.space_hash and r["widths"] == list(WIDTHS)
+    assert r["agreement"]["max_abs_logit_diff"] <= FP32_MAX_ABS_DIFF and r["agreement"]["within_tolerance"]
+    assert abs(r["tflite"]["top1"] - r["keras"]["top1"]) <= 0.001
+    assert r["size_bytes"] == out.stat().st_size
+    assert r["params"] == SPACE.params(WIDTHS) and r["macs"] == SPACE.macs(WIDTHS)
+    lat = r["latency"]
+    assert lat["measured"]["status"] == "ok" and lat["measured"]["ms"]["min"] > 0 and lat["target_ms"] == 0.5
+    assert lat["measured"]["cpus"] == [0] and lat["compared_format"] == "fp32"
+    assert "python -m device_profiler --benchmark 12,8,12,4" in p.stdout
+    assert "top-1 .tflite" in p.stdout
+    # The .keras loads with tf_keras alone (tfwidth made unimportable) and computes the .tflite's logits.
+    x = _images(8)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", LiteModel(out.read_bytes()).predict(x))
+    code = ("import sys; sys.modules['tfwidth'] = None\n"
+            "import numpy as np, tf_keras\n"
+            f"m = tf_keras.models.load_model({str(tmp_path / 'out' / 'model.keras')!r})\n"
+            f"x, y = np.load({str(tmp_path / 'x.npy')!r}), np.load({str(tmp_path / 'y.npy')!r})\n"
+            "assert [l.__class__.__module__.split('.')[0] for l in m.layers].count('tfwidth') == 0\n"
+            "print('DIFF', float(np.abs(m(x, training=False).numpy() - y).max()))\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_USE_LEGACY_KERAS"] = "1"
+    q = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                       timeout=300)
+    assert q.returncode == 0, q.stderr[-2000:]
+    diff = float(q.stdout.split("DIFF")[1])
+    assert diff <= FP32_MAX_ABS_DIFF
+
+
+# ---- refusals: one line, exit 2, nothing written --------------------------------------------------------------
+def _refuse(capsys, tmp_path, argv, *fragments):
+    out = tmp_path / "m.tflite"
+    code = run_cli(main, [*map(str, argv), "-o", str(out), "--no-progress", "--no-measure"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [l for l in err.strip().splitlines() if l.startswith("error:")]
+    assert len(lines) == 1, err
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+    assert not list(tmp_path.glob("m.*")), list(tmp_path.glob("m.*"))
+
+
+def test_refuses_widths_of_another_space(tmp_path, capsys):
+    run = tmp_path / "run"
+    tiny_space(resolution=8, levels=4, base=8, layers=4).save(run / "space.json")
+    _refuse(capsys, tmp_path, ["--widths", _widths_file(tmp_path / "w.json"), "--run", run, "--dataset", "digits",
+                               "--init", "scratch"], "was made for space", SPACE.space_hash)
+
+
+def test_refuses_widths_not_in_the_space(tmp_path, capsys):
+    wf = tmp_path / "w.json"
+    write_json(wf, {"kind": "widths", "space_hash": SPACE.space_hash, "space": SPACE.to_json(),
+                    "widths": [12, 8, 13, 4]})
+    _refuse(capsys, tmp_path, ["--widths", wf, "--run", tmp_path, "--dataset", "digits", "--init", "scratch"],
+            "width 13 is not a choice")
+
+
+def test_refuses_run_without_checkpoint(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    _refuse(capsys, tmp_path, ["--widths", _widths_file(tmp_path / "w.json"), "--run", tmp_path / "run",
+                               "--dataset", "digits", "--init", "supernet"], "holds no supernet checkpoint")
+
+
+def test_refuses_unknown_format(tmp_path, capsys):
+    _refuse(capsys, tmp_path, ["--widths", _widths_file(tmp_path / "w.json"), "--run", tmp_path, "--dataset",
+                               "digits", "--format", "int4"], "unknown format 'int4'")
+
+
+def test_refuses_a_format_the_runtime_cannot_run(tmp_path, capsys, monkeypatch):
+    import tfwidth.convert as conv
+
+    class Broken:
+        def __init__(self, **kw):
+            pass
+
+        def allocate_tensors(self):
+            raise RuntimeError("Encountered unresolved custom op: FancyOp.\nSee instructions: ...")
+
+    monkeypatch.setattr(conv, "_interpreter_class", lambda: Broken)
+    _refuse(capsys, tmp_path, ["--widths", _widths_file(tmp_path / "w.json"), "--run", tmp_path / "run",
+                               "--dataset", "digits", "--init", "scratch", "--epochs", "0", "--format", "fp16"],
+            "the fp16 .tflite does not run in", "unresolved custom op")
+
+
+def test_cli_error_is_one_line_in_a_subprocess(tmp_path):
+    p = run_module("tfwidth.export", "--widths", tmp_path / "missing.json", "--run", tmp_path, "--dataset",
+                   "digits", "-o", tmp_path / "m.tflite")
+    assert_usage_error(p, "does not exist")
+
+
+# ---- supernet initialisation ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def supernet_run(tmp_path_factory):
+    from tfwidth.data import load_data
+    from tfwidth.train import train
+    run = tmp_path_factory.mktemp("run")
+    data = load_data("digits", SPACE, 32, train_limit=64, eval_limit=64)
+    train(SPACE, data, run, 1, summary=False, tensorboard=False, verbose=0)
+    return run
+
+
+def test_rebuild_equals_supernet_at_those_widths(supernet_run):
+    from tfwidth.data import load_data
+    from tfwidth.export import initial_model, load_supernet
+    data = load_data("digits", SPACE, 32, train_limit=64, eval_limit=64)
+    plain, teacher = initial_model(SPACE, WIDTHS, "supernet", supernet_run, data, calib_batches=2, distill=True)
+    assert [l.__class__.__module__.split(".")[0] for l in plain.layers].count("tfwidth") == 0
+    net = load_supernet(supernet_run, SPACE)
+    x = _images(16)
+    net.recalibrate_bn(SPACE.max_widths, data, 2)
+    np.testing.assert_allclose(keras_logits(teacher, x), net.predict_widths(x, SPACE.max_widths).numpy(),
+                               atol=1e-4)
+    net.recalibrate_bn(WIDTHS, data, 2)
+    np.testing.assert_allclose(keras_logits(plain, x), net.predict_widths(x, WIDTHS).numpy(), atol=1e-4)
+
+
+def test_cli_supernet_distill_int8(supernet_run, tmp_path):
+    out = tmp_path / "m.tflite"
+    code = main(["--widths", str(_widths_file(tmp_path / "w.json")), "--run", str(supernet_run), "--dataset",
+                 "digits", "--init", "supernet", "--distill", "--epochs", "1", "--train-limit", "64",
+                 "--batch-size", "32", "--format", "int8", "--representative", "32", "--no-measure",
+                 "--no-progress", "-o", str(out)])
+    assert code == 0
+    r = json.loads((tmp_path / "m.report.json").read_text())
+    assert r["init"] == "supernet" and r["distill"] and r["format"] == "int8"
+    assert r["agreement"]["top1_agreement"] >= 0.9
+    assert r["training"]["history"][0]["epoch"] == 1
+    assert (supernet_run / "export").is_dir()  # checkpoints for --resume live in the run, not beside the output
