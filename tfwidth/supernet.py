@@ -45,13 +45,13 @@ def _relu6(x):
 class SlimConv(keras.layers.Layer):
     """The stem: a full 3x3 conv on the image whose output channels are the first c of the max kernel."""
 
-    def __init__(self, in_channels: int, max_out: int, stride: int, weight_decay: float = 0.0, **kw):
+    def __init__(self, in_channels: int, max_out: int, stride: int, init_seed=None, **kw):
         super().__init__(**kw)
-        self.in_channels, self.max_out, self.stride, self.weight_decay = in_channels, max_out, stride, weight_decay
+        self.in_channels, self.max_out, self.stride, self.init_seed = in_channels, max_out, stride, init_seed
 
     def build(self, input_shape=None):
         self.kernel = self.add_weight("kernel", (3, 3, self.in_channels, self.max_out),
-                                      initializer=keras.initializers.HeNormal())
+                                      initializer=keras.initializers.HeNormal(self.init_seed))
         self.built = True
 
     def call(self, x, c):
@@ -61,13 +61,13 @@ class SlimConv(keras.layers.Layer):
 class SlimDepthwise(keras.layers.Layer):
     """3x3 depthwise conv on however many channels arrive (the previous variable's width)."""
 
-    def __init__(self, max_channels: int, stride: int, **kw):
+    def __init__(self, max_channels: int, stride: int, init_seed=None, **kw):
         super().__init__(**kw)
-        self.max_channels, self.stride = max_channels, stride
+        self.max_channels, self.stride, self.init_seed = max_channels, stride, init_seed
 
     def build(self, input_shape=None):
         self.kernel = self.add_weight("depthwise_kernel", (3, 3, self.max_channels, 1),
-                                      initializer=keras.initializers.HeNormal())
+                                      initializer=keras.initializers.HeNormal(self.init_seed))
         self.built = True
 
     def call(self, x):
@@ -78,13 +78,13 @@ class SlimDepthwise(keras.layers.Layer):
 class SlimPointwise(keras.layers.Layer):
     """1x1 conv as reshape + matmul with the [c_in, c_out] corner of a [max_in, max_out] kernel."""
 
-    def __init__(self, max_in: int, max_out: int, **kw):
+    def __init__(self, max_in: int, max_out: int, init_seed=None, **kw):
         super().__init__(**kw)
-        self.max_in, self.max_out = max_in, max_out
+        self.max_in, self.max_out, self.init_seed = max_in, max_out, init_seed
 
     def build(self, input_shape=None):
         self.kernel = self.add_weight("kernel", (self.max_in, self.max_out),
-                                      initializer=keras.initializers.HeNormal())
+                                      initializer=keras.initializers.HeNormal(self.init_seed))
         self.built = True
 
     def call(self, x, c):
@@ -94,12 +94,12 @@ class SlimPointwise(keras.layers.Layer):
 
 
 class SlimDense(keras.layers.Layer):
-    def __init__(self, max_in: int, units: int, **kw):
+    def __init__(self, max_in: int, units: int, init_seed=None, **kw):
         super().__init__(**kw)
-        self.max_in, self.units = max_in, units
+        self.max_in, self.units, self.init_seed = max_in, units, init_seed
 
     def build(self, input_shape=None):
-        self.kernel = self.add_weight("kernel", (self.max_in, self.units), initializer="glorot_uniform")
+        self.kernel = self.add_weight("kernel", (self.max_in, self.units), initializer=keras.initializers.GlorotUniform(self.init_seed))
         self.bias = self.add_weight("bias", (self.units,), initializer="zeros")
         self.built = True
 
@@ -184,15 +184,17 @@ class Supernet(keras.Model):
         self.sampling, self.random_configs, self.seed = sampling, int(random_configs), int(seed)
         L, mx = space.num_layers, space.max_widths
         self.kmax = max(space.num_choices)
-        self.stem_conv = SlimConv(space.in_channels, mx[0], space.strides[0], name="stem_conv")
+        # Initial weights are a function of the seed (one initializer seed per layer), so runs are reproducible.
+        init = iter(range(self.seed * 1000 + 1, self.seed * 1000 + 1000))
+        self.stem_conv = SlimConv(space.in_channels, mx[0], space.strides[0], next(init), name="stem_conv")
         self.stem_bn = SlimBatchNorm(mx[0], name="stem_bn")
         self.dw, self.dw_bn, self.pw, self.pw_bn = [], [], [], []
         for i in range(1, L):
-            self.dw.append(SlimDepthwise(mx[i - 1], space.strides[i], name=f"b{i}_dw"))
+            self.dw.append(SlimDepthwise(mx[i - 1], space.strides[i], next(init), name=f"b{i}_dw"))
             self.dw_bn.append(SlimBatchNorm(mx[i - 1], name=f"b{i}_dw_bn"))
-            self.pw.append(SlimPointwise(mx[i - 1], mx[i], name=f"b{i}_pw"))
+            self.pw.append(SlimPointwise(mx[i - 1], mx[i], next(init), name=f"b{i}_pw"))
             self.pw_bn.append(SlimBatchNorm(mx[i], name=f"b{i}_pw_bn"))
-        self.classifier = SlimDense(mx[-1], space.classes, name="classifier")
+        self.classifier = SlimDense(mx[-1], space.classes, next(init), name="classifier")
         for layer in [self.stem_conv, self.stem_bn, self.classifier, *self.dw, *self.dw_bn, *self.pw, *self.pw_bn]:
             layer.build(None)
 

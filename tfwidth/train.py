@@ -181,7 +181,7 @@ def train(space: SearchSpace, data, out_dir, epochs: int, *, lr: float = 0.05, w
               "dataset": data.name, "batch_size": getattr(data, "batch_size", None), "seed": seed,
               "sampling": sampling, "args": args or {}}
 
-    callbacks = [_EpochEnd(model, manager, write_dir, record, chief, optimizer)]
+    callbacks = [_EpochEnd(model, manager, write_dir, record, chief, optimizer, schedule)]
     if tensorboard and _have_tensorboard():
         callbacks.append(keras.callbacks.TensorBoard(str(write_dir / "tb"), write_graph=False, profile_batch=0))
     callbacks += list(extra_callbacks)
@@ -230,8 +230,9 @@ def _callback_base():
 class _EpochEnd(_callback_base()):
     """Epoch end, in this order: roll statistics, stats.json, checkpoint + sidecar, one log line."""
 
-    def __init__(self, model, manager, out: Path, record: dict, chief: bool, optimizer):
+    def __init__(self, model, manager, out: Path, record: dict, chief: bool, optimizer, schedule):
         super().__init__()
+        self.schedule = schedule
         self.net, self.manager, self.out, self.record, self.chief = model, manager, out, record, chief
         self.opt = optimizer
         self.t0 = time.time()
@@ -247,8 +248,7 @@ class _EpochEnd(_callback_base()):
         path = self.manager.save(checkpoint_number=epoch + 1)
         if self.chief:
             write_json(self.out / "ckpt" / SIDECAR, dict(self.record, epoch=epoch + 1, checkpoint=Path(path).name))
-            lr = float(self.opt.learning_rate(self.opt.iterations)) if callable(self.opt.learning_rate) \
-                else float(self.opt.learning_rate)
+            lr = float(self.schedule(self.opt.iterations.read_value()))  # of the next step
             line = {"kind": "epoch", "space_hash": self.record["space_hash"], "epoch": epoch + 1,
                     "step": int(self.opt.iterations.numpy()), "lr": lr, "seconds": round(time.time() - self.t0, 2),
                     **{k: float(v) for k, v in (logs or {}).items()}}
