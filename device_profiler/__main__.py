@@ -2,6 +2,7 @@
 
     python -m device_profiler --template template.tflite --plan plan.json --out samples.jsonl
     python -m device_profiler --template template.tflite --benchmark 32,64,...
+    python -m device_profiler --runner adb ... --benchmark-binary /data/local/tmp/benchmark_model  (a phone: docs/android.md)
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import time
 import numpy as np
 
 from device_profiler import runtime as runtimes
-from device_profiler import samples, timing, variants
+from device_profiler import adb, samples, timing, variants
 from device_profiler.errors import UsageError, run_cli
 
 
@@ -154,11 +155,17 @@ def main(argv=None) -> int:
                         "tensorflow.lite)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    adb.add_arguments(p)
     a = p.parse_args(argv)
     if a.runs < 1 or a.warmup_runs < 0 or a.threads < 1 or a.warmup_seconds < 0:
         raise UsageError("--runs and --threads must be >= 1, --warmup-runs and --warmup-seconds >= 0")
     if a.benchmark is None and (a.plan is None or a.out is None):
         raise UsageError("give --plan and --out (profile a plan) or --benchmark W1,W2,... (time one configuration)")
+    if a.runner == "adb":  # a phone: variants cut here, timed there by benchmark_model (device_profiler/adb.py)
+        return adb.cli(a, load_plan, parse_shard, profile)
+    if a.use_gpu or a.use_xnnpack or a.serial:
+        raise UsageError("--use-gpu, --use-xnnpack and --serial are options of --runner adb (an Android phone); "
+                         "add --runner adb or drop them")
     try:
         cpus = None if a.cpus is None else [int(c) for c in a.cpus.split(",")]
     except ValueError:
