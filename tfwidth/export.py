@@ -289,7 +289,8 @@ def measure_latency(content: bytes, threads: int = 1, runs: int = 20, warmup: in
 
 def latency_section(measured: dict, table, table_path, fmt: str, widths, target_ms) -> dict:
     out = {"measured": measured, "target_ms": target_ms, "compared_format": latency_format(fmt),
-           "device_hint": f"python -m device_profiler --benchmark {','.join(map(str, widths))}"}
+           "device_hint": f"on the device: python -m device_profiler --template <the {latency_format(fmt)} "
+                          f"template.tflite> --benchmark {','.join(map(str, widths))} --threads 1 --cpus 0"}
     if table is None:
         out.update(table=None, table_format=None, predicted_ms=None, ratio=None, warning=None)
         return out
@@ -351,7 +352,7 @@ def format_report(r: dict) -> str:
         ("target", ms(lat["target_ms"])),
         ("size", f"{r['size_bytes'] / 1024:.1f} KiB"),
         ("params / MACs", f"{r['params'] / 1e6:.3f} M / {r['macs'] / 1e6:.2f} M"),
-        ("on the device", lat["device_hint"]),
+        ("confirm", lat["device_hint"]),
     ]
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
