@@ -70,7 +70,7 @@ def read_tensors(model: bytes) -> tuple[list[dict], list[dict]]:
             if _scalar(b, _BUFFER_OFFSET, N.Uint64Flags, 0) > 1:
                 raise ValueError("buffers stored outside the flatbuffer (models > 2 GB) are not supported")
             pos, n = _vector(b, _BUFFER_DATA)
-            buffers.append({"pos": pos, "len": n})
+            buffers.append({"pos": pos, "len": n, "table": b.Pos})
         subgraphs = _tables(root, _MODEL_SUBGRAPHS)
         if not subgraphs:
             raise ValueError("no subgraph")
@@ -119,6 +119,10 @@ class VariantMaker:
                              "template` run")
         tensors, buffers = read_tensors(self.template)
         self._patches = self._plan(tensors, buffers)
+        self._layout = self._compact_layout(tensors, buffers)
+        # Fallback for layouts the compact writer does not understand: one working copy patched in place per
+        # variant (bytes after a shortened vector are stale but unreferenced; every variant rewrites every cut).
+        self._work = bytearray(self.template) if self._layout is None else None
 
     # ---- load-time checks and the list of patches ----------------------------------------------------------------
     def _plan(self, tensors, buffers) -> list:
@@ -184,31 +188,191 @@ class VariantMaker:
         return widths
 
     # ---- per variant ----------------------------------------------------------------------------------------------
-    def make(self, widths: Sequence[int]) -> bytes:
-        widths = self.check_widths(widths)
-        out = bytearray(self.template)
-        view = np.frombuffer(out, np.uint8)
+    def _cut(self, widths):
+        """Per variant: {buffer data pos: sliced array} and the small in-place writes (position, bytes)."""
+        data, writes = {}, []
         for p in self._patches:
             shape = list(p["shape"])
             for axis, var in p["axes"].items():
                 shape[axis] = widths[var]
             if p["data_pos"] is not None:
-                src = p["source"][tuple(slice(0, n) for n in shape)]
-                nbytes = src.size * p["dtype"].itemsize
-                np.copyto(view[p["data_pos"]:p["data_pos"] + nbytes].view(p["dtype"]).reshape(shape), src)
-                struct.pack_into("<I", out, p["data_pos"] - 4, nbytes)
-            view[p["shape_pos"]:p["shape_pos"] + 4 * len(shape)].view("<i4")[:] = shape
+                data[p["data_pos"]] = p["source"][tuple(slice(0, n) for n in shape)]
+            writes.append((p["shape_pos"], np.asarray(shape, "<i4").tobytes()))
             if p["sig_pos"] is not None and len(p["signature"]) == len(shape):
                 # Keep the signature's dynamic (-1) dims; cut the rest like the shape.
                 sig = [s if s < 0 else shape[a] for a, s in enumerate(p["signature"])]
-                view[p["sig_pos"]:p["sig_pos"] + 4 * len(sig)].view("<i4")[:] = sig
+                writes.append((p["sig_pos"], np.asarray(sig, "<i4").tobytes()))
             if p["per_channel"]:
                 # Per-channel scales/zero points are indexed by channel: keeping the first n is a shorter length.
-                n = shape[p["quant_dim"]]
-                struct.pack_into("<I", out, p["scale_pos"] - 4, n)
+                n = struct.pack("<I", shape[p["quant_dim"]])
+                writes.append((p["scale_pos"] - 4, n))
                 if p["zp_len"] > 1:
-                    struct.pack_into("<I", out, p["zp_pos"] - 4, n)
+                    writes.append((p["zp_pos"] - 4, n))
+        return data, writes
+
+    def make(self, widths: Sequence[int]) -> bytes:
+        widths = self.check_widths(widths)
+        data, writes = self._cut(widths)
+        if self._layout is not None:
+            return self._make_compact(data, writes)
+        out = self._work
+        for pos, src in data.items():
+            self._patch_in_place(out, 0, pos, src)
+        for pos, b in writes:
+            out[pos:pos + len(b)] = b
         return bytes(out)
+
+    # ---- compact output: drop the cut-away bytes instead of carrying the template's full size -------------------
+    # The converter lays a model out as [head: Model, buffer tables, signatures][data: buffer vectors][tail: graph].
+    # FlatBuffers offsets only point forward, so nothing in the tail points back, and only the head's offsets into
+    # the data region (Buffer.data) or across it need rewriting when the data region shrinks. The head's few objects
+    # are walked with the schema below; anything unexpected falls back to the full-size in-place output.
+    _HEAD_SCHEMA = {  # table -> (number of slots it may have, {slot: (kind, element table)})
+        "Model": (8, {1: ("tables", "OperatorCode"), 2: ("tables", "SubGraph"), 3: ("string", None),
+                      4: ("tables", "Buffer"), 5: ("scalars", None), 6: ("tables", "Metadata"),
+                      7: ("tables", "SignatureDef")}),
+        "OperatorCode": (4, {1: ("string", None)}),
+        "Buffer": (3, {0: ("scalars", None)}),
+        "Metadata": (2, {0: ("string", None)}),
+        "SignatureDef": (5, {0: ("tables", "TensorMap"), 1: ("tables", "TensorMap"), 2: ("string", None)}),
+        "TensorMap": (2, {0: ("string", None)}),
+    }
+
+    def _head_refs(self, start: int):
+        """Every offset stored before `start` as (field position, target), or None if the head is not understood."""
+        buf, refs, vtables = self.template, [], []
+        u32 = lambda pos: struct.unpack_from("<I", buf, pos)[0]  # noqa: E731
+
+        def walk(pos, table):
+            if pos >= start:
+                return True  # lies after the head: its own offsets point further on, never back
+            if table not in self._HEAD_SCHEMA or pos < 8:
+                return False
+            nslots, fields = self._HEAD_SCHEMA[table]
+            vt = pos - struct.unpack_from("<i", buf, pos)[0]
+            vtables.append((pos, vt))  # shared vtables may lie far after the table: its soffset moves too
+            vt_len = struct.unpack_from("<H", buf, vt)[0]
+            if (vt_len - 4) // 2 > nslots:
+                return False  # a newer schema with fields we do not know
+            for slot, (kind, sub) in fields.items():
+                if 4 + 2 * slot >= vt_len:
+                    continue
+                off = struct.unpack_from("<H", buf, vt + 4 + 2 * slot)[0]
+                if not off:
+                    continue
+                field = pos + off
+                target = field + u32(field)
+                refs.append((field, target))
+                if kind == "tables" and target < start:
+                    for i in range(u32(target)):
+                        elem = target + 4 + 4 * i
+                        refs.append((elem, elem + u32(elem)))
+                        if not walk(elem + u32(elem), sub):
+                            return False
+            return True
+
+        return (refs, vtables) if walk(u32(0), "Model") else None
+
+    def _compact_layout(self, tensors, buffers):
+        t = self.template
+        # Units that can move: a buffer's data vector, with its Buffer table when the converter put it just before.
+        units = []
+        for b in buffers:
+            if b["pos"] is None:
+                continue
+            prefix, table = b["pos"] - 4, b["table"]
+            vt = table - struct.unpack_from("<i", t, table)[0]
+            if (table + 8 == prefix and struct.unpack_from("<HHH", t, vt) == (6, 8, 4)
+                    and table + 4 + struct.unpack_from("<I", t, table + 4)[0] == prefix):
+                units.append((table, b["pos"] + b["len"], prefix, (table, vt)))
+            else:
+                units.append((prefix, b["pos"] + b["len"], prefix, None))
+        units.sort()
+        # The data region: the longest run of units separated by zero padding only.
+        runs, run, prev = [], [], None
+        for u in units:
+            if run and not (0 <= u[0] - prev < 16 and not any(t[prev:u[0]])):
+                runs.append(run)
+                run = []
+            run.append(u)
+            prev = u[1]
+        if run:
+            runs.append(run)
+        if not runs:
+            return None
+        run = max(runs, key=lambda r: r[-1][1] - r[0][0])
+        start, end = run[0][0], run[-1][1]
+        for tensor in tensors:
+            for pos in (tensor["shape_pos"], tensor["sig_pos"], tensor["scale_pos"], tensor["zp_pos"]):
+                if pos is not None and start <= pos < end:
+                    return None
+        found = self._head_refs(start)
+        if found is None:
+            return None
+        refs, vtables = found
+        inside = {u[2] for u in run} | {u[3][0] for u in run if u[3]}
+        if any(start <= target < end and target not in inside for _, target in refs):
+            return None
+        if any(start <= vt < end for _, vt in vtables + [u[3] for u in run if u[3]]):
+            return None
+        return {"start": start, "end": end, "refs": refs, "vtables": [(p, vt) for p, vt in vtables if vt >= end],
+                "units": run}
+
+    @staticmethod
+    def _patch_in_place(out: bytearray, base: int, pos: int, src) -> None:
+        """Shrink the vector at absolute `pos` (held in `out`, which starts at absolute `base`) to `src`."""
+        view = np.frombuffer(out, np.uint8)
+        np.copyto(view[pos - base:pos - base + src.nbytes].view(src.dtype).reshape(src.shape), src)
+        struct.pack_into("<I", out, pos - base - 4, src.nbytes)
+
+    def _make_compact(self, data: dict, writes: list) -> bytes:
+        L, t = self._layout, self.template
+        mv = memoryview(t)
+        start, end = L["start"], L["end"]
+        # pass 1: where each unit goes (same position modulo 16, so every alignment inside it holds)
+        moved, cursor, placed = {}, start, []
+        for ustart, uend, prefix, table in L["units"]:
+            src = data.pop(prefix + 4, None)
+            n = src.nbytes if src is not None else uend - prefix - 4
+            new = cursor + (ustart - cursor) % 16
+            moved[ustart] = new
+            moved[prefix] = new + prefix - ustart
+            placed.append((new - cursor, ustart, prefix, table, src))
+            cursor = new + prefix - ustart + 4 + n
+        last = cursor
+        cursor += (end - cursor) % 16  # the tail keeps its alignment too
+        shift = end - cursor
+        relocate = lambda x: moved[x] if start <= x < end else x - shift if x >= end else x  # noqa: E731
+        # pass 2: the bytes
+        pieces = [None]
+        for pad, ustart, prefix, table, src in placed:
+            if pad:
+                pieces.append(bytes(pad))
+            if table is not None:
+                tpos, vt = table
+                new = moved[ustart]
+                pieces += [struct.pack("<i", new - relocate(vt)), mv[tpos + 4:prefix]]
+            if src is None:
+                pieces.append(mv[prefix:prefix + 4 + struct.unpack_from("<I", t, prefix)[0]])
+            else:
+                pieces += [struct.pack("<I", src.nbytes), np.ascontiguousarray(src)]
+        pieces.append(bytes(cursor - last))
+        head = bytearray(mv[:start])
+        for field, target in L["refs"]:
+            struct.pack_into("<I", head, field, relocate(target) - field)
+        for pos, vt in L["vtables"]:
+            struct.pack_into("<i", head, pos, pos - relocate(vt))
+        tail = bytearray(mv[end:])
+        for pos, src in data.items():  # cut buffers outside the data region: shrink where they lie
+            if pos < start:
+                self._patch_in_place(head, 0, pos, src)
+            else:
+                self._patch_in_place(tail, end, pos, src)
+        for pos, b in writes:
+            tail[pos - end:pos - end + len(b)] = b
+        pieces[0] = head
+        pieces.append(tail)
+        return b"".join(pieces)
 
 
 def load(template_path) -> VariantMaker:
