@@ -73,7 +73,6 @@ class BenchmarkOutput:
     warmup_avg_us: float | None = None
     inference_avg_us: float | None = None
     delegate: str | None = None  # the "Explicitly applied X delegate, ..." / "Replacing N out of M" line, if any
-    runs_us: list | None = None  # per-run timings; stock builds do not print them (kept for builds that would)
     notes: list = field(default_factory=list)
 
 
@@ -130,7 +129,8 @@ def parse_benchmark_output(text: str) -> BenchmarkOutput:
     Handles the plain tool output (TF 1.x "Average inference timings in us: Warmup: ..., Init: ..., no stats: ...",
     TF 2.x "Inference timings in us: Init: ..., First inference: ..., Warmup (avg): ..., Inference (avg): ..."),
     "INFO: " prefixes, logcat lines, the short "count=1 curr=X" / "(all same)" forms, percentiles when printed, and
-    numbers in e-notation ("avg=2.95034e+06"). The op-profiling tables that may follow are ignored.
+    numbers in e-notation ("avg=2.95034e+06"). The op-profiling tables that may follow are ignored. Per-run
+    timings are not printed by any stock build (BenchmarkModel::Run logs only the aggregate Stat), so none are kept.
     """
     lines = [_strip(l) for l in text.splitlines()]
     stats: list[RunStats] = []
@@ -418,8 +418,7 @@ class AdbSession:
             rec["benchmark_model"] = {
                 "init_ms": None if out.init_us is None else out.init_us / 1000.0,
                 "first_inference_ms": None if out.first_inference_us is None else out.first_inference_us / 1000.0,
-                "warmup_ms": warm.ms(), "max_ms": ms["max"], "delegate": out.delegate,
-                "runs_ms": None if out.runs_us is None else [t / 1000.0 for t in out.runs_us]}
+                "warmup_ms": warm.ms(), "max_ms": ms["max"], "delegate": out.delegate}
             self.invoke_s += sum(s.avg * s.count / 1e6 for s in (inf, warm) if s.count and s.avg is not None)
         rec.update({"runtime": RUNTIME, "runtime_version": self.runtime_version, "threads": self.threads,
                     "cpus": self.cpus, "format": self.maker.manifest["format"], "device": self.device,

@@ -166,7 +166,7 @@ def test_cpu_short_warmup_form_and_e_notation():
     assert (r.init_us, r.first_inference_us, r.warmup_avg_us, r.inference_avg_us) == (17187, 3512391, 3512390, 2950340)
     assert r.inference.ms() == {"min": 2727.568, "median": None, "mean": 2950.34, "std": 109.798, "count": 50,
                                 "max": 3189.954, "first": 2990.275}
-    assert r.delegate is None and r.runs_us is None
+    assert r.delegate is None
 
 
 def test_xnnpack_partial_delegation():
