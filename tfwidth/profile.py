@@ -344,13 +344,12 @@ def main(argv=None) -> int:
         n = sum(len(v["cuts"]) for v in manifest["variables"])
         print(f"wrote {out} ({len(tflite) / 1e6:.1f} MB, {fmt}) and {out.with_suffix('.json')} ({n} cut tensor axes)")
     else:
-        if "," in a.reference:
-            reference = [int(w) for w in a.reference.split(",")]
-        else:
-            try:
-                reference = space.uniform(float(a.reference))
-            except ValueError:
-                raise UsageError(f"--reference {a.reference!r} is neither a multiplier nor comma-separated widths")
+        try:
+            reference = ([int(w) for w in a.reference.split(",")] if "," in a.reference
+                         else space.uniform(float(a.reference)))
+        except ValueError:
+            raise UsageError(f"--reference {a.reference!r} is neither a multiplier nor comma-separated widths; "
+                             f"e.g. 1.0 or {','.join(map(str, space.uniform(1.0)))}") from None
         plan = make_plan(space, a.count, a.kind, a.seed, reference)
         write_json(a.output, plan, indent=None)
         print(f"wrote {a.output}: {a.count} {a.kind} configurations, reference {plan['reference']}")
