@@ -398,6 +398,7 @@ class AdbSession:
         self.maker, self.bench, self.device, self.runtime_version = maker, bench, device, runtime_version
         self.threads, self.cpus = bench.opts["threads"], bench.opts["cpus"]
         self.invoke_s = 0.0  # seconds benchmark_model spent in warm-up and timed runs (from its own statistics)
+        self._warned_median = False
 
     def record(self, kind: str, index: int, widths, ref_ms) -> dict:
         import datetime
@@ -415,6 +416,11 @@ class AdbSession:
             std = ms["std"] * math.sqrt(n / (n - 1)) if n > 1 else 0.0
             rec["ms"] = {"min": ms["min"], "median": ms["median"], "mean": ms["mean"], "std": std, "count": n}
             rec["warmup_runs"] = warm.count
+            if ms["median"] is None and not self._warned_median:
+                self._warned_median = True
+                print(f"warning: {self.bench.binary} prints no median (an old build): samples get ms.median = null "
+                      f"and only min/mean can be fitted; a nightly benchmark_model prints it (docs/android.md)",
+                      file=sys.stderr)
             rec["benchmark_model"] = {
                 "init_ms": None if out.init_us is None else out.init_us / 1000.0,
                 "first_inference_ms": None if out.first_inference_us is None else out.first_inference_us / 1000.0,
