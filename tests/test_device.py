@@ -1,0 +1,142 @@
+"""device_profiler end to end on a tiny template: samples format, resume after a kill, shards, bad input, and a run
+in a Python where TensorFlow and tfwidth cannot be imported."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import tfwidth  # noqa: F401
+from conftest import ROOT, assert_usage_error, run_module
+from tfwidth.artifacts import atomic_write_bytes, write_json
+from tfwidth.profile import make_plan, make_template
+from tfwidth.space import tiny_space
+
+SPACE = tiny_space()
+FAST = ["--runs", "3", "--warmup-runs", "1", "--no-progress"]
+SAMPLE_KEYS = {"kind", "index", "space_hash", "widths", "status", "error", "ms", "warmup_runs", "runtime",
+               "runtime_version", "threads", "cpus", "format", "device", "ref_ms", "time"}
+
+BLOCKER = '''
+import os, sys
+class _Blocker:
+    """Make `import tensorflow` / `import tfwidth` fail, and remember that someone tried."""
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "tfwidth", "tf_keras", "keras"):
+            with open(os.environ["BLOCKED_LOG"], "a") as f:
+                f.write(name + "\\n")
+            raise ImportError("blocked for this test: " + name)
+        return None
+sys.meta_path.insert(0, _Blocker())
+'''
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("device")
+    tflite, manifest = make_template(SPACE, "fp32", seed=0)
+    atomic_write_bytes(d / "template.tflite", tflite)
+    write_json(d / "template.json", manifest)
+    write_json(d / "plan.json", make_plan(SPACE, 12, "biased", seed=0))
+    return d
+
+
+def lines(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def profile(files, out, *extra):
+    from device_profiler.__main__ import main
+    from device_profiler.errors import run_cli
+    return run_cli(main, ["--template", str(files / "template.tflite"), "--plan", str(files / "plan.json"),
+                          "--out", str(out), *FAST, *extra])
+
+
+def test_runs_where_tensorflow_and_tfwidth_cannot_be_imported(files, tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(BLOCKER)
+    log = tmp_path / "blocked.log"
+    log.write_text("")
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}", BLOCKED_LOG=str(log))
+    check = subprocess.run([sys.executable, "-c", "import tensorflow"], env=env, capture_output=True, text=True)
+    assert check.returncode != 0 and "blocked for this test" in check.stderr
+    log.write_text("")
+    out = tmp_path / "samples.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "device_profiler", "--template", str(files / "template.tflite"),
+                           "--plan", str(files / "plan.json"), "--out", str(out), "--cpus", "0",
+                           "--reference-every", "5", *FAST], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert log.read_text() == ""
+    recs = lines(out)
+    samples = [r for r in recs if r["kind"] == "sample"]
+    assert sorted(r["index"] for r in samples) == list(range(12))
+    assert sum(r["kind"] == "reference" for r in recs) == 3  # at the start, then every 5 samples
+    for r in recs:
+        assert set(r) == SAMPLE_KEYS
+        assert r["status"] == "ok" and r["ms"]["count"] == 3 and r["cpus"] == [0] and r["threads"] == 1
+        assert 0 < r["ms"]["min"] <= r["ms"]["median"] and r["ref_ms"] > 0
+        assert r["space_hash"] == SPACE.space_hash and r["format"] == "fp32"
+    plan = json.loads((files / "plan.json").read_text())
+    assert [r["widths"] for r in samples] == [plan["configs"][r["index"]] for r in samples]
+
+
+def test_resume_after_a_kill_loses_and_repeats_nothing(files, tmp_path, capsys):
+    out = tmp_path / "samples.jsonl"
+    assert profile(files, out, "--reference-every", "0") == 0
+    full = out.read_text().splitlines(keepends=True)
+    assert len(full) == 12
+    # killed while writing line 6: five complete lines and half of the sixth
+    out.write_text("".join(full[:5]) + full[5][: len(full[5]) // 2])
+    assert profile(files, out, "--reference-every", "0") == 0
+    assert "truncated last line" in capsys.readouterr().err
+    again = out.read_text().splitlines(keepends=True)
+    assert again[:5] == full[:5]
+    assert sorted(r["index"] for r in lines(out)) == list(range(12))
+    assert profile(files, out) == 0  # nothing left to do: nothing appended
+    assert out.read_text().splitlines(keepends=True) == again
+
+
+def test_shards_split_the_plan(files, tmp_path):
+    parts = []
+    for i in range(3):
+        out = tmp_path / f"s{i}.jsonl"
+        assert profile(files, out, "--shard", f"{i}/3", "--reference-every", "0") == 0
+        parts.append({r["index"] for r in lines(out)})
+        assert all(j % 3 == i for j in parts[-1])
+    assert set().union(*parts) == set(range(12)) and sum(map(len, parts)) == 12
+
+
+def test_bad_input_is_one_line_and_writes_nothing(files, tmp_path):
+    other = tiny_space(resolution=24)
+    write_json(tmp_path / "other_plan.json", make_plan(other, 3, "random"))
+    plan = json.loads((files / "plan.json").read_text())
+    plan["configs"][2] = [7] + plan["configs"][2][1:]
+    write_json(tmp_path / "bad_widths.json", plan)
+    (tmp_path / "broken.tflite").write_bytes((files / "template.tflite").read_bytes()[:-64])
+    (tmp_path / "broken.json").write_text((files / "template.json").read_text())
+    template = str(files / "template.tflite")
+    cases = [
+        (["--template", template, "--plan", str(tmp_path / "other_plan.json")], "was made for space"),
+        (["--template", template, "--plan", str(tmp_path / "bad_widths.json")], "configuration 2: variable 0 width 7"),
+        (["--template", str(tmp_path / "broken.tflite"), "--plan", str(files / "plan.json")], "sha256 differs"),
+        (["--template", str(tmp_path / "missing.tflite"), "--plan", str(files / "plan.json")], "does not exist"),
+        (["--template", template, "--plan", str(files / "plan.json"), "--shard", "3/3"], "--shard"),
+    ]
+    for args, message in cases:
+        out = tmp_path / "samples.jsonl"
+        proc = run_module("device_profiler", *args, "--out", out, *FAST)
+        assert_usage_error(proc, message)
+        assert not out.exists()
+    proc = run_module("device_profiler", "--template", template, "--benchmark", ",".join(map(str, SPACE.max_widths)),
+                      "--runs", "3", "--cpus", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert "min " in proc.stdout and "over 3 runs" in proc.stdout
+
+
+def test_samples_of_another_space_are_refused(files, tmp_path, capsys):
+    out = tmp_path / "samples.jsonl"
+    out.write_text(json.dumps({"kind": "sample", "index": 0, "space_hash": "0123456789abcdef"}) + "\n")
+    assert profile(files, out) == 2
+    assert "holds samples of space 0123456789abcdef" in capsys.readouterr().err
+    assert len(out.read_text().splitlines()) == 1
