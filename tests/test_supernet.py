@@ -114,3 +114,50 @@ def test_sampling_probs_are_respected(net):
         assert (ex.min(1) == min(SPACE.min_widths)).all()
     finally:
         net.set_sampling(net.uniform_probs())
+
+
+class _Calib:
+    """The part of tfwidth.data.Data that recalibration and evaluation use."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def calibration(self, batches):
+        return tf.data.Dataset.from_tensor_slices((self.x, self.y)).batch(len(self.x)).take(batches)
+
+    @property
+    def eval(self):
+        return tf.data.Dataset.from_tensor_slices((self.x, self.y)).batch(4)
+
+
+def test_recalibrate_bn_estimates_the_configuration_statistics(net):
+    import tf_keras as keras
+    x = _images(8, seed=5)
+    w = CONFIGS[3]
+    saved = net.bn_state()
+    try:
+        assert net.recalibrate_bn(w, _Calib(x, np.zeros(8, np.int32)), batches=1) == 1
+        plain = net.to_plain(w)
+        pre_bn = keras.Model(plain.input, plain.get_layer("b2_pw").output)(x).numpy()
+        n = pre_bn.shape[0] * pre_bn.shape[1] * pre_bn.shape[2]
+        bn = net.pw_bn[1]
+        np.testing.assert_allclose(bn.moving_mean.numpy()[:w[2]], pre_bn.mean((0, 1, 2)), atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(bn.moving_variance.numpy()[:w[2]], pre_bn.var((0, 1, 2)) * n / (n - 1),
+                                   atol=1e-5, rtol=1e-4)
+        # channels the configuration does not use are reset, not left with another configuration's statistics
+        assert (bn.moving_mean.numpy()[w[2]:] == 0).all() and (bn.moving_variance.numpy()[w[2]:] == 1).all()
+    finally:
+        net.set_bn_state(saved)
+
+
+def test_evaluate_widths_restores_bn_statistics(net):
+    x = _images(8, seed=6)
+    y = np.argmax(net.forward(x, tf.constant(SPACE.max_widths)).numpy(), -1).astype(np.int32)
+    before = net.bn_state()
+    # with the current statistics, the max network agrees with its own predictions
+    assert net.evaluate_widths(SPACE.max_widths, _Calib(x, y), calib_batches=0) == 1.0
+    acc = net.evaluate_widths(CONFIGS[2], _Calib(x, y), calib_batches=1)
+    assert 0.0 <= acc <= 1.0
+    for (m0, v0), (m1, v1) in zip(before, net.bn_state()):
+        np.testing.assert_array_equal(m0, m1)
+        np.testing.assert_array_equal(v0, v1)

@@ -16,8 +16,14 @@ BatchNorm: moving statistics are updated only when asked (the max path during tr
 since statistics shared across widths are wrong for sub-networks; evaluate any other configuration after
 recalibration (`evaluate_widths` does that on a copy of the statistics and restores them afterwards).
 
-The training step (sandwich rule, in-place distillation, width statistics) is in ``SupernetTrainer`` below the
-model; the CLI and checkpointing live in tfwidth/train.py.
+Training (``train_step``, so model.fit, callbacks and tf.distribute work): sandwich rule, one optimizer step on the
+summed gradients of the max configuration on the (smoothed) true labels, the min configuration and random
+configuration(s) on the max network's detached soft predictions (in-place distillation, soft cross-entropy).
+Random widths are drawn statelessly from (seed, optimizer step) and from ``sampling_probs`` ([L, Kmax], uniform by
+default; AOWS sets it with ``set_sampling``). The width statistic is each example's loss on the true labels at the
+random configuration minus the max network's, split evenly over the layers it is attributed to, accumulated in
+variables (so checkpoints hold it) and rolled per epoch by ``end_stats_epoch``; ``width_stats()`` -> WidthStats.
+The CLI and checkpointing live in tfwidth/train.py.
 """
 from __future__ import annotations
 
@@ -219,7 +225,6 @@ class Supernet(keras.Model):
                                                         initializer="zeros", aggregation=ofa))
         self.stats_epochs = self.add_weight("stats_epochs", (), tf.int64, trainable=False, initializer="zeros",
                                             aggregation=ofa)
-        self.trace_count = 0  # incremented at trace time only: tests check that widths never retrace
         self.train_trace_count = 0
         self._metric_objs = {n: keras.metrics.Mean(n) for n in ("loss", "max_loss", "min_loss", "rand_loss")}
         self._metric_objs["max_top1"] = keras.metrics.SparseCategoricalAccuracy("max_top1")
@@ -251,9 +256,11 @@ class Supernet(keras.Model):
 
     # ---- forward ------------------------------------------------------------------------------------------------
     def forward(self, x, widths, training=False, ex_widths=None, bn_update=None):
-        """Logits at per-layer ``widths`` ([L] int32); per-example ``ex_widths`` ([N, L], <= widths) masks channels."""
-        self.trace_count += 1 if not tf.executing_eagerly() else 0
-        widths = tf.convert_to_tensor(widths, tf.int32)
+        """Logits at per-layer ``widths`` ([L] int32); per-example ``ex_widths`` ([N, L], <= widths) masks channels.
+
+        ``widths`` as a tuple of Python ints gives static shapes but retraces per configuration (benchmarks only)."""
+        if not (isinstance(widths, (tuple, list)) and all(isinstance(w, int) for w in widths)):
+            widths = tf.convert_to_tensor(widths, tf.int32)
         L = self.space.num_layers
         if ex_widths is None:
             masks = [None] * L
