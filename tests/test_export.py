@@ -43,6 +43,14 @@ def _images(n=64, seed=1):
     return np.random.default_rng(seed).uniform(-1, 1, (n, 8, 8, 3)).astype(np.float32)
 
 
+def _table(path, space=SPACE, fmt="fp32", ms=0.25):
+    from tfwidth.latency import LatencyTable
+    ks = space.num_choices
+    LatencyTable(space, np.zeros(ks[0]), [np.zeros((a, b)) for a, b in zip(ks, ks[1:])], np.zeros(ks[-1]),
+                 const=ms, format=fmt, runtime="ai_edge_litert", threads=1).save(path)
+    return path
+
+
 def _widths_file(path, space=SPACE, widths=WIDTHS, **extra):
     write_json(path, dict({"kind": "widths", "space_hash": space.space_hash, "space": space.to_json(),
                            "method": "test", "target_ms": 0.5, "widths": list(widths)}, **extra))
@@ -87,7 +95,7 @@ def test_latency_section_warns_when_table_format_differs():
         def predict(self, w):
             return 2.0
 
-    measured = {"status": "ok", "ms": {"min": 2.1}}
+    measured = {"status": "ok", "ms": {"min": 2.1}, "threads": 1, "runtime": "ai_edge_litert"}
     same = latency_section(measured, Table(), "t.json", "fp16", WIDTHS, 3.0)
     assert same["warning"] is None and same["predicted_ms"] == 2.0 and same["ratio"] == pytest.approx(1.05)
     other = latency_section(measured, Table(), "t.json", "int8", WIDTHS, 3.0)
@@ -106,7 +114,8 @@ def test_cli_scratch_fp32_writes_verified_model_report_and_plain_keras(tmp_path)
     out = tmp_path / "out" / "model.tflite"
     p = run_module("tfwidth.export", "--widths", wf, "--run", tmp_path / "run", "--dataset", "digits",
                    "--init", "scratch", "--epochs", "1", "--train-limit", "256", "--batch-size", "32",
-                   "--runs", "3", "--repeats", "1", "--no-progress", "-o", out)
+                   "--runs", "3", "--repeats", "1", "--latency", _table(tmp_path / "table.json"), "--no-progress",
+                   "-o", out)
     assert p.returncode == 0, p.stderr[-3000:]
     r = json.loads((tmp_path / "out" / "model.report.json").read_text())
     assert REPORT_KEYS <= set(r), REPORT_KEYS - set(r)
@@ -117,7 +126,9 @@ def test_cli_scratch_fp32_writes_verified_model_report_and_plain_keras(tmp_path)
     assert r["params"] == SPACE.params(WIDTHS) and r["macs"] == SPACE.macs(WIDTHS)
     lat = r["latency"]
     assert lat["measured"]["status"] == "ok" and lat["measured"]["ms"]["min"] > 0 and lat["target_ms"] == 0.5
-    assert lat["measured"]["cpus"] == [0] and lat["compared_format"] == "fp32"
+    assert lat["measured"]["cpus"] == [0] and lat["compared_format"] == "fp32" and lat["measured"]["threads"] == 1
+    assert lat["predicted_ms"] == 0.25 and lat["table_format"] == "fp32" and lat["warning"] is None
+    assert lat["ratio"] == pytest.approx(lat["measured"]["ms"]["min"] / 0.25)
     assert "python -m device_profiler --template" in p.stdout and "--benchmark 12,8,12,4" in p.stdout
     assert "top-1 .tflite" in p.stdout
     # The .keras loads with tf_keras alone (tfwidth made unimportable) and computes the .tflite's logits.
@@ -157,6 +168,13 @@ def test_refuses_widths_of_another_space(tmp_path, capsys):
     tiny_space(resolution=8, levels=4, base=8, layers=4).save(run / "space.json")
     _refuse(capsys, tmp_path, ["--widths", _widths_file(tmp_path / "w.json"), "--run", run, "--dataset", "digits",
                                "--init", "scratch"], "was made for space", SPACE.space_hash)
+
+
+def test_refuses_latency_table_of_another_space(tmp_path, capsys):
+    other = tiny_space(resolution=8, levels=4, base=8, layers=4)
+    _refuse(capsys, tmp_path, ["--widths", _widths_file(tmp_path / "w.json"), "--run", tmp_path, "--dataset",
+                               "digits", "--init", "scratch", "--latency", _table(tmp_path / "t.json", other)],
+            "latency table was made for space", other.space_hash)
 
 
 def test_refuses_widths_not_in_the_space(tmp_path, capsys):

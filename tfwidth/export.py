@@ -94,11 +94,7 @@ def load_latency_table(path, space: SearchSpace):
         from tfwidth.latency import LatencyTable
     except ImportError:
         raise UsageError("--latency needs tfwidth.latency, which this installation lacks; drop --latency") from None
-    table = LatencyTable.load(path)
-    if table.space.space_hash != space.space_hash:
-        raise UsageError(f"latency table {path} was fitted for space {table.space.space_hash} but the widths are of "
-                         f"space {space.space_hash} ({space.name}); pass the table the widths were solved with")
-    return table
+    return LatencyTable.load(path, space)  # refuses a table of another space, naming both hashes
 
 
 # ---- training -----------------------------------------------------------------------------------------------------
@@ -296,13 +292,25 @@ def latency_section(measured: dict, table, table_path, fmt: str, widths, target_
         return out
     pred = float(table.predict(widths))
     out.update(table=str(table_path), table_format=table.format, table_runtime=getattr(table, "runtime", None),
+               table_threads=getattr(table, "threads", None), table_statistic=getattr(table, "statistic", None),
                predicted_ms=pred, warning=None)
+    unconstrained = table.unconstrained_on(widths) if hasattr(table, "unconstrained_on") else []
+    # Entries no sample pinned down are regularised guesses: the prediction is least trustworthy there.
+    out["unconstrained_terms"] = [f"{u['term']} {tuple(u['widths'])}" for u in unconstrained]
     ms = measured.get("ms", {}).get("min") if measured.get("status") == "ok" else None
     out["ratio"] = ms / pred if ms and pred > 0 else None
+    warnings = []
     if table.format != latency_format(fmt):
-        out["warning"] = (f"the latency table was profiled in {table.format} but the model is {fmt} (timed as "
-                          f"{latency_format(fmt)}): its prediction does not apply; profile a "
-                          f"{latency_format(fmt)} template for this target")
+        warnings.append(f"the latency table was profiled in {table.format} but the model is {fmt} (timed as "
+                        f"{latency_format(fmt)}): its prediction does not apply; profile a "
+                        f"{latency_format(fmt)} template for this target")
+    if measured.get("status") == "ok":
+        if getattr(table, "threads", None) not in (None, measured.get("threads")):
+            warnings.append(f"timed with {measured.get('threads')} thread(s) but the table was profiled with "
+                            f"{table.threads}: pass --threads {table.threads}")
+        if getattr(table, "runtime", None) not in (None, measured.get("runtime")):
+            warnings.append(f"timed with {measured.get('runtime')} but the table was profiled with {table.runtime}")
+    out["warning"] = "; ".join(warnings) or None
     return out
 
 
@@ -420,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
     q = p.add_argument_group("quantization and timing")
     q.add_argument("--representative", type=int, default=200, help="training images to calibrate int8 with")
-    q.add_argument("--threads", type=int, default=1, help="interpreter threads when timing (the profiler's)")
+    q.add_argument("--threads", type=int, help="interpreter threads when timing (default: the table's, else 1)")
     q.add_argument("--runs", type=int, default=20, help="timed invokes per interpreter (the profiler's default)")
     q.add_argument("--warmup", type=int, default=2, help="untimed invokes first (the profiler's default)")
     q.add_argument("--repeats", type=int, default=5, help="fresh interpreters; the median of their minima is "
@@ -440,7 +448,7 @@ def _check_args(a) -> None:
     for name in ("epochs", "qat_epochs", "calib_batches"):
         if getattr(a, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(a, name)}")
-    if a.batch_size < 1 or a.runs < 1 or a.threads < 1 or a.repeats < 1 or a.warmup < 0:
+    if a.batch_size < 1 or a.runs < 1 or (a.threads is not None and a.threads < 1) or a.repeats < 1 or a.warmup < 0:
         raise UsageError("--batch-size, --runs, --repeats and --threads must be >= 1 and --warmup >= 0")
     if a.format == "int8" and a.representative < 1:
         raise UsageError("--format int8 needs --representative N >= 1 training images to calibrate with")
@@ -475,6 +483,7 @@ def main(argv=None) -> int:
         raise UsageError(f"run directory {run_dir} does not exist; pass the --run of `python -m tfwidth.train`, "
                          f"or use --init scratch")
     table = load_latency_table(a.latency, space) if a.latency else None
+    threads = a.threads or (getattr(table, "threads", None) if table is not None else None) or 1
     output = Path(a.output)
     keras_out = Path(a.keras_out) if a.keras_out else default_paths(output)[0]
     report_out = Path(a.report) if a.report else default_paths(output)[1]
@@ -523,7 +532,7 @@ def main(argv=None) -> int:
             if deployed is not float_model else agree["top1_agreement"]
 
     measured = {"status": "skipped", "error": "--no-measure"} if a.no_measure else \
-        measure_latency(content, threads=a.threads, runs=a.runs, warmup=a.warmup, repeats=a.repeats, cpus=cpus)
+        measure_latency(content, threads=threads, runs=a.runs, warmup=a.warmup, repeats=a.repeats, cpus=cpus)
     lat = latency_section(measured, table, a.latency, a.format, widths, wdoc.get("target_ms"))
 
     report = {
