@@ -138,7 +138,8 @@ def test_recalibrate_bn_estimates_the_configuration_statistics(net):
     try:
         assert net.recalibrate_bn(w, _Calib(x, np.zeros(8, np.int32)), batches=1) == 1
         plain = net.to_plain(w)
-        pre_bn = keras.Model(plain.input, plain.get_layer("b2_pw").output)(x).numpy()
+        # calibration runs in training mode: upstream layers normalise with batch statistics
+        pre_bn = keras.Model(plain.input, plain.get_layer("b2_pw").output)(x, training=True).numpy()
         n = pre_bn.shape[0] * pre_bn.shape[1] * pre_bn.shape[2]
         bn = net.pw_bn[1]
         np.testing.assert_allclose(bn.moving_mean.numpy()[:w[2]], pre_bn.mean((0, 1, 2)), atol=1e-5, rtol=1e-5)

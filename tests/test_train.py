@@ -42,7 +42,7 @@ def _data(npz, seed=0):
     return load_data(f"npz:{npz}", SPACE, BATCH, seed=seed)
 
 
-KW = dict(lr=0.1, warmup_epochs=0.5, verbose=0, tensorboard=False, calib_batches=2)
+KW = dict(lr=0.1, warmup_epochs=0.5, verbose=0, tensorboard=False, validate=False, calib_batches=2)
 
 
 def _state(model):
@@ -51,7 +51,7 @@ def _state(model):
 
 def test_two_epochs_write_artefacts(npz, tmp_path):
     data = _data(npz)
-    res = train(SPACE, data, tmp_path, 2, **dict(KW, tensorboard=True))
+    res = train(SPACE, data, tmp_path, 2, sampling="all-layers", **dict(KW, tensorboard=True, validate=True))
     for f in ("space.json", "stats.json", "log.jsonl", "summary.json", "ckpt/checkpoint.json"):
         assert (tmp_path / f).exists(), f
     assert any((tmp_path / "tb").rglob("events.out.tfevents*"))
@@ -60,9 +60,10 @@ def test_two_epochs_write_artefacts(npz, tmp_path):
     assert lines[-1]["step"] == 2 * data.steps_per_epoch
     assert all(np.isfinite(l["loss"]) and l["space_hash"] == SPACE.space_hash for l in lines)
     stats = WidthStats.load(tmp_path / "stats.json", SPACE)
-    # one-layer sampling: every example of every step is attributed to exactly one (layer, width)
-    assert stats.count.sum() == 2 * data.steps_per_epoch * BATCH
-    assert stats.window_count.sum() == data.steps_per_epoch * BATCH and stats.epochs == 2
+    assert "val_max_top1" in lines[-1]
+    # all-layers sampling: every example of every step counts once for each layer, at the batch's width
+    assert (stats.count.sum(1) == 2 * data.steps_per_epoch * BATCH).all()
+    assert (stats.window_count.sum(1) == data.steps_per_epoch * BATCH).all() and stats.epochs == 2
     np.testing.assert_allclose(stats.sum, res.stats.sum)
     side = json.loads((tmp_path / "ckpt" / "checkpoint.json").read_text())
     assert side["epoch"] == 2 and side["space_hash"] == SPACE.space_hash and side["dataset"] == data.name
@@ -84,8 +85,7 @@ class _Kill(keras.callbacks.Callback):
             raise KeyboardInterrupt("simulated kill")
 
 
-@pytest.mark.parametrize("sampling", ["one-layer", "all-layers"])
-def test_resume_after_kill_equals_uninterrupted(npz, tmp_path, sampling):
+def test_resume_after_kill_equals_uninterrupted(npz, tmp_path, sampling="one-layer"):
     # killed at step 2 of epoch 2, resumed from the epoch-1 checkpoint
     ref = train(SPACE, _data(npz), tmp_path / "ref", 2, sampling=sampling, summary=False, **KW)
     with pytest.raises(KeyboardInterrupt):
@@ -99,6 +99,8 @@ def test_resume_after_kill_equals_uninterrupted(npz, tmp_path, sampling):
         np.testing.assert_allclose(b[k], a[k], rtol=1e-4, atol=1e-5, err_msg=k)
     np.testing.assert_allclose(res.stats.sum, ref.stats.sum, rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(res.stats.count, ref.stats.count)
+    # one-layer sampling: every example of every step is attributed to exactly one (layer, width)
+    assert res.stats.count.sum() == 2 * _data(npz).steps_per_epoch * BATCH
     assert int(res.model.optimizer.iterations.numpy()) == int(ref.model.optimizer.iterations.numpy())
     assert [json.loads(l)["epoch"] for l in (tmp_path / "run/log.jsonl").read_text().splitlines()] == [1, 2]
 
@@ -156,7 +158,8 @@ MIRRORED = textwrap.dedent("""
     for name, strategy in (("one", tf.distribute.OneDeviceStrategy("/cpu:0")),
                            ("two", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
         data = load_data("npz:" + npz, space, 16, train_limit=16)
-        r = train(space, data, out + "/" + name, 1, strategy=strategy, summary=False, tensorboard=False, verbose=0)
+        r = train(space, data, out + "/" + name, 1, strategy=strategy, summary=False, tensorboard=False,
+                  validate=False, verbose=0)
         log = json.loads(open(out + "/" + name + "/log.jsonl").read())
         res[name] = {"replicas": strategy.num_replicas_in_sync, "log": log,
                      "kernel": r.model.pw[0].kernel.numpy().ravel()[:50].tolist(),

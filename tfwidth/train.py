@@ -132,12 +132,14 @@ def train(space: SearchSpace, data, out_dir, epochs: int, *, lr: float = 0.05, w
           weight_decay: float = 4e-5, label_smoothing: float = 0.1, momentum: float = 0.9,
           sampling: str = "one-layer", random_configs: int = 1, seed: int = 0, strategy=None,
           resume: bool = False, extra_callbacks=(), calib_batches: int = 10, summary: bool = True,
-          tensorboard: bool = True, verbose: int = 1, args: dict | None = None) -> TrainResult:
+          tensorboard: bool = True, validate: bool = True, verbose: int = 1,
+          args: dict | None = None) -> TrainResult:
     """Train a Supernet on ``data`` (tfwidth.data.Data) for ``epochs`` epochs in total, checkpointing each epoch.
 
     ``extra_callbacks`` run after the built-in epoch end (statistics rolled, stats.json and checkpoint written), so an
     AOWS callback sees the finished epoch's statistics via ``self.model.width_stats()`` and sets the next epoch's
     sampling with ``self.model.set_sampling(probs)`` (at on_epoch_begin or every K batches).
+    validate: log the max network's top-1 on data.eval each epoch (moving BN statistics, no recalibration).
     """
     import tensorflow as tf
     keras = _keras()
@@ -187,7 +189,7 @@ def train(space: SearchSpace, data, out_dir, epochs: int, *, lr: float = 0.05, w
     callbacks += list(extra_callbacks)
     if start < epochs:
         model.fit(data.train_epochs(start, epochs), epochs=epochs, initial_epoch=start, steps_per_epoch=spe,
-                  validation_data=data.eval, callbacks=callbacks, verbose=verbose)
+                  validation_data=data.eval if validate else None, callbacks=callbacks, verbose=verbose)
     result = TrainResult(model, model.width_stats(), {}, epochs)
     if summary:
         result.summary = summarise(model, data, calib_batches)
