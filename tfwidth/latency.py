@@ -1,0 +1,530 @@
+"""The latency model: a table of per-layer times fitted from whole-network timings on the device. numpy/scipy only.
+
+latency(w) = T_stem[c_1] + sum_i T_block_i[c_(i-1), c_i] + T_head[c_n]  (+ a constant, folded into T_stem)
+
+Layers are never timed alone (that misses caching, fusion and threading effects): the device times whole variants
+(samples.jsonl, see docs/interfaces.md) and the table is the non-negative least-squares solution of the resulting
+linear system, regularised towards "a wider layer is not faster".
+
+    python -m tfwidth.latency fit samples.jsonl -o table.json [--validation val.jsonl | --holdout 0.1] [--plot fit.png]
+    python -m tfwidth.latency validate table.json samples.jsonl
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.optimize import minimize
+
+from tfwidth.artifacts import atomic_write_bytes, check_space, read_json, write_json
+from tfwidth.errors import UsageError
+from tfwidth.space import ChainCost, SearchSpace, preset
+
+STATISTICS = ("min", "median", "mean")
+MIX_KEYS = ("space_hash", "runtime", "format", "threads")
+REG_GRID = (0.0, 1.0, 3.0, 10.0)
+DEFAULT_REG = 3.0  # used when there is nothing to choose it on (no holdout, no validation file)
+# Weight of a plain smoothness term on every neighbour difference. It is far too small to bend entries the samples
+# determine (each is in ~N*15/#entries rows of weight 1) but it makes the problem strictly convex, so entries that
+# no sample or only a sum of several entries determines get their neighbours' values instead of arbitrary ones.
+ANCHOR = 1e-2
+RIDGE = 1e-4
+
+
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+# ---- samples -------------------------------------------------------------------------------------------------------
+def load_samples(path, allow_mixed: bool = False, warn=_warn) -> list[dict]:
+    """The successful timings of plan configurations in a samples.jsonl (reference re-timings and failed variants are
+    left out: the reference's drift is already carried by each sample's ref_ms)."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"samples file {path} does not exist")
+    lines = path.read_text().splitlines()
+    out, failed = [], 0
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines):
+                warn(f"{path}:{n}: last line is truncated (a run was interrupted); skipped")
+                continue
+            raise UsageError(f"{path}:{n} is not valid JSON; the file is corrupted: remove that line") from None
+        if not isinstance(d, dict) or "widths" not in d or "ms" not in d:
+            raise UsageError(f"{path}:{n} is not a sample (needs widths and ms); pass a samples.jsonl from "
+                             f"device_profiler")
+        if d.get("kind", "sample") != "sample":
+            continue
+        if d.get("status", "ok") != "ok":
+            failed += 1
+            continue
+        ms = d["ms"]
+        for k in STATISTICS:
+            v = ms.get(k) if isinstance(ms, dict) else None
+            if v is None or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise UsageError(f"{path}:{n}: timing ms.{k} is {v!r}, not a positive number; re-time that "
+                                 f"configuration or delete the line")
+        ref = d.get("ref_ms")
+        if ref is not None and (not isinstance(ref, (int, float)) or not math.isfinite(ref) or ref <= 0):
+            raise UsageError(f"{path}:{n}: ref_ms is {ref!r}, not a positive number; delete the line or re-time")
+        d["_where"] = f"{path}:{n}"
+        out.append(d)
+    if failed:
+        warn(f"{path}: {failed} failed sample(s) left out")
+    if not allow_mixed:
+        check_uniform(out)
+    return out
+
+
+def check_uniform(samples: list[dict]) -> None:
+    for key in MIX_KEYS:
+        seen = {}
+        for d in samples:
+            seen.setdefault(json.dumps(d.get(key)), d["_where"] if "_where" in d else "?")
+        if len(seen) > 1:
+            vals = ", ".join(f"{json.loads(v)} ({w})" for v, w in list(seen.items())[:3])
+            raise UsageError(f"samples mix several {key} values: {vals}; fit one device setting at a time, "
+                             f"or pass --allow-mixed")
+
+
+def measured(samples: list[dict], statistic: str = "min", drift: bool = True) -> np.ndarray:
+    """Each sample's timing, scaled by median(ref_ms) / ref_ms when drift correction is on (a sample timed while the
+    device ran 5% slow, per its latest reference timing, is scaled down 5%)."""
+    if statistic not in STATISTICS:
+        raise UsageError(f"unknown statistic {statistic!r}; choose one of {', '.join(STATISTICS)}")
+    y = np.array([float(d["ms"][statistic]) for d in samples])
+    if drift:
+        ref = np.array([float(d["ref_ms"]) if d.get("ref_ms") is not None else np.nan for d in samples])
+        ok = np.isfinite(ref)
+        if ok.any():
+            y = np.where(ok, y * np.median(ref[ok]) / np.where(ok, ref, 1.0), y)
+    return y
+
+
+def find_space(samples_path, samples: list[dict], space_path=None) -> SearchSpace:
+    """The search space of a samples file: --space, else a plan.json beside it, else a preset with the same hash."""
+    if space_path is not None:
+        return SearchSpace.load(space_path)
+    hashes = {d.get("space_hash") for d in samples}
+    plan = Path(samples_path).with_name("plan.json")
+    if plan.exists():
+        s = SearchSpace.load(plan)
+        if s.space_hash in hashes:
+            return s
+    for name in ("mobilenet_v1", "mobilenet_v1_cifar"):
+        for res in (None, 32, 64, 96, 128, 160, 192, 224, 256):
+            s = preset(name, resolution=res)
+            if s.space_hash in hashes:
+                return s
+    raise UsageError(f"cannot tell the search space of {samples_path} (space_hash {', '.join(map(str, hashes))}); "
+                     f"pass --space space.json (or the plan.json it was timed from)")
+
+
+# ---- the table -----------------------------------------------------------------------------------------------------
+class LatencyTable:
+    """Per-layer latency terms in ms: stem[c_1] (k_1,), blocks[i-1][c_(i-1), c_i] (k_(i-1), k_i), head[c_n] (k_n,)."""
+
+    def __init__(self, space: SearchSpace, stem, blocks, head, const: float = 0.0, format: str | None = None,
+                 runtime: str | None = None, runtime_version: str | None = None, threads=None,
+                 statistic: str = "min", drift: bool = True, unconstrained=(), fit: dict | None = None):
+        self.space = space
+        self.stem = np.asarray(stem, float)
+        self.blocks = [np.asarray(b, float) for b in blocks]
+        self.head = np.asarray(head, float)
+        self.const = float(const)
+        self.format, self.runtime, self.runtime_version, self.threads = format, runtime, runtime_version, threads
+        self.statistic, self.drift = statistic, drift
+        self.unconstrained = [dict(u) for u in unconstrained]
+        self.fit = dict(fit or {})
+        ks = space.num_choices
+        shapes_ok = (self.stem.shape == (ks[0],) and self.head.shape == (ks[-1],) and len(self.blocks) == len(ks) - 1
+                     and all(b.shape == (a, c) for b, a, c in zip(self.blocks, ks, ks[1:])))
+        if not shapes_ok:
+            raise UsageError("latency table does not have the shape of its search space; regenerate it")
+        if not all(np.isfinite(a).all() for a in [self.stem, self.head, *self.blocks]) or not math.isfinite(self.const):
+            raise UsageError("latency table has NaN or infinite entries; refit it with python -m tfwidth.latency fit")
+
+    def chain(self) -> ChainCost:
+        """The table as a chain cost in ms; total(indices) == predict(widths)."""
+        unary = [np.zeros(k) for k in self.space.num_choices]
+        unary[0] = unary[0] + self.stem + self.const
+        unary[-1] = unary[-1] + self.head
+        return ChainCost(tuple(unary), tuple(b.copy() for b in self.blocks))
+
+    def predict(self, widths) -> float:
+        idx = self.space.to_indices(widths)
+        return self.predict_indices(np.asarray([idx]))[0]
+
+    def predict_indices(self, idx: np.ndarray) -> np.ndarray:
+        idx = np.asarray(idx, dtype=np.int64)
+        out = self.const + self.stem[idx[:, 0]] + self.head[idx[:, -1]]
+        for i, b in enumerate(self.blocks):
+            out = out + b[idx[:, i], idx[:, i + 1]]
+        return out
+
+    def unconstrained_on(self, widths) -> list[dict]:
+        """The unconstrained entries a configuration uses."""
+        w = list(self.space.validate(widths))
+        names = self.space.layer_names
+        used = {("stem", (w[0],)), ("head", (w[-1],))}
+        used |= {(names[i], (w[i - 1], w[i])) for i in range(1, len(w))}
+        return [u for u in self.unconstrained if (u["term"], tuple(u["widths"])) in used]
+
+    # ---- serialisation ----------------------------------------------------------------------------------------
+    def to_json(self) -> dict:
+        return {"kind": "latency_table", "space_hash": self.space.space_hash, "space": self.space.to_json(),
+                "unit": "ms", "format": self.format, "runtime": self.runtime,
+                "runtime_version": self.runtime_version, "threads": self.threads, "statistic": self.statistic,
+                "drift": self.drift, "const": self.const, "stem": self.stem.tolist(),
+                "blocks": [b.tolist() for b in self.blocks], "head": self.head.tolist(),
+                "unconstrained": self.unconstrained, "fit": self.fit}
+
+    @classmethod
+    def from_json(cls, d: dict, space: SearchSpace | None = None) -> "LatencyTable":
+        if d.get("kind") != "latency_table":
+            raise UsageError("not a latency table (kind != latency_table); make one with python -m tfwidth.latency fit")
+        if space is None:
+            space = SearchSpace.from_dict(d["space"])
+        check_space(d, space, "latency table")
+        try:
+            return cls(space, d["stem"], d["blocks"], d["head"], d.get("const", 0.0), d.get("format"),
+                       d.get("runtime"), d.get("runtime_version"), d.get("threads"), d.get("statistic", "min"),
+                       d.get("drift", True), d.get("unconstrained", ()), d.get("fit"))
+        except (KeyError, TypeError, ValueError) as e:
+            raise UsageError(f"latency table is malformed ({e}); regenerate it") from None
+
+    def save(self, path) -> None:
+        write_json(path, self.to_json(), indent=None)
+
+    @classmethod
+    def load(cls, path, space: SearchSpace | None = None) -> "LatencyTable":
+        # json.loads accepts NaN; the constructor refuses it with a message.
+        return cls.from_json(read_json(path, "latency table"), space)
+
+
+# ---- the fit -------------------------------------------------------------------------------------------------------
+class _Layout:
+    """Where each table entry sits in the unknown vector, and the neighbour pairs the regulariser compares."""
+
+    def __init__(self, space: SearchSpace):
+        ks = space.num_choices
+        self.space, self.ks = space, ks
+        sizes = [ks[0]] + [a * b for a, b in zip(ks, ks[1:])] + [ks[-1]]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.n = int(self.offsets[-1])
+        small, big = [], []
+        for t in range(len(sizes)):
+            o = self.offsets[t]
+            if t in (0, len(sizes) - 1):
+                k = sizes[t]
+                small.append(o + np.arange(k - 1))
+                big.append(o + np.arange(1, k))
+            else:
+                a, b = ks[t - 1], ks[t]
+                grid = o + np.arange(a * b).reshape(a, b)
+                small += [grid[:-1, :].ravel(), grid[:, :-1].ravel()]
+                big += [grid[1:, :].ravel(), grid[:, 1:].ravel()]
+        small, big = np.concatenate(small), np.concatenate(big)
+        m = len(small)
+        # D @ x = x[small] - x[big]: > 0 where an entry is slower than its one-step-wider neighbour.
+        self.D = sp.csr_matrix((np.r_[np.ones(m), -np.ones(m)], (np.r_[np.arange(m), np.arange(m)], np.r_[small, big])),
+                               shape=(m, self.n))
+
+    def columns(self, idx: np.ndarray) -> np.ndarray:
+        """[N, n_layers + 1] unknown index of each term of each configuration."""
+        cols = [self.offsets[0] + idx[:, 0]]
+        for i in range(1, len(self.ks)):
+            cols.append(self.offsets[i] + idx[:, i - 1] * self.ks[i] + idx[:, i])
+        cols.append(self.offsets[len(self.ks)] + idx[:, -1])
+        return np.stack(cols, axis=1)
+
+    def design(self, idx: np.ndarray) -> sp.csr_matrix:
+        cols = self.columns(idx)
+        N, m = cols.shape
+        return sp.csr_matrix((np.ones(N * m), (np.repeat(np.arange(N), m), cols.ravel())), shape=(N, self.n))
+
+    def table(self, x: np.ndarray, **kw) -> LatencyTable:
+        ks, o = self.ks, self.offsets
+        blocks = [x[o[i]:o[i + 1]].reshape(ks[i - 1], ks[i]) for i in range(1, len(ks))]
+        return LatencyTable(self.space, x[o[0]:o[1]], blocks, x[o[-2]:o[-1]], **kw)
+
+    def entry(self, j: int) -> dict:
+        t = int(np.searchsorted(self.offsets, j, side="right") - 1)
+        r = j - self.offsets[t]
+        ch, names = self.space.choices, self.space.layer_names
+        if t == 0:
+            return {"term": "stem", "widths": [ch[0][r]]}
+        if t == len(self.ks):
+            return {"term": "head", "widths": [ch[-1][r]]}
+        a, b = divmod(int(r), self.ks[t])
+        return {"term": names[t], "widths": [ch[t - 1][a], ch[t][b]]}
+
+
+def objective(A, y, D, reg: float, x: np.ndarray) -> float:
+    """The fit's objective (see _solve) at x."""
+    r, d = A @ x - y, D @ x
+    h = np.maximum(d, 0.0)
+    return float(0.5 * (r @ r) + 0.5 * reg * reg * (h @ h) + 0.5 * ANCHOR ** 2 * (d @ d) + 0.5 * RIDGE ** 2 * (x @ x))
+
+
+def _solve(A: sp.csr_matrix, y: np.ndarray, D: sp.csr_matrix, reg: float, x0: np.ndarray | None = None,
+           tol: float = 1e-9) -> np.ndarray:
+    """argmin_{x >= 0} 1/2 |Ax - y|^2 + reg^2/2 |max(0, Dx)|^2 + ANCHOR^2/2 |Dx|^2 + RIDGE^2/2 |x|^2.
+
+    Why this regulariser: the paper asks that a wider layer not be faster. A penalty on the positive part of each
+    neighbour difference says exactly that and nothing more: a plain smoothness penalty on every difference would also
+    pull legitimately large steps (e.g. where a width crosses a SIMD tile) towards zero and bias the table, and hard
+    constraints would let one noisy entry force its whole row. The squared hinge keeps the problem convex and once
+    differentiable.
+
+    How: L-BFGS-B (bounds x >= 0) on the variables scaled by the diagonal of the Hessian (stem and head entries sit in
+    ~k times more samples than block entries; unscaled, that spread alone costs thousands of iterations), with a
+    short memory (maxcor 5: its per-iteration cost dominates here and longer memories did not save iterations).
+    Measured alternatives on the 14-layer space, 2,000 samples: scipy's lsq_linear (trf, sparse) ~8 s for the plain
+    bounded problem alone; an exact active-set Newton with dense Cholesky 30-60 s (every pair of entries co-occurs
+    in some sample, so the normal equations are dense, and the bound/hinge sets took many passes to settle)."""
+    deg = np.asarray(abs(D).sum(axis=0)).ravel()
+    diag = np.asarray(A.multiply(A).sum(axis=0)).ravel() + (reg * reg + ANCHOR ** 2) * deg + RIDGE ** 2
+    sc = 1.0 / np.sqrt(diag)
+    As, Ds = (A @ sp.diags(sc)).tocsr(), (D @ sp.diags(sc)).tocsr()
+
+    def f(z):
+        r, d = As @ z - y, Ds @ z
+        h = np.maximum(d, 0.0)
+        x = z * sc
+        val = 0.5 * (r @ r) + 0.5 * reg * reg * (h @ h) + 0.5 * ANCHOR ** 2 * (d @ d) + 0.5 * RIDGE ** 2 * (x @ x)
+        return val, As.T @ r + Ds.T @ (reg * reg * h + ANCHOR ** 2 * d) + RIDGE ** 2 * x * sc
+
+    if x0 is None:
+        x0 = np.full(A.shape[1], float(np.mean(y)) / max(1.0, float(A.sum()) / max(A.shape[0], 1)))
+    res = minimize(f, np.maximum(x0, 0.0) / sc, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * len(x0),
+                   options=dict(maxiter=5000, maxcor=5, ftol=tol, gtol=tol * 1e4 * max(1.0, float(np.abs(y).max()))))
+    return np.maximum(res.x * sc, 0.0)
+
+
+def evaluate(table: LatencyTable, samples: list[dict], statistic: str | None = None, drift: bool | None = None) -> dict:
+    """How well the table predicts samples: RMSE (ms), NRMSE (RMSE / mean measured), relative errors, and the share
+    of samples predicted within +-5% and +-10% of their measurement."""
+    y = measured(samples, statistic or table.statistic, table.drift if drift is None else drift)
+    idx = np.array([table.space.to_indices(d["widths"]) for d in samples], dtype=np.int64).reshape(len(samples), -1)
+    return _metrics(table.predict_indices(idx) if len(samples) else np.zeros(0), y)
+
+
+def _metrics(pred: np.ndarray, y: np.ndarray) -> dict:
+    if len(y) == 0:
+        return {"n": 0}
+    err = pred - y
+    rel = np.abs(err) / y
+    rmse = float(np.sqrt(np.mean(err ** 2)))
+    return {"n": int(len(y)), "rmse_ms": rmse, "nrmse": rmse / float(np.mean(y)), "mean_rel_err": float(rel.mean()),
+            "max_rel_err": float(rel.max()), "within_5pct": float(np.mean(rel <= 0.05)),
+            "within_10pct": float(np.mean(rel <= 0.10))}
+
+
+def _indices(space: SearchSpace, samples: list[dict]) -> np.ndarray:
+    out = []
+    for d in samples:
+        try:
+            out.append(space.to_indices(d["widths"]))
+        except UsageError as e:
+            raise UsageError(f"{d.get('_where', 'sample')}: {e}; the samples were timed for another space") from None
+    return np.array(out, dtype=np.int64).reshape(len(samples), space.num_layers)
+
+
+def fit_table(samples: list[dict], space: SearchSpace, reg: float | None = None, holdout: float = 0.1, seed: int = 0,
+              statistic: str = "min", drift: bool = True, validation: list[dict] | None = None,
+              grid=REG_GRID) -> tuple[LatencyTable, dict]:
+    """Fit the table. The regulariser weight is ``reg`` if given, else the grid value with the lowest validation
+    RMSE, validated on ``validation`` samples if given, else on a ``holdout`` share of ``samples`` (fitted on the
+    rest; the final table is then refitted on all samples). Returns the table and a report (figures, choice, time)."""
+    t0 = time.perf_counter()
+    if len(samples) < 2:
+        raise UsageError(f"{len(samples)} usable samples: too few to fit a table; time more configurations")
+    idx = _indices(space, samples)
+    y = measured(samples, statistic, drift)
+    lay = _Layout(space)
+    A = lay.design(idx)
+    x0 = np.full(lay.n, float(np.mean(y)) / (space.num_layers + 1))
+
+    val_idx = val_y = None
+    train = np.arange(len(samples))
+    if validation is not None:
+        val_idx, val_y = _indices(space, validation), measured(validation, statistic, drift)
+    elif reg is None and holdout > 0:
+        n_val = int(round(holdout * len(samples)))
+        if n_val >= 1 and len(samples) - n_val >= 1:
+            perm = np.random.default_rng(seed).permutation(len(samples))
+            train, held = np.sort(perm[n_val:]), np.sort(perm[:n_val])
+            val_idx, val_y = idx[held], y[held]
+
+    grid_scores = {}
+    validation_metrics = None
+    if reg is None and val_idx is not None:
+        A_tr, x = A[train], x0
+        best = None
+        for r in grid:
+            x = _solve(A_tr, y[train], lay.D, float(r), x)  # warm start from the previous weight
+            m = _metrics(lay.table(x).predict_indices(val_idx), val_y)
+            grid_scores[str(r)] = m["rmse_ms"]
+            if best is None or m["rmse_ms"] < best[1]["rmse_ms"] - 1e-12:
+                best = (float(r), m)
+        reg, validation_metrics = best
+    elif reg is None:
+        reg = DEFAULT_REG
+    x = _solve(A, y, lay.D, float(reg), x0)
+    counts = np.bincount(lay.columns(idx).ravel(), minlength=lay.n)
+    unconstrained = [lay.entry(j) for j in np.flatnonzero(counts == 0)]
+    first = samples[0]
+    info = {"reg": float(reg), "statistic": statistic, "drift": drift, "n_samples": len(samples),
+            "n_unknowns": lay.n, "n_unconstrained": len(unconstrained), "grid_rmse_ms": grid_scores}
+    table = lay.table(x, format=first.get("format"), runtime=first.get("runtime"),
+                      runtime_version=first.get("runtime_version"), threads=first.get("threads"),
+                      statistic=statistic, drift=drift, unconstrained=unconstrained, fit=info)
+    if validation is not None:
+        validation_metrics = _metrics(table.predict_indices(val_idx), val_y)
+    report = dict(info, train=_metrics(table.predict_indices(idx), y), validation=validation_metrics,
+                  validation_source=("file" if validation is not None else
+                                     f"holdout {len(samples) - len(train)} samples" if validation_metrics else None),
+                  seconds=time.perf_counter() - t0)
+    table.fit = {k: v for k, v in report.items() if k != "seconds"}
+    return table, report
+
+
+# ---- CLI -----------------------------------------------------------------------------------------------------------
+def format_metrics(name: str, m: dict | None) -> str:
+    if not m or not m.get("n"):
+        return f"{name}: no samples"
+    return (f"{name}: {m['n']} samples  RMSE {m['rmse_ms']:.4f} ms  NRMSE {100 * m['nrmse']:.2f}%  "
+            f"rel. err mean {100 * m['mean_rel_err']:.2f}% max {100 * m['max_rel_err']:.2f}%  "
+            f"within 5% {100 * m['within_5pct']:.1f}%  within 10% {100 * m['within_10pct']:.1f}%")
+
+
+def plot_fit(path, series: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
+    import io
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    lo = min(float(min(y.min(), p.min())) for _, y, p in series if len(y))
+    hi = max(float(max(y.max(), p.max())) for _, y, p in series if len(y))
+    for name, y, p in series:
+        if len(y):
+            ax.scatter(y, p, s=6, alpha=0.5, label=name)
+    xs = np.array([lo, hi])
+    ax.plot(xs, xs, "k-", lw=0.8, label="predicted = measured")
+    ax.plot(xs, 1.05 * xs, "k:", lw=0.6, label="+-5%")
+    ax.plot(xs, 0.95 * xs, "k:", lw=0.6)
+    ax.set_xlabel("measured latency (ms)")
+    ax.set_ylabel("predicted latency (ms)")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _print_unconstrained(table: LatencyTable, limit: int = 20) -> None:
+    u = table.unconstrained
+    if not u:
+        print("every table entry is constrained by at least one sample")
+        return
+    print(f"{len(u)} table entries no sample constrained (their values are interpolated from neighbours):")
+    for e in u[:limit]:
+        print(f"  {e['term']} {'x'.join(map(str, e['widths']))}")
+    if len(u) > limit:
+        print(f"  ... and {len(u) - limit} more (all listed in the table's 'unconstrained')")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tfwidth.latency", description=(
+        "Fit the per-layer latency table from whole-network timings (samples.jsonl from device_profiler), or check "
+        "a table against any samples file."))
+    sub = p.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("fit", help="fit table.json from samples.jsonl",
+                       description="Non-negative least squares with a monotonicity regulariser (a wider layer is not "
+                                   "faster) whose weight is chosen on validation samples.")
+    f.add_argument("samples", help="samples.jsonl written by device_profiler")
+    f.add_argument("-o", "--output", required=True, help="where to write the table (table.json)")
+    f.add_argument("--space", help="space.json or plan.json of the samples (default: plan.json beside the samples, "
+                                   "else a preset with the samples' space_hash)")
+    g = f.add_mutually_exclusive_group()
+    g.add_argument("--validation", help="separate samples.jsonl to choose the regulariser on and report")
+    g.add_argument("--holdout", type=float, default=0.1, help="share of samples held out to choose the regulariser "
+                                                               "when there is no --validation file (default 0.1)")
+    f.add_argument("--reg", type=float, help="fix the regulariser weight instead of choosing it")
+    f.add_argument("--statistic", default="min", choices=STATISTICS, help="timing statistic to fit (default min)")
+    f.add_argument("--no-drift", action="store_true", help="do not rescale samples by their reference timing")
+    f.add_argument("--seed", type=int, default=0, help="holdout split seed")
+    f.add_argument("--plot", help="write a predicted-vs-measured plot here (PNG)")
+    f.add_argument("--allow-mixed", action="store_true",
+                   help="accept samples of several spaces, runtimes, formats or thread counts in one fit")
+    v = sub.add_parser("validate", help="report how well table.json predicts a samples file")
+    v.add_argument("table")
+    v.add_argument("samples")
+    v.add_argument("--plot", help="write a predicted-vs-measured plot here (PNG)")
+    v.add_argument("--allow-mixed", action="store_true", help="accept samples of several runtimes/formats")
+    a = p.parse_args(argv)
+
+    if a.cmd == "fit":
+        if not 0 <= a.holdout < 1:
+            raise UsageError(f"--holdout must be in [0, 1), got {a.holdout}")
+        samples = load_samples(a.samples, a.allow_mixed)
+        space = find_space(a.samples, samples, a.space)
+        if not a.allow_mixed:
+            check_space(samples[0] if samples else {"space_hash": space.space_hash}, space, f"samples {a.samples}")
+        val = load_samples(a.validation, a.allow_mixed) if a.validation else None
+        if val and samples and not a.allow_mixed:
+            check_uniform(samples[:1] + val)
+        table, rep = fit_table(samples, space, reg=a.reg, holdout=a.holdout, seed=a.seed, statistic=a.statistic,
+                               drift=not a.no_drift, validation=val)
+        table.save(a.output)
+        print(f"fitted {rep['n_unknowns']} entries from {rep['n_samples']} samples in {rep['seconds']:.1f} s; "
+              f"regulariser {rep['reg']:g}" + (f" (chosen on {rep['validation_source']}: RMSE by weight "
+                                              + ", ".join(f"{k}: {v:.4f}" for k, v in rep["grid_rmse_ms"].items())
+                                              + ")" if rep["grid_rmse_ms"] else ""))
+        print(format_metrics("train", rep["train"]))
+        print(format_metrics("validation", rep["validation"]))
+        _print_unconstrained(table)
+        if a.plot:
+            series = [("train", measured(samples, a.statistic, not a.no_drift),
+                       table.predict_indices(_indices(space, samples)))]
+            if val:
+                series.append(("validation", measured(val, a.statistic, not a.no_drift),
+                               table.predict_indices(_indices(space, val))))
+            plot_fit(a.plot, series)
+            print(f"wrote {a.plot}")
+        print(f"wrote {a.output}")
+    else:
+        table = LatencyTable.load(a.table)
+        samples = load_samples(a.samples, a.allow_mixed)
+        if not a.allow_mixed and samples:
+            check_space(samples[0], table.space, f"samples {a.samples}")
+            for key, mine in (("runtime", table.runtime), ("format", table.format), ("threads", table.threads)):
+                theirs = samples[0].get(key)
+                if mine is not None and theirs is not None and theirs != mine:
+                    raise UsageError(f"samples were timed with {key} {theirs} but the table was fitted for {mine}; "
+                                     f"use samples of the same setting or pass --allow-mixed")
+        m = evaluate(table, samples)
+        print(format_metrics(Path(a.samples).name, m))
+        _print_unconstrained(table)
+        if a.plot:
+            plot_fit(a.plot, [(Path(a.samples).name, measured(samples, table.statistic, table.drift),
+                               table.predict_indices(_indices(table.space, samples)))])
+            print(f"wrote {a.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    from tfwidth.errors import run_cli
+    sys.exit(run_cli(main))

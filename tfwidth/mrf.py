@@ -1,0 +1,399 @@
+"""Chain Markov random fields: choose one state per node of a chain to maximise a score under budgets. numpy only.
+
+Every cost is a ``ChainCost`` (tfwidth.space): per-node vectors plus per-edge matrices. ``acc`` is the score to
+maximise (the solver passes ``-costs`` of the width statistics), ``lat`` the latency to keep <= target, and
+``extra`` more pairwise-separable budgets such as the parameter count, as ``[(ChainCost, limit), ...]``.
+
+Solvers, all returning a ``Solution``:
+  ows      the paper's: Viterbi on acc - gamma * lat, searching gamma over the breakpoints of the Lagrangian dual.
+           It only reaches configurations on the convex hull of the (latency, score) front.
+  exact    dynamic programming over (state, discretised budget): the true constrained optimum, certified by a
+           relaxation (see ``exact``).
+  greedy   AutoSlim-like: shrink the layer that loses least score per unit of budget saved, from the max widths.
+  uniform  the largest single width multiplier that meets the budgets (candidates given by the caller).
+``marginals`` gives the per-node distributions of the Gibbs distribution exp((acc - gamma*lat)/T) (AOWS sampling).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import numpy as np
+
+from tfwidth.space import ChainCost
+
+
+@dataclasses.dataclass
+class Solution:
+    method: str
+    indices: tuple | None  # None when nothing meets the budgets
+    objective: float = float("-inf")  # acc.total(indices): the true score, never the Lagrangian
+    latency: float = float("inf")
+    extras: tuple = ()  # value of each extra budget's cost at indices
+    gamma: float | None = None  # ows: the Lagrange multiplier of the returned path
+    mus: tuple = ()  # ows: multipliers of the extra budgets
+    certified: bool = True  # exact: proved optimal (False: feasible, within ``gap`` of the optimum)
+    gap: float = 0.0
+    evaluations: int = 0  # Viterbi or DP passes used
+
+    @property
+    def feasible(self) -> bool:
+        return self.indices is not None
+
+
+def _as_chain(c) -> ChainCost:
+    if isinstance(c, ChainCost):
+        return c
+    unary, pairwise = c
+    return ChainCost(tuple(np.asarray(u, float) for u in unary), tuple(np.asarray(p, float) for p in pairwise))
+
+
+def combine(terms: Sequence[tuple[float, ChainCost]]) -> ChainCost:
+    """sum_j w_j * chain_j, as one chain."""
+    n = len(terms[0][1].unary)
+    unary = [sum(w * c.unary[i] for w, c in terms) for i in range(n)]
+    pairwise = [sum(w * c.pairwise[i] for w, c in terms) for i in range(n - 1)]
+    return ChainCost(tuple(np.asarray(u, float) for u in unary), tuple(np.asarray(p, float) for p in pairwise))
+
+
+def _folded(c: ChainCost) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Node terms moved into the edge entering each node, so a path's total is start[i0] + sum edge[i][a, b]."""
+    start = np.asarray(c.unary[0], float)
+    edges = [np.asarray(p, float) + np.asarray(c.unary[i + 1], float)[None, :] for i, p in enumerate(c.pairwise)]
+    return start, edges
+
+
+# ---- max-sum and sum-product ---------------------------------------------------------------------------------------
+def viterbi(score) -> tuple[tuple, float]:
+    """The path maximising score.total(path) (ties: the lowest indices, scanned from the end)."""
+    start, edges = _folded(_as_chain(score))
+    v, back = start, []
+    for e in edges:
+        m = v[:, None] + e
+        arg = np.argmax(m, axis=0)
+        back.append(arg)
+        v = m[arg, np.arange(m.shape[1])]
+    last = int(np.argmax(v))
+    path = [last]
+    for arg in reversed(back):
+        path.append(int(arg[path[-1]]))
+    return tuple(reversed(path)), float(v[last])
+
+
+def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
+    m = np.max(a, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    return np.squeeze(m, axis) + np.log(np.sum(np.exp(a - m), axis=axis))
+
+
+def marginals(acc, lat, gamma: float, T: float) -> list[np.ndarray]:
+    """Per node, P(state) under p(path) ~ exp((acc(path) - gamma * lat(path)) / T), by forward-backward in log space.
+
+    Everything is divided by T before exponentiating and each step subtracts its maximum, so T down to ~1e-300 only
+    sharpens the distribution towards the Viterbi path instead of overflowing."""
+    if not T > 0:
+        raise ValueError(f"temperature must be > 0, got {T}")
+    start, edges = _folded(combine([(1.0 / T, _as_chain(acc)), (-gamma / T, _as_chain(lat))]))
+    n = len(edges) + 1
+    fwd = [start]
+    for e in edges:
+        fwd.append(_logsumexp(fwd[-1][:, None] + e, axis=0))
+    bwd = [np.zeros_like(fwd[-1])]
+    for e in reversed(edges):
+        bwd.append(_logsumexp(e + bwd[-1][None, :], axis=1))
+    bwd.reverse()
+    out = []
+    for i in range(n):
+        lp = fwd[i] + bwd[i]
+        p = np.exp(lp - lp.max())
+        out.append(p / p.sum())
+    return out
+
+
+# ---- helpers -------------------------------------------------------------------------------------------------------
+def _evaluate(method, idx, acc, lat, extra, **kw) -> Solution:
+    return Solution(method, tuple(int(i) for i in idx), acc.total(idx), lat.total(idx),
+                    tuple(c.total(idx) for c, _ in extra), **kw)
+
+
+def _fits(sol_lat, sol_extras, target, extra, tol=1e-9) -> bool:
+    # A relative tolerance so a target equal to a configuration's own latency (computed in another order) admits it.
+    if sol_lat > target + tol * max(1.0, abs(target)):
+        return False
+    return all(v <= lim + tol * max(1.0, abs(lim)) for v, (_, lim) in zip(sol_extras, extra))
+
+
+def _prepare(acc, lat, extra):
+    acc, lat = _as_chain(acc), _as_chain(lat)
+    extra = [(_as_chain(c), float(lim)) for c, lim in (extra or [])]
+    for name, c in [("acc", acc), ("lat", lat)] + [(f"extra[{j}]", c) for j, (c, _) in enumerate(extra)]:
+        if not all(np.isfinite(a).all() for a in c.unary + c.pairwise):
+            raise ValueError(f"{name} has NaN or infinite entries")
+    return acc, lat, extra
+
+
+def min_total(c) -> tuple[tuple, float]:
+    """The path of least total cost (e.g. the fastest configuration) and that cost."""
+    path, v = viterbi(_as_chain(c).scale(-1.0))
+    return path, -v
+
+
+# ---- OWS: Lagrangian relaxation ------------------------------------------------------------------------------------
+def _hull_search(acc: ChainCost, lat: ChainCost, target: float, counter: list) -> tuple[tuple | None, float]:
+    """Best-score path with lat <= target among Viterbi solutions of acc - gamma * lat, gamma >= 0, and its gamma.
+
+    The dual function is piecewise linear in gamma. Between an infeasible hull point (lo) and a feasible one (hi)
+    the only gamma worth trying is where their Lagrangians are equal: Viterbi there either finds a path above the
+    segment (a new hull vertex, which replaces lo or hi) or proves lo and hi adjacent. This walks the hull in a few
+    passes with an exact answer, where a bisection on gamma would need ~50 passes and a stopping tolerance."""
+    def solve(g):
+        counter[0] += 1
+        p, _ = viterbi(combine([(1.0, acc), (-g, lat)]))
+        return p, acc.total(p), lat.total(p)
+
+    tol = 1e-9 * max(1.0, abs(target))
+    lo = solve(0.0)
+    if lo[2] <= target + tol:
+        return lo[0], 0.0
+    fast, fast_lat = min_total(lat)
+    counter[0] += 1
+    if fast_lat > target + tol:
+        return None, float("nan")
+    hi = (fast, acc.total(fast), fast_lat)
+    gb = float("inf")
+    for _ in range(10_000):  # bounded by the number of hull vertices; the cap only guards against float cycling
+        gb = (lo[1] - hi[1]) / (lo[2] - hi[2])
+        p, a, l = solve(gb)
+        lag = a - gb * l
+        if lag <= lo[1] - gb * lo[2] + 1e-12 * (1 + abs(lag)):
+            break  # no path above the segment: lo and hi are adjacent hull vertices, both optimal at gb
+        if l <= target + tol:
+            hi = (p, a, l)
+        else:
+            lo = (p, a, l)
+    return hi[0], gb
+
+
+def ows(acc, lat, target: float, extra=None, mu_iters: int = 30) -> Solution:
+    """The paper's solver. Budgets beyond latency get their own multiplier mu, found by bisection around the
+    latency hull search (nested: mu_j outermost). The returned path is the best-scoring feasible path seen, so it is
+    feasible whenever any tried path is; on the latency-only problem it is a vertex of the convex hull."""
+    acc, lat, extra = _prepare(acc, lat, extra)
+    counter = [0]
+
+    def nested(score: ChainCost, j: int):
+        if j == len(extra):
+            p, g = _hull_search(score, lat, target, counter)
+            return p, g, ()
+        cost, limit = extra[j]
+        best = [None]
+
+        def attempt(mu):
+            p, g, mus = nested(combine([(1.0, score), (-mu, cost)]), j + 1)
+            if p is not None:
+                sol = _evaluate("ows", p, acc, lat, extra)
+                ok = _fits(sol.latency, sol.extras, target, extra)
+                if ok and (best[0] is None or sol.objective > best[0][0].objective):
+                    best[0] = (sol, g, (mu,) + mus)
+                return p is not None and cost.total(p) <= limit + 1e-9 * max(1.0, abs(limit))
+            return False
+
+        if attempt(0.0):
+            return best[0][0].indices, best[0][1], best[0][2]
+        span = max(float(np.ptp(u)) for u in score.unary + score.pairwise if u.size) + 1e-12
+        cspan = max(float(np.ptp(u)) for u in cost.unary + cost.pairwise if u.size) + 1e-300
+        hi = span / cspan
+        for _ in range(60):
+            if attempt(hi):
+                break
+            hi *= 4.0
+        else:
+            return None, None, ()
+        lo = 0.0
+        for _ in range(mu_iters):
+            mid = 0.5 * (lo + hi)
+            if attempt(mid):
+                hi = mid
+            else:
+                lo = mid
+        if best[0] is None:
+            return None, None, ()
+        return best[0][0].indices, best[0][1], best[0][2]
+
+    p, g, mus = nested(acc, 0)
+    if p is None:
+        return Solution("ows", None, evaluations=counter[0])
+    return _evaluate("ows", p, acc, lat, extra, gamma=g, mus=tuple(mus), evaluations=counter[0])
+
+
+# ---- exact: DP over discretised budgets ----------------------------------------------------------------------------
+def _budget_dp(acc: ChainCost, costs: list[ChainCost], bins: list[int], res: list[float], rounding) -> tuple | None:
+    """Best path with sum_terms rounding(cost_term / res) <= bins for every budget, or None.
+
+    V[c, t...] = best score of a partial path ending in state c whose rounded costs are <= t (per budget), so the
+    answer is max_c V[c, bins]. Costs are first shifted so every term is >= 0 (the shift is taken off the bins)."""
+    a_start, a_edges = _folded(acc)
+    int_start, int_edges, B = [], [], []
+    for c, b, r in zip(costs, bins, res):
+        s, e = _folded(c)
+        shift = float(s.min()) + sum(float(x.min()) for x in e)
+        si = rounding((s - s.min()) / r).astype(np.int64)
+        ei = [rounding((x - x.min()) / r).astype(np.int64) for x in e]
+        # Subtract the shift in real units then discretise the remaining budget (floor: never loosen the budget).
+        # Both rounding modes need sum(int) <= floor((limit - shift) / r): ceil because int >= real / r makes that
+        # sufficient, floor because real <= limit implies it.
+        total = int(math.floor(b - shift / r + 1e-9))
+        if total < 0:
+            return None
+        int_start.append(si)
+        int_edges.append(ei)
+        B.append(total + 1)
+    shape = tuple(B)
+    k0 = len(a_start)
+    V = np.full((k0,) + shape, -np.inf)
+    for c in range(k0):
+        off = tuple(int(si[c]) for si in int_start)
+        if all(o < n for o, n in zip(off, shape)):
+            V[(c,) + tuple(slice(o, None) for o in off)] = a_start[c]
+    backs = []
+    for i, ae in enumerate(a_edges):
+        ka, kb = ae.shape
+        W = np.full((kb,) + shape, -np.inf)
+        arg = np.zeros((kb,) + shape, dtype=np.int16)
+        for b in range(kb):
+            for a in range(ka):
+                off = tuple(int(ei[i][a, b]) for ei in int_edges)
+                if any(o >= n for o, n in zip(off, shape)):
+                    continue
+                dst = (b,) + tuple(slice(o, None) for o in off)
+                src = V[(a,) + tuple(slice(0, n - o) for o, n in zip(off, shape))] + ae[a, b]
+                cur = W[dst]
+                better = src > cur
+                if better.any():
+                    W[dst] = np.where(better, src, cur)
+                    arg[dst] = np.where(better, a, arg[dst])
+        backs.append(arg)
+        V = W
+    last_t = tuple(n - 1 for n in shape)
+    final = V[(slice(None),) + last_t]
+    if not np.isfinite(final).any():
+        return None
+    c = int(np.argmax(final))
+    path, t = [c], list(last_t)
+    for i in range(len(backs) - 1, -1, -1):
+        a = int(backs[i][(path[-1],) + tuple(t)])
+        for j, ei in enumerate(int_edges):
+            t[j] -= int(ei[i][a, path[-1]])
+        path.append(a)
+    return tuple(reversed(path))
+
+
+def exact(acc, lat, target: float, extra=None, resolution: float | None = None, extra_bins: int = 200,
+          max_cells: int = 1 << 17, refine: int = 3) -> Solution:
+    """The constrained optimum by dynamic programming over discretised budgets.
+
+    Each term's cost is rounded to the grid two ways: up (every path the DP accepts is truly feasible: a lower
+    bound) and down (every truly feasible path is accepted: an upper bound). When the rounded-down optimum is truly
+    feasible, or both bounds meet, the answer is certified optimal. Otherwise the grid is refined (x4 per step while
+    the DP stays under ``max_cells`` cells per state) and at worst the feasible rounded-up path is returned with its
+    ``gap`` to the bound. Latency resolution: min(0.01, target / 1000) unless given; each extra budget gets
+    ``extra_bins`` bins (refined likewise).
+    """
+    acc, lat, extra = _prepare(acc, lat, extra)
+    if resolution is None:
+        resolution = min(0.01, abs(target) / 1000) or 0.01
+    limits = [float(target)] + [lim for _, lim in extra]
+    costs = [lat] + [c for c, _ in extra]
+    res = [float(resolution)] + [max(abs(lim), 1e-300) / extra_bins for lim in limits[1:]]
+    evals, best_lb, ub = 0, None, float("inf")
+    for step in range(refine + 1):
+        bins = [lim / r for lim, r in zip(limits, res)]
+        evals += 1
+        up = _budget_dp(acc, costs, bins, res, np.floor)
+        if up is None:
+            return Solution("exact", None, evaluations=evals)  # the relaxation is infeasible, so the problem is
+        s_up = _evaluate("exact", up, acc, lat, extra)
+        ub = min(ub, s_up.objective)
+        if _fits(s_up.latency, s_up.extras, target, extra):
+            s_up.evaluations = evals
+            return s_up
+        evals += 1
+        lo = _budget_dp(acc, costs, bins, res, np.ceil)
+        if lo is not None:
+            s_lo = _evaluate("exact", lo, acc, lat, extra)
+            if best_lb is None or s_lo.objective > best_lb.objective:
+                best_lb = s_lo
+            if best_lb.objective >= ub - 1e-12 * (1 + abs(ub)):
+                break
+        finer = [r / 4 for r in res]
+        if step == refine or np.prod([lim / r + 1 for lim, r in zip(limits, finer)]) > max_cells:
+            break
+        res = finer
+    if best_lb is None:
+        # The grid is too coarse to hold any path under the conservative rounding; the caller may pass a finer one.
+        return Solution("exact", None, certified=False, gap=float("inf"), evaluations=evals)
+    best_lb.certified = best_lb.objective >= ub - 1e-12 * (1 + abs(ub))
+    best_lb.gap = max(0.0, ub - best_lb.objective)
+    best_lb.evaluations = evals
+    return best_lb
+
+
+# ---- baselines -----------------------------------------------------------------------------------------------------
+def greedy(acc, lat, target: float, extra=None) -> Solution:
+    """From the widest configuration, repeatedly take the one-level shrink with the least score lost per unit of
+    budget excess removed (excess of each budget relative to its limit, summed), until every budget holds."""
+    acc, lat, extra = _prepare(acc, lat, extra)
+    budgets = [(lat, float(target))] + extra
+    n = len(acc.unary)
+    idx = [len(u) - 1 for u in acc.unary]
+
+    def local(c: ChainCost, l: int, j: int) -> float:
+        # The terms of c that involve node l when it takes state j.
+        v = float(c.unary[l][j])
+        if l > 0:
+            v += float(c.pairwise[l - 1][idx[l - 1], j])
+        if l < n - 1:
+            v += float(c.pairwise[l][j, idx[l + 1]])
+        return v
+
+    totals = [c.total(idx) for c, _ in budgets]
+    steps = 0
+    while not all(t <= lim + 1e-9 * max(1.0, abs(lim)) for t, (_, lim) in zip(totals, budgets)):
+        def excess(ts):
+            return sum(max(0.0, t - lim) / max(abs(lim), 1e-300) for t, (_, lim) in zip(ts, budgets))
+        e0 = excess(totals)
+        best = None
+        for l in range(n):
+            if idx[l] == 0:
+                continue
+            j = idx[l] - 1
+            new = [t - local(c, l, idx[l]) + local(c, l, j) for t, (c, _) in zip(totals, budgets)]
+            saved = e0 - excess(new)
+            if saved <= 0:
+                continue
+            lost = local(acc, l, idx[l]) - local(acc, l, j)
+            score = lost / saved
+            if best is None or score < best[0]:
+                best = (score, l, new)
+        if best is None:
+            return Solution("greedy", None, evaluations=steps)
+        _, l, totals = best
+        idx[l] -= 1
+        steps += 1
+    return _evaluate("greedy", idx, acc, lat, extra, evaluations=steps)
+
+
+def uniform(acc, lat, target: float, candidates: Sequence[Sequence[int]] | None = None, extra=None) -> Solution:
+    """The last (largest) candidate configuration that meets every budget. ``candidates`` are index tuples in
+    increasing width-multiplier order; by default the same relative level in every node."""
+    acc, lat, extra = _prepare(acc, lat, extra)
+    if candidates is None:
+        ks = [len(u) for u in acc.unary]
+        grid = np.linspace(0.0, 1.0, 4 * max(ks) + 1)
+        candidates = sorted({tuple(int(round(t * (k - 1))) for k in ks) for t in grid}, key=lambda c: sum(c))
+    for idx in reversed(list(candidates)):
+        sol = _evaluate("uniform", idx, acc, lat, extra)
+        if _fits(sol.latency, sol.extras, target, extra):
+            return sol
+    return Solution("uniform", None)
