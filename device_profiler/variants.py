@@ -388,7 +388,7 @@ def load(template_path) -> VariantMaker:
             manifest = json.load(f)
         if not isinstance(manifest, dict) or manifest.get("kind") != "template":
             raise ValueError("not a template manifest")
-        manifest["space"]["choices"], manifest["variables"], manifest["space_hash"]  # noqa: B018  (must exist)
+        manifest["space"]["choices"], manifest["variables"], manifest["space_hash"], manifest["tensors"]  # noqa: B018
     except (ValueError, KeyError, TypeError) as e:
         raise UsageError(f"template manifest {mpath} is unreadable ({e}); regenerate it with tfwidth.profile "
                          f"template") from None
