@@ -331,8 +331,12 @@ def exact(acc, lat, target: float, extra=None, resolution: float | None = None, 
             break
         res = finer
     if best_lb is None:
-        # The grid is too coarse to hold any path under the conservative rounding; the caller may pass a finer one.
-        return Solution("exact", None, certified=False, gap=float("inf"), evaluations=evals)
+        # The grid is too coarse to hold any path under the conservative rounding (a target a hair above the
+        # fastest configuration): fall back on the Lagrangian answer, feasible whenever its search finds one.
+        fb = ows(acc, lat, target, extra)
+        if not fb.feasible:
+            return Solution("exact", None, certified=False, gap=float("inf"), evaluations=evals)
+        best_lb = dataclasses.replace(fb, method="exact", gamma=None, mus=())
     best_lb.certified = best_lb.objective >= ub - 1e-12 * (1 + abs(ub))
     best_lb.gap = max(0.0, ub - best_lb.objective)
     best_lb.evaluations = evals
@@ -370,10 +374,10 @@ def greedy(acc, lat, target: float, extra=None) -> Solution:
             j = idx[l] - 1
             new = [t - local(c, l, idx[l]) + local(c, l, j) for t, (c, _) in zip(totals, budgets)]
             saved = e0 - excess(new)
-            if saved <= 0:
-                continue
             lost = local(acc, l, idx[l]) - local(acc, l, j)
-            score = lost / saved
+            # A step that saves nothing (a noisy table can make a narrower layer look slower) ranks after every
+            # useful one, least excess added first, so greedy walks through the dip instead of giving up.
+            score = (0, lost / saved) if saved > 0 else (1, -saved)
             if best is None or score < best[0]:
                 best = (score, l, new)
         if best is None:

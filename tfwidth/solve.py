@@ -1,0 +1,227 @@
+"""Choose one width per layer: the most accurate configuration whose predicted latency meets a target.
+
+The unaries are the supernet's per-layer, per-width loss increases (stats.json; the score to maximise is minus their
+sum), the pairwise terms the device's latency table (table.json). Methods: ows (the paper's Lagrangian Viterbi),
+exact (constrained DP), greedy (AutoSlim-like), uniform (one width multiplier); see tfwidth.mrf.
+
+    python -m tfwidth.solve --stats RUN/stats.json --latency table.json --target-ms 5 [--method all] -o widths.json
+    python -m tfwidth.solve --stats RUN/stats.json --latency table.json --pareto -o pareto
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import io
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from tfwidth import mrf
+from tfwidth.artifacts import atomic_write_bytes, write_json
+from tfwidth.errors import SpaceMismatch, UsageError
+from tfwidth.latency import LatencyTable
+from tfwidth.space import ChainCost, SearchSpace
+from tfwidth.stats import WidthStats
+
+METHODS = ("exact", "ows", "greedy", "uniform")
+
+
+def acc_chain(space: SearchSpace, stats_costs) -> ChainCost:
+    """Score chain: minus the per-layer loss increases (higher is better), no pairwise terms."""
+    costs = [np.asarray(c, float) for c in stats_costs]
+    if len(costs) != space.num_layers or any(c.shape != (k,) for c, k in zip(costs, space.num_choices)):
+        raise UsageError("width statistics do not have the shape of the search space; regenerate them")
+    if not all(np.isfinite(c).all() for c in costs):
+        raise UsageError("width statistics contain NaN or infinite costs; the training diverged: retrain or "
+                         "use an earlier stats.json")
+    return ChainCost(tuple(-c for c in costs), tuple(np.zeros((a, b)) for a, b in
+                                                       zip(space.num_choices, space.num_choices[1:])))
+
+
+@functools.lru_cache(maxsize=8)
+def uniform_candidates(space: SearchSpace, points: int = 400) -> list[tuple]:
+    """Index tuples of space.uniform(m) over a fine multiplier grid plus the space's own levels, narrow to wide."""
+    mults = sorted(set(np.linspace(space.min_mult, space.max_mult, points).tolist()) | set(space.multipliers))
+    out = []
+    for m in mults:
+        idx = space.to_indices(space.uniform(m))
+        if not out or idx != out[-1]:
+            out.append(idx)
+    return out
+
+
+def latency_range(table: LatencyTable) -> tuple[float, float]:
+    """Fastest and slowest predicted latency over all configurations."""
+    lat = table.chain()
+    return mrf.min_total(lat)[1], -mrf.min_total(lat.scale(-1.0))[1]
+
+
+def solve(space: SearchSpace, stats_costs, table: LatencyTable, target_ms: float, method: str = "exact",
+          max_params: float | None = None) -> mrf.Solution:
+    """The configuration chosen by ``method`` (one of METHODS) for the target; refuses an unreachable target."""
+    if table.space.space_hash != space.space_hash:
+        raise SpaceMismatch(f"latency table is for space {table.space.space_hash} but the stats are for "
+                            f"{space.space_hash}; fit the table and train in the same space")
+    if method not in METHODS:
+        raise UsageError(f"unknown method {method!r}; choose one of {', '.join(METHODS)} or all")
+    if not math.isfinite(target_ms) or target_ms <= 0:
+        raise UsageError(f"target latency must be a positive number of ms, got {target_ms}")
+    acc, lat = acc_chain(space, stats_costs), table.chain()
+    fastest, fastest_ms = mrf.min_total(lat)
+    if fastest_ms > target_ms * (1 + 1e-9):
+        raise UsageError(f"target {target_ms:g} ms is below the fastest predicted configuration ({fastest_ms:.4f} ms, "
+                         f"widths {' '.join(map(str, space.to_widths(fastest)))}); raise --target-ms")
+    extra = []
+    if max_params is not None:
+        pc = space.param_chain()
+        min_params = mrf.min_total(pc)[1]
+        if max_params < min_params:
+            raise UsageError(f"--max-params {max_params:g} is below the smallest configuration's "
+                             f"{min_params:.0f} parameters; raise it")
+        extra.append((pc, float(max_params)))
+    if method == "ows":
+        sol = mrf.ows(acc, lat, target_ms, extra)
+    elif method == "exact":
+        sol = mrf.exact(acc, lat, target_ms, extra)
+    elif method == "greedy":
+        sol = mrf.greedy(acc, lat, target_ms, extra)
+    else:
+        sol = mrf.uniform(acc, lat, target_ms, uniform_candidates(space), extra)
+    return sol
+
+
+def describe(space: SearchSpace, sol: mrf.Solution) -> dict:
+    if not sol.feasible:
+        return {"method": sol.method, "widths": None, "predicted_ms": None, "objective": None, "params": None,
+                "macs": None}
+    w = space.to_widths(sol.indices)
+    d = {"method": sol.method, "widths": list(w), "predicted_ms": sol.latency, "objective": sol.objective,
+         "params": space.params(w), "macs": space.macs(w)}
+    if sol.gamma is not None:
+        d["gamma"] = sol.gamma
+    if sol.method == "exact":
+        d["certified"], d["gap"] = sol.certified, sol.gap
+    return d
+
+
+def _table_lines(rows: list[dict]) -> str:
+    out = [f"{'method':<8} {'pred ms':>9} {'objective':>10} {'params':>9} {'MMACs':>8}  widths"]
+    for r in rows:
+        if r["widths"] is None:
+            out.append(f"{r['method']:<8} {'-':>9} {'-':>10} {'-':>9} {'-':>8}  no configuration meets the budgets")
+            continue
+        note = "" if r.get("certified", True) else f"  (within {r['gap']:.3g} of optimal)"
+        out.append(f"{r['method']:<8} {r['predicted_ms']:>9.4f} {r['objective']:>10.5f} {r['params']:>9d} "
+                   f"{r['macs'] / 1e6:>8.2f}  {' '.join(map(str, r['widths']))}{note}")
+    return "\n".join(out)
+
+
+def pareto(space, stats_costs, table, methods=METHODS, points: int = 50, max_params=None) -> list[dict]:
+    """Each method's answer for ``points`` targets spread from the fastest to the slowest predicted latency."""
+    lo, hi = latency_range(table)
+    rows = []
+    for t in np.linspace(lo, hi, points):
+        for m in methods:
+            d = describe(space, solve(space, stats_costs, table, float(t), m, max_params))
+            rows.append(dict(d, target_ms=float(t)))
+    return rows
+
+
+def write_pareto(prefix, rows: list[dict], methods) -> tuple[Path, Path]:
+    prefix = Path(prefix)
+    csv_path, png_path = prefix.with_suffix(".csv"), prefix.with_suffix(".png")
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["target_ms", "method", "predicted_ms", "objective", "params", "macs", "widths"])
+    for r in rows:
+        w.writerow([f"{r['target_ms']:.6g}", r["method"], "" if r["widths"] is None else f"{r['predicted_ms']:.6g}",
+                    "" if r["widths"] is None else f"{r['objective']:.8g}", r["params"] or "", r["macs"] or "",
+                    "" if r["widths"] is None else " ".join(map(str, r["widths"]))])
+    atomic_write_bytes(csv_path, buf.getvalue().encode())
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for m in methods:
+        pts = sorted({(r["predicted_ms"], r["objective"]) for r in rows if r["method"] == m and r["widths"]})
+        if pts:
+            ax.plot(*zip(*pts), marker="o", ms=3, lw=1, label=m)
+    ax.set_xlabel("predicted latency (ms)")
+    ax.set_ylabel("objective (- sum of loss increases)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(png_path, png.getvalue())
+    return csv_path, png_path
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tfwidth.solve", description=(
+        "Choose per-layer widths that maximise the supernet's accuracy statistics under a latency target on the "
+        "device the table was fitted for (and optionally a parameter budget), with the paper's OWS solver, an exact "
+        "constrained DP, or the greedy and uniform-multiplier baselines."))
+    p.add_argument("--stats", required=True, help="stats.json of a supernet run (tfwidth.train)")
+    p.add_argument("--latency", required=True, help="table.json (python -m tfwidth.latency fit)")
+    p.add_argument("--target-ms", type=float, help="latency budget in ms (required unless --pareto)")
+    p.add_argument("--method", default="exact", choices=METHODS + ("all",),
+                   help="solver (default exact); all runs every one and writes exact's answer plus all results")
+    p.add_argument("--max-params", type=float, help="also keep the deployed parameter count <= this")
+    p.add_argument("--stats-view", default="running", choices=("running", "window"),
+                   help="statistics since the start (running) or of the last epoch (window, the paper's)")
+    p.add_argument("--pareto", action="store_true", help="sweep targets from the fastest to the slowest latency "
+                                                         "and write <output>.csv and <output>.png")
+    p.add_argument("--points", type=int, default=50, help="targets in the --pareto sweep (default 50)")
+    p.add_argument("-o", "--output", required=True, help="widths.json (or, with --pareto, the CSV/PNG prefix)")
+    a = p.parse_args(argv)
+
+    stats = WidthStats.load(a.stats)
+    table = LatencyTable.load(a.latency)
+    if table.space.space_hash != stats.space.space_hash:
+        raise SpaceMismatch(f"stats {a.stats} are for space {stats.space.space_hash} but table {a.latency} is for "
+                            f"{table.space.space_hash}; use a table fitted on the space the supernet was trained in")
+    space, costs = stats.space, stats.costs(a.stats_view)
+    methods = METHODS if a.method == "all" else (a.method,)
+    if a.pareto:
+        if a.points < 2:
+            raise UsageError(f"--points must be >= 2, got {a.points}")
+        rows = pareto(space, costs, table, methods, a.points, a.max_params)
+        csv_path, png_path = write_pareto(a.output, rows, methods)
+        print(f"{a.points} targets x {len(methods)} method(s): wrote {csv_path} and {png_path}")
+        return 0
+    if a.target_ms is None:
+        raise UsageError("give --target-ms (or --pareto to sweep targets)")
+    results = [describe(space, solve(space, costs, table, a.target_ms, m, a.max_params)) for m in methods]
+    print(f"target {a.target_ms:g} ms" + (f", at most {a.max_params:g} parameters" if a.max_params else "")
+          + f"  (table: {table.runtime or '?'} {table.format or '?'}, {table.threads or '?'} thread(s))")
+    print(_table_lines(results))
+    best = results[0]  # exact when --method all
+    if best["widths"] is None:
+        raise UsageError(f"{best['method']} found no configuration within {a.target_ms:g} ms"
+                         + (f" and {a.max_params:g} parameters together; relax one of them" if a.max_params else
+                            "; raise --target-ms or try --method exact"))
+    used = table.unconstrained_on(best["widths"])
+    if used:
+        print(f"warning: the chosen widths use {len(used)} latency table entr{'y' if len(used) == 1 else 'ies'} that "
+              f"no sample measured ({', '.join(u['term'] + ' ' + 'x'.join(map(str, u['widths'])) for u in used[:5])}"
+              f"{', ...' if len(used) > 5 else ''}); the prediction there is interpolated: time more configurations",
+              file=sys.stderr)
+    out = {"kind": "widths", "space_hash": space.space_hash, "space": space.to_json(), "method": best["method"],
+           "target_ms": a.target_ms, "widths": best["widths"], "predicted_ms": best["predicted_ms"],
+           "objective": best["objective"], "params": best["params"], "macs": best["macs"],
+           "max_params": a.max_params, "table": str(a.latency), "stats": str(a.stats), "stats_view": a.stats_view}
+    if a.method == "all":
+        out["results"] = results
+    write_json(a.output, out)
+    print(f"wrote {a.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    from tfwidth.errors import run_cli
+    sys.exit(run_cli(main))
