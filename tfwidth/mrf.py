@@ -290,7 +290,7 @@ def _budget_dp(acc: ChainCost, costs: list[ChainCost], bins: list[int], res: lis
 
 
 def exact(acc, lat, target: float, extra=None, resolution: float | None = None, extra_bins: int = 200,
-          max_cells: int = 1 << 17, refine: int = 3) -> Solution:
+          max_cells: int = 1 << 19, refine: int = 3) -> Solution:
     """The constrained optimum by dynamic programming over discretised budgets.
 
     Each term's cost is rounded to the grid two ways: up (every path the DP accepts is truly feasible: a lower
@@ -326,7 +326,9 @@ def exact(acc, lat, target: float, extra=None, resolution: float | None = None, 
                 best_lb = s_lo
             if best_lb.objective >= ub - 1e-12 * (1 + abs(ub)):
                 break
-        finer = [r / 4 for r in res]
+        # Refine only the budgets the relaxed path overran: the others' rounding did not make it infeasible.
+        over = [s_up.latency > target] + [v > lim for v, (_, lim) in zip(s_up.extras, extra)]
+        finer = [r / 4 if o else r for r, o in zip(res, over)]
         if step == refine or np.prod([lim / r + 1 for lim, r in zip(limits, finer)]) > max_cells:
             break
         res = finer
