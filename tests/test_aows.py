@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from tfwidth import aows, mrf
-from tfwidth.space import ChainCost, tiny_space
+from tfwidth.solve import acc_chain
+from tfwidth.space import tiny_space
 
 
 def test_schedule_is_the_papers_in_fractions():
@@ -34,7 +35,7 @@ def test_warmup_is_uniform_then_marginals_narrow():
     ent = [np.mean(aows.sampling_state(space, costs, lat, mid, p).entropy()) for p in (0.3, 0.5, 1.0)]
     assert ent[0] > ent[1] > ent[2]
     late = aows.sampling_state(space, costs, lat, mid, 1.0)
-    expect = mrf.marginals(aows.accuracy_chain(costs), lat, late.gamma, late.temperature)
+    expect = mrf.marginals(acc_chain(space, costs), lat, late.gamma, late.temperature)
     for a, b in zip(late.probs, expect):
         np.testing.assert_allclose(a, b)
     # at the end the mode of every layer is the OWS configuration

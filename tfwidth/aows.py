@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from tfwidth import mrf
+from tfwidth.solve import acc_chain
 from tfwidth.space import ChainCost, SearchSpace
 
 # (fraction of training, temperature); the warm-up ends at the second point, T is log-linear between points.
@@ -36,13 +37,6 @@ def temperature(progress: float, schedule=SCHEDULE) -> float:
             r = 0.0 if x1 == x0 else (p - x0) / (x1 - x0)
             return float(10 ** ((1 - r) * math.log10(t0) + r * math.log10(t1)))
     return float(schedule[-1][1])
-
-
-def accuracy_chain(costs: list) -> ChainCost:
-    """The MRF's unary terms: minus the loss increase of each width (higher is better); no pairwise accuracy terms."""
-    unary = tuple(-np.asarray(c, float) for c in costs)
-    pairwise = tuple(np.zeros((len(a), len(b))) for a, b in zip(costs, costs[1:]))
-    return ChainCost(unary, pairwise)
 
 
 @dataclasses.dataclass
@@ -73,7 +67,7 @@ class SamplingState:
 def sampling_state(space: SearchSpace, costs: list, latency: ChainCost, target_ms: float, progress: float,
                    schedule=SCHEDULE) -> SamplingState:
     uniform = [np.full(k, 1.0 / k) for k in space.num_choices]
-    acc = accuracy_chain(costs)
+    acc = acc_chain(space, costs)
     sol = mrf.ows(acc, latency, target_ms)
     widths = space.to_widths(sol.indices) if sol.feasible else None
     pred = sol.latency if sol.feasible else None
