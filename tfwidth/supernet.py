@@ -156,17 +156,16 @@ class SlimBatchNorm(keras.layers.Layer):
                 m4 = mask[:, None, None, :]
                 count = tf.reduce_sum(mask, 0) * tf.cast(tf.shape(x)[1] * tf.shape(x)[2], x.dtype)
                 xm = x * m4
+            # One pass (sum and sum of squares): two fewer full-size elementwise ops forward and backward than
+            # centring first, and a single all-reduce; pre-BN activations are O(1), so float32 cancellation is small.
             total = tf.reduce_sum(xm, [0, 1, 2])
+            sq = tf.reduce_sum(xm * x, [0, 1, 2])
             if replicas > 1:
-                total, count = ctx.all_reduce("sum", [total, count])
+                total, sq, count = ctx.all_reduce("sum", [total, sq, count])
             n = tf.maximum(count, 1.0)
             mean = total / n
-            d = x - mean
-            sq = tf.reduce_sum(tf.square(d) if mask is None else tf.square(d) * m4, [0, 1, 2])
-            if replicas > 1:
-                sq = ctx.all_reduce("sum", sq)
-            var = sq / n
-            var_unbiased = sq / tf.maximum(count - 1.0, 1.0)
+            var = tf.maximum(sq / n - tf.square(mean), 0.0)
+            var_unbiased = var * n / tf.maximum(count - 1.0, 1.0)
             y = tf.nn.batch_normalization(x, mean, var, beta, gamma, BN_EPSILON)
         if update is not None:
             pad = [[0, self.max_channels - c]]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-import tfwidth  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+import tfwidth  # noqa: F401  (selects Keras 2 before TensorFlow loads; TensorFlow itself is imported lazily)
 from tfwidth.artifacts import atomic_write_bytes, check_space, read_json, write_json
 from tfwidth.errors import UsageError
 from tfwidth.space import SearchSpace, preset
@@ -125,6 +125,10 @@ def check_run(space: SearchSpace, data, out_dir, resume: bool, replicas: int) ->
     if side.get("dataset") != data.name:
         raise UsageError(f"checkpoint in {out_dir} was trained on dataset {side.get('dataset')} but --dataset gives "
                          f"{data.name}; resume with the same dataset or start a new --out")
+    for key, now in (("batch_size", bs), ("seed", getattr(data, "seed", None))):
+        if side.get(key) is not None and now is not None and side[key] != now:
+            print(f"warning: resuming with {key} {now} where the run used {side[key]}: the continuation will not "
+                  f"match an uninterrupted run", file=sys.stderr)
     return side
 
 
@@ -183,7 +187,7 @@ def train(space: SearchSpace, data, out_dir, epochs: int, *, lr: float = 0.05, w
               "dataset": data.name, "batch_size": getattr(data, "batch_size", None), "seed": seed,
               "sampling": sampling, "args": args or {}}
 
-    callbacks = [_EpochEnd(model, manager, write_dir, record, chief, optimizer, schedule)]
+    callbacks = [_epoch_end_callback(model, manager, write_dir, record, chief, optimizer, schedule)]
     if tensorboard and _have_tensorboard():
         callbacks.append(keras.callbacks.TensorBoard(str(write_dir / "tb"), write_graph=False, profile_batch=0))
     callbacks += list(extra_callbacks)
@@ -225,38 +229,35 @@ def _trim_log(path: Path, epoch: int) -> None:
     atomic_write_bytes(path, "".join(l + "\n" for l in keep).encode())
 
 
-def _callback_base():
-    return _keras().callbacks.Callback
+def _epoch_end_callback(model, manager, out: Path, record: dict, chief: bool, optimizer, schedule):
+    """Epoch end, in this order: roll statistics, stats.json, checkpoint + sidecar, one log line.
+    (Built on demand so that importing this module, e.g. for --help, does not load TensorFlow.)"""
+    keras = _keras()
 
+    class EpochEnd(keras.callbacks.Callback):
+        t0 = time.time()
 
-class _EpochEnd(_callback_base()):
-    """Epoch end, in this order: roll statistics, stats.json, checkpoint + sidecar, one log line."""
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.time()
 
-    def __init__(self, model, manager, out: Path, record: dict, chief: bool, optimizer, schedule):
-        super().__init__()
-        self.schedule = schedule
-        self.net, self.manager, self.out, self.record, self.chief = model, manager, out, record, chief
-        self.opt = optimizer
-        self.t0 = time.time()
+        def on_epoch_end(self, epoch, logs=None):
+            model.end_stats_epoch()
+            stats = model.width_stats()
+            if chief:
+                stats.save(out / "stats.json")
+            path = manager.save(checkpoint_number=epoch + 1)
+            if chief:
+                write_json(out / "ckpt" / SIDECAR, dict(record, epoch=epoch + 1, checkpoint=Path(path).name))
+                lr = float(schedule(optimizer.iterations.read_value()))  # of the next step
+                line = {"kind": "epoch", "space_hash": record["space_hash"], "epoch": epoch + 1,
+                        "step": int(optimizer.iterations.numpy()), "lr": lr,
+                        "seconds": round(time.time() - self.t0, 2),
+                        **{k: float(v) for k, v in (logs or {}).items()}}
+                with open(out / "log.jsonl", "a") as f:
+                    f.write(json.dumps(line) + "\n")
+                    f.flush()
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.t0 = time.time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.net.end_stats_epoch()
-        stats = self.net.width_stats()
-        if self.chief:
-            stats.save(self.out / "stats.json")
-        path = self.manager.save(checkpoint_number=epoch + 1)
-        if self.chief:
-            write_json(self.out / "ckpt" / SIDECAR, dict(self.record, epoch=epoch + 1, checkpoint=Path(path).name))
-            lr = float(self.schedule(self.opt.iterations.read_value()))  # of the next step
-            line = {"kind": "epoch", "space_hash": self.record["space_hash"], "epoch": epoch + 1,
-                    "step": int(self.opt.iterations.numpy()), "lr": lr, "seconds": round(time.time() - self.t0, 2),
-                    **{k: float(v) for k, v in (logs or {}).items()}}
-            with open(self.out / "log.jsonl", "a") as f:
-                f.write(json.dumps(line) + "\n")
-                f.flush()
+    return EpochEnd()
 
 
 # ---- CLI ----------------------------------------------------------------------------------------------------------
@@ -265,6 +266,10 @@ def main(argv=None) -> int:
         "Train the slimmable MobileNetV1 supernet (sandwich rule with in-place distillation) and measure, for each "
         "layer and width, the loss increase over the full network: RUN_DIR/stats.json, which the solver reads. "
         "With no arguments: a short offline demo (digits, mobilenet_v1_cifar at 16 px)."),
+        epilog=("RUN_DIR gets space.json, stats.json (per layer and width: mean loss increase over the max network), "
+                "log.jsonl, tb/ (TensorBoard), ckpt/ (tf.train.Checkpoint + checkpoint.json) and summary.json. "
+                "After a kill, run the same command with --resume: training continues from the last finished "
+                "epoch exactly as if uninterrupted."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--space", help="space.json (default: the mobilenet_v1_cifar preset at 16 px, for the demo)")
     p.add_argument("--dataset", default=DEMO["dataset"], help="digits, npz:PATH, folder:PATH or tfds:NAME")
