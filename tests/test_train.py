@@ -49,9 +49,23 @@ def _state(model):
     return {v.name + str(i): v.numpy() for i, v in enumerate(model.variables)}
 
 
+class _Narrow(keras.callbacks.Callback):
+    """What AOWS does: from epoch 2 on, sample only each layer's narrowest width; and add a value to the logs."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            p = np.zeros((SPACE.num_layers, self.model.kmax))
+            p[:, 0] = 1.0
+            self.model.set_sampling(p)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["probe"] = 10.0 + epoch
+
+
 def test_two_epochs_write_artefacts(npz, tmp_path):
     data = _data(npz)
-    res = train(SPACE, data, tmp_path, 2, sampling="all-layers", **dict(KW, tensorboard=True, validate=True))
+    res = train(SPACE, data, tmp_path, 2, sampling="all-layers", extra_callbacks=[_Narrow()],
+                **dict(KW, tensorboard=True, validate=True))
     for f in ("space.json", "stats.json", "log.jsonl", "summary.json", "ckpt/checkpoint.json"):
         assert (tmp_path / f).exists(), f
     assert any((tmp_path / "tb").rglob("events.out.tfevents*"))
@@ -65,6 +79,10 @@ def test_two_epochs_write_artefacts(npz, tmp_path):
     assert (stats.count.sum(1) == 2 * data.steps_per_epoch * BATCH).all()
     assert (stats.window_count.sum(1) == data.steps_per_epoch * BATCH).all() and stats.epochs == 2
     np.testing.assert_allclose(stats.sum, res.stats.sum)
+    # the sampling hook took effect in epoch 2 (the window), without retracing (checked below)
+    assert (stats.window_count[:, 0] == data.steps_per_epoch * BATCH).all()
+    assert [l["probe"] for l in lines] == [10.0, 11.0]
+    np.testing.assert_array_equal(res.model.sampling_probs.numpy()[:, 0], 1.0)
     side = json.loads((tmp_path / "ckpt" / "checkpoint.json").read_text())
     assert side["epoch"] == 2 and side["space_hash"] == SPACE.space_hash and side["dataset"] == data.name
     summary = json.loads((tmp_path / "summary.json").read_text())

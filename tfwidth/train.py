@@ -140,9 +140,10 @@ def train(space: SearchSpace, data, out_dir, epochs: int, *, lr: float = 0.05, w
           args: dict | None = None) -> TrainResult:
     """Train a Supernet on ``data`` (tfwidth.data.Data) for ``epochs`` epochs in total, checkpointing each epoch.
 
-    ``extra_callbacks`` run after the built-in epoch end (statistics rolled, stats.json and checkpoint written), so an
-    AOWS callback sees the finished epoch's statistics via ``self.model.width_stats()`` and sets the next epoch's
-    sampling with ``self.model.set_sampling(probs)`` (at on_epoch_begin or every K batches).
+    ``extra_callbacks`` run after the built-in epoch end (statistics rolled, stats.json and checkpoint written) and
+    before TensorBoard and the log.jsonl line (so what they add to ``logs`` is logged): an AOWS callback reads
+    ``self.model.width_stats()`` and sets the sampling with ``self.model.set_sampling(probs)`` (at on_epoch_begin or
+    every K batches); the probabilities are a model variable, so checkpoints hold them.
     validate: log the max network's top-1 on data.eval each epoch (moving BN statistics, no recalibration).
     """
     import tensorflow as tf
@@ -187,10 +188,11 @@ def train(space: SearchSpace, data, out_dir, epochs: int, *, lr: float = 0.05, w
               "dataset": data.name, "batch_size": getattr(data, "batch_size", None), "seed": seed,
               "sampling": sampling, "args": args or {}}
 
-    callbacks = [_epoch_end_callback(model, manager, write_dir, record, chief, optimizer, schedule)]
+    checkpointer, log_line = _epoch_end_callbacks(model, manager, write_dir, record, chief, optimizer, schedule)
+    callbacks = [checkpointer, *extra_callbacks]
     if tensorboard and _have_tensorboard():
         callbacks.append(keras.callbacks.TensorBoard(str(write_dir / "tb"), write_graph=False, profile_batch=0))
-    callbacks += list(extra_callbacks)
+    callbacks.append(log_line)
     if start < epochs:
         model.fit(data.train_epochs(start, epochs), epochs=epochs, initial_epoch=start, steps_per_epoch=spe,
                   validation_data=data.eval if validate else None, callbacks=callbacks, verbose=verbose)
@@ -229,35 +231,39 @@ def _trim_log(path: Path, epoch: int) -> None:
     atomic_write_bytes(path, "".join(l + "\n" for l in keep).encode())
 
 
-def _epoch_end_callback(model, manager, out: Path, record: dict, chief: bool, optimizer, schedule):
-    """Epoch end, in this order: roll statistics, stats.json, checkpoint + sidecar, one log line.
-    (Built on demand so that importing this module, e.g. for --help, does not load TensorFlow.)"""
+def _epoch_end_callbacks(model, manager, out: Path, record: dict, chief: bool, optimizer, schedule):
+    """Two callbacks: the first (before any extra callback) rolls the statistics and writes stats.json, the
+    checkpoint and its sidecar; the last writes the epoch's log line, so that values extra callbacks add to `logs`
+    (e.g. AOWS's temperature) are in log.jsonl. Built on demand: importing this module (--help) loads no TensorFlow."""
     keras = _keras()
 
-    class EpochEnd(keras.callbacks.Callback):
+    class Checkpointer(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            model.end_stats_epoch()
+            if chief:
+                model.width_stats().save(out / "stats.json")
+            path = manager.save(checkpoint_number=epoch + 1)
+            if chief:
+                write_json(out / "ckpt" / SIDECAR, dict(record, epoch=epoch + 1, checkpoint=Path(path).name))
+
+    class LogLine(keras.callbacks.Callback):
         t0 = time.time()
 
         def on_epoch_begin(self, epoch, logs=None):
             self.t0 = time.time()
 
         def on_epoch_end(self, epoch, logs=None):
-            model.end_stats_epoch()
-            stats = model.width_stats()
-            if chief:
-                stats.save(out / "stats.json")
-            path = manager.save(checkpoint_number=epoch + 1)
-            if chief:
-                write_json(out / "ckpt" / SIDECAR, dict(record, epoch=epoch + 1, checkpoint=Path(path).name))
-                lr = float(schedule(optimizer.iterations.read_value()))  # of the next step
-                line = {"kind": "epoch", "space_hash": record["space_hash"], "epoch": epoch + 1,
-                        "step": int(optimizer.iterations.numpy()), "lr": lr,
-                        "seconds": round(time.time() - self.t0, 2),
-                        **{k: float(v) for k, v in (logs or {}).items()}}
-                with open(out / "log.jsonl", "a") as f:
-                    f.write(json.dumps(line) + "\n")
-                    f.flush()
+            if not chief:
+                return
+            lr = float(schedule(optimizer.iterations.read_value()))  # of the next step
+            line = {"kind": "epoch", "space_hash": record["space_hash"], "epoch": epoch + 1,
+                    "step": int(optimizer.iterations.numpy()), "lr": lr, "seconds": round(time.time() - self.t0, 2),
+                    **{k: float(v) for k, v in (logs or {}).items()}}
+            with open(out / "log.jsonl", "a") as f:
+                f.write(json.dumps(line) + "\n")
+                f.flush()
 
-    return EpochEnd()
+    return Checkpointer(), LogLine()
 
 
 # ---- CLI ----------------------------------------------------------------------------------------------------------
