@@ -228,8 +228,46 @@ def ows(acc, lat, target: float, extra=None, mu_iters: int = 30) -> Solution:
 
 
 # ---- exact: DP over discretised budgets ----------------------------------------------------------------------------
-def _budget_dp(acc: ChainCost, costs: list[ChainCost], bins: list[int], res: list[float], rounding) -> tuple | None:
-    """Best path with sum_terms rounding(cost_term / res) <= bins for every budget, or None.
+def _chain_dp_1d(V: np.ndarray, a_edges, offs, n: int, fallbacks: int) -> list[tuple]:
+    """_budget_dp for one budget. Max over predecessors as one contiguous reduction per state (argmax along the short
+    axis was 3/4 of the time), keeping every node's table and recovering the argmax while backtracking instead."""
+    Vs = [V]
+    cand = None
+    for ae, off in zip(a_edges, offs):
+        ka, kb = ae.shape
+        if cand is None or cand.shape[0] != ka:
+            cand = np.empty((ka, n))
+        W = np.empty((kb, n))
+        for b in range(kb):
+            cand.fill(-np.inf)
+            for a in range(ka):
+                o = int(off[a, b])
+                if o < n:
+                    np.add(Vs[-1][a, :n - o], ae[a, b], out=cand[a, o:])
+            np.max(cand, axis=0, out=W[b])
+        Vs.append(W)
+    paths = []
+    for j in range(fallbacks + 1):
+        t = n - 1 - j
+        if t < 0 or not np.isfinite(Vs[-1][:, t]).any():
+            break
+        path = [int(np.argmax(Vs[-1][:, t]))]
+        for i in range(len(a_edges) - 1, -1, -1):
+            b, off = path[-1], offs[i][:, path[-1]]
+            prev = Vs[i]
+            vals = np.array([prev[a, t - off[a]] + a_edges[i][a, b] if t - off[a] >= 0 else -np.inf
+                             for a in range(prev.shape[0])])
+            a = int(np.argmax(vals))
+            t -= int(off[a])
+            path.append(a)
+        paths.append(tuple(reversed(path)))
+    return paths
+
+
+def _budget_dp(acc: ChainCost, costs: list[ChainCost], bins: list[int], res: list[float], rounding,
+               fallbacks: int = 0) -> list[tuple]:
+    """Best path with sum_terms rounding(cost_term / res) <= bins for every budget, then (``fallbacks`` > 0) the best
+    paths for the budgets tightened by 1, 2, ... bins in every dimension; [] when none fits.
 
     V[c, t...] = best score of a partial path ending in state c whose rounded costs are <= t (per budget), so the
     answer is max_c V[c, bins]. Costs are first shifted so every term is >= 0 (the shift is taken off the bins)."""
@@ -245,7 +283,7 @@ def _budget_dp(acc: ChainCost, costs: list[ChainCost], bins: list[int], res: lis
         # sufficient, floor because real <= limit implies it.
         total = int(math.floor(b - shift / r + 1e-9))
         if total < 0:
-            return None
+            return []
         int_start.append(si)
         int_edges.append(ei)
         B.append(total + 1)
@@ -256,6 +294,8 @@ def _budget_dp(acc: ChainCost, costs: list[ChainCost], bins: list[int], res: lis
         off = tuple(int(si[c]) for si in int_start)
         if all(o < n for o, n in zip(off, shape)):
             V[(c,) + tuple(slice(o, None) for o in off)] = a_start[c]
+    if len(shape) == 1:  # latency only: a faster layout
+        return _chain_dp_1d(V, a_edges, int_edges[0], shape[0], fallbacks)
     backs = []
     for i, ae in enumerate(a_edges):
         ka, kb = ae.shape
@@ -275,29 +315,34 @@ def _budget_dp(acc: ChainCost, costs: list[ChainCost], bins: list[int], res: lis
                     arg[dst] = np.where(better, a, arg[dst])
         backs.append(arg)
         V = W
-    last_t = tuple(n - 1 for n in shape)
-    final = V[(slice(None),) + last_t]
-    if not np.isfinite(final).any():
-        return None
-    c = int(np.argmax(final))
-    path, t = [c], list(last_t)
-    for i in range(len(backs) - 1, -1, -1):
-        a = int(backs[i][(path[-1],) + tuple(t)])
-        for j, ei in enumerate(int_edges):
-            t[j] -= int(ei[i][a, path[-1]])
-        path.append(a)
-    return tuple(reversed(path))
+    paths = []
+    for j in range(fallbacks + 1):
+        last_t = tuple(n - 1 - j for n in shape)
+        if min(last_t) < 0:
+            break
+        final = V[(slice(None),) + last_t]
+        if not np.isfinite(final).any():
+            break
+        c = int(np.argmax(final))
+        path, t = [c], list(last_t)
+        for i in range(len(backs) - 1, -1, -1):
+            a = int(backs[i][(path[-1],) + tuple(t)])
+            for d, ei in enumerate(int_edges):
+                t[d] -= int(ei[i][a, path[-1]])
+            path.append(a)
+        paths.append(tuple(reversed(path)))
+    return paths
 
 
 def exact(acc, lat, target: float, extra=None, resolution: float | None = None, extra_bins: int = 200,
           max_cells: int = 1 << 19, refine: int = 3) -> Solution:
     """The constrained optimum by dynamic programming over discretised budgets.
 
-    Each term's cost is rounded to the grid two ways: up (every path the DP accepts is truly feasible: a lower
-    bound) and down (every truly feasible path is accepted: an upper bound). When the rounded-down optimum is truly
-    feasible, or both bounds meet, the answer is certified optimal. Otherwise the grid is refined (x4 per step while
-    the DP stays under ``max_cells`` cells per state) and at worst the feasible rounded-up path is returned with its
-    ``gap`` to the bound. Latency resolution: min(0.01, target / 1000) unless given; each extra budget gets
+    Each term's cost is rounded down to the grid, so every truly feasible path is accepted: the DP optimum bounds the
+    true one from above, and is it when it truly fits (certified). Otherwise the best truly feasible path among the
+    DP's answers for budgets tightened by 1..n bins (n terms: enough to absorb the rounding) is a lower bound; if the
+    bounds differ the grid of each overrun budget is refined (x4 per step while the DP stays under ``max_cells``
+    cells per state) and at worst the best feasible path is returned with its ``gap`` to the bound. Latency resolution: min(0.01, target / 1000) unless given; each extra budget gets
     ``extra_bins`` bins (refined likewise).
     """
     acc, lat, extra = _prepare(acc, lat, extra)
@@ -307,25 +352,27 @@ def exact(acc, lat, target: float, extra=None, resolution: float | None = None, 
     costs = [lat] + [c for c, _ in extra]
     res = [float(resolution)] + [max(abs(lim), 1e-300) / extra_bins for lim in limits[1:]]
     evals, best_lb, ub = 0, None, float("inf")
+    nterms = len(acc.unary)
     for step in range(refine + 1):
         bins = [lim / r for lim, r in zip(limits, res)]
         evals += 1
-        up = _budget_dp(acc, costs, bins, res, np.floor)
-        if up is None:
+        # Rounding every term down relaxes the budgets: the optimum found is an upper bound, and optimal if it
+        # truly fits. The same tables also give, for the budgets tightened by j bins, paths whose rounding error
+        # (< 1 bin per term) is covered once j >= number of terms: truly feasible candidates, a lower bound.
+        paths = _budget_dp(acc, costs, bins, res, np.floor, fallbacks=nterms)
+        if not paths:
             return Solution("exact", None, evaluations=evals)  # the relaxation is infeasible, so the problem is
-        s_up = _evaluate("exact", up, acc, lat, extra)
+        s_up = _evaluate("exact", paths[0], acc, lat, extra)
         ub = min(ub, s_up.objective)
         if _fits(s_up.latency, s_up.extras, target, extra):
             s_up.evaluations = evals
             return s_up
-        evals += 1
-        lo = _budget_dp(acc, costs, bins, res, np.ceil)
-        if lo is not None:
-            s_lo = _evaluate("exact", lo, acc, lat, extra)
-            if best_lb is None or s_lo.objective > best_lb.objective:
-                best_lb = s_lo
-            if best_lb.objective >= ub - 1e-12 * (1 + abs(ub)):
-                break
+        for p in paths[1:]:
+            s = _evaluate("exact", p, acc, lat, extra)
+            if _fits(s.latency, s.extras, target, extra) and (best_lb is None or s.objective > best_lb.objective):
+                best_lb = s
+        if best_lb is not None and best_lb.objective >= ub - 1e-12 * (1 + abs(ub)):
+            break
         # Refine only the budgets the relaxed path overran: the others' rounding did not make it infeasible.
         over = [s_up.latency > target] + [v > lim for v, (_, lim) in zip(s_up.extras, extra)]
         finer = [r / 4 if o else r for r, o in zip(res, over)]

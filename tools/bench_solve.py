@@ -8,6 +8,7 @@ and a fixed overhead; loss increases decreasing and convex in width with per-lay
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -60,27 +61,30 @@ def main(argv=None) -> int:
     targets = np.linspace(lo, hi, a.points)
     times = {m: [] for m in METHODS}
     res = {m: [] for m in METHODS}
-    t_all = time.perf_counter()
+    # CPU time of this process, beside wall time: the machine is shared, and wall time then mostly measures the others.
+    t_all, c_all = time.perf_counter(), time.process_time()
     for t in targets:
         for m in METHODS:
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             s = solve(space, costs, table, float(t), m)
-            times[m].append(time.perf_counter() - t0)
+            times[m].append(time.process_time() - t0)
             res[m].append(s)
-    sweep = time.perf_counter() - t_all
-    print(f"\nper-target time (ms): {'method':<8} {'median':>8} {'max':>8}")
+    sweep, sweep_cpu = time.perf_counter() - t_all, time.process_time() - c_all
+    print(f"\nper-target CPU time (ms): {'method':<8} {'median':>8} {'max':>8}")
     for m in METHODS:
         tm = 1e3 * np.array(times[m])
-        print(f"{'':22}{m:<8} {np.median(tm):>8.2f} {tm.max():>8.2f}")
+        print(f"{'':26}{m:<8} {np.median(tm):>8.2f} {tm.max():>8.2f}")
     bars = {"ows": 20.0, "exact": 1000.0}
     for m, bar in bars.items():
         med = 1e3 * float(np.median(times[m]))
         print(f"bar {m} <= {bar:g} ms per target: median {med:.2f} ms -> {'PASS' if med <= bar else 'FAIL'}")
-    print(f"bar 50-target sweep of all methods <= 5 s: {sweep:.2f} s for {a.points} targets -> "
-          f"{'PASS' if sweep <= 5 * a.points / 50 else 'FAIL'}")
+    print(f"bar 50-target sweep of all methods <= 5 s: {sweep_cpu:.2f} s CPU ({sweep:.2f} s wall, load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores) for {a.points} targets -> "
+          f"{'PASS' if sweep_cpu <= 5 * a.points / 50 else 'FAIL'}")
     ex = np.array([s.objective for s in res["exact"]])
     cert = sum(s.certified for s in res["exact"])
-    print(f"\nexact certified optimal on {cert}/{a.points} targets")
+    gaps = [s.gap for s in res["exact"] if not s.certified]
+    print(f"\nexact certified optimal on {cert}/{a.points} targets" + (f" (largest remaining gap {max(gaps):.2g})" if gaps else ""))
     for m in ("ows", "greedy", "uniform"):
         o = np.array([s.objective if s.feasible else -np.inf for s in res[m]])
         diff = ex - o
