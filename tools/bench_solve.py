@@ -22,16 +22,20 @@ from tfwidth.space import preset
 from tfwidth.stats import WidthStats
 
 
-def synthetic(seed: int, resolution: int = 224):
-    space = preset("mobilenet_v1", resolution=resolution)
-    rng = np.random.default_rng(seed)
+def synthetic_table(space, rng) -> LatencyTable:
     mc = space.mac_chain()
     ms_per_mac = 25.0 / space.macs(space.uniform(1.0))  # ~25 ms for the 1.0x network
     def noisy(a):
         return a * ms_per_mac * (1 + 0.08 * rng.standard_normal(a.shape)).clip(0.7)
     stem, head = noisy(mc.unary[0]) + 0.4, noisy(mc.unary[-1]) + 0.1
     blocks = [noisy(p) + 0.02 for p in mc.pairwise]
-    table = LatencyTable(space, stem, blocks, head, format="fp32", runtime="synthetic", threads=1)
+    return LatencyTable(space, stem, blocks, head, format="fp32", runtime="synthetic", threads=1)
+
+
+def synthetic(seed: int, resolution: int = 224):
+    space = preset("mobilenet_v1", resolution=resolution)
+    rng = np.random.default_rng(seed)
+    table = synthetic_table(space, rng)
     costs = []
     for ch in space.choices:
         x = np.asarray(ch, float) / ch[-1]  # 0..1
@@ -42,16 +46,21 @@ def synthetic(seed: int, resolution: int = 224):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--stats")
-    p.add_argument("--latency")
+    p.add_argument("--stats", help="stats.json of a supernet run (default: synthetic costs)")
+    p.add_argument("--latency", help="table.json for the same space (default: synthetic, from MACs)")
     p.add_argument("--points", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stats-view", default="running")
     a = p.parse_args(argv)
-    if a.stats and a.latency:
+    if a.stats:
         stats = WidthStats.load(a.stats)
-        space, costs, table = stats.space, stats.costs(a.stats_view), LatencyTable.load(a.latency)
-        print(f"real stats {a.stats} and table {a.latency}")
+        space, costs = stats.space, stats.costs(a.stats_view)
+        if a.latency:
+            table = LatencyTable.load(a.latency, space)
+        else:
+            table = synthetic_table(space, np.random.default_rng(a.seed))
+        print(f"real stats {a.stats} ({stats.epochs} epochs), "
+              + (f"table {a.latency}" if a.latency else "synthetic table (latency ~ MACs + 8% noise)"))
     else:
         space, costs, table = synthetic(a.seed)
         print(f"synthetic problem (seed {a.seed}): latency ~ MACs + 8% noise, convex decreasing costs")
