@@ -156,6 +156,9 @@ def test_refusals_leave_the_checkpoint_alone(npz, tmp_path, capsys):
     argv = ["--space", str(tmp_path / "space.json"), "--epochs", "2", "--resume", *base]
     argv[argv.index(str(run))] = str(tmp_path / "no")
     refused(argv, "no checkpoint")
+    if "TF_CONFIG" not in os.environ:
+        refused(["--space", str(tmp_path / "space.json"), "--strategy", "multiworker", "--resume", *base],
+                "TF_CONFIG")
     eight = tiny_space(resolution=8, levels=3, base=8, layers=4, classes=8)
     eight.save(tmp_path / "eight.json")
     refused(["--space", str(tmp_path / "eight.json"), "--epochs", "2", "--resume", *base], "classes")
