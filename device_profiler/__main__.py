@@ -89,13 +89,21 @@ class Session:
         self.rng = np.random.default_rng(seed)
         self.device = timing.describe_device()
         self.invoke_s = 0.0
+        self.reference = None
+
+    def pair_with(self, widths) -> None:
+        """Time the reference configuration alongside every sample (see timing.time_model)."""
+        self.reference = timing.prepare(self.runtime, self.maker.make(widths), self.protocol.threads, self.rng)
 
     def record(self, kind: str, index: int, widths, ref_ms) -> dict:
         rec = {"kind": kind, "index": index, "space_hash": self.maker.manifest["space_hash"],
                "widths": [int(w) for w in widths], "status": "ok", "error": None, "ms": None, "warmup_runs": 0}
         try:
-            r = timing.time_model(self.runtime, self.maker.make(widths), self.protocol, self.rng)
+            paired = self.reference if kind == "sample" else None
+            r = timing.time_model(self.runtime, self.maker.make(widths), self.protocol, self.rng, paired)
             rec["ms"], rec["warmup_runs"] = r["ms"], r["warmup_runs"]
+            if paired is not None:
+                ref_ms = r["ref_ms"]["min"]
             self.invoke_s += r["invoke_s"]
         except (RuntimeError, ValueError) as e:  # the runtime refusing one variant must not stop a long run
             rec["status"], rec["error"] = "failed", f"{type(e).__name__}: {e}".splitlines()[0][:500]
@@ -107,11 +115,13 @@ class Session:
 
 
 def profile(session: Session, plan: dict, out: str, shard=(0, 1), reference_every: int = 25,
-            progress: bool = True) -> dict:
+            progress: bool = True, paired: bool = False) -> dict:
     """Time the plan's pending configurations of this shard; returns counts and wall/invoke seconds."""
     done, ref_ms = samples.recover(out, session.maker.manifest["space_hash"])
     todo = [i for i in range(len(plan["configs"])) if i % shard[1] == shard[0] and i not in done]
     wall0, invoke0 = time.perf_counter(), session.invoke_s
+    if paired and todo:
+        session.pair_with(plan["reference"])
     bar = _Progress(len(todo), "profiling") if progress and todo else None
     failed = 0
     with samples.Writer(out) as w:
@@ -149,6 +159,10 @@ def main(argv=None) -> int:
     p.add_argument("--warmup-seconds", type=float, default=0.0, help="minimum warm-up time in seconds (default 0)")
     p.add_argument("--reference-every", type=int, default=25, metavar="K",
                    help="re-time the plan's reference configuration every K samples to record drift (0: never)")
+    p.add_argument("--paired-reference", action="store_true",
+                   help="time the reference configuration interleaved with every sample and record its min as the "
+                        "sample's ref_ms (twice the invokes; tracks second-to-second load on shared or throttling "
+                        "devices, which --reference-every cannot)")
     p.add_argument("--shard", metavar="i/n", help="time only plan indices with index %% n == i (several devices)")
     p.add_argument("--runtime", choices=[r[0] for r in runtimes.RUNTIMES],
                    help="force a runtime (default: the first importable of ai_edge_litert, tflite_runtime, "
@@ -195,7 +209,7 @@ def main(argv=None) -> int:
               f"min {s['min']:.3f} ms, median {s['median']:.3f}, mean {s['mean']:.3f}, std {s['std']:.3f} "
               f"over {s['count']} runs ({rec['warmup_runs']} warm-up)")
         return 0
-    r = profile(session, plan, a.out, shard, a.reference_every, not a.no_progress)
+    r = profile(session, plan, a.out, shard, a.reference_every, not a.no_progress, a.paired_reference)
     ratio = r["wall_s"] / r["invoke_s"] if r["invoke_s"] else float("nan")
     print(f"timed {r['timed']} configurations ({r['failed']} failed), skipped {r['skipped']} already in {a.out}; "
           f"wall {r['wall_s']:.1f} s, {r['invoke_s']:.1f} s inside invokes (overhead {ratio:.2f}x)")

@@ -40,28 +40,44 @@ def _random_inputs(interpreter, rng: np.random.Generator) -> list:
     return out
 
 
-def time_model(runtime, model: bytes, protocol: Protocol, rng: np.random.Generator) -> dict:
-    """Time one model; returns {"ms": stats, "warmup_runs", "invoke_s": seconds spent inside invokes}."""
-    interpreter = runtime.interpreter(model, protocol.threads)
+def prepare(runtime, model: bytes, threads: int, rng: np.random.Generator):
+    """An interpreter with random inputs set, ready to invoke."""
+    interpreter = runtime.interpreter(model, threads)
     for index, x in _random_inputs(interpreter, rng):
         interpreter.set_tensor(index, x)
-    invoke = interpreter.invoke
+    return interpreter
+
+
+def time_model(runtime, model: bytes, protocol: Protocol, rng: np.random.Generator, reference=None) -> dict:
+    """Time one model; returns {"ms": stats, "warmup_runs", "invoke_s": seconds spent inside invokes}.
+
+    With a `reference` interpreter, its invokes alternate with the model's ({"ref_ms": its stats} is added): on a
+    shared or throttling device the load changes from one second to the next, and a reference timed in the same
+    window is what a sample's timing can be corrected with."""
+    invokes = [prepare(runtime, model, protocol.threads, rng).invoke]
+    if reference is not None:
+        invokes.append(reference.invoke)
     clock = time.perf_counter
     spent = 0.0
     warm, start = 0, clock()
     while warm < protocol.warmup_runs or clock() - start < protocol.warmup_seconds:
-        t0 = clock()
-        invoke()
-        spent += clock() - t0
+        for invoke in invokes:
+            t0 = clock()
+            invoke()
+            spent += clock() - t0
         warm += 1
-    ms = []
+    ms = [[] for _ in invokes]
     for _ in range(protocol.runs):
-        t0 = clock()
-        invoke()
-        dt = clock() - t0
-        spent += dt
-        ms.append(dt * 1e3)
-    return {"ms": summarize(ms), "warmup_runs": warm, "invoke_s": spent}
+        for invoke, out in zip(invokes, ms):
+            t0 = clock()
+            invoke()
+            dt = clock() - t0
+            spent += dt
+            out.append(dt * 1e3)
+    r = {"ms": summarize(ms[0]), "warmup_runs": warm, "invoke_s": spent}
+    if reference is not None:
+        r["ref_ms"] = summarize(ms[1])
+    return r
 
 
 def pin(cpus) -> list | None:

@@ -140,3 +140,12 @@ def test_samples_of_another_space_are_refused(files, tmp_path, capsys):
     assert profile(files, out) == 2
     assert "holds samples of space 0123456789abcdef" in capsys.readouterr().err
     assert len(out.read_text().splitlines()) == 1
+
+
+def test_paired_reference_gives_every_sample_its_own_ref_ms(files, tmp_path):
+    out = tmp_path / "samples.jsonl"
+    assert profile(files, out, "--paired-reference", "--reference-every", "0") == 0
+    recs = lines(out)
+    assert [r["kind"] for r in recs] == ["sample"] * 12
+    refs = [r["ref_ms"] for r in recs]
+    assert all(x > 0 for x in refs) and len(set(refs)) > 1  # one fresh reference timing per sample

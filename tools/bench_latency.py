@@ -58,12 +58,12 @@ def variants_per_second(path: Path, seconds: float = 5.0) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def time_plan(tpl: Path, plan: dict, out: Path, runs: int, cpu: int) -> dict:
+def time_plan(tpl: Path, plan: dict, out: Path, runs: int, cpu: int, paired: bool) -> dict:
     from device_profiler import runtime, timing, variants
     from device_profiler.__main__ import Session, profile
     session = Session(variants.load(tpl), runtime.select(), timing.Protocol(runs=runs, warmup_runs=2),
                       timing.pin([cpu]), seed=0)
-    return profile(session, plan, str(out), reference_every=25)
+    return profile(session, plan, str(out), reference_every=25, paired=paired)
 
 
 def main(argv=None) -> int:
@@ -76,20 +76,24 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=50, help="timed invokes per configuration (default 50; min of N)")
     p.add_argument("--reg", type=float, default=None,
                    help="fix the fit's regulariser weight (default: tfwidth.latency chooses it on a holdout)")
+    p.add_argument("--no-paired", action="store_true",
+                   help="reference re-timed only every 25 samples (default: timed alongside every sample, which "
+                        "tracks the load of a shared machine; the fit corrects each sample by it)")
     p.add_argument("--cpu", type=int, default=0, help="core to pin to (default 0)")
     p.add_argument("--workdir", default=None, help="work files, resumable (default /tmp/tfwidth_bench_latency_<px>)")
     p.add_argument("--json", help="also write the figures here")
     a = p.parse_args(argv)
-    from tfwidth.latency import evaluate, fit_table, load_samples
+    from tfwidth.latency import evaluate, fit_table, load_samples, measured
     from tfwidth.profile import make_plan
 
     sizes = [int(s) for s in (a.sizes or ("250,500" if a.quick else "250,500,1000,2000")).split(",")]
     heldout = a.heldout or (60 if a.quick else 200)
     space = preset("mobilenet_v1", resolution=a.resolution)
-    workdir = Path(a.workdir or f"/tmp/tfwidth_bench_latency_{a.resolution}{'_quick' if a.quick else ''}")
+    workdir = Path(a.workdir or f"/tmp/tfwidth_bench_latency_{a.resolution}{'_quick' if a.quick else ''}"
+                                f"{'' if a.no_paired else '_paired'}")
     workdir.mkdir(parents=True, exist_ok=True)
     fig: dict = {"space": space.name, "resolution": a.resolution, "space_hash": space.space_hash, "runs": a.runs,
-                 "reg": a.reg,
+                 "reg": a.reg, "paired_reference": not a.no_paired,
                  "cpu": a.cpu, "load_avg_start": os.getloadavg()}
     print(f"bench_latency: {space.name} {a.resolution}px, fp32, 1 thread pinned to cpu {a.cpu}, "
           f"{a.runs} runs/config; workdir {workdir}; load average {fig['load_avg_start'][0]:.1f} on "
@@ -116,7 +120,7 @@ def main(argv=None) -> int:
     for name, plan in plans.items():
         out = workdir / f"{name}.jsonl"
         print(f"timing {len(plan['configs'])} {name} configurations -> {out}", flush=True)
-        summaries[name] = time_plan(tpl, plan, out, a.runs, a.cpu)
+        summaries[name] = time_plan(tpl, plan, out, a.runs, a.cpu, not a.no_paired)
     wall = sum(s["wall_s"] for s in summaries.values())
     inside = sum(s["invoke_s"] for s in summaries.values())
     fresh = [s for s in summaries.values() if s["timed"]]
@@ -130,12 +134,13 @@ def main(argv=None) -> int:
     held = sorted(load_samples(workdir / "heldout.jsonl", warn=quiet), key=lambda d: d["index"])
     rep = {d["index"]: d for d in load_samples(workdir / "repeat.jsonl", warn=quiet)}
     pairs = [(d, rep[d["index"]]) for d in held if d["index"] in rep]
-    a_ms = np.array([x["ms"]["min"] for x, _ in pairs])
-    b_ms = np.array([y["ms"]["min"] for _, y in pairs])
+    # the same drift correction the fit applies (each sample scaled by its reference timing)
+    a_ms = measured([x for x, _ in pairs], "min", True)
+    b_ms = measured([y for _, y in pairs], "min", True)
     fig["aa_rmse_ms"] = float(np.sqrt(np.mean((a_ms - b_ms) ** 2)))
     fig["aa_within_5pct"] = float(np.mean(np.abs(a_ms - b_ms) / b_ms <= 0.05))
     fig["heldout_mean_ms"] = float(a_ms.mean())
-    print(f"A/A noise floor on {len(pairs)} configurations (mean {a_ms.mean():.2f} ms): RMSE {fig['aa_rmse_ms']:.3f} ms, "
+    print(f"A/A noise floor (drift-corrected) on {len(pairs)} configurations (mean {a_ms.mean():.2f} ms): RMSE {fig['aa_rmse_ms']:.3f} ms, "
           f"{100 * fig['aa_within_5pct']:.1f}% within +-5% of each other", flush=True)
 
     fig["fits"] = []
