@@ -3,10 +3,12 @@
 The converter costs seconds per model; this costs milliseconds. Every tensor a width variable touches (weights,
 biases, int8 per-channel scales/zero points, activation shapes) is listed in the template's manifest
 (template.json, written on the host by ``tfwidth.profile template``) as (tensor index, axis, variable). A variant
-keeps the first ``width`` channels along each cut axis. Because we only ever *shrink* vectors, every patched vector
-is rewritten where it already lies and its length prefix lowered: the flatbuffer's layout (offsets, vtables, the
-16-byte alignment of buffer data) stays the template's, which is why this needs no FlatBuffers builder and no
-TFLite schema module beyond the handful of field slots read below.
+keeps the first ``width`` channels along each cut axis. Vectors only ever *shrink*, so shapes, signatures and
+quantization vectors are rewritten where they lie with a lower length prefix. Buffer data is packed tight (the
+converter's layout puts it in one region; only the few offsets before that region are rewritten), so a variant is
+as small as the model it stands for and costs one copy of it; layouts the compact writer does not recognise fall
+back to patching a full-size copy in place. No FlatBuffers builder and no TFLite schema module: only the handful of
+field slots read below.
 
 Only numpy and flatbuffers: this runs on the device, which has no TensorFlow.
 """
