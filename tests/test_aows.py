@@ -50,3 +50,73 @@ def test_padded_rows_are_distributions():
     P = st.padded(max(space.num_choices) + 2)
     np.testing.assert_allclose(P.sum(1), 1.0)
     assert (P[:, max(space.num_choices):] == 0).all()
+
+
+# ---- training with --aows ---------------------------------------------------------------------------------------
+def _table(space, path):
+    from tfwidth.latency import LatencyTable
+    mac = space.mac_chain().scale(1e-4)  # a latency proportional to MACs: enough to make widths compete
+    t = LatencyTable(space, mac.unary[0], mac.pairwise, mac.unary[-1], const=0.05, format="fp32")
+    t.save(path)
+    return t
+
+
+def _entropies(run):
+    import json
+    return [(r["epoch"], r["warmup"], float(np.mean(r["entropy"])), r["probs"])
+            for r in map(json.loads, (run / "aows.jsonl").read_text().splitlines())]
+
+
+def test_train_cli_aows_narrows_after_warmup(tmp_path):
+    from tests.conftest import assert_usage_error, run_module
+    from tfwidth.train import main
+    space = tiny_space(resolution=8, classes=10, levels=4, base=8, layers=4)
+    space.save(tmp_path / "space.json")
+    table = _table(space, tmp_path / "table.json")
+    target = table.predict(space.uniform(0.75))  # tighter than the max network: gamma > 0
+    args = ["--space", tmp_path / "space.json", "--dataset", "digits", "--train-limit", 128, "--eval-limit", 32,
+            "--batch-size", 32, "--epochs", 4, "--out", tmp_path / "run", "--quiet", "--calib-batches", 1,
+            "--aows", "--latency", tmp_path / "table.json", "--target-ms", target]
+    assert main([str(a) for a in args]) == 0
+    ent = _entropies(tmp_path / "run")
+    assert [e[0] for e in ent] == [1, 2, 3, 4]
+    assert ent[0][1] and not ent[-1][1]  # warm-up first, adaptive at the end
+    uniform_entropy = np.mean([np.log(k) for k in space.num_choices])
+    assert ent[0][2] == pytest.approx(uniform_entropy)
+    # once the temperature has fallen (epochs 3-4) every epoch samples more narrowly than the warm-up did
+    assert max(e[2] for e in ent[2:]) < ent[0][2] - 0.1
+    # bad input: --aows without a target, a target no configuration meets
+    bad = [str(a) for a in args[:-2]] + ["--out", str(tmp_path / "r2")]
+    assert_usage_error(run_module("tfwidth.train", *bad), "--aows needs")
+    low = [str(a) for a in args[:-1]] + ["0.001"]
+    low[low.index("--out") + 1] = str(tmp_path / "r3")
+    assert_usage_error(run_module("tfwidth.train", *low), "below the fastest")
+
+
+def test_aows_resume_keeps_the_schedule(tmp_path):
+    from tests.test_train import _Kill
+    from tfwidth.aows import AOWSCallback
+    from tfwidth.data import load_data
+    from tfwidth.train import train
+    space = tiny_space(resolution=8, classes=10, levels=4, base=8, layers=4)
+    table = _table(space, tmp_path / "table.json")
+    target = table.predict(space.uniform(1.0))
+    kw = dict(lr=0.1, warmup_epochs=0.5, verbose=0, tensorboard=False, summary=False)
+
+    def data():
+        return load_data("digits", space, 32, train_limit=128, eval_limit=32)
+
+    def cb(run):
+        return AOWSCallback(space, table.chain(), target, 4 * data().steps_per_epoch, run)
+
+    ref = train(space, data(), tmp_path / "ref", 4, extra_callbacks=[cb(tmp_path / "ref")], **kw)
+    with pytest.raises(KeyboardInterrupt):
+        train(space, data(), tmp_path / "run", 4, extra_callbacks=[cb(tmp_path / "run"), _Kill(epoch=2, batch=1)], **kw)
+    res = train(space, data(), tmp_path / "run", 4, extra_callbacks=[cb(tmp_path / "run")], resume=True, **kw)
+    a, b = _entropies(tmp_path / "ref"), _entropies(tmp_path / "run")
+    assert [e[0] for e in b] == [1, 2, 3, 4]
+    for (ea, wa, ha, pa), (eb, wb, hb, pb) in zip(a, b):
+        assert (ea, wa) == (eb, wb) and ha == pytest.approx(hb, abs=1e-4)
+        for x, y in zip(pa, pb):
+            np.testing.assert_allclose(x, y, atol=1e-4)
+    np.testing.assert_allclose(res.model.sampling_probs.numpy(), ref.model.sampling_probs.numpy(), atol=1e-4)

@@ -267,6 +267,25 @@ def _epoch_end_callbacks(model, manager, out: Path, record: dict, chief: bool, o
 
 
 # ---- CLI ----------------------------------------------------------------------------------------------------------
+def aows_callbacks(a, space: SearchSpace, total_steps: int) -> tuple:
+    if not a.aows:
+        if a.latency or a.target_ms is not None:
+            raise UsageError("--latency and --target-ms only matter with --aows; add --aows or drop them")
+        return ()
+    if not a.latency or a.target_ms is None:
+        raise UsageError("--aows needs --latency table.json and --target-ms T (the target to focus training on)")
+    from tfwidth import mrf
+    from tfwidth.aows import AOWSCallback
+    from tfwidth.latency import LatencyTable
+    table = LatencyTable.load(a.latency, space)
+    lat = table.chain()
+    fastest = mrf.min_total(lat)[1]
+    if a.target_ms < fastest:
+        raise UsageError(f"--target-ms {a.target_ms:g} is below the fastest predicted configuration "
+                         f"({fastest:.4f} ms); raise it")
+    return (AOWSCallback(space, lat, a.target_ms, total_steps, a.out, every=a.aows_every),)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m tfwidth.train", description=(
         "Train the slimmable MobileNetV1 supernet (sandwich rule with in-place distillation) and measure, for each "
@@ -286,10 +305,11 @@ def main(argv=None) -> int:
     p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up, then cosine decay to 0")
     p.add_argument("--weight-decay", type=float, default=4e-5, help="L2 on conv and classifier kernels")
     p.add_argument("--label-smoothing", type=float, default=0.1, help="on the max network's true-label loss")
-    p.add_argument("--sampling", choices=("one-layer", "all-layers"), default="one-layer",
-                   help="one-layer: per example, one random layer gets a random width, the others stay at max "
-                        "(its loss increase is that layer's); all-layers: every layer random, one configuration "
-                        "per batch")
+    p.add_argument("--sampling", choices=("one-layer", "all-layers"), default="all-layers",
+                   help="all-layers: every layer random, one configuration per batch (the default: it trains the "
+                        "mid-width networks the solver picks; one-layer leaves them weak after short runs); "
+                        "one-layer: per example, one random layer gets a random width, the others stay at max "
+                        "(its loss increase is that layer's alone)")
     p.add_argument("--random-configs", type=int, default=1, help="random configurations per step (sandwich)")
     p.add_argument("--seed", type=int, default=0, help="data order, augmentation and width draws")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")
@@ -299,6 +319,13 @@ def main(argv=None) -> int:
     p.add_argument("--train-limit", type=int, help="use only the first N training images")
     p.add_argument("--eval-limit", type=int, help="use only the first N evaluation images")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("AOWS: adaptive width sampling from the MRF marginals after a warm-up")
+    g.add_argument("--aows", action="store_true", help="sample widths from the marginals of the solver's MRF for "
+                   "--target-ms on --latency, at the paper's falling temperature (needs both)")
+    g.add_argument("--latency", help="table.json from `python -m tfwidth.latency fit`")
+    g.add_argument("--target-ms", type=float, help="the latency target training should focus on")
+    g.add_argument("--aows-every", type=int, default=0, help="update the distributions every K steps "
+                   "(0: at each epoch start)")
     a = p.parse_args(argv)
 
     space = SearchSpace.load(a.space) if a.space else preset(DEMO["preset"], resolution=DEMO["resolution"])
@@ -313,10 +340,11 @@ def main(argv=None) -> int:
                      eval_limit=a.eval_limit)
     print(space.describe().splitlines()[0])
     print(data.describe())
+    callbacks = aows_callbacks(a, space, a.epochs * data.steps_per_epoch)
     res = train(space, data, a.out, a.epochs, lr=a.lr, warmup_epochs=a.warmup_epochs, weight_decay=a.weight_decay,
                 label_smoothing=a.label_smoothing, sampling=a.sampling, random_configs=a.random_configs,
                 seed=a.seed, strategy=strategy, resume=a.resume, calib_batches=a.calib_batches,
-                verbose=0 if a.quiet else 1, args=vars(a))
+                verbose=0 if a.quiet else 1, args=vars(a), extra_callbacks=callbacks)
     top1 = res.summary["top1"]
     print(f"top-1 after BN recalibration ({a.calib_batches} batches): "
           + ", ".join(f"{k} {100 * v:.1f}%" for k, v in top1.items()))
