@@ -1,0 +1,44 @@
+"""The whole pipeline on a tiny space: every stage runs, writes its artefact, and a second run skips them all."""
+import json
+
+from tests.conftest import assert_usage_error, run_module
+from tfwidth.space import tiny_space
+
+QUICK = ["--dataset", "digits", "--plan-count", 24, "--val-count", 8, "--runs", 2, "--epochs", 1, "--batch-size",
+         32, "--train-limit", 256, "--finetune-epochs", 0, "--target-mult", 1.0]
+
+
+def test_pipeline_runs_every_stage_then_resumes(tmp_path):
+    space = tiny_space(resolution=8, classes=10, levels=3, base=8, layers=4)
+    space.save(tmp_path / "space.json")
+    work = tmp_path / "work"
+    p = run_module("tfwidth.pipeline", "--space", tmp_path / "space.json", "--work", work, *QUICK)
+    assert p.returncode == 0, p.stderr[-3000:]
+    for name in ("template.tflite", "template.json", "plan.json", "val_plan.json", "samples.jsonl", "val.jsonl",
+                 "table.json", "run/stats.json", "widths.json", "model_fp32.tflite", "pipeline.json"):
+        assert (work / name).exists(), name
+    widths = json.loads((work / "widths.json").read_text())
+    assert widths["space_hash"] == space.space_hash and {r["method"] for r in widths["results"]} >= {"ows", "exact"}
+    assert "=== tfwidth: target" in p.stdout and "exact" in p.stdout
+    record = json.loads((work / "pipeline.json").read_text())
+    assert all(r["done"] for r in record.values()) and len(record) == 9
+
+    again = run_module("tfwidth.pipeline", "--space", tmp_path / "space.json", "--work", work, *QUICK)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("up to date, skipped") == 9
+
+    # samples from "another device": no profiling stages, the fit reads them directly
+    dev = tmp_path / "dev"
+    p = run_module("tfwidth.pipeline", "--space", tmp_path / "space.json", "--work", dev, "--device-samples",
+                   work / "samples.jsonl", "--device-val", work / "val.jsonl", *QUICK)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert not (dev / "template.tflite").exists() and (dev / "model_fp32.tflite").exists()
+
+
+def test_pipeline_refuses_a_work_dir_of_another_space(tmp_path):
+    tiny_space(resolution=8, classes=10).save(tmp_path / "a.json")
+    tiny_space(resolution=12, classes=10).save(tmp_path / "b.json")
+    assert run_module("tfwidth.pipeline", "--space", tmp_path / "a.json", "--work", tmp_path / "w",
+                      "--dry-run").returncode == 0
+    assert_usage_error(run_module("tfwidth.pipeline", "--space", tmp_path / "b.json", "--work", tmp_path / "w",
+                                  "--dry-run"), "another space")
