@@ -84,7 +84,8 @@ def main(argv=None) -> int:
     p.add_argument("--device-val", help="validation samples from the same device (default: 10%% holdout)")
     p.add_argument("--plan-count", type=int, default=400, help="configurations to time for the fit (default 400)")
     p.add_argument("--val-count", type=int, default=100, help="random configurations to validate the fit (default 100)")
-    p.add_argument("--runs", type=int, default=10, help="timed invokes per configuration (default 10)")
+    p.add_argument("--runs", type=int, default=30, help="timed invokes per configuration (default 30: the default "
+                                                       "space's networks take well under a millisecond here)")
     p.add_argument("--cpus", default="0", help="CPU cores to pin the profiler to (default 0; 'none' to not pin)")
     p.add_argument("--epochs", type=int, default=8, help="supernet training epochs (default 8)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -134,8 +135,8 @@ def main(argv=None) -> int:
         pin = [] if a.cpus == "none" else ["--cpus", a.cpus]
         for name, plan, out in (("profile", "plan.json", "samples.jsonl"), ("profile_val", "val_plan.json", "val.jsonl")):
             pl.stage(name, "device_profiler.__main__",
-                     ["--template", tpl, "--plan", work / plan, "--out", work / out, "--threads", 1, "--runs", a.runs]
-                     + pin, [work / out])
+                     ["--template", tpl, "--plan", work / plan, "--out", work / out, "--threads", 1, "--runs", a.runs,
+                      "--paired-reference", "--no-progress"] + pin, [work / out])
         fit_args = ["fit", work / "samples.jsonl", "--space", space_path, "--validation", work / "val.jsonl", "-o", table,
                     "--plot", work / "fit.png"]
     pl.stage("fit", "tfwidth.latency", fit_args, [table])
@@ -186,13 +187,18 @@ def print_summary(work: Path, model: Path, seconds: float) -> None:
             continue
         print(f"{r['method']:<8} {r['predicted_ms']:>12.3f} {r['objective']:>10.4f} {r['params']:>9} "
               f"{r['macs'] / 1e6:>7.1f}  {','.join(map(str, r['widths']))}")
-    report_path = model.with_name(model.stem + "_report.json")
-    for cand in (report_path, work / "report.json", model.with_suffix(".report.json")):
-        if cand.exists():
-            rep = json.loads(cand.read_text())
-            print(f"\nexported {model} ({w['method']}): " + ", ".join(
-                f"{k}={v}" for k, v in rep.items() if isinstance(v, (int, float, str)) and k != "space_hash"))
-            break
+    report_path = model.with_suffix(".report.json")
+    if report_path.exists():
+        rep = json.loads(report_path.read_text())
+        lat = rep.get("latency") or {}
+        measured = (lat.get("measured") or {}).get("ms", {}).get("min")
+        print(f"\nexported {model} ({rep.get('method')}, {rep.get('format')}): top-1 .tflite "
+              f"{100 * rep['tflite']['top1']:.2f}% (Keras {100 * rep['keras']['top1']:.2f}%), "
+              f"{rep['size_bytes'] / 1024:.0f} KiB")
+        if measured is not None:
+            pred = lat.get("predicted_ms")
+            print(f"latency on this CPU: measured {measured:.3f} ms, table predicts "
+                  f"{'n/a' if pred is None else f'{pred:.3f}'} ms, target {lat.get('target_ms')} ms")
     print(f"\nwall time {seconds / 60:.1f} min; stage times in {work / 'pipeline.json'}")
 
 
