@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 import time
@@ -143,7 +144,8 @@ def main(argv=None) -> int:
 
     target = a.target_ms
     if target is None:
-        target = round(default_target(space, table, a.target_mult), 4) if table.exists() else None
+        # rounded up, so the uniform network that defines the target still meets it
+        target = math.ceil(default_target(space, table, a.target_mult) * 1e4) / 1e4 if table.exists() else None
         if target is not None:
             print(f"latency target: {target} ms (the table's prediction of the uniform {a.target_mult}x network)")
 
