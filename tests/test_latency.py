@@ -180,3 +180,44 @@ def test_cli_fit_validate_and_errors(space, tmp_path):
     assert_usage_error(run("fit", "neg.jsonl", "-o", "x.json", "--space", "space.json", cwd=tmp_path),
                        "neg.jsonl:2", "ms.min is -1.0")
     assert not (tmp_path / "x.json").exists()
+
+
+def bilinear_table(space, seed=0):
+    """A table of the shape real layers have: per-op overhead plus work proportional to cin, cout and cin*cout."""
+    rng = np.random.default_rng(seed)
+    ch = [np.asarray(c, float) for c in space.choices]
+    stem = 0.3 + 0.01 * ch[0]
+    head = 0.05 + 0.002 * ch[-1]
+    blocks = [rng.uniform(0.02, 0.1) + 0.002 * a[:, None] + 0.001 * b[None, :] + 2e-4 * a[:, None] * b[None, :]
+              for a, b in zip(ch, ch[1:])]
+    return L.LatencyTable(space, stem, blocks, head)
+
+
+def test_prior_recovers_a_bilinear_table_from_few_samples(space):
+    """Fewer samples than entries: the pull towards each layer's bilinear model fills in what the samples leave loose,
+    so held-out predictions beat the prior-free fit (and both entries and the chain stay non-negative)."""
+    truth = bilinear_table(space, seed=2)
+    train = make_samples(space, truth, 40, noise=0.03, seed=3)
+    test = make_samples(space, truth, 300, seed=4)
+    lay = L._Layout(space)
+    assert len(train) < lay.n and lay.prior_basis().shape == (lay.n, 2 + 4 * (space.num_layers - 1) + 2)
+    plain, _ = L.fit_table(train, space, reg=3.0, prior=0.0)
+    table, rep = L.fit_table(train, space)
+    assert rep["prior"] in L.PRIOR_GRID and set(rep["prior_grid_rmse_ms"]) == {str(p) for p in L.PRIOR_GRID}
+    e_plain, e_prior = L.evaluate(plain, test)["rmse_ms"], L.evaluate(table, test)["rmse_ms"]
+    assert e_prior < 0.7 * e_plain
+    assert all(a.min() >= 0 for a in [table.stem, table.head, *table.blocks])
+
+
+def test_validation_file_is_brought_to_the_training_reference_level(space):
+    """A validation file timed while the device ran 4% faster (its references say so) is scaled to the speed the
+    table was fitted at, not to its own median reference, which would leave a 4% systematic error."""
+    truth = true_table(space, seed=5)
+    train = make_samples(space, truth, 200, seed=6)
+    fast = make_samples(space, truth, 50, seed=7)
+    for d in fast:
+        d["ref_ms"], d["ms"]["min"] = 0.96, d["ms"]["min"] * 0.96
+    table, rep = L.fit_table(train, space, validation=fast)
+    assert rep["ref_ms"] == 1.0 and table.fit["ref_ms"] == 1.0
+    assert rep["validation"]["max_rel_err"] < 1e-2
+    assert L.evaluate(table, fast)["max_rel_err"] < 1e-2

@@ -66,39 +66,8 @@ def time_plan(tpl: Path, plan: dict, out: Path, runs: int, cpu: int, paired: boo
     return profile(session, plan, str(out), reference_every=25, paired=paired)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smaller run (~3 min): 500 biased, 60 held-out, no 224 px")
-    p.add_argument("--resolution", type=int, default=128, help="profiled resolution (default 128)")
-    p.add_argument("--sizes", default=None, help="biased training sizes, comma-separated (default 250,500,1000,2000)")
-    p.add_argument("--heldout", type=int, default=None, help="held-out random configurations (default 200)")
-    p.add_argument("--runs", type=int, default=50, help="timed invokes per configuration (default 50; min of N)")
-    p.add_argument("--reg", type=float, default=None,
-                   help="fix the fit's regulariser weight (default: tfwidth.latency chooses it on a holdout)")
-    p.add_argument("--no-paired", action="store_true",
-                   help="reference re-timed only every 25 samples (default: timed alongside every sample, which "
-                        "tracks the load of a shared machine; the fit corrects each sample by it)")
-    p.add_argument("--cpu", type=int, default=0, help="core to pin to (default 0)")
-    p.add_argument("--workdir", default=None, help="work files, resumable (default /tmp/tfwidth_bench_latency_<px>)")
-    p.add_argument("--json", help="also write the figures here")
-    a = p.parse_args(argv)
-    from tfwidth.latency import evaluate, fit_table, load_samples, measured
+def timings(a, space, workdir: Path, fig: dict, sizes: list[int], heldout: int) -> None:
     from tfwidth.profile import make_plan
-
-    sizes = [int(s) for s in (a.sizes or ("250,500" if a.quick else "250,500,1000,2000")).split(",")]
-    heldout = a.heldout or (60 if a.quick else 200)
-    space = preset("mobilenet_v1", resolution=a.resolution)
-    workdir = Path(a.workdir or f"/tmp/tfwidth_bench_latency_{a.resolution}{'_quick' if a.quick else ''}"
-                                f"{'' if a.no_paired else '_paired'}")
-    workdir.mkdir(parents=True, exist_ok=True)
-    fig: dict = {"space": space.name, "resolution": a.resolution, "space_hash": space.space_hash, "runs": a.runs,
-                 "reg": a.reg, "paired_reference": not a.no_paired,
-                 "cpu": a.cpu, "load_avg_start": os.getloadavg()}
-    print(f"bench_latency: {space.name} {a.resolution}px, fp32, 1 thread pinned to cpu {a.cpu}, "
-          f"{a.runs} runs/config; workdir {workdir}; load average {fig['load_avg_start'][0]:.1f} on "
-          f"{os.cpu_count()} cores", flush=True)
-
     # 1. variants/s vs converter
     tpl, conv_s = template(space, workdir, f"{a.resolution}")
     fig["convert_s"] = conv_s
@@ -128,15 +97,61 @@ def main(argv=None) -> int:
         fig["overhead"] = sum(s["wall_s"] for s in fresh) / max(sum(s["invoke_s"] for s in fresh), 1e-9)
         fig["profiling_wall_s"], fig["profiling_invoke_s"] = wall, inside
 
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smaller run (~3 min): 500 biased, 60 held-out, no 224 px")
+    p.add_argument("--resolution", type=int, default=128, help="profiled resolution (default 128)")
+    p.add_argument("--sizes", default=None, help="biased training sizes, comma-separated (default 250,500,1000,2000)")
+    p.add_argument("--heldout", type=int, default=None, help="held-out random configurations (default 200)")
+    p.add_argument("--runs", type=int, default=50, help="timed invokes per configuration (default 50; min of N)")
+    p.add_argument("--reg", type=float, default=None,
+                   help="fix the fit's regulariser weight (default: tfwidth.latency chooses it on a holdout)")
+    p.add_argument("--no-paired", action="store_true",
+                   help="reference re-timed only every 25 samples (default: timed alongside every sample, which "
+                        "tracks the load of a shared machine; the fit corrects each sample by it)")
+    p.add_argument("--cpu", type=int, default=0, help="core to pin to (default 0)")
+    p.add_argument("--workdir", default=None, help="work files, resumable (default /tmp/tfwidth_bench_latency_<px>)")
+    p.add_argument("--json", help="also write the figures here")
+    p.add_argument("--fit-only", action="store_true",
+                   help="re-fit and re-score from the timings already in --workdir: no template, no variants/s, no "
+                        "timing (for changes to the fit; the machine may be busy)")
+    a = p.parse_args(argv)
+    from tfwidth.latency import evaluate, fit_table, load_samples, measured, reference_level
+
+    sizes = [int(s) for s in (a.sizes or ("250,500" if a.quick else "250,500,1000,2000")).split(",")]
+    heldout = a.heldout or (60 if a.quick else 200)
+    space = preset("mobilenet_v1", resolution=a.resolution)
+    workdir = Path(a.workdir or f"/tmp/tfwidth_bench_latency_{a.resolution}{'_quick' if a.quick else ''}"
+                                f"{'' if a.no_paired else '_paired'}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    fig: dict = {"space": space.name, "resolution": a.resolution, "space_hash": space.space_hash, "runs": a.runs,
+                 "reg": a.reg, "paired_reference": not a.no_paired,
+                 "cpu": a.cpu, "load_avg_start": os.getloadavg()}
+    print(f"bench_latency: {space.name} {a.resolution}px, fp32, 1 thread pinned to cpu {a.cpu}, "
+          f"{a.runs} runs/config; workdir {workdir}; load average {fig['load_avg_start'][0]:.1f} on "
+          f"{os.cpu_count()} cores", flush=True)
+
+    if a.fit_only:
+        missing = [n for n in ("biased", "heldout", "repeat") if not (workdir / f"{n}.jsonl").exists()]
+        if missing:
+            raise UsageError(f"--fit-only: {', '.join(missing)}.jsonl missing in {workdir}; run without --fit-only")
+        fig["variants_per_s"] = {}
+    else:
+        timings(a, space, workdir, fig, sizes, heldout)
+
     quiet = lambda msg: None  # noqa: E731
     biased = load_samples(workdir / "biased.jsonl", warn=quiet)
     by_index = {d["index"]: d for d in biased}
     held = sorted(load_samples(workdir / "heldout.jsonl", warn=quiet), key=lambda d: d["index"])
     rep = {d["index"]: d for d in load_samples(workdir / "repeat.jsonl", warn=quiet)}
     pairs = [(d, rep[d["index"]]) for d in held if d["index"] in rep]
-    # the same drift correction the fit applies (each sample scaled by its reference timing)
-    a_ms = measured([x for x, _ in pairs], "min", True)
-    b_ms = measured([y for _, y in pairs], "min", True)
+    # the same drift correction the fit applies: both timings brought to the training samples' reference level (a
+    # level per file would hide the speed difference between the two runs that their references measured)
+    level = reference_level(biased)
+    a_ms = measured([x for x, _ in pairs], "min", True, level)
+    b_ms = measured([y for _, y in pairs], "min", True, level)
     fig["aa_rmse_ms"] = float(np.sqrt(np.mean((a_ms - b_ms) ** 2)))
     fig["aa_within_5pct"] = float(np.mean(np.abs(a_ms - b_ms) / b_ms <= 0.05))
     fig["heldout_mean_ms"] = float(a_ms.mean())
@@ -151,7 +166,8 @@ def main(argv=None) -> int:
         m = evaluate(table, held)
         row = {"n": len(train), "rmse_ms": m["rmse_ms"], "x_aa": m["rmse_ms"] / fig["aa_rmse_ms"],
                "within_5pct": m["within_5pct"], "within_10pct": m["within_10pct"], "max_rel_err": m["max_rel_err"],
-               "fit_s": report["seconds"], "unconstrained": report["n_unconstrained"], "reg": report["reg"]}
+               "fit_s": report["seconds"], "unconstrained": report["n_unconstrained"], "reg": report["reg"],
+               "prior": report["prior"]}
         fig["fits"].append(row)
         print(f"{row['n']:>6} {row['rmse_ms']:>8.3f} {row['x_aa']:>6.2f} {100 * row['within_5pct']:>6.1f}% "
               f"{100 * row['within_10pct']:>6.1f}% {100 * row['max_rel_err']:>7.1f}% {row['fit_s']:>6.1f}", flush=True)
@@ -159,7 +175,7 @@ def main(argv=None) -> int:
     fig["load_avg_end"] = os.getloadavg()
     best = min(fig["fits"], key=lambda r: r["rmse_ms"])
     v224 = fig["variants_per_s"].get("224")
-    bars = [("variants/s at 224px >= 50", v224 is not None and v224 >= 50, f"{v224:.0f}/s" if v224 else "not run"),
+    bars = [("variants/s at 224px >= 50", None if v224 is None else v224 >= 50, f"{v224:.0f}/s" if v224 else "not run"),
             ("held-out within +-5% >= 95% (<= 2000 biased)", best["within_5pct"] >= 0.95,
              f"{100 * best['within_5pct']:.1f}% at n={best['n']}"),
             ("RMSE <= 1.3x A/A RMSE", best["x_aa"] <= 1.3, f"{best['x_aa']:.2f}x at n={best['n']}"),
