@@ -142,6 +142,23 @@ def profile(session: Session, plan: dict, out: str, shard=(0, 1), reference_ever
             "wall_s": time.perf_counter() - wall0, "invoke_s": session.invoke_s - invoke0}
 
 
+def benchmark(session, maker, text: str, where: str) -> int:
+    """--benchmark W1,W2,...: time one configuration with the session's protocol and print its statistics."""
+    try:
+        widths = [int(w) for w in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--benchmark {text!r} should be comma-separated channel counts") from None
+    maker.check_widths(widths, "--benchmark")
+    rec = session.record("sample", 0, widths, None)
+    if rec["status"] != "ok":
+        raise UsageError(f"the runtime failed on this configuration: {rec['error']}")
+    s = rec["ms"]
+    med = "n/a" if s["median"] is None else f"{s['median']:.3f}"
+    print(f"{where}, {maker.manifest['format']}: min {s['min']:.3f} ms, median {med}, mean {s['mean']:.3f}, "
+          f"std {s['std']:.3f} over {s['count']} runs ({rec['warmup_runs']} warm-up)")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m device_profiler", description=(
         "Time width configurations of a MobileNet .tflite template on this device. Each configuration is cut out "
@@ -176,7 +193,7 @@ def main(argv=None) -> int:
     if a.benchmark is None and (a.plan is None or a.out is None):
         raise UsageError("give --plan and --out (profile a plan) or --benchmark W1,W2,... (time one configuration)")
     if a.runner == "adb":  # a phone: variants cut here, timed there by benchmark_model (device_profiler/adb.py)
-        return adb.cli(a, load_plan, parse_shard, profile)
+        return adb.cli(a, load_plan, parse_shard, profile, benchmark)
     if a.use_gpu or a.use_xnnpack or a.serial:
         raise UsageError("--use-gpu, --use-xnnpack and --serial are options of --runner adb (an Android phone); "
                          "add --runner adb or drop them")
@@ -196,19 +213,7 @@ def main(argv=None) -> int:
     protocol = timing.Protocol(a.runs, a.warmup_runs, a.warmup_seconds, a.threads)
     session = Session(maker, rt, protocol, cpus, a.seed)
     if a.benchmark is not None:
-        try:
-            widths = [int(w) for w in a.benchmark.split(",")]
-        except ValueError:
-            raise UsageError(f"--benchmark {a.benchmark!r} should be comma-separated channel counts") from None
-        maker.check_widths(widths, "--benchmark")
-        rec = session.record("sample", 0, widths, None)
-        if rec["status"] != "ok":
-            raise UsageError(f"the runtime failed on this configuration: {rec['error']}")
-        s = rec["ms"]
-        print(f"{rt.name} {rt.version}, {a.threads} thread(s), cpus {cpus}, {maker.manifest['format']}: "
-              f"min {s['min']:.3f} ms, median {s['median']:.3f}, mean {s['mean']:.3f}, std {s['std']:.3f} "
-              f"over {s['count']} runs ({rec['warmup_runs']} warm-up)")
-        return 0
+        return benchmark(session, maker, a.benchmark, f"{rt.name} {rt.version}, {a.threads} thread(s), cpus {cpus}")
     r = profile(session, plan, a.out, shard, a.reference_every, not a.no_progress, a.paired_reference)
     ratio = r["wall_s"] / r["invoke_s"] if r["invoke_s"] else float("nan")
     print(f"timed {r['timed']} configurations ({r['failed']} failed), skipped {r['skipped']} already in {a.out}; "

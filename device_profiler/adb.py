@@ -481,7 +481,7 @@ def add_arguments(p) -> None:
                    help="force the XNNPACK delegate (--use_xnnpack=true); default: the binary's default CPU path")
 
 
-def cli(a, load_plan, parse_shard, profile) -> int:
+def cli(a, load_plan, parse_shard, profile, benchmark) -> int:
     """``python -m device_profiler --runner adb ...``: the local CLI's flow with an AdbSession (same samples file,
     same resume and reference re-timing, from ``__main__.profile``). --cpus takes a list or ranges (taskset)."""
     from device_profiler import variants
@@ -495,20 +495,8 @@ def cli(a, load_plan, parse_shard, profile) -> int:
         dev = session.device
         where = f"{dev['machine']} ({dev['cpu']}, {dev['os']}, {dev['hostname']})"
         if a.benchmark is not None:
-            try:
-                widths = [int(w) for w in a.benchmark.split(",")]
-            except ValueError:
-                raise UsageError(f"--benchmark {a.benchmark!r} should be comma-separated channel counts") from None
-            maker.check_widths(widths, "--benchmark")
-            rec = session.record("sample", 0, widths, None)
-            if rec["status"] != "ok":
-                raise UsageError(f"benchmark_model failed on this configuration: {rec['error']}")
-            s = rec["ms"]
-            med = "n/a" if s["median"] is None else f"{s['median']:.3f}"
-            print(f"benchmark_model on {where}, {session.threads} thread(s), cpus {session.cpus}, "
-                  f"{maker.manifest['format']}: min {s['min']:.3f} ms, median {med}, mean {s['mean']:.3f}, "
-                  f"std {s['std']:.3f} over {s['count']} runs ({rec['warmup_runs']} warm-up)")
-            return 0
+            return benchmark(session, maker, a.benchmark,
+                             f"benchmark_model on {where}, {session.threads} thread(s), cpus {session.cpus}")
         print(f"profiling on {where} with {a.benchmark_binary}", file=sys.stderr)
         r = profile(session, plan, a.out, shard, a.reference_every, not a.no_progress)
     finally:
