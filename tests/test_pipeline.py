@@ -21,7 +21,8 @@ def test_pipeline_runs_every_stage_then_resumes(tmp_path):
     assert widths["space_hash"] == space.space_hash and {r["method"] for r in widths["results"]} >= {"ows", "exact"}
     assert "=== tfwidth: target" in p.stdout and "exact" in p.stdout
     record = json.loads((work / "pipeline.json").read_text())
-    assert all(r["done"] for r in record.values()) and len(record) == 9
+    assert record["space_hash"] == space.space_hash
+    assert all(r["done"] for r in record["stages"].values()) and len(record["stages"]) == 9
 
     again = run_module("tfwidth.pipeline", "--space", tmp_path / "space.json", "--work", work, *QUICK)
     assert again.returncode == 0, again.stderr[-3000:]

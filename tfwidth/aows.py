@@ -127,7 +127,8 @@ class AOWSCallback(_keras_callback_base()):
     def on_epoch_end(self, epoch, logs=None):
         if self.state is None:
             return
-        rec = {"epoch": epoch + 1, **self.state.to_json()}
+        rec = {"space_hash": self.space.space_hash, "epoch": epoch + 1, "target_ms": self.target_ms,
+               **self.state.to_json()}
         if logs is not None:  # visible in the Keras history and log.jsonl of the trainer
             logs["aows_temperature"] = self.state.temperature or 0.0
             logs["aows_mean_entropy"] = float(np.mean(self.state.entropy()))

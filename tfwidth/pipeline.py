@@ -27,11 +27,16 @@ from tfwidth.space import SearchSpace, preset
 
 
 class Pipeline:
-    def __init__(self, work: Path, dry: bool = False):
+    def __init__(self, work: Path, space_hash: str, dry: bool = False):
         self.work = work
         self.work.mkdir(parents=True, exist_ok=True)
         self.record_path = work / "pipeline.json"
-        self.record = read_json(self.record_path, "pipeline record") if self.record_path.exists() else {}
+        doc = read_json(self.record_path, "pipeline record") if self.record_path.exists() else {}
+        if doc.get("space_hash") not in (None, space_hash):
+            raise UsageError(f"{work} holds the work of another space ({doc['space_hash']}, here {space_hash}); "
+                             f"use another --work directory")
+        self.doc = {"kind": "pipeline", "space_hash": space_hash, "stages": doc.get("stages", {})}
+        self.record = self.doc["stages"]
         self.dry = dry
         self.times = {}
 
@@ -51,14 +56,14 @@ class Pipeline:
         t0 = time.time()
         mod = __import__(module, fromlist=["main"])
         self.record[name] = {"argv": [a for a in argv if a != resume_flag], "done": False}
-        write_json(self.record_path, self.record)
+        write_json(self.record_path, self.doc)
         rc = mod.main(argv)
         if rc:
             raise UsageError(f"stage {name} failed (exit {rc}); fix the cause and run the pipeline again to resume")
         self.times[name] = time.time() - t0
         self.record[name] = {"argv": [a for a in argv if a != resume_flag], "done": True,
                              "seconds": round(self.times[name], 1)}
-        write_json(self.record_path, self.record)
+        write_json(self.record_path, self.doc)
         return True
 
 
@@ -102,7 +107,6 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
 
     work = Path(a.work)
-    pl = Pipeline(work, a.dry_run)
     t_start = time.time()
 
     # 1. space
@@ -114,6 +118,7 @@ def main(argv=None) -> int:
     if space_path.exists() and SearchSpace.load(space_path) != space:
         raise UsageError(f"{work} holds the work of another space ({SearchSpace.load(space_path).space_hash}, "
                          f"here {space.space_hash}); use another --work directory")
+    pl = Pipeline(work, space.space_hash, a.dry_run)
     space.save(space_path)
     print(space.describe())
 

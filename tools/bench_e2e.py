@@ -115,7 +115,7 @@ def main(argv=None) -> int:
         return 0
 
     # 2. latency table ------------------------------------------------------------------------------------------
-    pl = Pipeline(work)
+    pl = Pipeline(work, space.space_hash)
     space_path = work / "space.json"
     space.save(space_path)
     tpl = work / "template.tflite"
