@@ -25,18 +25,9 @@ WIDTHS = (12, 8, 12, 4)
 def _randomised(widths=WIDTHS, seed=0):
     """A plain model with non-trivial BN and bias, so folding or dropping mistakes in conversion show."""
     import tf_keras as keras
+    from tfwidth.mobilenet import randomise_statistics
     keras.utils.set_random_seed(seed)
-    m = build_mobilenet(SPACE, widths)
-    rng = np.random.default_rng(seed)
-    for layer in m.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c), rng.normal(0, 0.2, c),
-                               rng.uniform(0.5, 1.5, c)])
-        elif isinstance(layer, keras.layers.Dense):
-            k, b = layer.get_weights()
-            layer.set_weights([k * 4, rng.normal(0, 0.5, b.shape)])
-    return m
+    return randomise_statistics(build_mobilenet(SPACE, widths), seed, bias_std=0.5, kernel_scale=4)
 
 
 def _images(n=64, seed=1):

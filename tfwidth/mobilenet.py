@@ -34,3 +34,23 @@ def build_mobilenet(space: SearchSpace, widths: Sequence[int], weight_decay: flo
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     out = keras.layers.Dense(space.classes, kernel_regularizer=reg, name="classifier")(x)
     return keras.Model(inp, out, name=name)
+
+
+def randomise_statistics(model: keras.Model, seed: int = 0, bias_std: float = 0.2,
+                         kernel_scale: float = 1.0) -> keras.Model:
+    """Give every BatchNorm non-trivial statistics and the classifier a random bias, in place.
+
+    A freshly built model has identity BatchNorm and zero biases, which the converter folds into identical or
+    all-zero constants (merged into one buffer, or dropped): a template or a conversion test built from it would
+    not exercise the per-channel slicing it is meant to check."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c), rng.normal(0, 0.2, c),
+                               rng.uniform(0.5, 1.5, c)])
+        elif isinstance(layer, keras.layers.Dense) and layer.use_bias:
+            kernel, bias = layer.get_weights()
+            layer.set_weights([kernel * kernel_scale, rng.normal(0, bias_std, bias.shape)])
+    return model

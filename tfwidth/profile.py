@@ -34,19 +34,9 @@ def template_model(space: SearchSpace, seed: int = 0):
     give every folded bias its own non-zero values (and a realistic graph to time).
     """
     import tf_keras as keras
-    from tfwidth.mobilenet import build_mobilenet
+    from tfwidth.mobilenet import build_mobilenet, randomise_statistics
     keras.utils.set_random_seed(seed)
-    model = build_mobilenet(space, space.max_widths)
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c), rng.normal(0, 0.2, c),
-                               rng.uniform(0.5, 1.5, c)])
-        elif isinstance(layer, keras.layers.Dense) and layer.use_bias:
-            kernel, bias = layer.get_weights()
-            layer.set_weights([kernel, rng.normal(0, 0.2, bias.shape)])
-    return model
+    return randomise_statistics(build_mobilenet(space, space.max_widths), seed)
 
 
 def sliced_model(max_model, space: SearchSpace, widths):
