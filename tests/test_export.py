@@ -15,7 +15,7 @@ from tfwidth.export import FP32_MAX_ABS_DIFF, latency_section, main, recalibrate
 from tfwidth.mobilenet import build_mobilenet
 from tfwidth.space import tiny_space
 
-from conftest import ROOT, assert_usage_error, run_module
+from conftest import assert_usage_error, run_module
 
 # digits are 8x8: no resize; 10 classes like the data.
 SPACE = tiny_space(resolution=8, levels=3, base=8, layers=4)

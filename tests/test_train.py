@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import tfwidth  # noqa: F401
-import tensorflow as tf
 import tf_keras as keras
 
 from tfwidth.data import load_data

@@ -211,7 +211,7 @@ def main(argv=None) -> int:
             ft = top1(keras_logits(model, xe), ye)
             content = convert(model, "fp32")
             meas = measure_latency(content, runs=20, repeats=5, cpus=(0,))
-            put({"key": key, "inherited_top1": inherited, "finetuned_top1": ft, "measured_ms": meas["ms"]["min"],
+            put({"key": key, "space_hash": space.space_hash, "inherited_top1": inherited, "finetuned_top1": ft, "measured_ms": meas["ms"]["min"],
                  "tflite_bytes": len(content), "seconds": time.time() - t0})
             print(f"{key}: inherited {inherited:.4f}, fine-tuned {ft:.4f}, measured {meas['ms']['min']:.3f} ms",
                   flush=True)

@@ -17,7 +17,6 @@ samples) go to --workdir; run the same command again to resume an interrupted ru
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time

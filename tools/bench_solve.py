@@ -15,9 +15,8 @@ import time
 import numpy as np
 
 import tfwidth  # noqa: F401
-from tfwidth import mrf
 from tfwidth.latency import LatencyTable
-from tfwidth.solve import METHODS, acc_chain, latency_range, solve
+from tfwidth.solve import METHODS, latency_range, solve
 from tfwidth.space import preset
 from tfwidth.stats import WidthStats
 
