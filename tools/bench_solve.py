@@ -14,7 +14,10 @@ import time
 
 import numpy as np
 
-import tfwidth  # noqa: F401
+# runnable from a checkout without installing, like the other benchmarks
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import tfwidth  # noqa: E402,F401
 from tfwidth.latency import LatencyTable
 from tfwidth.solve import METHODS, latency_range, solve
 from tfwidth.space import preset
