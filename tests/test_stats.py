@@ -1,7 +1,7 @@
 import numpy as np
 
 from tfwidth.space import tiny_space
-from tfwidth.stats import WidthStats
+from tfwidth.stats import WidthStats, regression_costs
 
 
 def test_update_matches_brute_force_and_round_trips(tmp_path):
@@ -39,7 +39,80 @@ def test_costs_interpolate_unmeasured_widths():
     mask[0, 0] = mask[1, 0] = mask[2, 1] = True
     choices = np.array([[0] * s.num_layers, [2] * s.num_layers, [1] * s.num_layers])
     st.update(choices, np.array([4.0, 2.0, 1.0]), mask)
-    c = st.costs()
+    c = st.costs(estimator="mean")
     np.testing.assert_allclose(c[0][:3], [4.0, 3.0, 2.0])  # the middle width interpolated between its neighbours
     assert (c[1] == 1.0).all() and (c[2] == 0).all()  # constant beyond the ends; unmeasured layer -> zeros
     assert ("block3", s.choices[3][0]) in st.unmeasured() and ("stem", s.choices[0][0]) not in st.unmeasured()
+
+
+def _additive_data(space, n, seed=0, noise=0.0):
+    """Configurations drawn uniformly per layer and loss increases from a known additive, non-increasing cost."""
+    rng = np.random.default_rng(seed)
+    true = [np.append(np.sort(rng.random(k - 1))[::-1], 0.0) for k in space.num_choices]
+    ch = np.stack([rng.integers(0, k, n) for k in space.num_choices], axis=1)
+    delta = np.array([sum(true[l][c] for l, c in enumerate(row)) for row in ch]) + noise * rng.normal(size=n)
+    return true, ch, delta
+
+
+def test_regression_recovers_additive_costs_that_the_split_means_flatten():
+    s = tiny_space()
+    true, ch, delta = _additive_data(s, 400)
+    st = WidthStats(s)
+    st.update(ch, delta)  # all-layers: every example attributed to every layer
+    exact = regression_costs(s, *st.normal_equations(), ridge=1e-10)
+    reg = st.costs(estimator="regression")  # the default ridge shrinks a little
+    for l in range(s.num_layers):
+        np.testing.assert_allclose(exact[l], true[l], atol=1e-6)
+        np.testing.assert_allclose(reg[l], true[l], atol=1e-2)
+    # the split means shrink every layer's spread by the number of layers (and mix in the others' noise)
+    mean = st.costs(estimator="mean")
+    spread = lambda c: max(np.ptp(r) for r in c)  # noqa: E731
+    assert spread(mean) < 0.5 * spread(true)
+    assert st.costs() is not None and np.allclose(st.costs()[0], reg[0])  # auto picks the regression
+
+
+def test_regression_is_non_increasing_and_pins_the_max_width():
+    s = tiny_space()
+    rng = np.random.default_rng(1)
+    ch = np.stack([rng.integers(0, k, 50) for k in s.num_choices], axis=1)
+    st = WidthStats(s)
+    st.update(ch, rng.normal(size=50))  # pure noise: unconstrained costs would zig-zag
+    for row in st.costs(estimator="regression"):
+        assert row[-1] == 0.0 and (np.diff(row) <= 1e-12).all() and (row >= 0).all()
+
+
+def test_regression_round_trips_and_rolls_per_epoch(tmp_path):
+    s = tiny_space()
+    true, ch, delta = _additive_data(s, 60, seed=2, noise=0.01)
+    st = WidthStats(s)
+    st.update(ch[:30], delta[:30])
+    st.end_epoch()
+    st.update(ch[30:], delta[30:])
+    full = WidthStats(s)
+    full.update(ch, delta)
+    np.testing.assert_allclose(st.normal_equations("running")[0], full.normal_equations("current")[0])
+    st.save(tmp_path / "stats.json")
+    back = WidthStats.load(tmp_path / "stats.json")
+    for view in ("running", "window", "current"):
+        for a, b in zip(back.normal_equations(view), st.normal_equations(view)):
+            np.testing.assert_allclose(a, b)
+        for a, b in zip(back.costs(view), st.costs(view)):
+            np.testing.assert_allclose(a, b)
+
+
+def test_old_stats_without_regression_fall_back_to_means(tmp_path):
+    import json
+    import pytest
+    from tfwidth.errors import UsageError
+    s = tiny_space()
+    true, ch, delta = _additive_data(s, 40, seed=3)
+    st = WidthStats(s)
+    st.update(ch, delta)
+    d = st.to_json()
+    del d["regression"]
+    (tmp_path / "old.json").write_text(json.dumps(d))
+    old = WidthStats.load(tmp_path / "old.json")
+    for a, b in zip(old.costs(), st.costs(estimator="mean")):
+        np.testing.assert_allclose(a, b)
+    with pytest.raises(UsageError, match="--stats-estimator mean"):
+        old.costs(estimator="regression")

@@ -162,3 +162,26 @@ def test_evaluate_widths_restores_bn_statistics(net):
     for (m0, v0), (m1, v1) in zip(before, net.bn_state()):
         np.testing.assert_array_equal(m0, m1)
         np.testing.assert_array_equal(v0, v1)
+
+
+def test_tf_statistics_equal_numpy_statistics():
+    from tfwidth.stats import WidthStats
+    model = Supernet(SPACE, sampling="all-layers")
+    rng = np.random.default_rng(3)
+    ref = WidthStats(SPACE)
+    for step in range(3):
+        idx = np.stack([rng.integers(0, k, 5) for k in SPACE.num_choices], axis=1).astype(np.int32)
+        mask = rng.random(idx.shape) < 0.6
+        delta = rng.normal(size=5)
+        model._accumulate_stats(tf.constant(idx), tf.constant(mask), tf.constant(delta, tf.float32))
+        ref.update(idx, delta.astype(np.float32), mask)
+        if step == 1:
+            model.end_stats_epoch()
+            ref.end_epoch()
+    got = model.width_stats()
+    for view in ("running", "window", "current"):
+        for a, b in zip(got.normal_equations(view), ref.normal_equations(view)):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+        for a, b in zip(got.costs(view), ref.costs(view)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.sum, ref.sum, rtol=1e-6, atol=1e-6)

@@ -174,6 +174,9 @@ def main(argv=None) -> int:
     p.add_argument("--max-params", type=float, help="also keep the deployed parameter count <= this")
     p.add_argument("--stats-view", default="running", choices=("running", "window"),
                    help="statistics since the start (running) or of the last epoch (window, the paper's)")
+    p.add_argument("--stats-estimator", default="auto", choices=("auto", "regression", "mean"),
+                   help="per-width costs from the additive regression of each step's loss increase on its "
+                        "configuration (auto, when recorded) or from the per-layer split means (the paper's)")
     p.add_argument("--pareto", action="store_true", help="sweep targets from the fastest to the slowest latency "
                                                          "and write <output>.csv and <output>.png")
     p.add_argument("--points", type=int, default=50, help="targets in the --pareto sweep (default 50)")
@@ -185,7 +188,7 @@ def main(argv=None) -> int:
     if table.space.space_hash != stats.space.space_hash:
         raise SpaceMismatch(f"stats {a.stats} are for space {stats.space.space_hash} but table {a.latency} is for "
                             f"{table.space.space_hash}; use a table fitted on the space the supernet was trained in")
-    space, costs = stats.space, stats.costs(a.stats_view)
+    space, costs = stats.space, stats.costs(a.stats_view, a.stats_estimator)
     methods = METHODS if a.method == "all" else (a.method,)
     if a.pareto:
         if a.points < 2:
@@ -214,7 +217,8 @@ def main(argv=None) -> int:
     out = {"kind": "widths", "space_hash": space.space_hash, "space": space.to_json(), "method": best["method"],
            "target_ms": a.target_ms, "widths": best["widths"], "predicted_ms": best["predicted_ms"],
            "objective": best["objective"], "params": best["params"], "macs": best["macs"],
-           "max_params": a.max_params, "table": str(a.latency), "stats": str(a.stats), "stats_view": a.stats_view}
+           "max_params": a.max_params, "table": str(a.latency), "stats": str(a.stats), "stats_view": a.stats_view,
+           "stats_estimator": a.stats_estimator}
     if a.method == "all":
         out["results"] = results
     write_json(a.output, out)

@@ -6,6 +6,15 @@ evenly between them (the paper's delta / len(path)), so that the sum of the per-
 estimates that configuration's loss increase under either sampling and the AOWS temperatures mean the same thing.
 Three views are kept: the running mean since the start, the last complete epoch (the paper's window), and the
 epoch in progress.
+
+With all-layers sampling that split is a poor estimator: a batch's loss increase comes from all 14 layers at once,
+so every (layer, width) mean is dominated by the other 13 layers' random widths and the costs come out nearly flat
+(0.015-0.024 per entry on CIFAR after 8 epochs, against a noise of +-0.002). So the normal equations of the additive
+model ``delta ~ sum_l cost[l, width_l]`` are kept too (X^T X of the one-hot configurations and X^T delta, per view),
+and ``costs(estimator="regression")`` solves them: each layer's effect is estimated with the others held fixed.
+The regression pins the max width's cost to 0 (delta is measured against the max network) and asks costs to be
+non-increasing in width (a wider layer never costs more loss in expectation), which is what keeps ~1,000
+configurations enough for 182 unknowns.
 """
 from __future__ import annotations
 
@@ -14,6 +23,55 @@ import numpy as np
 from tfwidth.artifacts import check_space, read_json, write_json
 from tfwidth.errors import UsageError
 from tfwidth.space import SearchSpace
+
+ESTIMATORS = ("auto", "regression", "mean")
+VIEWS = ("running", "window", "current")
+
+
+def regression_costs(space: SearchSpace, xtx: np.ndarray, xty: np.ndarray, ridge: float = 1e-3,
+                     monotone: bool = True) -> list:
+    """Per layer, costs over its choices from the normal equations of ``delta ~ sum_l cost[l, c_l]``.
+
+    ``xtx`` [D, D] and ``xty`` [D] are over the padded one-hot columns l * Kmax + j. The max choice of every layer is
+    pinned to 0; with ``monotone`` the costs are cumulative sums of non-negative increments (solved exactly by NNLS),
+    otherwise plain ridge. ``ridge`` is relative to the mean diagonal so it means the same for any sample count;
+    it also makes never-sampled widths take their wider neighbour's cost instead of being undefined."""
+    from scipy.linalg import cho_factor, cho_solve, solve_triangular
+    from scipy.optimize import nnls
+
+    K = max(space.num_choices)
+    cols, blocks = [], []
+    for l, k in enumerate(space.num_choices):
+        cols += [l * K + j for j in range(k - 1)]
+        blocks.append(np.triu(np.ones((k - 1, k - 1))) if monotone else np.eye(k - 1))
+    if not cols:
+        return [np.zeros(k) for k in space.num_choices]
+    A = np.asarray(xtx, np.float64)[np.ix_(cols, cols)]
+    b = np.asarray(xty, np.float64)[cols]
+    # cost[l, j] = sum_{m >= j} s[l, m]: upper-triangular ones per layer map increments to costs
+    M = _block_diag(blocks)
+    H = M.T @ A @ M
+    g = M.T @ b
+    lam = ridge * max(float(np.mean(np.diag(H))), 1e-12)
+    H = H + lam * np.eye(len(cols))
+    if monotone:
+        R = cho_factor(H, lower=False)[0]
+        R = np.triu(R)
+        r = solve_triangular(R, g, trans="T")
+        x = nnls(R, r, maxiter=50 * len(cols))[0]
+    else:
+        x = cho_solve(cho_factor(H), g)
+    flat = M @ x
+    out, i = [], 0
+    for k in space.num_choices:
+        out.append(np.append(flat[i:i + k - 1], 0.0))
+        i += k - 1
+    return out
+
+
+def _block_diag(blocks):
+    from scipy.linalg import block_diag
+    return block_diag(*blocks)
 
 
 class WidthStats:
@@ -27,6 +85,10 @@ class WidthStats:
         self.window_count = np.zeros(shape, dtype=np.int64)
         self.cur_sum = np.zeros(shape)
         self.cur_count = np.zeros(shape, dtype=np.int64)
+        D = space.num_layers * k
+        for view in VIEWS:  # normal equations of the additive model, see the module docstring
+            setattr(self, f"{view}_xtx", np.zeros((D, D)))
+            setattr(self, f"{view}_xty", np.zeros(D))
         self.epochs = 0
 
     def update(self, choices, delta, mask=None) -> None:
@@ -43,11 +105,20 @@ class WidthStats:
         size = self.sum.size
         self.cur_sum += np.bincount(flat, weights=d, minlength=size).reshape(self.sum.shape)
         self.cur_count += np.bincount(flat, minlength=size).reshape(self.sum.shape)
+        # the regression sees every example's whole configuration, whatever it is attributed to
+        X = np.zeros((n, self.current_xty.size))
+        X[np.arange(n)[:, None], np.arange(L)[None, :] * self.sum.shape[1] + choices] = 1.0
+        self.current_xtx += X.T @ X
+        self.current_xty += X.T @ delta
 
-    def add_arrays(self, s, c) -> None:
-        """Add accumulated [L, K] sums and counts (e.g. from TF variables), already split as `update` does."""
+    def add_arrays(self, s, c, xtx=None, xty=None) -> None:
+        """Add accumulated [L, K] sums and counts (e.g. from TF variables), already split as `update` does, and
+        optionally the normal equations' [D, D] and [D] increments."""
         self.cur_sum += np.asarray(s, np.float64)
         self.cur_count += np.asarray(c, np.int64)
+        if xtx is not None:
+            self.current_xtx += np.asarray(xtx, np.float64)
+            self.current_xty += np.asarray(xty, np.float64)
 
     def end_epoch(self) -> None:
         self.sum += self.cur_sum
@@ -55,7 +126,20 @@ class WidthStats:
         self.window_sum, self.window_count = self.cur_sum, self.cur_count
         self.cur_sum = np.zeros_like(self.sum)
         self.cur_count = np.zeros_like(self.count)
+        self.running_xtx = self.running_xtx + self.current_xtx
+        self.running_xty = self.running_xty + self.current_xty
+        self.window_xtx, self.window_xty = self.current_xtx, self.current_xty
+        self.current_xtx = np.zeros_like(self.running_xtx)
+        self.current_xty = np.zeros_like(self.running_xty)
         self.epochs += 1
+
+    def normal_equations(self, view: str = "running") -> tuple[np.ndarray, np.ndarray]:
+        if view == "running":  # the epoch in progress counts too, as in mean("running")
+            return self.running_xtx + self.current_xtx, self.running_xty + self.current_xty
+        return getattr(self, f"{view}_xtx"), getattr(self, f"{view}_xty")
+
+    def has_regression(self, view: str = "running") -> bool:
+        return bool(self.normal_equations(view)[0].any())
 
     def mean(self, view: str = "running") -> np.ndarray:
         s, c = {"running": (self.sum + self.cur_sum, self.count + self.cur_count),
@@ -64,12 +148,23 @@ class WidthStats:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(c > 0, s / np.maximum(c, 1), np.nan)
 
-    def costs(self, view: str = "running") -> list:
-        """Per layer, an array over its choices of the mean loss increase; unmeasured widths are interpolated from
-        their measured neighbours (constant beyond the ends) so the solver sees no NaN. All-NaN layer -> zeros."""
+    def costs(self, view: str = "running", estimator: str = "auto") -> list:
+        """Per layer, an array over its choices of the loss increase that width costs.
+
+        ``regression`` (what ``auto`` picks when the normal equations were recorded): the additive model's
+        per-layer effects, max width = 0, non-increasing in width. ``mean``: the split means; unmeasured widths are
+        interpolated from their measured neighbours (constant beyond the ends) so the solver sees no NaN; an
+        all-NaN layer -> zeros. An empty window falls back to the running view."""
+        if estimator not in ESTIMATORS:
+            raise UsageError(f"unknown statistics estimator {estimator!r}; use one of {', '.join(ESTIMATORS)}")
+        if view == "window" and not self.window_count.any():
+            view = "running"
+        if estimator == "regression" and not self.has_regression(view):
+            raise UsageError("these statistics hold no regression data (written by an older tfwidth); "
+                             "use --stats-estimator mean")
+        if estimator in ("auto", "regression") and self.has_regression(view):
+            return regression_costs(self.space, *self.normal_equations(view))
         m = self.mean(view)
-        if view == "window" and not np.isfinite(m).any():
-            m = self.mean("running")
         out = []
         for l, k in enumerate(self.space.num_choices):
             row = m[l, :k]
@@ -93,13 +188,26 @@ class WidthStats:
         def rows(a):
             return [a[l, :k].tolist() for l, k in enumerate(self.space.num_choices)]
         mean = self.mean("running")
+        valid = self._valid_columns()
+        reg = {}
+        for view in VIEWS:
+            xtx, xty = getattr(self, f"{view}_xtx"), getattr(self, f"{view}_xty")
+            # one-hot products are co-occurrence counts: integers keep the file small and exact
+            reg[view] = {"xtx": np.rint(xtx[np.ix_(valid, valid)]).astype(np.int64).tolist(),
+                         "xty": xty[valid].tolist()}
         return {"kind": "width_stats", "space_hash": self.space.space_hash, "space": self.space.to_json(),
                 "epochs": self.epochs, "layers": list(self.space.layer_names),
                 "widths": [list(c) for c in self.space.choices],
                 "mean": [[None if not np.isfinite(v) else float(v) for v in r] for r in rows(mean)],
+                "costs": [c.tolist() for c in self.costs()],
                 "sum": rows(self.sum), "count": rows(self.count),
                 "window_sum": rows(self.window_sum), "window_count": rows(self.window_count),
-                "cur_sum": rows(self.cur_sum), "cur_count": rows(self.cur_count)}
+                "cur_sum": rows(self.cur_sum), "cur_count": rows(self.cur_count),
+                "regression": reg}
+
+    def _valid_columns(self) -> list:
+        K = self.sum.shape[1]
+        return [l * K + j for l, k in enumerate(self.space.num_choices) for j in range(k)]
 
     @classmethod
     def from_json(cls, d: dict, space: SearchSpace | None = None) -> "WidthStats":
@@ -114,6 +222,15 @@ class WidthStats:
             for l, row in enumerate(d[name]):
                 arr[l, :len(row)] = row
         st.epochs = int(d.get("epochs", 0))
+        valid = st._valid_columns()
+        for view, r in (d.get("regression") or {}).items():
+            if view not in VIEWS:
+                continue
+            xtx, xty = getattr(st, f"{view}_xtx"), getattr(st, f"{view}_xty")
+            xtx[np.ix_(valid, valid)] = np.asarray(r["xtx"], np.float64)
+            xty[valid] = np.asarray(r["xty"], np.float64)
+            if not np.isfinite(xty).all():
+                raise UsageError(f"stats file has NaN or infinite values in its {view} regression; the training diverged")
         for name in ("sum", "window_sum", "cur_sum"):
             if not np.isfinite(getattr(st, name)).all():
                 raise UsageError(f"stats file has NaN or infinite values in {name}; the training diverged")

@@ -222,6 +222,12 @@ class Supernet(keras.Model):
         for n in ("cur_sum", "cur_count", "sum", "count", "window_sum", "window_count"):
             setattr(self, f"stats_{n}", self.add_weight(f"stats_{n}", shape, tf.float64, trainable=False,
                                                         initializer="zeros", aggregation=ofa))
+        D = L * self.kmax  # the regression's normal equations (tfwidth/stats.py), same three views
+        for n in ("cur", "", "window_"):
+            setattr(self, f"stats_{n}xtx", self.add_weight(f"stats_{n}xtx", (D, D), tf.float64, trainable=False,
+                                                           initializer="zeros", aggregation=ofa))
+            setattr(self, f"stats_{n}xty", self.add_weight(f"stats_{n}xty", (D,), tf.float64, trainable=False,
+                                                           initializer="zeros", aggregation=ofa))
         self.stats_epochs = self.add_weight("stats_epochs", (), tf.int64, trainable=False, initializer="zeros",
                                             aggregation=ofa)
         self.train_trace_count = 0
@@ -324,11 +330,17 @@ class Supernet(keras.Model):
         d = tf.reshape(share[:, None] * a, [-1])
         s = tf.math.unsorted_segment_sum(d, flat, L * K)
         c = tf.math.unsorted_segment_sum(w, flat, L * K)
+        # the whole configuration of every example, whatever it is attributed to
+        X = tf.reduce_sum(tf.one_hot(tf.range(L)[None, :] * K + idx, L * K, dtype=tf.float64), axis=1)
+        xtx = tf.matmul(X, X, transpose_a=True)
+        xty = tf.linalg.matvec(X, tf.cast(delta, tf.float64), transpose_a=True)
         ctx = tf.distribute.get_replica_context()
         if ctx is not None and ctx.num_replicas_in_sync > 1:
-            s, c = ctx.all_reduce("sum", [s, c])
+            s, c, xtx, xty = ctx.all_reduce("sum", [s, c, xtx, xty])
         self.stats_cur_sum.assign_add(tf.reshape(s, [L, K]))
         self.stats_cur_count.assign_add(tf.reshape(c, [L, K]))
+        self.stats_curxtx.assign_add(xtx)
+        self.stats_curxty.assign_add(xty)
 
     # ---- training -----------------------------------------------------------------------------------------------
     @property
@@ -406,6 +418,11 @@ class Supernet(keras.Model):
         self.stats_window_count.assign(cur_c)
         self.stats_cur_sum.assign(tf.zeros_like(cur_s))
         self.stats_cur_count.assign(tf.zeros_like(cur_c))
+        for part in ("xtx", "xty"):
+            cur = getattr(self, f"stats_cur{part}").read_value()
+            getattr(self, f"stats_{part}").assign_add(cur)
+            getattr(self, f"stats_window_{part}").assign(cur)
+            getattr(self, f"stats_cur{part}").assign(tf.zeros_like(cur))
         self.stats_epochs.assign_add(1)
 
     def width_stats(self) -> WidthStats:
@@ -416,6 +433,9 @@ class Supernet(keras.Model):
         st.cur_sum = self.stats_cur_sum.numpy()
         st.cur_count = np.rint(self.stats_cur_count.numpy()).astype(np.int64)
         st.epochs = int(self.stats_epochs.numpy())
+        st.running_xtx, st.running_xty = self.stats_xtx.numpy(), self.stats_xty.numpy()
+        st.window_xtx, st.window_xty = self.stats_window_xtx.numpy(), self.stats_window_xty.numpy()
+        st.current_xtx, st.current_xty = self.stats_curxtx.numpy(), self.stats_curxty.numpy()
         return st
 
     # ---- evaluation ---------------------------------------------------------------------------------------------
