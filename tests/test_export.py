@@ -3,6 +3,8 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,6 +205,25 @@ def test_refuses_a_format_the_runtime_cannot_run(tmp_path, capsys, monkeypatch):
             "the fp16 .tflite does not run in", "unresolved custom op")
 
 
+def test_resume_without_a_checkpoint_refuses(tmp_path, capsys):
+    # As tfwidth.train: --resume with nothing to resume is a mistake worth a line, not a silent fresh start.
+    run = tmp_path / "run"
+    _refuse(capsys, tmp_path, ["--widths", _widths_file(tmp_path / "w.json"), "--run", run, "--dataset", "digits",
+                               "--init", "scratch", "--resume"], "--resume: no checkpoint in",
+            str(run / "export" / "scratch-12-8-12-4" / "train"), "drop --resume to start fresh")
+    _refuse(capsys, tmp_path, ["--widths", _widths_file(tmp_path / "w.json"), "--run", run, "--dataset", "digits",
+                               "--init", "scratch", "--resume", "--epochs", "0", "--format", "qat"],
+            "no checkpoint in", str(Path("scratch-12-8-12-4") / "qat"))
+    assert not run.exists()
+
+
+def test_refuses_multiworker_without_tf_config(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    _refuse(capsys, tmp_path, ["--widths", _widths_file(tmp_path / "w.json"), "--run", tmp_path / "run",
+                               "--dataset", "digits", "--init", "scratch", "--strategy", "multiworker"], "TF_CONFIG")
+    assert not (tmp_path / "run").exists()
+
+
 def test_cli_error_is_one_line_in_a_subprocess(tmp_path):
     p = run_module("tfwidth.export", "--widths", tmp_path / "missing.json", "--run", tmp_path, "--dataset",
                    "digits", "-o", tmp_path / "m.tflite")
@@ -254,8 +275,9 @@ def test_cli_scratch_qat(tmp_path):
     code = main(["--widths", str(_widths_file(tmp_path / "w.json")), "--run", str(tmp_path / "run"), "--dataset",
                  "digits", "--init", "scratch", "--epochs", "0", "--qat-epochs", "1", "--train-limit", "64",
                  "--batch-size", "32", "--format", "qat", "--io", "int8", "--no-measure", "--no-progress",
-                 "-o", str(out)])
+                 "--tensorboard", str(tmp_path / "tb"), "-o", str(out)])
     assert code == 0
+    assert list((tmp_path / "tb").glob("events.out.tfevents*"))
     r = json.loads((tmp_path / "m.report.json").read_text())
     assert r["format"] == "qat" and r["keras"]["model"] == "qat" and r["qat_epochs"] == 1
     assert r["tflite"]["input_dtype"] == "int8" and r["agreement"]["top1_agreement"] >= 0.9
@@ -271,8 +293,77 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
     from tfwidth.export import train
     data = load_data("digits", SPACE, 32, train_limit=64, eval_limit=32)
     kw = dict(epochs=1, ckpt_dir=tmp_path / "ck", progress=False, eval_each_epoch=False, signature={"w": 1})
+    with pytest.raises(UsageError, match="no checkpoint in"):
+        train(build_mobilenet(SPACE, WIDTHS), data, resume=True, **kw)
     train(build_mobilenet(SPACE, WIDTHS), data, **kw)
     again = train(build_mobilenet(SPACE, WIDTHS), data, resume=True, **kw)
     assert again == []  # the checkpoint already holds the finished epoch
     with pytest.raises(UsageError, match="lr differ"):
         train(build_mobilenet(SPACE, WIDTHS), data, resume=True, **dict(kw, lr=0.5))
+
+
+def test_resume_of_a_finished_training_gives_the_same_model(tmp_path):
+    # Killed after training (say, while converting): --resume trains nothing and still re-estimates BatchNorm.
+    argv = ["--widths", str(_widths_file(tmp_path / "w.json")), "--run", str(tmp_path / "run"), "--dataset",
+            "digits", "--init", "scratch", "--epochs", "1", "--train-limit", "64", "--batch-size", "32",
+            "--calib-batches", "2", "--no-measure", "--no-progress"]
+    assert main([*argv, "-o", str(tmp_path / "a.tflite")]) == 0
+    assert main([*argv, "--resume", "-o", str(tmp_path / "b.tflite")]) == 0
+    b = json.loads((tmp_path / "b.report.json").read_text())
+    assert b["training"]["history"] == [] and b["training"]["bn_recalibrated_batches"] == 2
+    assert (tmp_path / "a.tflite").read_bytes() == (tmp_path / "b.tflite").read_bytes()
+
+
+MIRRORED = textwrap.dedent("""
+    import json, sys
+    import tfwidth, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import tf_keras as keras
+    from tfwidth.data import load_data
+    from tfwidth.errors import run_cli
+    from tfwidth.export import main, train
+    from tfwidth.mobilenet import build_mobilenet
+    from tfwidth.space import tiny_space
+    space = tiny_space(resolution=8, levels=3, base=8, layers=4)
+    widths, tmp, wf = (12, 8, 12, 4), sys.argv[1], sys.argv[2]
+    data = load_data("digits", space, 32, train_limit=64, eval_limit=32)
+    res = {}
+    for name, strategy in (("one", None), ("two", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
+        keras.utils.set_random_seed(0)
+        model, teacher = build_mobilenet(space, widths), build_mobilenet(space, space.max_widths)
+        h = train(model, data, epochs=1, lr=0.1, teacher=teacher, progress=False, eval_each_epoch=False,
+                  strategy=strategy)
+        res[name] = {"loss": h[0]["loss"], "weights": {w.name: w.numpy().ravel().tolist() for w in model.weights}}
+    argv = ["--widths", wf, "--run", tmp + "/run", "--dataset", "digits", "--init", "scratch", "--epochs", "1",
+            "--qat-epochs", "1", "--format", "qat", "--strategy", "mirrored", "--train-limit", "64",
+            "--no-measure", "--no-progress", "-o", tmp + "/m.tflite"]
+    res["cli"] = run_cli(main, argv + ["--batch-size", "32"])
+    res["bad_batch"] = run_cli(main, argv + ["--batch-size", "33", "-o", tmp + "/bad.tflite"])
+    print("RESULT " + json.dumps(res))
+""")
+
+
+def test_mirrored_two_devices_equals_one(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), TF_USE_LEGACY_KERAS="1",
+               TF_CPP_MIN_LOG_LEVEL="2")
+    wf = _widths_file(tmp_path / "w.json")
+    proc = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path), str(wf)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    assert line, proc.stderr[-3000:]
+    r = json.loads(line[0][7:])
+    assert r["two"]["loss"] == pytest.approx(r["one"]["loss"], rel=1e-5)
+    # every weight, BatchNorm moving statistics included (synchronised BN: the global batch's statistics); one
+    # device's fused BN moves the variance with n/(n-1) (Bessel), synchronised BN without: ~1e-4 on tiny layers.
+    # (export re-estimates the moving statistics after training anyway: recalibrate_plain_bn.)
+    assert r["two"]["weights"].keys() == r["one"]["weights"].keys()
+    for k, a in r["one"]["weights"].items():
+        rtol = 1e-3 if "moving_variance" in k else 1e-4
+        np.testing.assert_allclose(r["two"]["weights"][k], a, rtol=rtol, atol=1e-5, err_msg=k)
+    assert r["cli"] == 0, proc.stderr[-3000:]
+    rep = json.loads((tmp_path / "m.report.json").read_text())
+    assert rep["training"]["strategy"] == "mirrored" and rep["training"]["replicas"] == 2
+    assert rep["format"] == "qat" and rep["agreement"]["top1_agreement"] >= 0.9
+    assert r["bad_batch"] == 2 and "does not split evenly over the 2 devices" in proc.stderr
+    assert not list(tmp_path.glob("bad.*"))

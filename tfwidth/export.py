@@ -5,7 +5,8 @@
 
 Steps: rebuild the plain MobileNetV1 (tfwidth.mobilenet, standard tf_keras layers only) at the solved widths;
 initialise it from the supernet (sliced weights + BatchNorm re-estimated for these widths) or from scratch; train it
-(cosine schedule with warm-up, label smoothing, optional distillation from the supernet's max network, resumable);
+(cosine schedule with warm-up, label smoothing, optional distillation from the supernet's max network, resumable
+with --resume, on any tf.distribute strategy of tfwidth.train with --strategy, progress bars, optional TensorBoard);
 for qat, fine-tune again with fake quantization; convert; check the .tflite against Keras on evaluation images; time it
 with the device profiler's protocol; compare with the latency table. Outputs are written last and atomically, so a
 failed or interrupted export leaves nothing half-written beside the output path (training checkpoints live in
@@ -108,94 +109,151 @@ def make_optimizer(schedule, weight_decay: float, momentum: float = 0.9):
     return opt
 
 
+def replica_copy(model, strategy):
+    """The model rebuilt inside ``strategy.scope()`` with the same weights, so that its variables are mirrored; with
+    more than one replica every BatchNorm (also inside a QAT wrapper) is synchronised over the replicas, so N devices
+    compute the statistics of the global batch, as one device would. The model itself is left as it was."""
+    import contextlib
+
+    import tf_keras as keras
+    sync = strategy.num_replicas_in_sync > 1
+
+    def clone(layer):
+        cfg = layer.get_config()
+        inner = cfg.get("layer") if isinstance(cfg.get("layer"), dict) else {}
+        for c in (cfg if isinstance(layer, keras.layers.BatchNormalization) else None,
+                  inner.get("config") if inner.get("class_name") == "BatchNormalization" else None):
+            if c is not None and sync:
+                c["synchronized"] = True
+        return layer.__class__.from_config(cfg)
+
+    quantized = any(type(l).__module__.startswith("tensorflow_model_optimization") for l in model.layers)
+    if quantized:
+        import tensorflow_model_optimization as tfmot
+        scope = tfmot.quantization.keras.quantize_scope()
+    else:
+        scope = contextlib.nullcontext()
+    with strategy.scope(), scope:
+        net = keras.models.clone_model(model, clone_function=clone)
+        net.set_weights(model.get_weights())
+    return net
+
+
 def train(model, data, *, epochs: int, lr: float = 0.05, warmup_epochs: float = 0.0, label_smoothing: float = 0.1,
           weight_decay: float = 4e-5, teacher=None, distill_weight: float = 0.5, temperature: float = 4.0,
           ckpt_dir: Path | None = None, resume: bool = False, tensorboard: str | None = None, desc: str = "train",
-          progress: bool = True, eval_each_epoch: bool = True, signature: dict | None = None) -> list[dict]:
+          progress: bool = True, eval_each_epoch: bool = True, signature: dict | None = None,
+          strategy=None) -> list[dict]:
     """Train a plain Keras model in place for ``epochs`` epochs of ``data``; one checkpoint per epoch in ckpt_dir.
 
     With ``teacher`` the loss is (1 - a) * CE(labels) + a * T^2 * KL(teacher_T || student_T) (Hinton et al.).
-    ``signature``: what the checkpoint belongs to; resuming a checkpoint of something else is refused.
+    ``signature``: what the checkpoint belongs to; resuming a checkpoint of something else is refused, and so is
+    ``resume`` when ckpt_dir holds no checkpoint. ``strategy``: a tf.distribute strategy (tfwidth.train.make_strategy);
+    the model is trained as a copy in its scope (replica_copy) and the weights are copied back at the end. The loss
+    is averaged over the global batch, so any number of replicas computes what one device computes.
     Returns one dict per epoch trained now (loss, train_top1, eval_top1, lr).
     """
     import tensorflow as tf
     from tqdm import tqdm
+
+    from tfwidth.train import _is_chief, cosine_warmup
     if epochs <= 0:
         return []
+    default = tf.distribute.get_strategy()
+    strategy = strategy or default
+    net = model if strategy is default else replica_copy(model, strategy)
+    guide = None if teacher is None or strategy is default else replica_copy(teacher, strategy)
+    guide = teacher if guide is None else guide
+    chief = _is_chief(strategy)
     steps = data.steps_per_epoch
-    from tfwidth.train import cosine_warmup
-    schedule = cosine_warmup(lr, int(round(warmup_epochs * steps)), epochs * steps)
-    opt = make_optimizer(schedule, weight_decay)
-    opt.build(model.trainable_variables)
-    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-    ckpt = tf.train.Checkpoint(model=model, optimizer=opt, epoch=epoch_var)
+    global_batch = data.batch_size
+    with strategy.scope():
+        schedule = cosine_warmup(lr, int(round(warmup_epochs * steps)), epochs * steps)
+        opt = make_optimizer(schedule, weight_decay)
+        opt.build(net.trainable_variables)
+        epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+        ckpt = tf.train.Checkpoint(model=net, optimizer=opt, epoch=epoch_var)
     manager = None
     start = 0
     if ckpt_dir is not None:
         ckpt_dir = Path(ckpt_dir)
         sidecar = ckpt_dir / "checkpoint.json"
+        # Non-chief workers take part in saving (it is collective) but write to a scratch directory, as tfwidth.train.
+        write_dir = ckpt_dir if chief else ckpt_dir.with_name(
+            f".{ckpt_dir.name}.worker{strategy.cluster_resolver.task_id}")
         sig = dict(signature or {}, epochs=int(epochs), lr=lr, warmup_epochs=warmup_epochs,
                    label_smoothing=label_smoothing, weight_decay=weight_decay, distill=teacher is not None)
-        if resume and sidecar.is_file():
+        if resume:
+            if not sidecar.is_file():
+                raise UsageError(f"--resume: no checkpoint in {ckpt_dir}; drop --resume to start fresh")
             old = read_json(sidecar, "export checkpoint sidecar")
             diff = sorted(k for k in set(sig) | set(old.get("signature", {}))
                           if sig.get(k) != old.get("signature", {}).get(k))
             if diff:
                 raise UsageError(f"the checkpoint in {ckpt_dir} was made with other settings ({', '.join(diff)} "
                                  f"differ); rerun with the same options, or without --resume to start over")
-            manager = tf.train.CheckpointManager(ckpt, str(ckpt_dir), max_to_keep=1)
-            if manager.latest_checkpoint:
-                ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            latest = tf.train.latest_checkpoint(str(ckpt_dir))
+            if latest:
+                ckpt.restore(latest).assert_existing_objects_matched()
                 start = int(epoch_var.numpy())
-                print(f"{desc}: resumed at epoch {start}/{epochs} from {manager.latest_checkpoint}")
-        else:
-            if ckpt_dir.exists():
-                shutil.rmtree(ckpt_dir)
-            manager = tf.train.CheckpointManager(ckpt, str(ckpt_dir), max_to_keep=1)
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        write_json(sidecar, {"kind": "export_checkpoint", "signature": sig})
+                print(f"{desc}: resumed at epoch {start}/{epochs} from {latest}")
+        elif write_dir.exists():
+            shutil.rmtree(write_dir)
+        manager = tf.train.CheckpointManager(ckpt, str(write_dir), max_to_keep=1)
+        write_dir.mkdir(parents=True, exist_ok=True)
+        if chief:
+            write_json(sidecar, {"kind": "export_checkpoint", "signature": sig})
 
-    classes = model.output_shape[-1]
-    ce = tf.keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing)
+    classes = net.output_shape[-1]
+    ce = tf.keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing,
+                                                 reduction=tf.keras.losses.Reduction.NONE)
     T, a = float(temperature), float(distill_weight)
 
-    @tf.function
-    def step(x, y):
+    def replica_step(x, y):
         with tf.GradientTape() as tape:
-            logits = model(x, training=True)
-            loss = ce(tf.one_hot(y, classes), logits)
-            if teacher is not None:
-                soft = tf.nn.softmax(teacher(x, training=False) / T)
-                kd = tf.reduce_mean(tf.reduce_sum(soft * (tf.math.log(soft + 1e-12) -
-                                                          tf.nn.log_softmax(logits / T)), -1))
-                loss = (1.0 - a) * loss + a * T * T * kd
-            total = loss + tf.add_n(model.losses) if model.losses else loss
-        grads = tape.gradient(total, model.trainable_variables)
-        opt.apply_gradients(zip(grads, model.trainable_variables))
+            logits = net(x, training=True)
+            per_example = ce(tf.one_hot(y, classes), logits)
+            if guide is not None:
+                soft = tf.nn.softmax(guide(x, training=False) / T)
+                kd = tf.reduce_sum(soft * (tf.math.log(soft + 1e-12) - tf.nn.log_softmax(logits / T)), -1)
+                per_example = (1.0 - a) * per_example + a * T * T * kd
+            # This replica's share of the global-batch mean: the optimizer sums the replicas' gradients.
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+            total = loss + tf.nn.scale_regularization_loss(tf.add_n(net.losses)) if net.losses else loss
+        grads = tape.gradient(total, net.trainable_variables)
+        opt.apply_gradients(zip(grads, net.trainable_variables))
         correct = tf.reduce_sum(tf.cast(tf.argmax(logits, -1, output_type=tf.int32) == y, tf.float32))
         return loss, correct
 
-    writer = tf.summary.create_file_writer(tensorboard) if tensorboard else None
+    @tf.function
+    def step(x, y):
+        loss, correct = strategy.run(replica_step, args=(x, y))
+        return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
+                strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None))
+
+    writer = tf.summary.create_file_writer(tensorboard) if tensorboard and chief else None
     history = []
     for epoch in range(start, epochs):
         losses, correct, seen = [], 0.0, 0
-        bar = tqdm(data.train_epoch(epoch), total=steps, desc=f"{desc} epoch {epoch + 1}/{epochs}",
-                   disable=not progress, leave=False, file=sys.stderr)
+        batches = strategy.experimental_distribute_dataset(data.train_epoch(epoch))
+        bar = tqdm(batches, total=steps, desc=f"{desc} epoch {epoch + 1}/{epochs}",
+                   disable=not progress or not chief, leave=False, file=sys.stderr)
         for x, y in bar:
-            loss, c = step(x, tf.cast(y, tf.int32))
+            loss, c = step(x, y)
             losses.append(float(loss))
             correct += float(c)
-            seen += int(y.shape[0])
+            seen += global_batch
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         bar.close()
         rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "train_top1": correct / max(seen, 1),
                "lr": float(schedule(opt.iterations))}
         if eval_each_epoch:
             xe, ye = data.eval_arrays()
-            rec["eval_top1"] = top1(keras_logits(model, xe), ye)
+            rec["eval_top1"] = top1(keras_logits(net, xe), ye)
         history.append(rec)
-        print(f"{desc} epoch {epoch + 1}/{epochs}: " + "  ".join(
-            f"{k} {v:.4g}" for k, v in rec.items() if k != "epoch"))
+        if chief:
+            print(f"{desc} epoch {epoch + 1}/{epochs}: " + "  ".join(
+                f"{k} {v:.4g}" for k, v in rec.items() if k != "epoch"))
         if writer is not None:
             with writer.as_default(step=epoch + 1):
                 for k, v in rec.items():
@@ -205,6 +263,8 @@ def train(model, data, *, epochs: int, lr: float = 0.05, warmup_epochs: float = 
         epoch_var.assign(epoch + 1)
         if manager is not None:
             manager.save(checkpoint_number=epoch + 1)
+    if net is not model:
+        model.set_weights(net.get_weights())
     return history
 
 
@@ -420,7 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--temperature", type=float, default=4.0)
     t.add_argument("--qat-epochs", type=int, default=1, help="quantization-aware fine-tuning epochs (--format qat)")
     t.add_argument("--calib-batches", type=int, default=20, help="batches to re-estimate BN after slicing")
-    t.add_argument("--resume", action="store_true", help="continue the export training of an interrupted run")
+    t.add_argument("--resume", action="store_true", help="continue the export training of an interrupted run "
+                   "(its checkpoints are in RUN/export/)")
+    t.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
+                   help="tf.distribute strategy, as tfwidth.train; multiworker reads TF_CONFIG")
     t.add_argument("--tensorboard", help="write TensorBoard scalars to this directory")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--train-limit", type=int, help="use only the first N training images")
@@ -483,6 +546,21 @@ def main(argv=None) -> int:
         raise UsageError(f"run directory {run_dir} does not exist; pass the --run of `python -m tfwidth.train`, "
                          f"or use --init scratch")
     table = load_latency_table(a.latency, space) if a.latency else None
+    tag = f"{a.init}-{'-'.join(map(str, widths))}"
+    work = run_dir / "export" / tag
+    if a.resume:
+        # The first stage that trains must have a checkpoint; a later stage (QAT) not yet begun starts fresh.
+        first = work / ("train" if a.epochs > 0 else "qat")
+        if a.epochs + (a.qat_epochs if a.format == "qat" else 0) == 0:
+            raise UsageError("--resume with no training to resume (--epochs 0); drop --resume")
+        if not (first / "checkpoint.json").is_file():
+            raise UsageError(f"--resume: no checkpoint in {first}; drop --resume to start fresh")
+    from tfwidth.train import _is_chief, make_strategy
+    strategy = make_strategy(a.strategy)
+    replicas = strategy.num_replicas_in_sync
+    if a.batch_size % replicas:
+        raise UsageError(f"batch size {a.batch_size} does not split evenly over the {replicas} devices of the "
+                         f"strategy; use a --batch-size multiple of {replicas}")
     threads = a.threads or (getattr(table, "threads", None) if table is not None else None) or 1
     output = Path(a.output)
     keras_out = Path(a.keras_out) if a.keras_out else default_paths(output)[0]
@@ -497,16 +575,15 @@ def main(argv=None) -> int:
     lr = a.lr if a.lr is not None else (0.01 if a.init == "supernet" else 0.05) * a.batch_size / 64
     warm = a.warmup_epochs if a.warmup_epochs is not None else (0.0 if a.init == "supernet"
                                                                else min(1.0, a.epochs / 10))
-    tag = f"{a.init}-{'-'.join(map(str, widths))}"
-    work = run_dir / "export" / tag
-    common = dict(label_smoothing=a.label_smoothing, weight_decay=a.weight_decay, resume=a.resume,
-                  tensorboard=a.tensorboard, progress=not a.no_progress)
+    common = dict(label_smoothing=a.label_smoothing, weight_decay=a.weight_decay, tensorboard=a.tensorboard,
+                  progress=not a.no_progress, strategy=strategy)
     sig = {"widths": list(widths), "init": a.init, "dataset": a.dataset, "space_hash": space.space_hash,
            "seed": a.seed, "batch_size": a.batch_size, "train_limit": a.train_limit}
     history = train(model, data, epochs=a.epochs, lr=lr, warmup_epochs=warm, teacher=teacher,
                     distill_weight=a.distill_weight, temperature=a.temperature, ckpt_dir=work / "train",
-                    desc="train", signature=sig, **common)
-    recalibrated = recalibrate_plain_bn(model, data, a.calib_batches) if history and a.calib_batches else 0
+                    desc="train", signature=sig, resume=a.resume, **common)
+    # Also after a resume that found the training finished: the restored weights need their statistics too.
+    recalibrated = recalibrate_plain_bn(model, data, a.calib_batches) if a.epochs and a.calib_batches else 0
     float_model = model
     deployed = model
     qat_history = []
@@ -514,7 +591,11 @@ def main(argv=None) -> int:
         deployed = quantize_for_training(model)
         qat_history = train(deployed, data, epochs=a.qat_epochs, lr=lr * 0.1, warmup_epochs=0.0, teacher=teacher,
                             distill_weight=a.distill_weight, temperature=a.temperature, ckpt_dir=work / "qat",
-                            desc="qat", signature=dict(sig, float_epochs=a.epochs), **common)
+                            desc="qat", signature=dict(sig, float_epochs=a.epochs),
+                            resume=a.resume and (work / "qat" / "checkpoint.json").is_file(), **common)
+    if not _is_chief(strategy):
+        print(f"worker {strategy.cluster_resolver.task_id}: training done; the chief converts and writes the outputs")
+        return 0
 
     xe, ye = data.eval_arrays()
     rep = data.representative(a.representative) if a.format == "int8" else None
@@ -550,7 +631,8 @@ def main(argv=None) -> int:
         "agreement": agree, "latency": lat,
         "size_bytes": len(content), "params": space.params(widths), "macs": space.macs(widths),
         "max_params": space.params(space.max_widths),
-        "training": {"lr": lr, "warmup_epochs": warm, "batch_size": a.batch_size,
+        "training": {"lr": lr, "warmup_epochs": warm, "batch_size": a.batch_size, "strategy": a.strategy,
+                     "replicas": replicas,
                      "label_smoothing": a.label_smoothing, "weight_decay": a.weight_decay,
                      "bn_recalibrated_batches": recalibrated, "history": history, "qat_history": qat_history},
         "outputs": {"tflite": str(output), "keras": str(keras_out), "report": str(report_out)},
