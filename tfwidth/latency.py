@@ -8,6 +8,8 @@ linear system, regularised towards "a wider layer is not faster".
 
     python -m tfwidth.latency fit samples.jsonl -o table.json [--validation val.jsonl | --holdout 0.1] [--plot fit.png]
     python -m tfwidth.latency validate table.json samples.jsonl
+    python -m tfwidth.latency refine --table table.json --samples samples.jsonl --template template.tflite \
+        --stats run/stats.json --target-ms 3.0 -o table_refined.json        (tfwidth/refine.py)
 """
 from __future__ import annotations
 
@@ -423,21 +425,35 @@ def _indices(space: SearchSpace, samples: list[dict]) -> np.ndarray:
 
 def fit_table(samples: list[dict], space: SearchSpace, reg: float | None = None, holdout: float = 0.1, seed: int = 0,
               statistic: str = "min", drift: bool = True, validation: list[dict] | None = None,
-              grid=REG_GRID, prior: float | None = None, prior_grid=PRIOR_GRID) -> tuple[LatencyTable, dict]:
+              grid=REG_GRID, prior: float | None = None, prior_grid=PRIOR_GRID, weights=None,
+              level: float | None = None) -> tuple[LatencyTable, dict]:
     """Fit the table. The hinge weight is ``reg`` if given, else the ``grid`` value with the lowest validation RMSE
     (at the prior weight PRIOR, or ``prior`` if given); then the weight of the pull towards each layer's bilinear
     model is ``prior`` if given, else the ``prior_grid`` value with the lowest validation RMSE at that hinge weight
     (0 turns the prior off). Validated on ``validation`` samples if given, else on a ``holdout`` share of
-    ``samples`` (fitted on the rest; the final table is then refitted on all samples). Returns the table and a
-    report (figures, choices, time)."""
+    ``samples`` (fitted on the rest; the final table is then refitted on all samples). ``weights`` (one per
+    sample, default 1) weight each sample's squared residual: tfwidth.refine gives the configurations the solver
+    actually picks more say than the plan's. ``level``: the reference speed to bring samples to (default their
+    median reference; refine keeps the first fit's level, so added samples do not shift every prediction).
+    Returns the table and a report (figures, choices, time)."""
     t0 = time.perf_counter()
     if len(samples) < 2:
         raise UsageError(f"{len(samples)} usable samples: too few to fit a table; time more configurations")
     idx = _indices(space, samples)
-    y = measured(samples, statistic, drift)
-    level = reference_level(samples) if drift else None
+    if drift and level is None:
+        level = reference_level(samples)
+    level = level if drift else None
+    y = measured(samples, statistic, drift, level)
     lay = _Layout(space)
     A = lay.design(idx)
+    # Weighted least squares = rows scaled by sqrt(weight); the metrics below stay on the unweighted timings.
+    Aw, yw = A, y
+    if weights is not None:
+        wts = np.asarray(weights, float)
+        if wts.shape != (len(samples),) or not np.isfinite(wts).all() or (wts <= 0).any():
+            raise UsageError(f"fit weights must be {len(samples)} positive numbers, one per sample")
+        sw = np.sqrt(wts)
+        Aw, yw = (sp.diags(sw) @ A).tocsr(), sw * y
     B = lay.prior_basis()
     x0 = np.full(lay.n, float(np.mean(y)) / (space.num_layers + 1))
     choose = reg is None or prior is None
@@ -456,7 +472,7 @@ def fit_table(samples: list[dict], space: SearchSpace, reg: float | None = None,
     grid_scores, prior_scores = {}, {}
     validation_metrics = None
     if choose and val_idx is not None:
-        A_tr, y_tr, x = A[train], y[train], x0
+        A_tr, y_tr, x = Aw[train], yw[train], x0
         best = None
 
         def score(r: float, mu: float, x_start: np.ndarray):
@@ -483,7 +499,7 @@ def fit_table(samples: list[dict], space: SearchSpace, reg: float | None = None,
         x0 = best[3]  # the final fit on all samples starts from the chosen fit on most of them
     reg = DEFAULT_REG if reg is None else reg
     prior = PRIOR if prior is None else prior
-    x = _solve(A, y, lay.D, float(reg), x0, B=B, prior=float(prior))
+    x = _solve(Aw, yw, lay.D, float(reg), x0, B=B, prior=float(prior))
     counts = np.bincount(lay.columns(idx).ravel(), minlength=lay.n)
     unconstrained = [lay.entry(j) for j in np.flatnonzero(counts == 0)]
     first = samples[0]
@@ -579,8 +595,18 @@ def main(argv=None) -> int:
     v.add_argument("samples")
     v.add_argument("--plot", help="write a predicted-vs-measured plot here (PNG)")
     v.add_argument("--allow-mixed", action="store_true", help="accept samples of several runtimes/formats")
+    r = sub.add_parser("refine", help="time the solver's answers on this machine and refit until the table "
+                                      "predicts them within a tolerance",
+                       description="Solve every target with every method and statistics file, time those "
+                                   "configurations here (cut from the template, the samples' protocol), add the "
+                                   "timings to the fit with a higher weight and refit; repeat until every answer is "
+                                   "predicted within --tol. See tfwidth/refine.py.")
+    from tfwidth import refine
+    refine.add_arguments(r)
     a = p.parse_args(argv)
 
+    if a.cmd == "refine":
+        return refine.main(a)
     if a.cmd == "fit":
         if not 0 <= a.holdout < 1:
             raise UsageError(f"--holdout must be in [0, 1), got {a.holdout}")
