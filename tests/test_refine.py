@@ -1,0 +1,139 @@
+"""tfwidth.refine: the solve-measure-refit loop against a synthetic device the plain fit cannot model. No TensorFlow."""
+import json
+
+import numpy as np
+import pytest
+
+import tfwidth.latency as L
+from tfwidth import refine as R
+from tfwidth.space import tiny_space
+
+from conftest import assert_usage_error, run_module
+from test_latency import true_table
+
+
+@pytest.fixture(scope="module")
+def space():
+    return tiny_space()
+
+
+def device(space, truth):
+    """Additive truth plus what an additive, smoothed table misses: 20 channels run slower than 24 after the stem (a
+    SIMD-tile effect, like XNNPACK's at 232/464 vs 256/512), and a wide stem with a wide last layer costs extra
+    (two layers that share no table entry)."""
+    def ms(w):
+        return truth.predict(w) + 0.6 * sum(x == 20 for x in w[1:]) + (0.5 if w[0] >= 20 and w[-1] >= 20 else 0.0)
+    return ms
+
+
+def record(space, w, ms, index=0):
+    return {"kind": "sample", "index": index, "space_hash": space.space_hash, "widths": list(w), "status": "ok",
+            "error": None, "ms": {"min": ms, "median": ms, "mean": ms, "std": 0.0, "count": 20},
+            "runtime": "ai_edge_litert", "runtime_version": "1", "threads": 1, "cpus": [0], "format": "fp32",
+            "ref_ms": 1.0}
+
+
+@pytest.fixture(scope="module")
+def setup(space):
+    truth = true_table(space)
+    dev = device(space, truth)
+    rng = np.random.default_rng(3)
+    train = [record(space, w, dev(w), i) for i, w in enumerate(space.random_widths(rng) for _ in range(40))]
+    table, _ = L.fit_table(train, space)
+    costs = [np.linspace(0.3, 0.0, k) * (i + 1) for i, k in enumerate(space.num_choices)]
+    lo, hi = table.predict(space.min_widths), table.predict(space.max_widths)
+    targets = np.linspace(lo, hi, 6)[1:-1]
+    candidates = R.solve_candidates(space, [costs], targets, ("uniform", "greedy", "ows", "exact"))
+    measured = []
+
+    def measure(ws):
+        measured.append(list(ws))
+        return [record(space, w, dev(w)) for w in ws]
+    return dict(truth=truth, dev=dev, train=train, table=table, candidates=candidates, measure=measure,
+                calls=measured)
+
+
+def test_refinement_makes_the_solved_configurations_predictable(space, setup):
+    s = setup
+    before = [abs(s["dev"](w) / s["table"].predict(w) - 1) for w in R.unique(s["candidates"](s["table"]))]
+    assert max(before) > 0.3  # the plain fit is far off exactly where the solver chooses
+    table, rec = R.refine(s["table"], s["train"], s["candidates"], s["measure"], tol=0.03, rounds=6, weight=10.0,
+                          log=lambda m: None)
+    assert rec["converged"] and rec["rounds"] == 4 and rec["refits"] == 3
+    assert rec["max_abs_err_before"] == pytest.approx(max(before))
+    # the returned table's own answers, re-measured, are within the tolerance
+    after = [abs(s["dev"](w) / table.predict(w) - 1) for w in R.unique(s["candidates"](table))]
+    assert max(after) <= 0.03 and rec["max_abs_err_after"] == pytest.approx(max(after))
+    # the record is in the table's fit metadata and survives a round trip, at the first fit's settings
+    back = L.LatencyTable.from_json(json.loads(json.dumps(table.to_json())))
+    assert back.fit["refine"]["rounds"] == 4 and len(back.fit["refine"]["history"]) == 4
+    assert back.fit["reg"] == s["table"].fit["reg"] and back.fit["prior"] == s["table"].fit["prior"]
+    assert back.fit["ref_ms"] == s["table"].fit["ref_ms"] and back.space.space_hash == space.space_hash
+
+
+def test_neighbours_and_repeats_are_timed_but_only_candidates_are_judged(space, setup):
+    s = setup
+    s["calls"].clear()
+    _, rec = R.refine(s["table"], s["train"], s["candidates"], s["measure"], rounds=1, explore=2, repeats=2,
+                      log=lambda m: None)
+    first = s["calls"][0]
+    cands = R.unique(s["candidates"](s["table"]))
+    assert first[:2 * len(cands)] == cands + cands  # repeats interleaved
+    near = first[2 * len(cands):]
+    assert near and not set(near) & set(cands) and len(set(near)) == len(near)
+    assert rec["history"][0]["candidates"] == len(cands)
+    assert not rec["converged"] and rec["refits"] == 1  # the last round's timings are still fitted
+
+
+def test_neighbours_stay_one_choice_away(space):
+    rng = np.random.default_rng(0)
+    w = space.to_widths((1, 2, 0, 3))
+    for n in R.neighbours(space, [w], 20, rng):
+        assert np.abs(np.subtract(space.to_indices(n), (1, 2, 0, 3))).max() == 1
+
+
+def test_weighted_fit_follows_the_heavy_samples(space, setup):
+    s = setup
+    w = R.unique(s["candidates"](s["table"]))[0]
+    extra = [record(space, w, 1.3 * s["dev"](w))]
+    light, _ = L.fit_table(s["train"] + extra, space, reg=3.0, prior=1.0)
+    heavy, _ = L.fit_table(s["train"] + extra, space, reg=3.0, prior=1.0, weights=[1.0] * 40 + [50.0])
+    target = 1.3 * s["dev"](w)
+    assert abs(heavy.predict(w) - target) < 0.5 * abs(light.predict(w) - target)
+    with pytest.raises(L.UsageError, match="weights"):
+        L.fit_table(s["train"], space, reg=3.0, prior=1.0, weights=[1.0] * 3)
+
+
+def test_bad_arguments_are_one_line(space, tmp_path):
+    with pytest.raises(L.UsageError, match="rounds"):
+        R.refine(None, [], lambda t: [], lambda w: [], rounds=0)
+    proc = run_module("tfwidth.latency", "refine", "--table", tmp_path / "none.json", "--samples", "s.jsonl",
+                      "--template", "t.tflite", "--stats", "st.json", "--target-ms", "1", "-o", tmp_path / "o.json")
+    assert_usage_error(proc, "does not exist")
+    proc = run_module("tfwidth.latency", "refine", "--table", "x", "--samples", "s", "--template", "t",
+                      "--stats", "s", "--target-ms", "1", "--methods", "fastest", "-o", tmp_path / "o.json")
+    assert_usage_error(proc, "--methods")
+
+
+def test_samples_timed_elsewhere_are_refused(space, setup, tmp_path):
+    s = setup
+    table_path = tmp_path / "table.json"
+    s["table"].save(table_path)
+    samples = [dict(d, device={"hostname": "a-raspberry-pi"}) for d in s["train"]]
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps(d) + "\n" for d in samples))
+    proc = run_module("tfwidth.latency", "refine", "--table", table_path, "--samples", tmp_path / "s.jsonl",
+                      "--template", tmp_path / "t.tflite", "--stats", "st.json", "--target-ms", "1",
+                      "-o", tmp_path / "o.json")
+    assert_usage_error(proc, "a-raspberry-pi", "run it on that device")
+
+
+def test_protocol_is_read_from_the_samples(tmp_path):
+    ref = {"kind": "reference", "status": "ok", "widths": [24, 24], "ms": {"min": 1.0}}
+    smp = {"kind": "sample", "status": "ok", "widths": [8, 8], "ms": {"min": 0.5, "count": 10}, "threads": 1,
+           "cpus": [0], "runtime": "ai_edge_litert", "device": {"hostname": "h"}}
+    p = tmp_path / "s.jsonl"
+    p.write_text("\n".join(json.dumps(d) for d in (ref, dict(smp, ref_ms=1.0), dict(smp, ref_ms=1.0))) + "\n")
+    pr = R.sample_protocol(p)
+    assert (pr["runs"], pr["threads"], pr["cpus"], pr["paired"], pr["reference"]) == (10, 1, [0], False, [24, 24])
+    p.write_text("\n".join(json.dumps(d) for d in (ref, dict(smp, ref_ms=1.02), dict(smp, ref_ms=0.98))) + "\n")
+    assert R.sample_protocol(p)["paired"]
