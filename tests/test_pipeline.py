@@ -15,18 +15,22 @@ def test_pipeline_runs_every_stage_then_resumes(tmp_path):
     p = run_module("tfwidth.pipeline", "--space", tmp_path / "space.json", "--work", work, *QUICK)
     assert p.returncode == 0, p.stderr[-3000:]
     for name in ("template.tflite", "template.json", "plan.json", "val_plan.json", "samples.jsonl", "val.jsonl",
-                 "table.json", "run/stats.json", "widths.json", "model_fp32.tflite", "pipeline.json"):
+                 "table.json", "table_refined.json", "run/stats.json", "widths.json", "model_fp32.tflite",
+                 "pipeline.json"):
         assert (work / name).exists(), name
     widths = json.loads((work / "widths.json").read_text())
     assert widths["space_hash"] == space.space_hash and {r["method"] for r in widths["results"]} >= {"ows", "exact"}
     assert "=== tfwidth: target" in p.stdout and "exact" in p.stdout
     record = json.loads((work / "pipeline.json").read_text())
     assert record["space_hash"] == space.space_hash
-    assert all(r["done"] for r in record["stages"].values()) and len(record["stages"]) == 9
+    assert all(r["done"] for r in record["stages"].values()) and len(record["stages"]) == 10
+    refined = json.loads((work / "table_refined.json").read_text())
+    assert refined["space_hash"] == space.space_hash and refined["fit"]["refine"]["rounds"] >= 1
+    assert widths["table"].endswith("table_refined.json")
 
     again = run_module("tfwidth.pipeline", "--space", tmp_path / "space.json", "--work", work, *QUICK)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("up to date, skipped") == 9
+    assert again.stdout.count("up to date, skipped") == 10
 
     # samples from "another device": no profiling stages, the fit reads them directly
     dev = tmp_path / "dev"
@@ -34,6 +38,7 @@ def test_pipeline_runs_every_stage_then_resumes(tmp_path):
                    work / "samples.jsonl", "--device-val", work / "val.jsonl", *QUICK)
     assert p.returncode == 0, p.stderr[-3000:]
     assert not (dev / "template.tflite").exists() and (dev / "model_fp32.tflite").exists()
+    assert "[refine] skipped: the samples come from another device" in p.stdout
 
 
 def test_pipeline_refuses_a_work_dir_of_another_space(tmp_path):

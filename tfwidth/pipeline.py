@@ -1,7 +1,7 @@
 """The whole flow in one command, with this machine's CPU as the device:
 
   space -> template + plans -> profile (device_profiler) -> fit (table) -> train supernet (OWS or --aows)
-        -> solve (all methods) -> export (.tflite) -> measure
+        -> refine (time the solver's answers, refit) -> solve (all methods) -> export (.tflite) -> measure
 
     python -m tfwidth.pipeline                      # offline default: digits, cifar-sized space, this CPU
     python -m tfwidth.pipeline --dataset npz:../shared/data/cifar10.npz --epochs 20 --work cifar_work
@@ -103,6 +103,8 @@ def main(argv=None) -> int:
     p.add_argument("--finetune-epochs", type=int, default=2, help="fine-tuning epochs of the exported model")
     p.add_argument("--format", default="fp32", choices=("fp32", "fp16", "int8", "qat"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-refine", action="store_true", help="solve with the fitted table as it is (default: time the "
+                                                             "solver's answers here and refit, tfwidth/refine.py)")
     p.add_argument("--dry-run", action="store_true", help="print the stage commands without running them")
     a = p.parse_args(argv)
 
@@ -164,12 +166,28 @@ def main(argv=None) -> int:
         train_args += ["--aows", "--latency", table, "--target-ms", target]
     pl.stage("train", "tfwidth.train", train_args, [run / "stats.json"], resume_flag="--resume")
 
-    # 7. solve
+    # 7. refine the table on the solver's own answers, timed here (tfwidth/refine.py): the fitted table is smoothest
+    # exactly where the solver likes to go, and its miss there is what the exported model pays
+    if a.device_samples:
+        print("[refine] skipped: the samples come from another device (--device-samples) and refinement times the "
+              "candidates on this machine; run python -m tfwidth.latency refine on that device")
+    elif a.no_refine:
+        print("[refine] skipped (--no-refine)")
+    else:
+        refined = work / "table_refined.json"
+        pl.stage("refine", "tfwidth.latency", ["refine", "--table", table, "--samples", work / "samples.jsonl",
+                                               "--template", work / "template.tflite", "--stats", run / "stats.json",
+                                               "--target-ms", target, "--validation", work / "val.jsonl",
+                                               "-o", refined] + ([] if a.cpus == "none" else ["--cpus", a.cpus]),
+                 [refined])
+        table = refined
+
+    # 8. solve
     widths = work / "widths.json"
     pl.stage("solve", "tfwidth.solve", ["--stats", run / "stats.json", "--latency", table, "--target-ms", target,
                                         "--method", a.method, "-o", widths], [widths])
 
-    # 8. export and measure
+    # 9. export and measure
     model = work / f"model_{a.format}.tflite"
     pl.stage("export", "tfwidth.export", ["--widths", widths, "--run", run, "--dataset", a.dataset, "--init",
                                           "supernet", "--epochs", a.finetune_epochs, "--format", a.format,
@@ -178,7 +196,7 @@ def main(argv=None) -> int:
     if a.dry_run:
         return 0
 
-    # 9. the final table
+    # 10. the final table
     print_summary(work, model, time.time() - t_start)
     return 0
 

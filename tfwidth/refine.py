@@ -27,7 +27,7 @@ from tfwidth.latency import (DEFAULT_REG, PRIOR, LatencyTable, fit_table, format
                              measured)
 
 TOL = 0.03      # per-candidate |measured / predicted - 1| at which the table is accepted
-ROUNDS = 4      # measurement rounds at most
+ROUNDS = 6      # measurement rounds at most
 # Weight of each refinement timing against one plan sample. A candidate's 15 entries are shared with ~N*15/#entries
 # plan samples each (~10 here) plus the prior's pull (weight 9): at weight 1 a 15% miss would mostly stay. At 10 the
 # timings of the solver's answers dominate their entries without being exact constraints (a noisy one still averages
