@@ -137,3 +137,21 @@ def test_protocol_is_read_from_the_samples(tmp_path):
     assert (pr["runs"], pr["threads"], pr["cpus"], pr["paired"], pr["reference"]) == (10, 1, [0], False, [24, 24])
     p.write_text("\n".join(json.dumps(d) for d in (ref, dict(smp, ref_ms=1.02), dict(smp, ref_ms=0.98))) + "\n")
     assert R.sample_protocol(p)["paired"]
+
+
+def test_meet_target_aims_lower_by_the_measured_miss():
+    from tfwidth.refine import meet_target
+    # a "solver" whose answer is the aim itself and a device 10% slower than predicted below 5 ms, exact above
+    device = lambda w: w[0] * (1.10 if w[0] < 5 else 1.0)  # noqa: E731
+    r = meet_target(lambda aim: (aim,), device, 4.0)
+    assert r["met"] and len(r["attempts"]) == 2
+    assert r["attempts"][1]["aim_ms"] == pytest.approx(4.0 / 1.10)
+    assert r["measured_ms"] == pytest.approx(4.0)
+    # already within the target: one attempt, aimed at the target
+    r = meet_target(lambda aim: (aim,), device, 6.0)
+    assert r["met"] and [a["aim_ms"] for a in r["attempts"]] == [6.0]
+    # nothing fast enough: not met, the last answer kept; no answer at all: None
+    r = meet_target(lambda aim: (max(aim, 3.0),), lambda w: w[0] * 1.2, 3.0, rounds=3)
+    assert not r["met"] and len(r["attempts"]) == 3 and r["widths"] == [3]
+    r = meet_target(lambda aim: None, device, 1.0)
+    assert not r["met"] and r["widths"] is None and r["attempts"] == []
