@@ -27,6 +27,11 @@ def test_pipeline_runs_every_stage_then_resumes(tmp_path):
     refined = json.loads((work / "table_refined.json").read_text())
     assert refined["space_hash"] == space.space_hash and refined["fit"]["refine"]["rounds"] >= 1
     assert widths["table"].endswith("table_refined.json")
+    # the answer was timed here; every attempt but the last ran over the target, which the last one meets if met
+    v = widths["verified"]
+    assert v["attempts"] and v["attempts"][-1]["widths"] == widths["widths"]
+    assert all(t["measured_ms"] > widths["target_ms"] for t in v["attempts"][:-1])
+    assert v["met"] == (v["measured_ms"] <= widths["target_ms"])
 
     again = run_module("tfwidth.pipeline", "--space", tmp_path / "space.json", "--work", work, *QUICK)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -38,6 +43,18 @@ def test_pipeline_runs_every_stage_then_resumes(tmp_path):
                    work / "samples.jsonl", "--device-val", work / "val.jsonl", *QUICK)
     assert p.returncode == 0, p.stderr[-3000:]
     assert not (dev / "template.tflite").exists() and (dev / "model_fp32.tflite").exists()
+    assert "verified" not in json.loads((dev / "widths.json").read_text())
+
+    # a template of another space is refused before anything is written
+    other = tiny_space(resolution=12, classes=10, levels=3, base=8, layers=4)
+    other.save(tmp_path / "other.json")
+    q = run_module("tfwidth.profile", "template", "--space", tmp_path / "other.json", "-o", tmp_path / "o.tflite")
+    assert q.returncode == 0, q.stderr[-3000:]
+    bad = run_module("tfwidth.solve", "--stats", work / "run/stats.json", "--latency", work / "table.json",
+                     "--target-ms", widths["target_ms"], "--verify-template", tmp_path / "o.tflite",
+                     "-o", tmp_path / "bad.json")
+    assert_usage_error(bad, "is for space")
+    assert not (tmp_path / "bad.json").exists()
     assert "[refine] skipped: the samples come from another device" in p.stdout
 
 

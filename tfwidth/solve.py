@@ -114,6 +114,10 @@ def _table_lines(rows: list[dict]) -> str:
             out.append(f"{r['method']:<8} {'-':>9} {'-':>10} {'-':>9} {'-':>8}  no configuration meets the budgets")
             continue
         note = "" if r.get("certified", True) else f"  (within {r['gap']:.3g} of optimal)"
+        if "verified" in r:
+            v = r["verified"]
+            note += (f"  measured here {v['measured_ms']:.4f} ms after {len(v['attempts'])} attempt(s)"
+                     + ("" if v["met"] else ", OVER the target"))
         out.append(f"{r['method']:<8} {r['predicted_ms']:>9.4f} {r['objective']:>10.5f} {r['params']:>9d} "
                    f"{r['macs'] / 1e6:>8.2f}  {' '.join(map(str, r['widths']))}{note}")
     return "\n".join(out)
@@ -161,6 +165,43 @@ def write_pareto(prefix, rows: list[dict], methods) -> tuple[Path, Path]:
     return csv_path, png_path
 
 
+def _verified(space, costs, table, a, method) -> dict:
+    """describe() of the answer that ``tfwidth.refine.meet_target`` settles on, timing variants of the template on
+    this machine with the export's protocol (the statistic the exported model is judged by)."""
+    from device_profiler.errors import UsageError as DeviceUsageError
+    from device_profiler.variants import load as load_template
+    from tfwidth.export import measure_latency
+    from tfwidth.refine import meet_target
+    try:
+        maker = load_template(a.verify_template)
+    except DeviceUsageError as e:
+        raise UsageError(str(e)) from None
+    if maker.manifest.get("space_hash") != space.space_hash:
+        raise SpaceMismatch(f"template {a.verify_template} is for space {maker.manifest.get('space_hash')}, the stats "
+                            f"for {space.space_hash}; pass the template the table's samples were cut from")
+    cpus = None if a.cpus == "none" else [int(c) for c in a.cpus.split(",")]
+    sols = {}
+
+    def at(aim_ms):
+        try:
+            sol = solve(space, costs, table, aim_ms, method, a.max_params)
+        except UsageError:  # aimed below the fastest configuration: keep the last answer
+            return None
+        if not sol.feasible:
+            return None
+        w = space.to_widths(sol.indices)
+        sols[w] = sol
+        return w
+
+    r = meet_target(at, lambda w: measure_latency(maker.make(w), threads=table.threads or 1, cpus=cpus)["ms"]["min"],
+                    a.target_ms, rounds=a.verify_rounds)
+    if r["widths"] is None:
+        return describe(space, solve(space, costs, table, a.target_ms, method, a.max_params))
+    d = describe(space, sols[tuple(r["widths"])])
+    d["verified"] = {"measured_ms": r["measured_ms"], "met": r["met"], "attempts": r["attempts"]}
+    return d
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m tfwidth.solve", description=(
         "Choose per-layer widths that maximise the supernet's accuracy statistics under a latency target on the "
@@ -181,6 +222,12 @@ def main(argv=None) -> int:
                                                          "and write <output>.csv and <output>.png")
     p.add_argument("--points", type=int, default=50, help="targets in the --pareto sweep (default 50)")
     p.add_argument("-o", "--output", required=True, help="widths.json (or, with --pareto, the CSV/PNG prefix)")
+    v = p.add_argument_group("when this machine is the device")
+    v.add_argument("--verify-template", help="template.tflite the table's samples were cut from: time each answer "
+                   "here (the profiler's protocol) and, while it runs over --target-ms, solve again aiming lower by "
+                   "the measured miss")
+    v.add_argument("--verify-rounds", type=int, default=4, help="solve-and-time attempts at most (default 4)")
+    v.add_argument("--cpus", default="0", help="cores to pin the timing to (default 0; 'none': no pinning)")
     a = p.parse_args(argv)
 
     stats = WidthStats.load(a.stats)
@@ -199,7 +246,10 @@ def main(argv=None) -> int:
         return 0
     if a.target_ms is None:
         raise UsageError("give --target-ms (or --pareto to sweep targets)")
-    results = [describe(space, solve(space, costs, table, a.target_ms, m, a.max_params)) for m in methods]
+    if a.verify_template:
+        results = [_verified(space, costs, table, a, m) for m in methods]
+    else:
+        results = [describe(space, solve(space, costs, table, a.target_ms, m, a.max_params)) for m in methods]
     print(f"target {a.target_ms:g} ms" + (f", at most {a.max_params:g} parameters" if a.max_params else "")
           + f"  (table: {table.runtime or '?'} {table.format or '?'}, {table.threads or '?'} thread(s))")
     print(_table_lines(results))
@@ -221,6 +271,12 @@ def main(argv=None) -> int:
            "stats_estimator": a.stats_estimator}
     if a.method == "all":
         out["results"] = results
+    if "verified" in best:
+        out["verified"] = best["verified"]
+        if not best["verified"]["met"]:
+            print(f"warning: measured {best['verified']['measured_ms']:.4f} ms here, over the {a.target_ms:g} ms target "
+                  f"after {len(best['verified']['attempts'])} attempts; lower --target-ms or refine the table",
+                  file=sys.stderr)
     write_json(a.output, out)
     print(f"wrote {a.output}")
     return 0
