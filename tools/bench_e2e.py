@@ -201,6 +201,11 @@ def main(argv=None) -> int:
         out = []
         for t in targets:
             for label, kind, c, method in entries:
+                if label == "uniform":  # the network whose measured latency is the target, not a solver's guess
+                    w = list(space.uniform(t["mult"]))
+                    out.append({"target_mult": t["mult"], "target_ms": t["measured_ms"], "method": label,
+                                "run": kind, "widths": w, "predicted_ms": tbl.predict(w), "objective": None})
+                    continue
                 sol = describe(space, solve(space, c, tbl, t["measured_ms"], method))
                 out.append({"target_mult": t["mult"], "target_ms": t["measured_ms"], "method": label, "run": kind,
                             "widths": list(sol["widths"]) if sol["widths"] else None,
@@ -237,12 +242,26 @@ def main(argv=None) -> int:
     from tfwidth.errors import UsageError
     from tfwidth.refine import meet_target
     solved_path = sd / "solved.json"
-    if solved_path.exists() and read_json(solved_path).get("inputs") == [inputs, table.fit["refine"].get("inputs")]:
-        configs = read_json(solved_path)["configs"]
+    key = [inputs, table.fit["refine"].get("inputs"), "uniform = the target's own network"]
+    old = read_json(solved_path) if solved_path.exists() else {}
+    if old.get("inputs") == key:
+        configs = old["configs"]
     else:
+        # answers already timed against this table are kept (a rerun must not re-aim them on new noise)
+        prev = {(c["target_mult"], c["method"]): c for c in old.get("configs", [])} \
+            if old.get("inputs", [None])[:2] == key[:2] else {}
+
         def meet_all():
             out = []
             for c, (label, kind, cst, method) in zip(solve_all(table), entries * len(targets)):
+                if label != "uniform" and (c["target_mult"], label) in prev:
+                    out.append(prev[(c["target_mult"], label)])
+                    continue
+                if label == "uniform":
+                    m = measure_latency(maker.make(c["widths"]), runs=20, repeats=5, cpus=(0,))["ms"]["min"]
+                    c.update(aim_ms=c["target_ms"], guard_ms=m, guard_met=m <= c["target_ms"], guard_attempts=1)
+                    out.append(c)
+                    continue
                 def at(aim_ms):
                     try:
                         sol = solve(space, cst, table, aim_ms, method)
@@ -260,8 +279,7 @@ def main(argv=None) -> int:
                 out.append(c)
             return out
         configs = timed("meet targets (time every answer, re-aim)", meet_all)
-        write_json(solved_path, {"space_hash": space.space_hash, "inputs": [inputs, table.fit["refine"].get("inputs")],
-                                 "configs": configs})
+        write_json(solved_path, {"space_hash": space.space_hash, "inputs": key, "configs": configs})
 
     def evaluate_all():
         for c in configs:
@@ -375,10 +393,11 @@ def write_report(path: Path, work: Path, a, space) -> None:
     lines += ["```", "",
               "Targets are the measured latencies of the uniform networks: " + ", ".join(
                   f"{t['mult']}x = {t['measured_ms']:.3f} ms" for t in targets) + ".",
-              "Methods: uniform and greedy (AutoSlim-style slimming) are the baselines; ows (Viterbi + Lagrange "
+              "Methods: uniform (the uniform network that defines the target) and greedy (AutoSlim-style "
+              "slimming) are the baselines; ows (Viterbi + Lagrange "
               "bisection) and exact (the constrained optimum) use the regression costs of the OWS supernet; aows is "
               "ows on the AOWS supernet (trained for the 0.75x target); exact-mean is exact with the paper's split-mean "
-              "costs of the same OWS supernet. Every answer was timed before training and, if over its target, "
+              "costs of the same OWS supernet. Every solver's answer was timed before training and, if over its target, "
               "solved again aiming lower by the miss (`tfwidth.refine.meet_target`), for all methods alike.", "",
               "Top-1 (%) is the mean over seeds, each seed's value in brackets.", "",
               "| target | method | measured ms | predicted ms | top-1 inherited | top-1 fine-tuned | params | MMACs |",
