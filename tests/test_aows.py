@@ -84,7 +84,7 @@ def test_train_cli_aows_narrows_after_warmup(tmp_path):
     uniform_entropy = np.mean([np.log(k) for k in space.num_choices])
     assert ent[0][2] == pytest.approx(uniform_entropy)
     # once the temperature has fallen (epochs 3-4) every epoch samples more narrowly than the warm-up did
-    assert max(e[2] for e in ent[2:]) < ent[0][2] - 0.1
+    assert max(e[2] for e in ent[2:]) < ent[0][2] - 0.03
     # bad input: --aows without a target, a target no configuration meets
     bad = [str(a) for a in args[:-2]] + ["--out", str(tmp_path / "r2")]
     assert_usage_error(run_module("tfwidth.train", *bad), "--aows needs")
@@ -120,3 +120,32 @@ def test_aows_resume_keeps_the_schedule(tmp_path):
         for x, y in zip(pa, pb):
             np.testing.assert_allclose(x, y, atol=1e-4)
     np.testing.assert_allclose(res.model.sampling_probs.numpy(), ref.model.sampling_probs.numpy(), atol=1e-4)
+
+
+def test_regression_at_t_times_layers_equals_split_means_at_t():
+    """On a balanced design (every configuration once) and an additive loss increase, the split means' contrasts are
+    1/L of the regression's, so their marginals at T equal the regression's at T * L."""
+    import itertools
+    from tfwidth.stats import WidthStats
+    space = tiny_space(levels=3, layers=4)
+    rng = np.random.default_rng(0)
+    true = [np.append(np.sort(rng.random(k - 1) * 0.3)[::-1], 0.0) for k in space.num_choices]
+    ch = np.array(list(itertools.product(*[range(k) for k in space.num_choices])))
+    st = WidthStats(space)
+    st.update(ch, np.array([sum(true[l][c] for l, c in enumerate(row)) for row in ch]))
+    _, table = _problem(space)
+    a_mean, a_reg = acc_chain(space, st.costs(estimator="mean")), acc_chain(space, st.costs(estimator="regression"))
+    L = space.num_layers
+    for T, gamma in ((0.05, 0.3), (0.01, 1.0)):
+        # the Lagrange multiplier of the same target scales with the costs too
+        pm = mrf.marginals(a_mean, table, gamma, T)
+        pr = mrf.marginals(a_reg, table, gamma * L, T * L)
+        for a, b in zip(pm, pr):
+            np.testing.assert_allclose(a, b, atol=2e-3)
+    # end to end: the callback's choice of scale gives the sampling the paper's schedule meant
+    mid = table.total(space.to_indices(space.uniform(0.75)))
+    sm = aows.sampling_state(space, st.costs(estimator="mean"), table, mid, 0.6)
+    sr = aows.sampling_state(space, st.costs(estimator="regression"), table, mid, 0.6, scale=L)
+    assert sr.widths == sm.widths
+    for a, b in zip(sm.probs, sr.probs):
+        np.testing.assert_allclose(a, b, atol=2e-2)

@@ -5,6 +5,13 @@ the supernet's sampler during `model.fit`.
 
 The schedule is the paper's code (20 epochs: 5 warm-up epochs at uniform sampling, then T log-linearly from 1 to 0.01
 over one epoch, to 0.001 by epoch 10, to 0.0005 at the end) written as fractions of training so short runs scale.
+The schedule's temperatures were set for the paper's split-mean statistics, in which a layer's contrast between two
+widths is 1/L of its real effect (each step's loss increase is divided over the L layers). The regression estimator
+(tfwidth/stats.py) measures the real effect, so the same sharpness needs T * L: `sampling_state(..., scale=L)`,
+which the callback applies whenever the regression is in use. On a balanced design the two give identical marginals
+(tests/test_aows.py). Without it the first CIFAR AOWS run collapsed onto one configuration per epoch (0.6 nats
+per layer) that jumped from epoch to epoch, and its answers were 5-9 points worse than OWS's with inherited weights.
+
 The distributions are a pure function of (statistics, table, target, progress): a resumed run recomputes exactly what
 the killed one would have used, so nothing but the statistics (already in the checkpoint) needs saving to continue
 the schedule; the sampler's probability variable is in the checkpoint too.
@@ -65,7 +72,8 @@ class SamplingState:
 
 
 def sampling_state(space: SearchSpace, costs: list, latency: ChainCost, target_ms: float, progress: float,
-                   schedule=SCHEDULE) -> SamplingState:
+                   schedule=SCHEDULE, scale: float = 1.0) -> SamplingState:
+    """``scale`` multiplies the schedule's temperature (see the module docstring: L for regression costs)."""
     uniform = [np.full(k, 1.0 / k) for k in space.num_choices]
     acc = acc_chain(space, costs)
     sol = mrf.ows(acc, latency, target_ms)
@@ -73,7 +81,7 @@ def sampling_state(space: SearchSpace, costs: list, latency: ChainCost, target_m
     pred = sol.latency if sol.feasible else None
     if progress < warmup_end(schedule) or not sol.feasible:
         return SamplingState(progress, True, None, sol.gamma, widths, pred, uniform)
-    T = temperature(progress, schedule)
+    T = temperature(progress, schedule) * scale
     probs = mrf.marginals(acc, latency, sol.gamma or 0.0, T)
     return SamplingState(progress, False, T, sol.gamma, widths, pred, probs)
 
@@ -101,8 +109,10 @@ class AOWSCallback(_keras_callback_base()):
     def _update(self):
         step = int(self.model.optimizer.iterations.numpy())
         stats = self.model.width_stats()
+        # the logged temperature is the effective one (schedule x scale)
+        scale = self.space.num_layers if stats.has_regression(self.view) else 1.0
         self.state = sampling_state(self.space, stats.costs(self.view), self.latency, self.target_ms,
-                                    step / self.total_steps, self.schedule)
+                                    step / self.total_steps, self.schedule, scale=scale)
         self.model.set_sampling(self.state.padded(self.model.kmax))
 
     def on_epoch_begin(self, epoch, logs=None):
