@@ -249,7 +249,8 @@ def main(argv=None) -> int:
     from tfwidth.errors import UsageError
     from tfwidth.refine import meet_target
     solved_path = sd / "solved.json"
-    key = [inputs, table.fit["refine"].get("inputs"), "uniform = the target's own network"]
+    key = [inputs, table.fit["refine"].get("inputs"), "uniform = the target's own network",
+           cache_key(targets, [e for e in entries if e[0] == "aows"])]
     old = read_json(solved_path) if solved_path.exists() else {}
     if old.get("inputs") == key:
         configs = old["configs"]
@@ -309,6 +310,9 @@ def main(argv=None) -> int:
             recalibrate_plain_bn(model, data, a.calib_batches)
             ft = top1(keras_logits(model, xe), ye)
             content = convert(model, "fp32")
+            models_dir = sd / "models"
+            models_dir.mkdir(exist_ok=True)
+            atomic_write_bytes(models_dir / f"{c['run']}_{'-'.join(map(str, c['widths']))}.tflite", content)
             meas = measure_latency(content, runs=20, repeats=5, cpus=(0,))
             put({"key": key, "space_hash": space.space_hash, "inherited_top1": inherited, "finetuned_top1": ft, "measured_ms": meas["ms"]["min"],
                  "tflite_bytes": len(content), "seconds": time.time() - t0})
@@ -316,9 +320,32 @@ def main(argv=None) -> int:
                   flush=True)
     timed("evaluate (inherit, fine-tune, convert, measure)", evaluate_all)
 
+    # Every network timed again at the end, back to back on a quiet machine: the timings above are minutes apart
+    # and another job may have shared the machine in between (a seed's AOWS training did, once). The saved .tflite
+    # when there is one, else the same network cut from the template (same graph and shapes, other weights).
+    quiet_path = sd / "quiet.json"
+    quiet = read_json(quiet_path) if quiet_path.exists() else {}
+
+    def remeasure():
+        for c in configs:
+            if c["widths"] is None:
+                continue
+            key = f"{c['run']}:{','.join(map(str, c['widths']))}"
+            if key in quiet:
+                continue
+            f = sd / "models" / f"{c['run']}_{'-'.join(map(str, c['widths']))}.tflite"
+            content = f.read_bytes() if f.exists() else maker.make(c["widths"])
+            quiet[key] = {"ms": measure_latency(content, runs=20, repeats=5, cpus=(0,))["ms"]["min"],
+                          "source": "exported .tflite" if f.exists() else "template variant"}
+        write_json(quiet_path, quiet)
+    timed("quiet re-measure", remeasure)
+
     for c in configs:
         if c["widths"] is not None:
-            c.update(rows[f"{c['run']}:{','.join(map(str, c['widths']))}"])
+            key = f"{c['run']}:{','.join(map(str, c['widths']))}"
+            c.update(rows[key])
+            c["export_ms"] = c["measured_ms"]  # timed right after the export
+            c["measured_ms"], c["measured_source"] = quiet[key]["ms"], quiet[key]["source"]
             c["params"], c["macs"] = space.params(c["widths"]), space.macs(c["widths"])
     write_json(sd / "configs.json", {"space_hash": space.space_hash, "seed": a.seed, "configs": configs,
                                      "table": (table.fit or {}).get("refine"), "times": times})
@@ -348,6 +375,12 @@ def bars(configs, targets):
     pred = [abs(c["measured_ms"] / c["predicted_ms"] - 1) for c in configs if c.get("measured_ms") and
             c.get("predicted_ms")]
     out["max_abs_measured_vs_predicted"] = max(pred) if pred else None  # issue 7: fp32 exports within +-5%
+    exp = [c["export_ms"] for c in configs if c.get("export_ms")]
+    out["max_export_over_target"] = max(c["export_ms"] / c["target_ms"] for c in configs if c.get("export_ms")) \
+        if exp else None
+    out["max_abs_export_vs_predicted"] = max(abs(c["export_ms"] / c["predicted_ms"] - 1) for c in configs
+                                             if c.get("export_ms") and c.get("predicted_ms")) if exp else None
+    out["within_5pct_of_prediction"] = (sum(p <= 0.05 for p in pred), len(pred))
     return out
 
 
@@ -452,9 +485,18 @@ def write_report(path: Path, work: Path, a, space) -> None:
                          f"{per_target(key, 'finetuned_top1')} | {bar} |")
     worst = max((b["max_measured_over_target"] or 0) for b in per_seed)
     worst_pred = max((b["max_abs_measured_vs_predicted"] or 0) for b in per_seed)
-    lines += ["", f"- worst measured latency / target over all exported models: {worst:.3f} (bar: <= 1.05)",
-              f"- worst |measured / predicted - 1| over all exported fp32 models: {100 * worst_pred:.1f}% "
-              f"(bar: <= 5%)", "",
+    n_ok = sum(b["within_5pct_of_prediction"][0] for b in per_seed)
+    n_all = sum(b["within_5pct_of_prediction"][1] for b in per_seed)
+    ex = [b for b in per_seed if b.get("max_export_over_target")]
+    lines += ["", "Measured = every network timed again back to back at the end of its seed's run on a quiet machine "
+              "(the exported .tflite where saved, else the same network cut from the template); export = timed "
+              "right after its export, minutes apart, once with another seed's training on the other core.", "",
+              f"- worst measured latency / target over all exported models: {worst:.3f} (bar: <= 1.05)"
+              + (f"; at export time: {max(b['max_export_over_target'] for b in ex):.3f}" if ex else ""),
+              f"- worst |measured / predicted - 1| over all exported fp32 models: {100 * worst_pred:.1f}%, "
+              f"{n_ok}/{n_all} within +-5% (bar: all within 5%)"
+              + (f"; at export time: {100 * max(b['max_abs_export_vs_predicted'] for b in ex):.1f}%" if ex else ""),
+              "",
               (f"Latency table: fitted on {a.plan_count} biased samples, validated on {a.val_count} random "
                f"configurations: RMSE {fit['rmse_ms']:.4f} ms, {100 * fit['within_5pct']:.1f}% within +-5%, "
                f"{100 * fit['within_10pct']:.1f}% within +-10%, max error {100 * fit['max_rel_err']:.1f}%.")
@@ -466,14 +508,15 @@ def write_report(path: Path, work: Path, a, space) -> None:
                   f"{k} {v / 60:.1f} min" for k, v in (s.get("times") or {}).items()) for s in seeds), "",
               "![accuracy vs measured latency](benchmarks_e2e.png)", "",
               "Per seed and configuration:", "",
-              "| seed | target | method | aimed ms | measured ms | predicted ms | inherited | fine-tuned | widths |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| seed | target | method | aimed ms | measured ms | export ms | predicted ms | inherited | fine-tuned | widths |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for s in seeds:
         for c in s["configs"]:
             if c.get("widths") is None or c.get("measured_ms") is None:
                 continue
             lines.append(f"| {s['seed']} | {c['target_mult']}x | {c['method']} | {c.get('aim_ms', c['target_ms']):.3f} | "
-                         f"{c['measured_ms']:.3f} | {c['predicted_ms']:.3f} | {100 * c['inherited_top1']:.2f} | "
+                         f"{c['measured_ms']:.3f} | {c.get('export_ms', c['measured_ms']):.3f} | "
+                         f"{c['predicted_ms']:.3f} | {100 * c['inherited_top1']:.2f} | "
                          f"{100 * c['finetuned_top1']:.2f} | {','.join(map(str, c['widths']))} |")
     lines.append("")
     text = "\n".join(lines)
