@@ -10,7 +10,7 @@ widths is 1/L of its real effect (each step's loss increase is divided over the 
 (tfwidth/stats.py) measures the real effect, so the same sharpness needs T * L: `sampling_state(..., scale=L)`,
 which the callback applies whenever the regression is in use. On a balanced design the two give identical marginals
 (tests/test_aows.py). Without it the first CIFAR AOWS run collapsed onto one configuration per epoch (0.6 nats
-per layer) that jumped from epoch to epoch, and its answers were 5-9 points worse than OWS's with inherited weights.
+per layer) that jumped from epoch to epoch, and its answers were 6-11 points worse than OWS's with inherited weights.
 
 The distributions are a pure function of (statistics, table, target, progress): a resumed run recomputes exactly what
 the killed one would have used, so nothing but the statistics (already in the checkpoint) needs saving to continue
