@@ -293,11 +293,17 @@ def main(argv=None) -> int:
         configs = timed("meet targets (time every answer, re-aim)", meet_all)
         write_json(solved_path, {"space_hash": space.space_hash, "inputs": key, "configs": configs})
 
+    def result_key(c) -> str:
+        return f"{c['run']}:{','.join(map(str, c['widths']))}"
+
+    def model_path(c) -> Path:
+        return sd / "models" / f"{c['run']}_{'-'.join(map(str, c['widths']))}.tflite"
+
     def evaluate_all():
         for c in configs:
             if c["widths"] is None:
                 continue
-            key = f"{c['run']}:{','.join(map(str, c['widths']))}"
+            key = result_key(c)
             if key in rows:
                 continue
             w = tuple(c["widths"])
@@ -310,9 +316,8 @@ def main(argv=None) -> int:
             recalibrate_plain_bn(model, data, a.calib_batches)
             ft = top1(keras_logits(model, xe), ye)
             content = convert(model, "fp32")
-            models_dir = sd / "models"
-            models_dir.mkdir(exist_ok=True)
-            atomic_write_bytes(models_dir / f"{c['run']}_{'-'.join(map(str, c['widths']))}.tflite", content)
+            model_path(c).parent.mkdir(exist_ok=True)
+            atomic_write_bytes(model_path(c), content)
             meas = measure_latency(content, runs=20, repeats=5, cpus=(0,))
             put({"key": key, "space_hash": space.space_hash, "inherited_top1": inherited, "finetuned_top1": ft, "measured_ms": meas["ms"]["min"],
                  "tflite_bytes": len(content), "seconds": time.time() - t0})
@@ -328,21 +333,18 @@ def main(argv=None) -> int:
 
     def remeasure():
         for c in configs:
-            if c["widths"] is None:
+            if c["widths"] is None or result_key(c) in quiet:
                 continue
-            key = f"{c['run']}:{','.join(map(str, c['widths']))}"
-            if key in quiet:
-                continue
-            f = sd / "models" / f"{c['run']}_{'-'.join(map(str, c['widths']))}.tflite"
+            f = model_path(c)
             content = f.read_bytes() if f.exists() else maker.make(c["widths"])
-            quiet[key] = {"ms": measure_latency(content, runs=20, repeats=5, cpus=(0,))["ms"]["min"],
+            quiet[result_key(c)] = {"ms": measure_latency(content, runs=20, repeats=5, cpus=(0,))["ms"]["min"],
                           "source": "exported .tflite" if f.exists() else "template variant"}
         write_json(quiet_path, quiet)
     timed("quiet re-measure", remeasure)
 
     for c in configs:
         if c["widths"] is not None:
-            key = f"{c['run']}:{','.join(map(str, c['widths']))}"
+            key = result_key(c)
             c.update(rows[key])
             c["export_ms"] = c["measured_ms"]  # timed right after the export
             c["measured_ms"], c["measured_source"] = quiet[key]["ms"], quiet[key]["source"]
