@@ -329,7 +329,7 @@ def main(argv=None) -> int:
     # and another job may have shared the machine in between (a seed's AOWS training did, once). The saved .tflite
     # when there is one, else the same network cut from the template (same graph and shapes, other weights).
     quiet_path = sd / "quiet.json"
-    quiet = read_json(quiet_path) if quiet_path.exists() else {}
+    quiet = read_json(quiet_path)["timings"] if quiet_path.exists() else {}
 
     def remeasure():
         for c in configs:
@@ -339,7 +339,7 @@ def main(argv=None) -> int:
             content = f.read_bytes() if f.exists() else maker.make(c["widths"])
             quiet[result_key(c)] = {"ms": measure_latency(content, runs=20, repeats=5, cpus=(0,))["ms"]["min"],
                           "source": "exported .tflite" if f.exists() else "template variant"}
-        write_json(quiet_path, quiet)
+        write_json(quiet_path, {"space_hash": space.space_hash, "timings": quiet})
     timed("quiet re-measure", remeasure)
 
     for c in configs:
