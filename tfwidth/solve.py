@@ -179,7 +179,10 @@ def _verified(space, costs, table, a, method) -> dict:
     if maker.manifest.get("space_hash") != space.space_hash:
         raise SpaceMismatch(f"template {a.verify_template} is for space {maker.manifest.get('space_hash')}, the stats "
                             f"for {space.space_hash}; pass the template the table's samples were cut from")
-    cpus = None if a.cpus == "none" else [int(c) for c in a.cpus.split(",")]
+    try:
+        cpus = None if a.cpus == "none" else [int(c) for c in a.cpus.split(",")]
+    except ValueError:
+        raise UsageError(f"--cpus {a.cpus!r}: give core numbers like 0 or 0,1, or none") from None
     sols = {}
 
     def at(aim_ms):
