@@ -59,8 +59,10 @@ def supernet_fixed_step(net, opt, widths, static: bool):
     return lambda x, y: step(x, y, tf.constant(w_const, tf.int32))
 
 
-def sandwich(space, sampling, per_example_all=False):
+def sandwich(space, sampling, per_example_all=False, stats=True):
     net = Supernet(space, sampling=sampling, weight_decay=4e-5, label_smoothing=0.1)
+    if not stats:  # the same step without the width statistics (split means and the regression's X^T X)
+        net._accumulate_stats = lambda idx, attribute, delta: None
     net.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True))
     net.optimizer.build(net.trainable_variables)
     if per_example_all:  # every layer random per example, through masks at max width
@@ -96,6 +98,7 @@ def main(argv=None):
         steps[f"supernet_{tag}"] = supernet_fixed_step(net, opt, w, static=False)
     steps["sandwich_one_layer"] = sandwich(space, "one-layer")
     steps["sandwich_all_layers_batch"] = sandwich(space, "all-layers")
+    steps["sandwich_all_layers_nostats"] = sandwich(space, "all-layers", stats=False)
     steps["sandwich_all_layers_example"] = sandwich(space, "one-layer", per_example_all=True)
 
     t0 = time.perf_counter()
@@ -125,6 +128,8 @@ def main(argv=None):
         print(f"  vs plain {base:<6}: one-layer {med['sandwich_one_layer'] / one:.3f}  "
               f"all-layers (per batch) {med['sandwich_all_layers_batch'] / allb:.3f}  "
               f"all-layers (per example, masks) {med['sandwich_all_layers_example'] / one:.3f} of max+min+max")
+    print(f"(c) all-layers sandwich with / without the width statistics (split means + the regression's normal "
+          f"equations): {med['sandwich_all_layers_batch'] / med['sandwich_all_layers_nostats']:.3f}")
     return 0
 
 
