@@ -32,6 +32,11 @@ def test_pipeline_runs_every_stage_then_resumes(tmp_path):
     assert v["attempts"] and v["attempts"][-1]["widths"] == widths["widths"]
     assert all(t["measured_ms"] > widths["target_ms"] for t in v["attempts"][:-1])
     assert v["met"] == (v["measured_ms"] <= widths["target_ms"])
+    # ... starting where the refinement timed this method's answer within the target (same statistics and target)
+    settled = {r["method"]: r for r in refined["fit"]["refine"]["answers"]}[widths["method"]]
+    assert settled["costs"] and settled["target_ms"] == widths["target_ms"]
+    if settled["met"]:
+        assert v["attempts"][0]["aim_ms"] == settled["aim_ms"]
 
     again = run_module("tfwidth.pipeline", "--space", tmp_path / "space.json", "--work", work, *QUICK)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -155,3 +155,58 @@ def test_meet_target_aims_lower_by_the_measured_miss():
     assert not r["met"] and len(r["attempts"]) == 3 and r["widths"] == [3]
     r = meet_target(lambda aim: None, device, 1.0)
     assert not r["met"] and r["widths"] is None and r["attempts"] == []
+
+
+def test_targets_are_met_as_measured_and_predicted_by_the_returned_table(space, setup):
+    """With targets the loop settles answers that are timed within their target and predicted within the tolerance
+    by the table it returns; the synthetic device is off where the plain table cannot see (SIMD tiles, pairs)."""
+    s = setup
+    costs = [np.linspace(0.3, 0.0, k) * (i + 1) for i, k in enumerate(space.num_choices)]
+    lo, hi = s["table"].predict(space.min_widths), s["table"].predict(space.max_widths)
+    entries, answers = R.solve_answers(space, [costs], np.linspace(lo, hi, 6)[1:-1], ("greedy", "ows", "exact"))
+    targets = [t for _, t, _ in entries]
+    table, rec = R.refine(s["table"], s["train"], answers, s["measure"], tol=0.03, rounds=12, weight=10.0,
+                          targets=targets, log=lambda m: None)
+    assert rec["converged"]
+    for r, t in zip(rec["answers"], targets):
+        if r["widths"] is None:
+            continue
+        assert r["met"] and s["dev"](r["widths"]) == pytest.approx(r["measured_ms"]) and r["measured_ms"] <= t
+        assert abs(r["measured_ms"] / table.predict(r["widths"]) - 1) <= 0.03
+        assert r["predicted_ms"] == pytest.approx(table.predict(r["widths"]))
+    # the returned table solves each target's recorded aim back to the very answer that was timed
+    assert answers(table, [r["aim_ms"] for r in rec["answers"]]) == [
+        None if r["widths"] is None else tuple(r["widths"]) for r in rec["answers"]]
+
+
+def test_an_answer_just_over_its_target_is_aimed_lower_by_the_miss(space, setup):
+    """A device 2% slower than the table everywhere: within the tolerance, so no refit can help; the solver sits at
+    the target, so every aimed answer runs over it until aimed 2% lower."""
+    s = setup
+    table = s["table"]
+    slow = lambda ws: [record(space, w, 1.02 * table.predict(w)) for w in ws]  # noqa: E731
+    mid = space.multipliers[len(space.multipliers) // 2]
+    target = 1.01 * table.predict(space.uniform(mid))  # the answer at the target runs 1% over it
+    uniform_at = lambda t, aims: [space.uniform(max(m for m in space.multipliers  # noqa: E731
+                                                     if t.predict(space.uniform(m)) <= aims[0]))]
+    _, rec = R.refine(table, s["train"], uniform_at, slow, tol=0.03, rounds=5, targets=[target], log=lambda m: None)
+    tried = rec["answers"][0]
+    assert rec["converged"] and tried["met"] and tried["measured_ms"] <= target
+    assert rec["rounds"] >= 2 and tried["aim_ms"] < target and tried["widths"] != list(space.uniform(mid))
+    # a fixed answer (target None) is never re-aimed and never blocks acceptance for being slow
+    _, rec = R.refine(table, s["train"], lambda t, aims: [space.max_widths], slow, targets=[None],
+                      log=lambda m: None)
+    assert rec["converged"] and rec["rounds"] == 1 and rec["answers"][0]["aim_ms"] is None
+
+
+def test_recorded_aim_finds_the_answer_of_the_same_statistics_method_and_target(space, setup):
+    costs = [np.linspace(0.3, 0.0, k) for k in space.num_choices]
+    table = L.LatencyTable.from_json(setup["table"].to_json())
+    table.fit = dict(table.fit, refine={"answers": [
+        {"costs": R.costs_hash(costs), "method": "ows", "target_ms": 2.0, "aim_ms": 1.9, "met": True}]})
+    assert R.recorded_aim(table, costs, "ows", 2.0) == 1.9
+    assert R.recorded_aim(table, costs, "exact", 2.0) is None
+    assert R.recorded_aim(table, costs, "ows", 2.1) is None
+    assert R.recorded_aim(table, [c + 0.01 for c in costs], "ows", 2.0) is None
+    r = R.meet_target(lambda aim: (aim,), lambda w: w[0], 2.0, aim_ms=1.9)
+    assert r["met"] and [a["aim_ms"] for a in r["attempts"]] == [1.9]

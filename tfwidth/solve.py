@@ -171,7 +171,7 @@ def _verified(space, costs, table, a, method) -> dict:
     from device_profiler.errors import UsageError as DeviceUsageError
     from device_profiler.variants import load as load_template
     from tfwidth.export import measure_latency
-    from tfwidth.refine import meet_target
+    from tfwidth.refine import meet_target, recorded_aim
     try:
         maker = load_template(a.verify_template)
     except DeviceUsageError as e:
@@ -197,7 +197,8 @@ def _verified(space, costs, table, a, method) -> dict:
         return w
 
     r = meet_target(at, lambda w: measure_latency(maker.make(w), threads=table.threads or 1, cpus=cpus)["ms"]["min"],
-                    a.target_ms, rounds=a.verify_rounds)
+                    a.target_ms, rounds=a.verify_rounds, 
+                    aim_ms=None if a.max_params else recorded_aim(table, costs, method, a.target_ms))
     if r["widths"] is None:
         return describe(space, solve(space, costs, table, a.target_ms, method, a.max_params))
     d = describe(space, sols[tuple(r["widths"])])

@@ -76,6 +76,8 @@ def main(argv=None) -> int:
     p.add_argument("--sampling", default="all-layers", choices=("one-layer", "all-layers"))
     p.add_argument("--finetune-epochs", type=int, default=1)
     p.add_argument("--calib-batches", type=int, default=20)
+    p.add_argument("--refine-rounds", type=int, default=12, help="rounds of the time-refit-re-aim loop at most "
+                   "(tfwidth/refine.py)")
     p.add_argument("--seed", type=int, default=0, help="supernet seed (init, data order, width draws); each seed has "
                    "its own WORK/seedN/, the latency artefacts are shared, and the report aggregates every seed "
                    "evaluated so far")
@@ -189,7 +191,8 @@ def main(argv=None) -> int:
         return 0
 
     # 4-5. solve, evaluate inherited, fine-tune, convert, measure --------------------------------------------------
-    from tfwidth.solve import describe, solve
+    from tfwidth.errors import UsageError
+    from tfwidth.solve import solve
     from tfwidth.stats import WidthStats
     from tfwidth.convert import convert, keras_logits, top1
     from tfwidth.export import initial_model, train as finetune, recalibrate_plain_bn
@@ -204,97 +207,62 @@ def main(argv=None) -> int:
         entries.append(("aows", "aows", costs["aows"], "ows"))
     entries.append(("exact-mean", "ows", stats["ows"].costs("running", "mean"), "exact"))
 
-    def solve_all(tbl):
-        out = []
-        for t in targets:
-            for label, kind, c, method in entries:
-                if label == "uniform":  # the network whose measured latency is the target, not a solver's guess
-                    w = list(space.uniform(t["mult"]))
-                    out.append({"target_mult": t["mult"], "target_ms": t["measured_ms"], "method": label,
-                                "run": kind, "widths": w, "predicted_ms": tbl.predict(w), "objective": None})
-                    continue
-                sol = describe(space, solve(space, c, tbl, t["measured_ms"], method))
-                out.append({"target_mult": t["mult"], "target_ms": t["measured_ms"], "method": label, "run": kind,
-                            "widths": list(sol["widths"]) if sol["widths"] else None,
-                            "predicted_ms": sol["predicted_ms"], "objective": sol["objective"]})
-        return out
-
-    # Refine the shared table where the solver chooses (tfwidth/refine.py): every method's answer for every target
-    # and both supernets is timed here and fed back until the table predicts them all, so every method is solved
-    # with the same refined table. The fitted table.json stays as the latency stage wrote it (a training run may
-    # have used it); the refined one is cached beside it and redone only if the targets or statistics change.
+    # Refine the shared table where the solver chooses and meet every target as measured, in one loop
+    # (tfwidth/refine.py): every method's answer for every target and both supernets is timed here, fed back into
+    # the fit, and an answer that runs over its target although the table predicted it is aimed lower, until every
+    # answer is predicted within 3% and measured within its target. Every answer exported below was timed in that
+    # loop and is in the table it is compared with. The fitted table.json stays as the latency stage wrote it (a
+    # training run may have used it); the refined one is cached beside it and redone when the targets or statistics
+    # change (cheap: seconds of timing per round).
     from tfwidth.latency import load_samples
     from tfwidth import refine as refine_mod
-    # Keyed on the targets and the OWS supernet's statistics: the AOWS supernet can be retrained without re-timing
-    # everything (its new answers are still timed and re-aimed below, against this table).
-    inputs = cache_key(targets, [e for e in entries if e[0] != "aows"])
+    inputs = cache_key(targets, entries)
     refined_path = sd / "table_refined.json"
-    cached = LatencyTable.load(refined_path, space) if refined_path.exists() else None
-    if cached is not None and cached.fit.get("refine", {}).get("inputs") == inputs:
-        table = cached
-    else:
-        def refine_table():
-            device = refine_mod.HostDevice(tpl, sd / "refine", refine_mod.sample_protocol(work / "samples.jsonl"))
-            t, _ = refine_mod.refine(table, load_samples(work / "samples.jsonl"),
-                                     lambda tbl: [c["widths"] for c in solve_all(tbl)], device,
-                                     rounds=refine_mod.ROUNDS, explore=refine_mod.EXPLORE, repeats=3,
-                                     validation=load_samples(work / "val.jsonl"))
-            t.fit["refine"]["inputs"] = inputs
-            t.save(refined_path)
-            return t
-        table = timed("refine table (time the candidates, refit)", refine_table)
-
-    # Then every answer is timed as the deployed network would be, and one that runs over its target is solved
-    # again aiming lower by the miss (tfwidth.refine.meet_target), for every method alike.
-    from tfwidth.errors import UsageError
-    from tfwidth.refine import meet_target
     solved_path = sd / "solved.json"
-    key = [inputs, table.fit["refine"].get("inputs"), "uniform = the target's own network",
-           cache_key(targets, [e for e in entries if e[0] == "aows"])]
     old = read_json(solved_path) if solved_path.exists() else {}
-    if old.get("inputs") == key:
+    if refined_path.exists() and old.get("inputs") == inputs:
+        table = LatencyTable.load(refined_path, space)
         configs = old["configs"]
     else:
-        # answers already timed against this table are kept (a rerun must not re-aim them on new noise)
-        prev = {(c["target_mult"], c["method"]): c for c in old.get("configs", [])} \
-            if old.get("inputs", [None])[:2] == key[:2] else {}
+        plan = [(t, e) for t in targets for e in entries]
 
-        def meet_all():
+        def answers(tbl, aims):
             out = []
-            for c, (label, kind, cst, method) in zip(solve_all(table), entries * len(targets)):
-                p = prev.get((c["target_mult"], label))
-                c["costs_key"] = cache_key(targets, [(label, kind, cst, method)])
-                # an answer saved without its costs' key is trusted, except AOWS's (that supernet may be retrained)
-                same = p is not None and p.get("costs_key", None if label == "aows" else c["costs_key"]) == c["costs_key"]
-                if label != "uniform" and same:
-                    out.append(p)
+            for (t, (label, kind, c, method)), aim in zip(plan, aims):
+                if label == "uniform":  # the network whose measured latency is the target, not a solver's guess
+                    out.append(space.uniform(t["mult"]))
                     continue
-                if label == "uniform":
-                    m = measure_latency(maker.make(c["widths"]), runs=20, repeats=5, cpus=(0,))["ms"]["min"]
-                    c.update(aim_ms=c["target_ms"], guard_ms=m, guard_met=m <= c["target_ms"], guard_attempts=1)
-                    out.append(c)
+                try:
+                    sol = solve(space, c, tbl, aim, method)
+                except UsageError:  # aimed below the fastest configuration
+                    out.append(None)
                     continue
-                def at(aim_ms):
-                    try:
-                        sol = solve(space, cst, table, aim_ms, method)
-                    except UsageError:  # aimed below the fastest configuration: keep the last answer
-                        return None
-                    return space.to_widths(sol.indices) if sol.feasible else None
-                r = meet_target(at, lambda w: measure_latency(maker.make(w), runs=20, repeats=5,
-                                                              cpus=(0,))["ms"]["min"], c["target_ms"])
-                if r["widths"] is not None:
-                    c.update(widths=r["widths"], predicted_ms=table.predict(r["widths"]),
-                             aim_ms=r["attempts"][-1]["aim_ms"], guard_ms=r["measured_ms"], guard_met=r["met"],
-                             guard_attempts=len(r["attempts"]))
-                print(f"{c['target_mult']}x {label}: {len(r['attempts'])} attempt(s), measured "
-                      f"{r['measured_ms']} ms against {c['target_ms']:.4f}", flush=True)
-                out.append(c)
+                out.append(space.to_widths(sol.indices) if sol.feasible else None)
             return out
-        configs = timed("meet targets (time every answer, re-aim)", meet_all)
-        write_json(solved_path, {"space_hash": space.space_hash, "inputs": key, "configs": configs})
 
-    def result_key(c) -> str:
+        def settle():
+            device = refine_mod.HostDevice(tpl, sd / "settle", refine_mod.sample_protocol(work / "samples.jsonl"))
+            t, rec = refine_mod.refine(table, load_samples(work / "samples.jsonl"), answers, device,
+                                       rounds=a.refine_rounds, explore=refine_mod.EXPLORE, repeats=3,
+                                       validation=load_samples(work / "val.jsonl"),
+                                       targets=[None if e[0] == "uniform" else t["measured_ms"] for t, e in plan])
+            t.fit["refine"]["inputs"] = inputs
+            t.save(refined_path)
+            out = []
+            for (tg, (label, kind, c, method)), r in zip(plan, rec["answers"]):
+                out.append({"target_mult": tg["mult"], "target_ms": tg["measured_ms"], "method": label, "run": kind,
+                            "widths": r["widths"], "predicted_ms": r.get("predicted_ms"),
+                            "aim_ms": r.get("aim_ms") or tg["measured_ms"], "settle_ms": r.get("measured_ms"),
+                            "settle_met": r["met"], "settle_round": r.get("round")})
+            write_json(solved_path, {"space_hash": space.space_hash, "inputs": inputs, "configs": out})
+            return t, out
+        table, configs = timed("refine table and meet targets (time every answer, refit, re-aim)", settle)
+
+    def latency_key(c) -> str:
         return f"{c['run']}:{','.join(map(str, c['widths']))}"
+
+    def result_key(c) -> str:  # rows of another fine-tuning budget are other results (1 epoch: the old key)
+        return latency_key(c) + (f":ft{a.finetune_epochs}" if a.finetune_epochs != 1 else "")
 
     def model_path(c) -> Path:
         return sd / "models" / f"{c['run']}_{'-'.join(map(str, c['widths']))}.tflite"
@@ -333,21 +301,20 @@ def main(argv=None) -> int:
 
     def remeasure():
         for c in configs:
-            if c["widths"] is None or result_key(c) in quiet:
+            if c["widths"] is None or latency_key(c) in quiet:
                 continue
             f = model_path(c)
             content = f.read_bytes() if f.exists() else maker.make(c["widths"])
-            quiet[result_key(c)] = {"ms": measure_latency(content, runs=20, repeats=5, cpus=(0,))["ms"]["min"],
+            quiet[latency_key(c)] = {"ms": measure_latency(content, runs=20, repeats=5, cpus=(0,))["ms"]["min"],
                           "source": "exported .tflite" if f.exists() else "template variant"}
         write_json(quiet_path, {"space_hash": space.space_hash, "timings": quiet})
     timed("quiet re-measure", remeasure)
 
     for c in configs:
         if c["widths"] is not None:
-            key = result_key(c)
-            c.update(rows[key])
+            c.update(rows[result_key(c)])
             c["export_ms"] = c["measured_ms"]  # timed right after the export
-            c["measured_ms"], c["measured_source"] = quiet[key]["ms"], quiet[key]["source"]
+            c["measured_ms"], c["measured_source"] = quiet[latency_key(c)]["ms"], quiet[latency_key(c)]["source"]
             c["params"], c["macs"] = space.params(c["widths"]), space.macs(c["widths"])
     write_json(sd / "configs.json", {"space_hash": space.space_hash, "seed": a.seed, "configs": configs,
                                      "table": (table.fit or {}).get("refine"), "times": times})
@@ -400,9 +367,13 @@ def refine_lines(r) -> list[str]:
     """The refinement of one seed's table (tfwidth/refine.py) as the report states it."""
     if not r:
         return []
-    per = ", ".join(f"{100 * h['max_abs_err']:.1f}%" for h in r["history"])
+    per = ", ".join(f"{100 * h['max_abs_err']:.1f}%" + (f" ({h['over_target']} over)" if h.get("over_target") else "")
+                    for h in r["history"])
+    late = sum(1 for x in r.get("answers", []) if x.get("widths") is not None and not x.get("met"))
     return [f"{r['rounds']} round(s), {'converged' if r['converged'] else 'not converged'} at +-{100 * r['tol']:g}% "
-            f"(max |measured / predicted - 1| over the round's candidates: {per}; {r['added_samples']} timings added)"]
+            f"(max |measured / predicted - 1| over the round's candidates, answers over their target: {per}; "
+            f"{r['added_samples']} timings added" + (f"; {late} answer(s) left over their target" if late else "")
+            + ")"]
 
 
 def load_seeds(work: Path) -> list[dict]:
@@ -453,8 +424,10 @@ def write_report(path: Path, work: Path, a, space) -> None:
               "slimming) are the baselines; ows (Viterbi + Lagrange "
               "bisection) and exact (the constrained optimum) use the regression costs of the OWS supernet; aows is "
               "ows on the AOWS supernet (trained for the 0.75x target); exact-mean is exact with the paper's split-mean "
-              "costs of the same OWS supernet. Every solver's answer was timed before training and, if over its target, "
-              "solved again aiming lower by the miss (`tfwidth.refine.meet_target`), for all methods alike.", "",
+              "costs of the same OWS supernet. Every solver's answer was timed here before training, in one loop with the "
+              "table's refinement (`tfwidth.refine.refine` with targets): timings refitted into the table, an answer "
+              "over its target that the table predicted aimed lower by the miss, until every answer is predicted "
+              "within 3% and timed within its target; all methods alike. 'predicted' is that table's prediction.", "",
               "Top-1 (%) is the mean over seeds, each seed's value in brackets.", "",
               "| target | method | measured ms | predicted ms | top-1 inherited | top-1 fine-tuned | params | MMACs |",
               "|---|---|---|---|---|---|---|---|"]
@@ -522,7 +495,8 @@ def write_report(path: Path, work: Path, a, space) -> None:
                f"{100 * fit['within_10pct']:.1f}% within +-10%, max error {100 * fit['max_rel_err']:.1f}%.")
               if fit else "",
               "Then refined per seed on the solver's own answers (tfwidth/refine.py: every method's configuration "
-              "for every target timed here, plus random neighbours, added to the fit and refitted): " + "; ".join(
+              "for every target timed here, plus random neighbours, added to the fit and refitted; answers over "
+              "their target re-aimed): " + "; ".join(
                   f"seed {s['seed']}: " + " ".join(refine_lines(s.get("table"))) for s in seeds) + ".", "",
               "Stage wall times: " + "; ".join(f"seed {s['seed']}: " + ", ".join(
                   f"{k} {v / 60:.1f} min" for k, v in (s.get("times") or {}).items()) for s in seeds), "",
