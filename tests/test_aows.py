@@ -32,15 +32,76 @@ def test_warmup_is_uniform_then_marginals_narrow():
     mid = lat.total(space.to_indices(space.uniform(1.0)))
     s0 = aows.sampling_state(space, costs, lat, mid, 0.1)
     assert s0.warmup and all(np.allclose(p, 1 / len(p)) for p in s0.probs)
-    ent = [np.mean(aows.sampling_state(space, costs, lat, mid, p).entropy()) for p in (0.3, 0.5, 1.0)]
+    ent = [np.mean(aows.sampling_state(space, costs, lat, mid, p, explore=0.0).entropy()) for p in (0.3, 0.5, 1.0)]
     assert ent[0] > ent[1] > ent[2]
-    late = aows.sampling_state(space, costs, lat, mid, 1.0)
+    late = aows.sampling_state(space, costs, lat, mid, 1.0, explore=0.0)
     expect = mrf.marginals(acc_chain(space, costs), lat, late.gamma, late.temperature)
     for a, b in zip(late.probs, expect):
         np.testing.assert_allclose(a, b)
     # at the end the mode of every layer is the OWS configuration
     assert tuple(space.choices[l][int(np.argmax(p))] for l, p in enumerate(late.probs)) == late.widths
     assert late.predicted_ms <= mid + 1e-9
+
+
+def test_exploration_floor_mixes_the_marginals_with_uniform():
+    space = tiny_space()
+    costs, lat = _problem(space)
+    mid = lat.total(space.to_indices(space.uniform(1.0)))
+    paper = aows.sampling_state(space, costs, lat, mid, 1.0, explore=0.0)
+    assert min(p.min() for p in paper.probs) < 1e-3  # the paper's sampling starves widths at the end
+    assert aows.EXPLORE == 0.5
+    st = aows.sampling_state(space, costs, lat, mid, 1.0)  # the default floor
+    assert st.explore == 0.5 and st.to_json()["explore"] == 0.5
+    for p, q in zip(st.probs, paper.probs):
+        k = len(p)
+        np.testing.assert_allclose(p, 0.5 * q + 0.5 / k)
+        np.testing.assert_allclose(p.sum(), 1.0)
+        assert p.min() >= 0.5 / k - 1e-12  # never below half the uniform rate
+        assert int(np.argmax(p)) == int(np.argmax(q))  # the mode is still the OWS configuration
+    assert (st.widths, st.gamma, st.temperature) == (paper.widths, paper.gamma, paper.temperature)
+    assert np.mean(paper.entropy()) < np.mean(st.entropy()) < np.mean([np.log(k) for k in space.num_choices])
+    # the warm-up stays uniform whatever the floor; explore=1 is uniform sampling throughout
+    assert all(np.allclose(p, 1 / len(p)) for p in aows.sampling_state(space, costs, lat, mid, 0.1).probs)
+    assert all(np.allclose(p, 1 / len(p)) for p in aows.sampling_state(space, costs, lat, mid, 1.0, explore=1.0).probs)
+    with pytest.raises(ValueError):
+        aows.sampling_state(space, costs, lat, mid, 1.0, explore=1.5)
+
+
+def test_floor_keeps_the_final_answer_trained_under_a_growing_loss_increase():
+    """Issue 6: the loss increase the statistics regress grows during training; when sampling shifts from epoch to
+    epoch the widths favoured late look costlier and the answer moves away from what was trained. A small
+    simulation of the statistics (additive costs + noise, increase x3 over training, the callback's updates): with
+    the floor the final answer's widths are drawn more in the last epoch than without it."""
+    from tfwidth.stats import WidthStats
+    space = tiny_space(levels=6, layers=6)
+    rng = np.random.default_rng(0)
+    g = [np.log(c[-1]) - np.log(np.asarray(c, float)) for c in space.choices]
+    true = [0.05 * x for x in g]
+    lat = space.mac_chain().scale(1e-6)
+    target = lat.total(space.to_indices(space.uniform(0.75)))
+    L, epochs, spe = space.num_layers, 8, 60
+    trend = np.linspace(1 / 3, 1.0, epochs)
+
+    def share(explore, seed):
+        r = np.random.default_rng(seed)
+        st = WidthStats(space)
+        P = [np.full(k, 1 / k) for k in space.num_choices]
+        for e in range(epochs):
+            c = st.costs() if st.has_regression() else [np.zeros(k) for k in space.num_choices]
+            P = aows.sampling_state(space, c, lat, target, e / epochs, scale=L, explore=explore).probs
+            idx = np.stack([r.choice(len(p), size=spe, p=p) for p in P], 1)
+            d = trend[e] * np.array([sum(true[l][i] for l, i in enumerate(row)) for row in idx])
+            st.update(idx, d + 0.1 * r.standard_normal(spe))
+            st.end_epoch()
+        ans = mrf.ows(acc_chain(space, st.costs()), lat, target).indices
+        return float(np.exp(np.mean([np.log(P[l][i] * len(P[l])) for l, i in enumerate(ans)])))
+
+    floor = [share(aows.EXPLORE, s) for s in range(6)]
+    paper = [share(0.0, s) for s in range(6)]
+    assert min(floor) >= 0.5 - 1e-9  # guaranteed by the floor
+    # geometric means over layers and runs: ~1.55 with the floor, ~1.20 without (this seed set)
+    assert np.mean(np.log(floor)) > np.mean(np.log(paper)) + 0.1
+    assert np.exp(np.mean(np.log(floor))) > 1.3 and min(floor) > min(paper)
 
 
 def test_padded_rows_are_distributions():
@@ -83,8 +144,11 @@ def test_train_cli_aows_narrows_after_warmup(tmp_path):
     assert ent[0][1] and not ent[-1][1]  # warm-up first, adaptive at the end
     uniform_entropy = np.mean([np.log(k) for k in space.num_choices])
     assert ent[0][2] == pytest.approx(uniform_entropy)
-    # once the temperature has fallen (epochs 3-4) every epoch samples more narrowly than the warm-up did
-    assert max(e[2] for e in ent[2:]) < ent[0][2] - 0.03
+    # once the temperature has fallen (epochs 3-4) every epoch samples more narrowly than the warm-up did, and
+    # no width is drawn at less than half the uniform rate (the default exploration floor)
+    assert max(e[2] for e in ent[2:]) < ent[0][2] - 0.01
+    for _, warm, _, probs in ent:
+        assert min(min(p) * len(p) for p in probs) >= (1.0 if warm else aows.EXPLORE) - 1e-4
     # bad input: --aows without a target, a target no configuration meets
     bad = [str(a) for a in args[:-2]] + ["--out", str(tmp_path / "r2")]
     assert_usage_error(run_module("tfwidth.train", *bad), "--aows needs")

@@ -12,6 +12,21 @@ which the callback applies whenever the regression is in use. On a balanced desi
 (tests/test_aows.py). Without it the first CIFAR AOWS run collapsed onto one configuration per epoch (0.6 nats
 per layer) that jumped from epoch to epoch, and its answers were 6-11 points worse than OWS's with inherited weights.
 
+Exploration floor (``EXPLORE``, issue 6): the sampled distribution is ``(1 - explore) * marginals + explore *
+uniform``, so every width keeps at least ``explore / k`` of the draws. Why: the width statistics are a regression
+over the whole run, and the loss increase it regresses grows ~1.5x over training (mean 0.28 in epochs 1-7, 0.44 in
+epoch 8 of the CIFAR OWS runs, uniform sampling throughout). When the sampling distribution changes from epoch to
+epoch, that trend is confounded with the widths: the widths AOWS favours late are measured while every increase is
+large, so they come out costlier and the OWS answer moves away from them (negative feedback). In both CIFAR AOWS runs
+the final 0.75x answer's widths had been drawn in the last epoch at 0.58x and 0.53x the uniform rate (geometric mean
+over layers; single layers 0.1x; 1.1x over the whole run), while the OWS supernet's answers were drawn there at
+1.5x and 1.0x: the answer had moved off what the last epoch trained, and its inherited accuracy trailed OWS's. A simulation of the statistics (additive costs, per-batch noise calibrated to the
+two OWS runs' disagreement, the measured trend) reproduces it: without the trend the final answer's widths are drawn
+at ~2x uniform in the last epoch, with it ~1.0x (down to 0.6x); a floor of 0.5 keeps them at ~1.3x with the same
+answer quality (within the simulation's noise). With the floor no width is drawn at less than half the uniform rate,
+which matters because at this budget the costs are mostly noise (the two OWS seeds' costs correlate at 0.1), so
+what the marginals starve is chosen largely at random. ``explore=0`` is the paper's sampling.
+
 The distributions are a pure function of (statistics, table, target, progress): a resumed run recomputes exactly what
 the killed one would have used, so nothing but the statistics (already in the checkpoint) needs saving to continue
 the schedule; the sampler's probability variable is in the checkpoint too.
@@ -31,6 +46,8 @@ from tfwidth.space import ChainCost, SearchSpace
 
 # (fraction of training, temperature); the warm-up ends at the second point, T is log-linear between points.
 SCHEDULE = ((0.0, 1.0), (0.25, 1.0), (0.30, 0.01), (0.50, 0.001), (1.0, 0.0005))
+# share of every layer's draws spread uniformly over its widths after the warm-up (module docstring); 0 = the paper
+EXPLORE = 0.5
 
 
 def warmup_end(schedule=SCHEDULE) -> float:
@@ -54,7 +71,8 @@ class SamplingState:
     gamma: float | None
     widths: tuple | None  # the current OWS solution for the target
     predicted_ms: float | None
-    probs: list  # per layer, a distribution over its choices
+    probs: list  # per layer, a distribution over its choices (marginals mixed with uniform by ``explore``)
+    explore: float = 0.0
 
     def entropy(self) -> list:
         return [float(-(p[p > 0] * np.log(p[p > 0])).sum()) for p in self.probs]
@@ -68,12 +86,16 @@ class SamplingState:
     def to_json(self) -> dict:
         return {"progress": self.progress, "warmup": self.warmup, "temperature": self.temperature,
                 "gamma": self.gamma, "widths": self.widths, "predicted_ms": self.predicted_ms,
-                "entropy": self.entropy(), "probs": [p.round(6).tolist() for p in self.probs]}
+                "explore": self.explore, "entropy": self.entropy(), "probs": [p.round(6).tolist() for p in self.probs]}
 
 
 def sampling_state(space: SearchSpace, costs: list, latency: ChainCost, target_ms: float, progress: float,
-                   schedule=SCHEDULE, scale: float = 1.0) -> SamplingState:
-    """``scale`` multiplies the schedule's temperature (see the module docstring: L for regression costs)."""
+                   schedule=SCHEDULE, scale: float = 1.0, explore: float = EXPLORE) -> SamplingState:
+    """``scale`` multiplies the schedule's temperature (see the module docstring: L for regression costs);
+    ``explore`` in [0, 1] mixes the marginals with the uniform distribution (the exploration floor)."""
+    explore = float(explore)
+    if not 0.0 <= explore <= 1.0:
+        raise ValueError(f"explore must be in [0, 1], got {explore}")
     uniform = [np.full(k, 1.0 / k) for k in space.num_choices]
     acc = acc_chain(space, costs)
     sol = mrf.ows(acc, latency, target_ms)
@@ -82,8 +104,9 @@ def sampling_state(space: SearchSpace, costs: list, latency: ChainCost, target_m
     if progress < warmup_end(schedule) or not sol.feasible:
         return SamplingState(progress, True, None, sol.gamma, widths, pred, uniform)
     T = temperature(progress, schedule) * scale
-    probs = mrf.marginals(acc, latency, sol.gamma or 0.0, T)
-    return SamplingState(progress, False, T, sol.gamma, widths, pred, probs)
+    probs = [(1.0 - explore) * p + explore * u
+             for p, u in zip(mrf.marginals(acc, latency, sol.gamma or 0.0, T), uniform)]
+    return SamplingState(progress, False, T, sol.gamma, widths, pred, probs, explore)
 
 
 def _keras_callback_base():
@@ -95,11 +118,14 @@ def _keras_callback_base():
 class AOWSCallback(_keras_callback_base()):
     """Sets the supernet's per-layer sampling distributions from the MRF marginals, every `every` steps (0: at each
     epoch start), and logs temperature, gamma, entropies and the current OWS configuration each epoch
-    (RUN_DIR/aows.jsonl and TensorBoard)."""
+    (RUN_DIR/aows.jsonl and TensorBoard). ``explore``: the exploration floor (module docstring)."""
 
     def __init__(self, space: SearchSpace, latency: ChainCost, target_ms: float, total_steps: int,
-                 run_dir=None, every: int = 0, schedule=SCHEDULE, view: str = "running"):
+                 run_dir=None, every: int = 0, schedule=SCHEDULE, view: str = "running", explore: float = EXPLORE):
         super().__init__()
+        if not 0.0 <= float(explore) <= 1.0:
+            raise ValueError(f"explore must be in [0, 1], got {explore}")
+        self.explore = float(explore)
         self.space, self.latency, self.target_ms = space, latency, float(target_ms)
         self.total_steps, self.every, self.schedule, self.view = max(1, int(total_steps)), int(every), schedule, view
         self.run_dir = Path(run_dir) if run_dir else None
@@ -112,7 +138,7 @@ class AOWSCallback(_keras_callback_base()):
         # the logged temperature is the effective one (schedule x scale)
         scale = self.space.num_layers if stats.has_regression(self.view) else 1.0
         self.state = sampling_state(self.space, stats.costs(self.view), self.latency, self.target_ms,
-                                    step / self.total_steps, self.schedule, scale=scale)
+                                    step / self.total_steps, self.schedule, scale=scale, explore=self.explore)
         self.model.set_sampling(self.state.padded(self.model.kmax))
 
     def on_epoch_begin(self, epoch, logs=None):
