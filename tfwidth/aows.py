@@ -19,8 +19,9 @@ epoch 8 of the CIFAR OWS runs, uniform sampling throughout). When the sampling d
 epoch, that trend is confounded with the widths: the widths AOWS favours late are measured while every increase is
 large, so they come out costlier and the OWS answer moves away from them (negative feedback). In both CIFAR AOWS runs
 the final 0.75x answer's widths had been drawn in the last epoch at 0.58x and 0.53x the uniform rate (geometric mean
-over layers; single layers 0.1x; 1.1x over the whole run), while the OWS supernet's answers were drawn there at
-1.5x and 1.0x: the answer had moved off what the last epoch trained, and its inherited accuracy trailed OWS's. A simulation of the statistics (additive costs, per-batch noise calibrated to the
+over layers of the counted draws; 0.78x and 0.67x by the sampling probabilities; single layers 0.12x; 1.1x over the
+whole run), while the OWS supernet's answers were drawn there at 1.5x and 1.0x: the answer had moved off what the
+last epochs trained, and its inherited accuracy trailed OWS's. A simulation of the statistics (additive costs, per-batch noise calibrated to the
 two OWS runs' disagreement, the measured trend) reproduces it: without the trend the final answer's widths are drawn
 at ~2x uniform in the last epoch, with it ~1.0x (down to 0.6x); a floor of 0.5 keeps them at ~1.3x with the same
 answer quality (within the simulation's noise). With the floor no width is drawn at less than half the uniform rate,
