@@ -202,9 +202,10 @@ def main(argv=None) -> int:
     costs = {kind: st.costs("running") for kind, st in stats.items()}
     # (label, supernet, costs, solver method): the four methods on the OWS supernet, ows on the AOWS one, and exact
     # with the paper's split-mean costs on the same OWS supernet (what the regression estimator changes)
+    # aows-exact: exact on the AOWS supernet, against exact (ows stops short of the budget, on either supernet)
     entries = [(m, "ows", costs["ows"], m) for m in METHODS]
     if "aows" in runs:
-        entries.append(("aows", "aows", costs["aows"], "ows"))
+        entries += [("aows", "aows", costs["aows"], "ows"), ("aows-exact", "aows", costs["aows"], "exact")]
     entries.append(("exact-mean", "ows", stats["ows"].costs("running", "mean"), "exact"))
 
     # Refine the shared table where the solver chooses and meet every target as measured, in one loop
@@ -217,9 +218,14 @@ def main(argv=None) -> int:
     from tfwidth.latency import load_samples
     from tfwidth import refine as refine_mod
     inputs = cache_key(targets, entries)
+    inputs_base = cache_key(targets, [e for e in entries if e[1] != "aows"])
     refined_path = sd / "table_refined.json"
     solved_path = sd / "solved.json"
     old = read_json(solved_path) if solved_path.exists() else {}
+    # Only the AOWS supernet changed (retrained): the OWS supernet's answers are kept as they were evaluated, timed
+    # again as fixed candidates, and the loop settles the AOWS answers around them, so all share one table.
+    fixed = {(c["target_mult"], c["method"]): c["widths"] for c in old.get("configs", []) if c["run"] != "aows"} \
+        if old.get("inputs_base") == inputs_base else {}
     if refined_path.exists() and old.get("inputs") == inputs:
         table = LatencyTable.load(refined_path, space)
         configs = old["configs"]
@@ -229,6 +235,9 @@ def main(argv=None) -> int:
         def answers(tbl, aims):
             out = []
             for (t, (label, kind, c, method)), aim in zip(plan, aims):
+                if (t["mult"], label) in fixed:
+                    out.append(fixed[t["mult"], label])
+                    continue
                 if label == "uniform":  # the network whose measured latency is the target, not a solver's guess
                     out.append(space.uniform(t["mult"]))
                     continue
@@ -241,20 +250,27 @@ def main(argv=None) -> int:
             return out
 
         def settle():
-            device = refine_mod.HostDevice(tpl, sd / "settle", refine_mod.sample_protocol(work / "samples.jsonl"))
+            device = refine_mod.HostDevice(tpl, sd / ("settle_aows" if fixed else "settle"),
+                                           refine_mod.sample_protocol(work / "samples.jsonl"))
             t, rec = refine_mod.refine(table, load_samples(work / "samples.jsonl"), answers, device,
                                        rounds=a.refine_rounds, explore=refine_mod.EXPLORE, repeats=3,
                                        validation=load_samples(work / "val.jsonl"),
-                                       targets=[None if e[0] == "uniform" else t["measured_ms"] for t, e in plan])
+                                       targets=[None if e[0] == "uniform" or (t["mult"], e[0]) in fixed
+                                                else t["measured_ms"] for t, e in plan])
             t.fit["refine"]["inputs"] = inputs
             t.save(refined_path)
             out = []
+            before = {(c["target_mult"], c["method"]): c for c in old.get("configs", [])}
             for (tg, (label, kind, c, method)), r in zip(plan, rec["answers"]):
+                if (tg["mult"], label) in fixed:  # as settled before; predicted by (and timed for) the new table
+                    out.append(dict(before[tg["mult"], label], predicted_ms=r.get("predicted_ms")))
+                    continue
                 out.append({"target_mult": tg["mult"], "target_ms": tg["measured_ms"], "method": label, "run": kind,
                             "widths": r["widths"], "predicted_ms": r.get("predicted_ms"),
                             "aim_ms": r.get("aim_ms") or tg["measured_ms"], "settle_ms": r.get("measured_ms"),
                             "settle_met": r["met"], "settle_round": r.get("round")})
-            write_json(solved_path, {"space_hash": space.space_hash, "inputs": inputs, "configs": out})
+            write_json(solved_path, {"space_hash": space.space_hash, "inputs": inputs, "inputs_base": inputs_base,
+                                     "configs": out, "kept": sorted(map(list, fixed))})
             return t, out
         table, configs = timed("refine table and meet targets (time every answer, refit, re-aim)", settle)
 
@@ -334,8 +350,8 @@ def bars(configs, targets):
         d = {}
         for t in targets:
             by = {c["method"]: c for c in configs if c["target_mult"] == t["mult"] and c.get(which) is not None}
-            for opt in OPTIMAL + ("aows", "exact-mean"):
-                for base in BASELINES + ("ows", "exact-mean"):
+            for opt in OPTIMAL + ("aows", "aows-exact", "exact-mean"):
+                for base in BASELINES + ("ows", "exact", "exact-mean"):
                     if opt in by and base in by and opt != base:
                         d.setdefault(f"{opt}-{base}", []).append(100 * (by[opt][which] - by[base][which]))
         out[which] = d
@@ -423,7 +439,8 @@ def write_report(path: Path, work: Path, a, space) -> None:
               "Methods: uniform (the uniform network that defines the target) and greedy (AutoSlim-style "
               "slimming) are the baselines; ows (Viterbi + Lagrange "
               "bisection) and exact (the constrained optimum) use the regression costs of the OWS supernet; aows is "
-              "ows on the AOWS supernet (trained for the 0.75x target); exact-mean is exact with the paper's split-mean "
+              "ows on the AOWS supernet (trained for the 0.75x target) and aows-exact exact on it; exact-mean is exact "
+              "with the paper's split-mean "
               "costs of the same OWS supernet. Every solver's answer was timed here before training, in one loop with the "
               "table's refinement (`tfwidth.refine.refine` with targets): timings refitted into the table, an answer "
               "over its target that the table predicted aimed lower by the miss, until every answer is predicted "
@@ -463,6 +480,7 @@ def write_report(path: Path, work: Path, a, space) -> None:
                             ("exact-greedy", "exact minus greedy", ">= +0.5"),
                             ("ows-greedy", "ows minus greedy", ">= +0.5"),
                             ("aows-ows", "aows minus ows", ">= +0.5 at 0.75x"),
+                            ("aows-exact-exact", "aows-exact minus exact (both solved exactly)", ""),
                             ("exact-mean-uniform", "exact-mean minus uniform", ""),
                             ("exact-exact-mean", "exact minus exact-mean (the estimator)", "")):
         if any(b["finetuned_top1"].get(key) for b in per_seed):
@@ -531,7 +549,8 @@ def plot(path, seeds, targets, methods):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
-    marks = {"uniform": "s", "greedy": "^", "ows": "o", "exact": "x", "aows": "D", "exact-mean": "v"}
+    marks = {"uniform": "s", "greedy": "^", "ows": "o", "exact": "x", "aows": "D", "aows-exact": "d",
+             "exact-mean": "v"}
     for ax, key, title in ((axes[0], "inherited_top1", "inherited weights + BN recalibration"),
                            (axes[1], "finetuned_top1", "after the same short fine-tuning")):
         for m in methods:
