@@ -210,3 +210,19 @@ def test_recorded_aim_finds_the_answer_of_the_same_statistics_method_and_target(
     assert R.recorded_aim(table, [c + 0.01 for c in costs], "ows", 2.0) is None
     r = R.meet_target(lambda aim: (aim,), lambda w: w[0], 2.0, aim_ms=1.9)
     assert r["met"] and [a["aim_ms"] for a in r["attempts"]] == [1.9]
+
+
+def test_a_refit_that_puts_every_aim_out_of_reach_keeps_the_timed_answers(space, setup):
+    """The device is 20% slower than the table everywhere and the only answer sits at the fastest configuration: after
+    the refit nothing is predicted within the aim, so the loop stops with the answer it timed, marked not met."""
+    s = setup
+    table = s["table"]
+    slow = lambda ws: [record(space, w, 1.2 * table.predict(w)) for w in ws]  # noqa: E731
+    target = table.predict(space.min_widths)
+
+    def at(t, aims):
+        return [space.min_widths if t.predict(space.min_widths) <= aims[0] else None]
+    refined, rec = R.refine(table, s["train"], at, slow, rounds=5, targets=[target], log=lambda m: None)
+    assert not rec["converged"] and rec["rounds"] == 1
+    r = rec["answers"][0]
+    assert r["widths"] == list(space.min_widths) and not r["met"] and r["measured_ms"] > target

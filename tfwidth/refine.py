@@ -138,6 +138,11 @@ def refine(table: LatencyTable, samples: list[dict], candidates, measure, tol: f
             if len(answers) != len(aims):
                 raise ValueError(f"candidates returned {len(answers)} answers for {len(aims)} targets")
             cands = unique(answers)
+        if not cands and history and aims is not None:
+            # the refit now predicts every answer over its aim (the device is slower there than first fitted): keep
+            # the answers timed so far, each marked met or not
+            log(f"[refine] round {n}: no configuration is predicted within any aim any more; stopping")
+            break
         if not cands:
             raise UsageError("no candidate configuration: every target is unreachable with this table; check "
                              "--target-ms")
