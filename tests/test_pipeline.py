@@ -5,7 +5,7 @@ from tests.conftest import assert_usage_error, run_module
 from tfwidth.space import tiny_space
 
 # --target-mult 1.5: at 8 px every configuration runs in ~1.5 us, near the timer's resolution, so the refined table can
-# put a middle target below its fastest configuration; the widest uniform network keeps the target reachable
+# put a middle target below its fastest configuration (the pipeline then derives it again from the refined table)
 QUICK = ["--dataset", "digits", "--plan-count", 24, "--val-count", 8, "--runs", 2, "--epochs", 1, "--batch-size",
          32, "--train-limit", 256, "--finetune-epochs", 0, "--target-mult", 1.5]
 
@@ -35,9 +35,10 @@ def test_pipeline_runs_every_stage_then_resumes(tmp_path):
     assert all(t["measured_ms"] > widths["target_ms"] for t in v["attempts"][:-1])
     assert v["met"] == (v["measured_ms"] <= widths["target_ms"])
     # ... starting where the refinement timed this method's answer within the target (same statistics and target)
+    # (unless the derived target had to be derived again from the refined table: at 8 px timings are ~1.5 us)
     settled = {r["method"]: r for r in refined["fit"]["refine"]["answers"]}[widths["method"]]
-    assert settled["costs"] and settled["target_ms"] == widths["target_ms"]
-    if settled["met"]:
+    assert settled["costs"]
+    if settled["met"] and settled["target_ms"] == widths["target_ms"]:
         assert v["attempts"][0]["aim_ms"] == settled["aim_ms"]
 
     again = run_module("tfwidth.pipeline", "--space", tmp_path / "space.json", "--work", work, *QUICK)
