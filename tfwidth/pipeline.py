@@ -142,9 +142,10 @@ def main(argv=None) -> int:
                  [work / "val_plan.json"])
         pin = [] if a.cpus == "none" else ["--cpus", a.cpus]
         # The reference is timed on its own every few samples, not paired with each (--paired-reference): paired
-        # invokes share the caches, and at 32 px the reference read 0.74-0.80 ms beside a big sample, 0.685 beside a
-        # small one and 0.66 alone, so dividing by it scaled small networks up by ~10% (this pipeline's table then
-        # predicted its exported model 12% slower than it ran; the CIFAR benchmark, unpaired, within 2%).
+        # invokes share the caches, and at 32 px the reference read 0.85 ms beside the widest network, 0.69 beside the
+        # 0.5x one and 0.65 alone (tools/bench_reference.py), so dividing by it scaled small networks up (this
+        # pipeline's table then predicted its exported model 12% slower than it ran; the CIFAR benchmark, unpaired,
+        # within 2%).
         for name, plan, out in (("profile", "plan.json", "samples.jsonl"), ("profile_val", "val_plan.json", "val.jsonl")):
             pl.stage(name, "device_profiler.__main__",
                      ["--template", tpl, "--plan", work / plan, "--out", work / out, "--threads", 1, "--runs", a.runs,
