@@ -179,7 +179,9 @@ def main(argv=None) -> int:
     p.add_argument("--paired-reference", action="store_true",
                    help="time the reference configuration interleaved with every sample and record its min as the "
                         "sample's ref_ms (twice the invokes; tracks second-to-second load on shared or throttling "
-                        "devices, which --reference-every cannot)")
+                        "devices, which --reference-every cannot). Small networks share the caches with the "
+                        "reference, which then runs at a speed that depends on its partner: check with "
+                        "tools/bench_reference.py before pairing at small resolutions (32 px: biased)")
     p.add_argument("--shard", metavar="i/n", help="time only plan indices with index %% n == i (several devices)")
     p.add_argument("--runtime", choices=[r[0] for r in runtimes.RUNTIMES],
                    help="force a runtime (default: the first importable of ai_edge_litert, tflite_runtime, "
