@@ -197,7 +197,7 @@ def _verified(space, costs, table, a, method) -> dict:
         return w
 
     r = meet_target(at, lambda w: measure_latency(maker.make(w), threads=table.threads or 1, cpus=cpus)["ms"]["min"],
-                    a.target_ms, rounds=a.verify_rounds, 
+                    a.target_ms, rounds=a.verify_rounds,
                     aim_ms=None if a.max_params else recorded_aim(table, costs, method, a.target_ms))
     if r["widths"] is None:
         return describe(space, solve(space, costs, table, a.target_ms, method, a.max_params))
