@@ -377,7 +377,7 @@ def add_arguments(r) -> None:
     r.add_argument("--target-ms", required=True, type=float, nargs="+", help="the latency targets to solve for")
     r.add_argument("--methods", default="uniform,greedy,ows,exact", help="solver methods whose answers are "
                                                                          "candidates (default all four)")
-    r.add_argument("--stats-view", default="running", choices=("running", "window"))
+    r.add_argument("--stats-view", default="auto", choices=("auto", "probe", "running", "window"))
     r.add_argument("--validation", help="validation samples: reported for the refined table (not used to fit)")
     r.add_argument("-o", "--output", required=True, help="where to write the refined table")
     r.add_argument("--timings", help="directory for the refinement timings (default: OUTPUT without suffix + "

@@ -217,8 +217,9 @@ def main(argv=None) -> int:
     p.add_argument("--method", default="exact", choices=METHODS + ("all",),
                    help="solver (default exact); all runs every one and writes exact's answer plus all results")
     p.add_argument("--max-params", type=float, help="also keep the deployed parameter count <= this")
-    p.add_argument("--stats-view", default="running", choices=("running", "window"),
-                   help="statistics since the start (running) or of the last epoch (window, the paper's)")
+    p.add_argument("--stats-view", default="auto", choices=("auto", "probe", "running", "window"),
+                   help="which statistics: probe (measured on the trained supernet, tfwidth/probe.py), running (over "
+                        "all of training), window (its last epoch); auto: probe when the run has one, else running")
     p.add_argument("--stats-estimator", default="auto", choices=("auto", "regression", "mean"),
                    help="per-width costs from the additive regression of each step's loss increase on its "
                         "configuration (auto, when recorded) or from the per-layer split means (the paper's)")
@@ -271,7 +272,7 @@ def main(argv=None) -> int:
     out = {"kind": "widths", "space_hash": space.space_hash, "space": space.to_json(), "method": best["method"],
            "target_ms": a.target_ms, "widths": best["widths"], "predicted_ms": best["predicted_ms"],
            "objective": best["objective"], "params": best["params"], "macs": best["macs"],
-           "max_params": a.max_params, "table": str(a.latency), "stats": str(a.stats), "stats_view": a.stats_view,
+           "max_params": a.max_params, "table": str(a.latency), "stats": str(a.stats), "stats_view": stats.resolve_view(a.stats_view),
            "stats_estimator": a.stats_estimator}
     if a.method == "all":
         out["results"] = results

@@ -137,7 +137,7 @@ def train(space: SearchSpace, data, out_dir, epochs: int, *, lr: float = 0.05, w
           sampling: str = "one-layer", random_configs: int = 1, seed: int = 0, strategy=None,
           resume: bool = False, extra_callbacks=(), calib_batches: int = 10, summary: bool = True,
           tensorboard: bool = True, validate: bool = True, verbose: int = 1,
-          args: dict | None = None) -> TrainResult:
+          args: dict | None = None, probe_configs: int = 0, probe_images: int = 512) -> TrainResult:
     """Train a Supernet on ``data`` (tfwidth.data.Data) for ``epochs`` epochs in total, checkpointing each epoch.
 
     ``extra_callbacks`` run after the built-in epoch end (statistics rolled, stats.json and checkpoint written) and
@@ -145,6 +145,9 @@ def train(space: SearchSpace, data, out_dir, epochs: int, *, lr: float = 0.05, w
     ``self.model.width_stats()`` and sets the sampling with ``self.model.set_sampling(probs)`` (at on_epoch_begin or
     every K batches); the probabilities are a model variable, so checkpoints hold them.
     validate: log the max network's top-1 on data.eval each epoch (moving BN statistics, no recalibration).
+    probe_configs: after the last epoch, measure that many random configurations of the trained supernet on
+    ``probe_images`` fixed training images (tfwidth/probe.py) into stats.json's probe view, which the solver prefers;
+    a probe already there for this epoch count and these settings is kept.
     """
     import tensorflow as tf
     keras = _keras()
@@ -196,7 +199,19 @@ def train(space: SearchSpace, data, out_dir, epochs: int, *, lr: float = 0.05, w
     if start < epochs:
         model.fit(data.train_epochs(start, epochs), epochs=epochs, initial_epoch=start, steps_per_epoch=spe,
                   validation_data=data.eval if validate else None, callbacks=callbacks, verbose=verbose)
-    result = TrainResult(model, model.width_stats(), {}, epochs)
+    stats = model.width_stats()
+    if probe_configs and chief:
+        from tfwidth import probe
+        from tfwidth.stats import WidthStats
+        old = WidthStats.load(out / "stats.json", space) if (out / "stats.json").exists() else None
+        batches = probe.fixed_batches(data, probe_images)
+        if old is not None and old.epochs == stats.epochs and probe.is_current(old, probe_configs, seed, batches):
+            stats = old
+        else:
+            probe.probe_run(model, stats, batches, probe_configs, seed, f"{data.name} train, no augmentation",
+                            progress=verbose == 1)
+            stats.save(out / "stats.json")
+    result = TrainResult(model, stats, {}, epochs)
     if summary:
         result.summary = summarise(model, data, calib_batches)
         result.summary.update(space_hash=space.space_hash, dataset=data.name, epochs=epochs)
@@ -319,6 +334,11 @@ def main(argv=None) -> int:
     p.add_argument("--train-limit", type=int, help="use only the first N training images")
     p.add_argument("--eval-limit", type=int, help="use only the first N evaluation images")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--probe-configs", type=int, default=500, help="after training, measure this many random "
+                   "configurations of the trained supernet on fixed images; the solver uses these measurements "
+                   "(stats.json 'probe' view: far less noisy than the training-time statistics). 0: skip")
+    p.add_argument("--probe-images", type=int, default=512, help="training images the probe measures each "
+                   "configuration on (whole batches)")
     g = p.add_argument_group("AOWS: adaptive width sampling from the MRF marginals after a warm-up")
     g.add_argument("--aows", action="store_true", help="sample widths from the marginals of the solver's MRF for "
                    "--target-ms on --latency, at the paper's falling temperature (needs both)")
@@ -331,6 +351,8 @@ def main(argv=None) -> int:
     space = SearchSpace.load(a.space) if a.space else preset(DEMO["preset"], resolution=DEMO["resolution"])
     if a.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {a.batch_size}")
+    if a.probe_configs < 0 or a.probe_images < 1:
+        raise UsageError("--probe-configs must be >= 0 and --probe-images >= 1")
     strategy = make_strategy(a.strategy)
     if a.batch_size < strategy.num_replicas_in_sync:
         raise UsageError(f"batch size {a.batch_size} is smaller than the {strategy.num_replicas_in_sync} devices of "
@@ -344,7 +366,8 @@ def main(argv=None) -> int:
     res = train(space, data, a.out, a.epochs, lr=a.lr, warmup_epochs=a.warmup_epochs, weight_decay=a.weight_decay,
                 label_smoothing=a.label_smoothing, sampling=a.sampling, random_configs=a.random_configs,
                 seed=a.seed, strategy=strategy, resume=a.resume, calib_batches=a.calib_batches,
-                verbose=0 if a.quiet else 1, args=vars(a), extra_callbacks=callbacks)
+                verbose=0 if a.quiet else 1, args=vars(a), extra_callbacks=callbacks,
+                probe_configs=a.probe_configs, probe_images=a.probe_images)
     top1 = res.summary["top1"]
     print(f"top-1 after BN recalibration ({a.calib_batches} batches): "
           + ", ".join(f"{k} {100 * v:.1f}%" for k, v in top1.items()))
