@@ -157,8 +157,10 @@ def test_train_cli_aows_narrows_after_warmup(tmp_path):
     assert_usage_error(run_module("tfwidth.train", *low), "below the fastest")
 
 
-def test_aows_resume_keeps_the_schedule(tmp_path):
+@pytest.mark.parametrize("live_probe", [False, True])
+def test_aows_resume_keeps_the_schedule(tmp_path, live_probe):
     from tests.test_train import _Kill
+    from tfwidth import probe
     from tfwidth.aows import AOWSCallback
     from tfwidth.data import load_data
     from tfwidth.train import train
@@ -171,7 +173,9 @@ def test_aows_resume_keeps_the_schedule(tmp_path):
         return load_data("digits", space, 32, train_limit=128, eval_limit=32)
 
     def cb(run):
-        return AOWSCallback(space, table.chain(), target, 4 * data().steps_per_epoch, run)
+        live = probe.fixed_batches(data(), 64) if live_probe else None
+        return AOWSCallback(space, table.chain(), target, 4 * data().steps_per_epoch, run, probe_batches=live,
+                            probe_configs=30, seed=3)
 
     ref = train(space, data(), tmp_path / "ref", 4, extra_callbacks=[cb(tmp_path / "ref")], **kw)
     with pytest.raises(KeyboardInterrupt):
@@ -184,6 +188,45 @@ def test_aows_resume_keeps_the_schedule(tmp_path):
         for x, y in zip(pa, pb):
             np.testing.assert_allclose(x, y, atol=1e-4)
     np.testing.assert_allclose(res.model.sampling_probs.numpy(), ref.model.sampling_probs.numpy(), atol=1e-4)
+
+
+def test_live_probe_sets_the_marginals_of_the_supernet_as_it_is():
+    """After the warm-up, the callback's distributions are those of the costs measured on the model at that step
+    (configurations drawn from the seed and step), not of the statistics accumulated in training."""
+    import tfwidth  # noqa: F401
+    import tf_keras as keras
+    from tfwidth import probe
+    from tfwidth.aows import AOWSCallback
+    from tfwidth.stats import WidthStats
+    from tfwidth.supernet import Supernet
+    space = tiny_space(resolution=8, classes=10, levels=4, base=8, layers=4)
+    lat = space.mac_chain().scale(1e-4)
+    target = lat.total(space.to_indices(space.uniform(0.75)))
+    net = Supernet(space)
+    net.compile(optimizer=keras.optimizers.SGD(0.1))
+    rng = np.random.default_rng(0)
+    batches = [(rng.normal(size=(8, 8, 8, 3)).astype(np.float32), rng.integers(0, 10, 8).astype(np.int32))
+               for _ in range(2)]
+    # the accumulated statistics say the opposite of anything real: wide is costly
+    st = WidthStats(space)
+    ch = probe.draw_configs(space, 64, 5)
+    st.update(ch, ch.sum(1).astype(float))
+    net.stats_xtx.assign(st.current_xtx)
+    net.stats_xty.assign(st.current_xty)
+    schedule = ((0.0, 1.0), (0.0, 1.0), (1.0, 0.1))  # no warm-up: the first update is adaptive
+    cb = AOWSCallback(space, lat, target, 10, None, schedule=schedule, probe_batches=batches, probe_configs=40,
+                      seed=7)
+    cb.set_model(net)
+    cb.on_epoch_begin(0)
+    choices = probe.draw_configs(space, 40, 7 * 1_000_003 + 0)
+    delta, _ = probe.measure(net, batches, choices)
+    live = WidthStats(space)
+    live.set_probe(choices, delta, {})
+    want = aows.sampling_state(space, live.costs("probe"), lat, target, 0.0, schedule, scale=space.num_layers)
+    for a, b in zip(cb.state.probs, want.probs):
+        np.testing.assert_allclose(a, b, atol=1e-9)
+    assert cb.state.widths == want.widths and cb.probed["configs"] == 40
+    np.testing.assert_allclose(net.sampling_probs.numpy(), want.padded(net.kmax), atol=1e-6)
 
 
 def test_regression_at_t_times_layers_equals_split_means_at_t():

@@ -28,8 +28,14 @@ answer quality (within the simulation's noise). With the floor no width is drawn
 which matters because at this budget the costs are mostly noise (the two OWS seeds' costs correlate at 0.1), so
 what the marginals starve is chosen largely at random. ``explore=0`` is the paper's sampling.
 
-The distributions are a pure function of (statistics, table, target, progress): a resumed run recomputes exactly what
-the killed one would have used, so nothing but the statistics (already in the checkpoint) needs saving to continue
+Live probe (``probe_batches``): the floor treats the symptom; the cause is that the costs are a regression over
+the whole run. With a live probe each update after the warm-up measures ``PROBE_CONFIGS`` random configurations of
+the supernet *as it is at that step* on fixed images (tfwidth/probe.py) and the marginals use those costs alone:
+no trend, no mixing with earlier sampling. Cost: one forward pass per configuration over the images (~20 s per
+update for 200 configurations on 256 CIFAR images here), so per-epoch updates (``every=0``) are the sensible pairing.
+
+The distributions are a pure function of (statistics or weights, table, target, progress): a resumed run recomputes
+exactly what the killed one would have used, so nothing but the statistics (already in the checkpoint) needs saving to continue
 the schedule; the sampler's probability variable is in the checkpoint too.
 """
 from __future__ import annotations
@@ -49,6 +55,8 @@ from tfwidth.space import ChainCost, SearchSpace
 SCHEDULE = ((0.0, 1.0), (0.25, 1.0), (0.30, 0.01), (0.50, 0.001), (1.0, 0.0005))
 # share of every layer's draws spread uniformly over its widths after the warm-up (module docstring); 0 = the paper
 EXPLORE = 0.5
+# configurations each live-probe update measures (module docstring, "Live probe")
+PROBE_CONFIGS = 200
 
 
 def warmup_end(schedule=SCHEDULE) -> float:
@@ -122,8 +130,14 @@ class AOWSCallback(_keras_callback_base()):
     (RUN_DIR/aows.jsonl and TensorBoard). ``explore``: the exploration floor (module docstring)."""
 
     def __init__(self, space: SearchSpace, latency: ChainCost, target_ms: float, total_steps: int,
-                 run_dir=None, every: int = 0, schedule=SCHEDULE, view: str = "running", explore: float = EXPLORE):
+                 run_dir=None, every: int = 0, schedule=SCHEDULE, view: str = "running", explore: float = EXPLORE,
+                 probe_batches=None, probe_configs: int = PROBE_CONFIGS, seed: int = 0):
         super().__init__()
+        # With probe_batches, each update after the warm-up measures probe_configs random configurations of the
+        # supernet as it is now, on those fixed images (tfwidth/probe.py), and the marginals use these costs instead
+        # of the statistics accumulated over training (see "Live probe" in the module docstring).
+        self.probe_batches, self.probe_configs, self.seed = probe_batches, int(probe_configs), int(seed)
+        self.probed: dict | None = None
         if not 0.0 <= float(explore) <= 1.0:
             raise ValueError(f"explore must be in [0, 1], got {explore}")
         self.explore = float(explore)
@@ -136,10 +150,21 @@ class AOWSCallback(_keras_callback_base()):
     def _update(self):
         step = int(self.model.optimizer.iterations.numpy())
         stats = self.model.width_stats()
+        costs, view = None, self.view
+        if self.probe_batches is not None and step / self.total_steps >= warmup_end(self.schedule):
+            from tfwidth import probe
+            # configurations drawn from (seed, step): a resumed run measures what the killed one would have
+            choices = probe.draw_configs(self.space, self.probe_configs, self.seed * 1_000_003 + step)
+            delta, _ = probe.measure(self.model, self.probe_batches, choices)
+            live = type(stats)(self.space)
+            live.set_probe(choices, delta, {"configs": self.probe_configs, "step": step})
+            costs, view, stats = live.costs("probe"), "probe", live
+            self.probed = {"step": step, "configs": self.probe_configs, "mean_delta": float(np.mean(delta))}
         # the logged temperature is the effective one (schedule x scale)
-        scale = self.space.num_layers if stats.has_regression(self.view) else 1.0
-        self.state = sampling_state(self.space, stats.costs(self.view), self.latency, self.target_ms,
-                                    step / self.total_steps, self.schedule, scale=scale, explore=self.explore)
+        scale = self.space.num_layers if stats.has_regression(view) else 1.0
+        self.state = sampling_state(self.space, costs if costs is not None else stats.costs(view), self.latency,
+                                    self.target_ms, step / self.total_steps, self.schedule, scale=scale,
+                                    explore=self.explore)
         self.model.set_sampling(self.state.padded(self.model.kmax))
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -165,7 +190,7 @@ class AOWSCallback(_keras_callback_base()):
         if self.state is None:
             return
         rec = {"space_hash": self.space.space_hash, "epoch": epoch + 1, "target_ms": self.target_ms,
-               **self.state.to_json()}
+               **self.state.to_json(), "probe": self.probed}
         if logs is not None:  # visible in the Keras history and log.jsonl of the trainer
             logs["aows_temperature"] = self.state.temperature or 0.0
             logs["aows_mean_entropy"] = float(np.mean(self.state.entropy()))

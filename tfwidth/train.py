@@ -282,7 +282,7 @@ def _epoch_end_callbacks(model, manager, out: Path, record: dict, chief: bool, o
 
 
 # ---- CLI ----------------------------------------------------------------------------------------------------------
-def aows_callbacks(a, space: SearchSpace, total_steps: int) -> tuple:
+def aows_callbacks(a, space: SearchSpace, total_steps: int, data) -> tuple:
     if not a.aows:
         if a.latency or a.target_ms is not None:
             raise UsageError("--latency and --target-ms only matter with --aows; add --aows or drop them")
@@ -298,7 +298,12 @@ def aows_callbacks(a, space: SearchSpace, total_steps: int) -> tuple:
     if a.target_ms < fastest:
         raise UsageError(f"--target-ms {a.target_ms:g} is below the fastest predicted configuration "
                          f"({fastest:.4f} ms); raise it")
-    return (AOWSCallback(space, lat, a.target_ms, total_steps, a.out, every=a.aows_every),)
+    probe_batches = None
+    if a.aows_probe_configs:
+        from tfwidth import probe
+        probe_batches = probe.fixed_batches(data, a.aows_probe_images)
+    return (AOWSCallback(space, lat, a.target_ms, total_steps, a.out, every=a.aows_every,
+                         probe_batches=probe_batches, probe_configs=a.aows_probe_configs or 1, seed=a.seed),)
 
 
 def main(argv=None) -> int:
@@ -346,13 +351,19 @@ def main(argv=None) -> int:
     g.add_argument("--target-ms", type=float, help="the latency target training should focus on")
     g.add_argument("--aows-every", type=int, default=0, help="update the distributions every K steps "
                    "(0: at each epoch start)")
+    g.add_argument("--aows-probe-configs", type=int, default=200, help="each update after the warm-up measures this "
+                   "many random configurations of the supernet as it is then (tfwidth/probe.py) and takes the "
+                   "costs from them; 0: use the statistics accumulated over training (which drift as training goes)")
+    g.add_argument("--aows-probe-images", type=int, default=256, help="training images each live-probe "
+                   "configuration is measured on")
     a = p.parse_args(argv)
 
     space = SearchSpace.load(a.space) if a.space else preset(DEMO["preset"], resolution=DEMO["resolution"])
     if a.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {a.batch_size}")
-    if a.probe_configs < 0 or a.probe_images < 1:
-        raise UsageError("--probe-configs must be >= 0 and --probe-images >= 1")
+    if a.probe_configs < 0 or a.probe_images < 1 or a.aows_probe_configs < 0 or a.aows_probe_images < 1:
+        raise UsageError("--probe-configs and --aows-probe-configs must be >= 0, --probe-images and "
+                         "--aows-probe-images >= 1")
     strategy = make_strategy(a.strategy)
     if a.batch_size < strategy.num_replicas_in_sync:
         raise UsageError(f"batch size {a.batch_size} is smaller than the {strategy.num_replicas_in_sync} devices of "
@@ -362,7 +373,7 @@ def main(argv=None) -> int:
                      eval_limit=a.eval_limit)
     print(space.describe().splitlines()[0])
     print(data.describe())
-    callbacks = aows_callbacks(a, space, a.epochs * data.steps_per_epoch)
+    callbacks = aows_callbacks(a, space, a.epochs * data.steps_per_epoch, data)
     res = train(space, data, a.out, a.epochs, lr=a.lr, warmup_epochs=a.warmup_epochs, weight_decay=a.weight_decay,
                 label_smoothing=a.label_smoothing, sampling=a.sampling, random_configs=a.random_configs,
                 seed=a.seed, strategy=strategy, resume=a.resume, calib_batches=a.calib_batches,

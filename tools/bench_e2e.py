@@ -37,6 +37,19 @@ MULTS = (0.5, 0.75, 1.0)
 METHODS = ("uniform", "greedy", "ows", "exact")
 
 
+def ensure_probe(run: Path, model, st, a) -> None:
+    """Probe a trained supernet (tfwidth/probe.py) on the 512 training images after --train-limit, which no
+    supernet saw, unless its stats.json already holds that probe; tools/bench_probe.py shares it."""
+    from tfwidth import probe
+    raw = np.load(a.data)
+    lo = a.train_limit
+    held = probe.array_batches(raw["x_train"][lo:lo + 512], raw["y_train"][lo:lo + 512], a.batch_size)
+    if not probe.is_current(st, a.probe_configs, a.seed, held):
+        probe.probe_run(model, st, held, a.probe_configs, a.seed, f"cifar10 x_train[{lo}:{lo + 512}] (held out of "
+                        "training)", progress=True)
+        st.save(run / "stats.json")
+
+
 def cache_key(targets, entries) -> str:
     """What a cached refinement or answer depends on: the targets and each entry's costs (rounded)."""
     import hashlib
@@ -76,6 +89,8 @@ def main(argv=None) -> int:
     p.add_argument("--sampling", default="all-layers", choices=("one-layer", "all-layers"))
     p.add_argument("--finetune-epochs", type=int, default=1)
     p.add_argument("--calib-batches", type=int, default=20)
+    p.add_argument("--aows-probe-configs", type=int, default=200, help="live probe of the AOWS supernet at each "
+                   "update (tfwidth/aows.py); 0: the statistics accumulated over training, as before")
     p.add_argument("--probe-configs", type=int, default=500, help="random configurations the trained supernets "
                    "are probed at (tfwidth/probe.py), on 512 training images held out of --train-limit")
     p.add_argument("--refine-rounds", type=int, default=12, help="rounds of the time-refit-re-aim loop at most "
@@ -186,8 +201,11 @@ def main(argv=None) -> int:
     if "aows" in runs:
         from tfwidth.aows import AOWSCallback
         aows_target = targets[1]["measured_ms"]
+        from tfwidth import probe
+        live = probe.fixed_batches(data, 256) if a.aows_probe_configs else None
         supernet("aows", (AOWSCallback(space, table.chain(), aows_target, a.epochs * data.steps_per_epoch,
-                                       runs["aows"]),))
+                                       runs["aows"], probe_batches=live, probe_configs=a.aows_probe_configs or 1,
+                                       seed=a.seed),))
 
     if a.stop_after == "aows":
         return 0
@@ -203,18 +221,8 @@ def main(argv=None) -> int:
     stats = {kind: WidthStats.load(run / "stats.json", space) for kind, run in runs.items()}
     # The solver's costs: the trained supernets probed on training images the supernets never saw (the ones after
     # --train-limit), every configuration on the same images (tfwidth/probe.py); stored in each run's stats.json.
-    from tfwidth import probe
-    from tfwidth.data import normalise
-    raw = np.load(a.data)
-    lo = a.train_limit
-    held = [(normalise(raw["x_train"][i:i + a.batch_size]).numpy(), raw["y_train"][i:i + a.batch_size].astype(np.int32))
-            for i in range(lo, lo + 512, a.batch_size)]
     for kind, st in stats.items():
-        if not probe.is_current(st, a.probe_configs, a.seed, held):
-            timed(f"probe {kind} supernet", lambda: probe.probe_run(
-                models[kind], st, held, a.probe_configs, a.seed,
-                f"cifar10 x_train[{lo}:{lo + 512}] (held out of training)", progress=True))
-            st.save(runs[kind] / "stats.json")
+        timed(f"probe {kind} supernet", lambda: ensure_probe(runs[kind], models[kind], st, a))
     costs = {kind: st.costs("probe") for kind, st in stats.items()}
     # (label, supernet, costs, solver method): the four methods on the OWS supernet, ows on the AOWS one, and exact
     # with the paper's split-mean costs on the same OWS supernet (what the regression estimator changes)
