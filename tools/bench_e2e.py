@@ -89,8 +89,8 @@ def main(argv=None) -> int:
     p.add_argument("--sampling", default="all-layers", choices=("one-layer", "all-layers"))
     p.add_argument("--finetune-epochs", type=int, default=1)
     p.add_argument("--calib-batches", type=int, default=20)
-    p.add_argument("--aows-probe-configs", type=int, default=200, help="live probe of the AOWS supernet at each "
-                   "update (tfwidth/aows.py); 0: the statistics accumulated over training, as before")
+    p.add_argument("--aows-probe-configs", type=int, default=0, help="live probe of the AOWS supernet at each "
+                   "update (tfwidth/aows.py, e.g. 200); 0: the statistics accumulated over training")
     p.add_argument("--probe-configs", type=int, default=500, help="random configurations the trained supernets "
                    "are probed at (tfwidth/probe.py), on 512 training images held out of --train-limit")
     p.add_argument("--refine-rounds", type=int, default=12, help="rounds of the time-refit-re-aim loop at most "

@@ -7,12 +7,14 @@ For every seed's OWS supernet in WORK (tools/bench_e2e.py, which probed it on x_
     running view (same regression estimator). Costs that measure the widths, not noise, agree across seeds;
   * validity: ``--configs`` fresh random configurations (another seed than the probe's) measured on the probe's
     images and on 512 other held-out images; the correlation of each view's additive prediction with the measured
-    loss increase.
+    loss increase;
+  * the solver's answers (WORK/seedN/solved.json): their predicted against their measured loss increase.
 Prints each figure beside its baseline (the training statistics) from the same run.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -78,6 +80,20 @@ def main(argv=None) -> int:
             r = {k: float(np.corrcoef(additive(costs[s][k], choices), delta)[0, 1]) for k in views}
             print(f"  seed {s}, {name}: probe r = {r['probe']:.2f}, training statistics r = "
                   f"{r['training statistics']:.2f} ({r['probe'] / r['training statistics']:.2f}x)")
+    # The solver picks what the model rates best, so its answers sit where the model errs in their favour: predicted
+    # against measured loss increase of each seed's settled answers (tools/bench_e2e.py's solved.json).
+    print("the solver's answers: predicted / measured loss increase over the max network on the probe's images")
+    for s in seeds:
+        solved = work / f"seed{s}" / "solved.json"
+        if not solved.exists():
+            continue
+        rows = [c for c in json.loads(solved.read_text())["configs"] if c["run"] == "ows" and c["widths"]
+                and c["method"] in ("uniform", "greedy", "exact")]
+        choices = np.array([space.to_indices(c["widths"]) for c in rows])
+        delta, _ = probe.measure(models[s], sets["the probe's images"], choices)
+        pred = additive(costs[s]["probe"], choices)
+        for c, d, q in zip(rows, delta, pred):
+            print(f"  seed {s}, {c['target_mult']}x {c['method']:8s} predicted {q:.3f}, measured {d:.3f}")
     return 0
 
 
