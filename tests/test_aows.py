@@ -74,7 +74,6 @@ def test_floor_keeps_the_final_answer_trained_under_a_growing_loss_increase():
     the floor the final answer's widths are drawn more in the last epoch than without it."""
     from tfwidth.stats import WidthStats
     space = tiny_space(levels=6, layers=6)
-    rng = np.random.default_rng(0)
     g = [np.log(c[-1]) - np.log(np.asarray(c, float)) for c in space.choices]
     true = [0.05 * x for x in g]
     lat = space.mac_chain().scale(1e-6)

@@ -132,3 +132,56 @@ def test_training_ends_with_a_probe_that_a_resume_keeps(tmp_path, monkeypatch):
     monkeypatch.setattr(probe, "probe_run", fail)
     again = train(SPACE, data, tmp_path / "run", 1, resume=True, **kw)
     assert again.stats.probe_info == st.probe_info
+
+
+def _shape_truth(rng):
+    """Additive costs plus a shape cost per adjacent pair: what the pairwise estimator can represent exactly."""
+    from tfwidth.stats import shape_features
+    unary = _additive_truth(rng)
+    beta = rng.uniform(0.05, 0.5, SPACE.num_layers - 1)
+
+    def total(ch):
+        return np.array([sum(unary[l][c[l]] for l in range(SPACE.num_layers)) for c in ch]) \
+            + shape_features(SPACE, ch) @ beta
+    return unary, beta, total
+
+
+def test_pairwise_estimator_recovers_shape_costs_and_solves_like_brute_force(tmp_path):
+    import itertools
+    from tfwidth.latency import LatencyTable
+    from tfwidth.solve import solve
+    rng = np.random.default_rng(1)
+    unary, beta, total = _shape_truth(rng)
+    choices = probe.draw_configs(SPACE, 300, 0)
+    st = WidthStats(SPACE)
+    st.set_probe(choices, total(choices), {"configs": 300, "images": 10, "seed": 0, "epochs": 0})
+    got = st.costs("probe", "pairwise")
+    everything = np.array(list(itertools.product(*[range(k) for k in SPACE.num_choices])))
+    np.testing.assert_allclose([got.total(tuple(c)) for c in everything], total(everything), atol=5e-3)
+    # the additive regression cannot represent the shape term: it is off somewhere by more
+    add = st.costs("probe", "regression")
+    assert np.max(np.abs([sum(add[l][c[l]] for l in range(SPACE.num_layers)) for c in everything]
+                         - total(everything))) > 0.05
+    # round trip keeps the raw measurements, hence the same pairwise costs
+    st.save(tmp_path / "stats.json")
+    back = WidthStats.load(tmp_path / "stats.json", SPACE).costs("probe", "pairwise")
+    for a, b in zip(got.unary + got.pairwise, back.unary + back.pairwise):
+        np.testing.assert_allclose(a, b, atol=1e-12)
+    # the solver takes the pairwise costs: exact == brute force over every configuration within the target
+    mac = SPACE.mac_chain().scale(1e-4)
+    table = LatencyTable(SPACE, mac.unary[0], mac.pairwise, mac.unary[-1], const=0.05, format="fp32")
+    lat = np.array([table.predict(SPACE.to_widths(tuple(c))) for c in everything])
+    loss = np.array([got.total(tuple(c)) for c in everything])
+    for mult in (0.5, 0.75):
+        target = table.predict(SPACE.uniform(mult))
+        sol = solve(SPACE, got, table, target, "exact")
+        ok = lat <= target * (1 + 1e-9)
+        assert got.total(sol.indices) == pytest.approx(loss[ok].min(), abs=1e-9)
+
+
+def test_pairwise_needs_raw_probe_data():
+    st = WidthStats(SPACE)
+    st.update(probe.draw_configs(SPACE, 20, 0), np.ones(20))
+    st.end_epoch()
+    with pytest.raises(UsageError, match="raw measurements"):
+        st.costs("running", "pairwise")

@@ -35,8 +35,8 @@ no trend, no mixing with earlier sampling. Cost: one forward pass per configurat
 update for 200 configurations on 256 CIFAR images here), so per-epoch updates (``every=0``) are the sensible pairing.
 
 The distributions are a pure function of (statistics or weights, table, target, progress): a resumed run recomputes
-exactly what the killed one would have used, so nothing but the statistics (already in the checkpoint) needs saving to continue
-the schedule; the sampler's probability variable is in the checkpoint too.
+exactly what the killed one would have used, so nothing but the statistics and weights (already in the checkpoint)
+needs saving to continue the schedule; the sampler's probability variable is in the checkpoint too.
 """
 from __future__ import annotations
 

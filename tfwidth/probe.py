@@ -100,7 +100,8 @@ def probe_run(model, stats, batches, configs: int, seed: int, source: str, progr
 def is_current(stats, configs: int, seed: int, batches) -> bool:
     """These statistics hold a probe of the supernet at their own epoch count, with these settings and images."""
     i = stats.probe_info or {}
-    return stats.has_probe() and i.get("epochs") == stats.epochs and i.get("configs") == configs \
+    return stats.has_probe() and stats.probe_choices is not None and i.get("epochs") == stats.epochs \
+        and i.get("configs") == configs \
         and i.get("seed") == seed and i.get("images") == sum(len(y) for _, y in batches)
 
 

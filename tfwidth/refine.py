@@ -337,7 +337,8 @@ def costs_hash(costs) -> str:
     they were solved with."""
     import hashlib
     h = hashlib.sha256()
-    for c in costs:
+    # a ChainCost (pairwise estimator) hashes its unary and pairwise arrays; a plain list is the old hash unchanged
+    for c in (tuple(costs.unary) + tuple(costs.pairwise)) if hasattr(costs, "pairwise") else costs:
         h.update(np.round(np.asarray(c, dtype=np.float64), 9).tobytes())
     return h.hexdigest()[:16]
 

@@ -30,7 +30,19 @@ METHODS = ("exact", "ows", "greedy", "uniform")
 
 
 def acc_chain(space: SearchSpace, stats_costs) -> ChainCost:
-    """Score chain: minus the per-layer loss increases (higher is better), no pairwise terms."""
+    """Score chain: minus the loss increases (higher is better). ``stats_costs``: per-layer arrays (no pairwise
+    terms), or a ChainCost of loss increases with pairwise terms (WidthStats.costs(estimator="pairwise"))."""
+    if isinstance(stats_costs, ChainCost):
+        c = stats_costs
+        ok = len(c.unary) == space.num_layers and len(c.pairwise) == space.num_layers - 1 and all(
+            np.shape(u) == (k,) for u, k in zip(c.unary, space.num_choices)) and all(
+            np.shape(p) == (a, b) for p, a, b in zip(c.pairwise, space.num_choices, space.num_choices[1:]))
+        if not ok:
+            raise UsageError("width statistics do not have the shape of the search space; regenerate them")
+        if not all(np.isfinite(x).all() for x in c.unary + c.pairwise):
+            raise UsageError("width statistics contain NaN or infinite costs; the training diverged: retrain or "
+                             "use an earlier stats.json")
+        return c.scale(-1.0)
     costs = [np.asarray(c, float) for c in stats_costs]
     if len(costs) != space.num_layers or any(c.shape != (k,) for c, k in zip(costs, space.num_choices)):
         raise UsageError("width statistics do not have the shape of the search space; regenerate them")
@@ -220,9 +232,11 @@ def main(argv=None) -> int:
     p.add_argument("--stats-view", default="auto", choices=("auto", "probe", "running", "window"),
                    help="which statistics: probe (measured on the trained supernet, tfwidth/probe.py), running (over "
                         "all of training), window (its last epoch); auto: probe when the run has one, else running")
-    p.add_argument("--stats-estimator", default="auto", choices=("auto", "regression", "mean"),
+    p.add_argument("--stats-estimator", default="auto", choices=("auto", "regression", "mean", "pairwise"),
                    help="per-width costs from the additive regression of each step's loss increase on its "
-                        "configuration (auto, when recorded) or from the per-layer split means (the paper's)")
+                        "configuration (auto, when recorded) or from the per-layer split means (the paper's); "
+                        "pairwise (probe view only): the regression plus a cost per adjacent pair of layers for "
+                        "departing from the base network's shape (tfwidth/stats.py)")
     p.add_argument("--pareto", action="store_true", help="sweep targets from the fastest to the slowest latency "
                                                          "and write <output>.csv and <output>.png")
     p.add_argument("--points", type=int, default=50, help="targets in the --pareto sweep (default 50)")

@@ -23,6 +23,14 @@ the *trained* supernet (tfwidth/probe.py): random configurations, all on the sam
 network on them. With weights and images fixed, what is left is the configuration: two seeds' costs correlated at
 0.80 (training view: 0.10), and they predicted fresh configurations' loss increase at r = 0.69-0.83 against
 0.57-0.65 for the training view (tools/bench_probe.py, CIFAR-10, 500 probed configurations). ``costs(view="auto")`` uses the probe when there is one.
+
+The probe keeps its raw measurements (configurations and loss increases), so it can also fit a model the normal
+equations above cannot hold: ``estimator="pairwise"`` adds, for every pair of adjacent layers, a cost
+``beta_l * (log(c_l+1 / c_l) - log(M_l+1 / M_l))^2`` (M: the max widths) for departing from the base network's
+shape, beta_l >= 0. The additive model rates every layer alone, and the solver, which picks what the model rates
+best, found jagged configurations (768 channels beside 104) that the model rated far above what they measured
+(tools/bench_probe.py). A chain MRF takes such pairwise terms as they are (the latency table has them already);
+the result is a ChainCost of loss increases instead of a list of per-layer arrays.
 """
 from __future__ import annotations
 
@@ -32,7 +40,7 @@ from tfwidth.artifacts import check_space, read_json, write_json
 from tfwidth.errors import UsageError
 from tfwidth.space import SearchSpace
 
-ESTIMATORS = ("auto", "regression", "mean")
+ESTIMATORS = ("auto", "regression", "mean", "pairwise")
 VIEWS = ("running", "window", "current", "probe")
 
 
@@ -77,6 +85,51 @@ def regression_costs(space: SearchSpace, xtx: np.ndarray, xty: np.ndarray, ridge
     return out
 
 
+def shape_features(space: SearchSpace, choices) -> np.ndarray:
+    """[N, L-1]: per adjacent pair, the squared departure of log(c_l+1 / c_l) from the max network's."""
+    logw = [np.log(np.asarray(c, np.float64)) for c in space.choices]
+    ch = np.asarray(choices, np.int64)
+    base = np.log(np.asarray(space.max_widths, np.float64))
+    out = np.empty((len(ch), space.num_layers - 1))
+    for l in range(space.num_layers - 1):
+        out[:, l] = (logw[l + 1][ch[:, l + 1]] - logw[l][ch[:, l]] - (base[l + 1] - base[l])) ** 2
+    return out
+
+
+def pairwise_costs(space: SearchSpace, choices, delta, ridge: float = 1e-3):
+    """ChainCost of loss increases fitted to raw (configuration, loss increase) pairs: per-layer costs as in
+    ``regression_costs`` (max width 0, non-increasing in width) plus per adjacent pair ``beta_l >= 0`` times
+    ``shape_features``. Solved as one bounded least squares (scipy's lsq_linear) on the increments and betas."""
+    from scipy.optimize import lsq_linear
+    from tfwidth.space import ChainCost
+    ch = np.asarray(choices, np.int64)
+    y = np.asarray(delta, np.float64)
+    # cost[l, j] = sum_{m >= j} s[l, m]  <=>  s[l, m] enters every configuration with c_l <= m
+    cols = [(ch[:, l] <= m).astype(np.float64) for l, k in enumerate(space.num_choices) for m in range(k - 1)]
+    X = np.column_stack(cols + [shape_features(space, ch)])
+    lam = ridge * max(float(np.mean(np.sum(X ** 2, axis=0))), 1e-12)
+    A = np.vstack([X, np.sqrt(lam) * np.eye(X.shape[1])])
+    b = np.concatenate([y, np.zeros(X.shape[1])])
+    x = lsq_linear(A, b, bounds=(0.0, np.inf), method="bvls").x
+    unary, i = [], 0
+    for k in space.num_choices:
+        inc = x[i:i + k - 1]
+        unary.append(np.append(np.cumsum(inc[::-1])[::-1], 0.0))
+        i += k - 1
+    logw = [np.log(np.asarray(c, np.float64)) for c in space.choices]
+    base = np.log(np.asarray(space.max_widths, np.float64))
+    pairwise = [x[i + l] * (logw[l + 1][None, :] - logw[l][:, None] - (base[l + 1] - base[l])) ** 2
+                for l in range(space.num_layers - 1)]
+    return ChainCost(tuple(unary), tuple(pairwise))
+
+
+def costs_json(costs):
+    """Per-layer costs (a list of arrays) or a ChainCost, as JSON."""
+    if hasattr(costs, "pairwise"):
+        return {"unary": [u.tolist() for u in costs.unary], "pairwise": [p.tolist() for p in costs.pairwise]}
+    return [c.tolist() for c in costs]
+
+
 def _block_diag(blocks):
     from scipy.linalg import block_diag
     return block_diag(*blocks)
@@ -96,6 +149,8 @@ class WidthStats:
         self.probe_sum = np.zeros(shape)
         self.probe_count = np.zeros(shape, dtype=np.int64)
         self.probe_info: dict | None = None  # what the probe measured: configurations, images, epochs, base loss
+        self.probe_choices: np.ndarray | None = None  # the probe's raw measurements (pairwise estimator)
+        self.probe_delta: np.ndarray | None = None
         D = space.num_layers * k
         for view in VIEWS:  # normal equations of the additive model, see the module docstring
             setattr(self, f"{view}_xtx", np.zeros((D, D)))
@@ -152,6 +207,8 @@ class WidthStats:
         self.probe_sum, self.probe_count = one.cur_sum, one.cur_count
         self.probe_xtx, self.probe_xty = one.current_xtx, one.current_xty
         self.probe_info = dict(info)
+        self.probe_choices = np.asarray(choices, np.int64)
+        self.probe_delta = np.asarray(delta, np.float64)
 
     def has_probe(self) -> bool:
         return bool(self.probe_count.any())
@@ -181,7 +238,7 @@ class WidthStats:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(c > 0, s / np.maximum(c, 1), np.nan)
 
-    def costs(self, view: str = "auto", estimator: str = "auto") -> list:
+    def costs(self, view: str = "auto", estimator: str = "auto"):
         """Per layer, an array over its choices of the loss increase that width costs.
 
         ``regression`` (what ``auto`` picks when the normal equations were recorded): the additive model's
@@ -196,6 +253,11 @@ class WidthStats:
         view = self.resolve_view(view)
         if view == "window" and not self.window_count.any():
             view = "running"
+        if estimator == "pairwise":
+            if view != "probe" or self.probe_choices is None:
+                raise UsageError("the pairwise estimator needs the probe's raw measurements (a probe by this "
+                                 "tfwidth: `python -m tfwidth.probe --run RUN_DIR`); use --stats-estimator auto")
+            return pairwise_costs(self.space, self.probe_choices, self.probe_delta)
         if estimator == "regression" and not self.has_regression(view):
             raise UsageError("these statistics hold no regression data (written by an older tfwidth); "
                              "use --stats-estimator mean")
@@ -236,12 +298,14 @@ class WidthStats:
                 "epochs": self.epochs, "layers": list(self.space.layer_names),
                 "widths": [list(c) for c in self.space.choices],
                 "mean": [[None if not np.isfinite(v) else float(v) for v in r] for r in rows(mean)],
-                "costs": [c.tolist() for c in self.costs()],
+                "costs": costs_json(self.costs()),
                 "sum": rows(self.sum), "count": rows(self.count),
                 "window_sum": rows(self.window_sum), "window_count": rows(self.window_count),
                 "cur_sum": rows(self.cur_sum), "cur_count": rows(self.cur_count),
                 "probe": None if self.probe_info is None else {
-                    "info": self.probe_info, "sum": rows(self.probe_sum), "count": rows(self.probe_count)},
+                    "info": self.probe_info, "sum": rows(self.probe_sum), "count": rows(self.probe_count),
+                    "choices": None if self.probe_choices is None else self.probe_choices.tolist(),
+                    "delta": None if self.probe_delta is None else self.probe_delta.tolist()},
                 "regression": reg}
 
     def _valid_columns(self) -> list:
@@ -263,6 +327,9 @@ class WidthStats:
         st.epochs = int(d.get("epochs", 0))
         if d.get("probe"):
             st.probe_info = d["probe"]["info"]
+            if d["probe"].get("choices") is not None:
+                st.probe_choices = np.asarray(d["probe"]["choices"], np.int64)
+                st.probe_delta = np.asarray(d["probe"]["delta"], np.float64)
             for name in ("sum", "count"):
                 arr = getattr(st, f"probe_{name}")
                 for l, row in enumerate(d["probe"][name]):

@@ -53,8 +53,12 @@ def ensure_probe(run: Path, model, st, a) -> None:
 def cache_key(targets, entries) -> str:
     """What a cached refinement or answer depends on: the targets and each entry's costs (rounded)."""
     import hashlib
-    return hashlib.sha256(json.dumps([[t["measured_ms"] for t in targets], [[np.round(x, 8).tolist() for x in e[2]]
-                                      for e in entries]]).encode()).hexdigest()[:16]
+    from tfwidth.refine import costs_hash
+
+    def costs_key(c):  # per-layer lists as before (keeps existing caches valid); ChainCosts by their hash
+        return costs_hash(c) if hasattr(c, "pairwise") else [np.round(x, 8).tolist() for x in c]
+    return hashlib.sha256(json.dumps([[t["measured_ms"] for t in targets], [costs_key(e[2]) for e in entries]])
+                          .encode()).hexdigest()[:16]
 
 
 def jsonl_cache(path: Path):
@@ -91,6 +95,10 @@ def main(argv=None) -> int:
     p.add_argument("--calib-batches", type=int, default=20)
     p.add_argument("--aows-probe-configs", type=int, default=0, help="live probe of the AOWS supernet at each "
                    "update (tfwidth/aows.py, e.g. 200); 0: the statistics accumulated over training")
+    p.add_argument("--estimator", default="auto", choices=("auto", "regression", "pairwise"),
+                   help="how the solver's costs are fitted to the probe (tfwidth/stats.py; auto = regression)")
+    p.add_argument("--only", help="comma-separated labels to solve and evaluate (e.g. uniform,greedy,ows,exact,aows); "
+                   "default all")
     p.add_argument("--probe-configs", type=int, default=500, help="random configurations the trained supernets "
                    "are probed at (tfwidth/probe.py), on 512 training images held out of --train-limit")
     p.add_argument("--refine-rounds", type=int, default=12, help="rounds of the time-refit-re-aim loop at most "
@@ -223,7 +231,7 @@ def main(argv=None) -> int:
     # --train-limit), every configuration on the same images (tfwidth/probe.py); stored in each run's stats.json.
     for kind, st in stats.items():
         timed(f"probe {kind} supernet", lambda: ensure_probe(runs[kind], models[kind], st, a))
-    costs = {kind: st.costs("probe") for kind, st in stats.items()}
+    costs = {kind: st.costs("probe", a.estimator) for kind, st in stats.items()}
     # (label, supernet, costs, solver method): the four methods on the OWS supernet, ows on the AOWS one, and exact
     # with the paper's split-mean costs on the same OWS supernet (what the regression estimator changes)
     # aows-exact: exact on the AOWS supernet, against exact (ows stops short of the budget, on either supernet)
@@ -232,6 +240,8 @@ def main(argv=None) -> int:
         entries += [("aows", "aows", costs["aows"], "ows"), ("aows-exact", "aows", costs["aows"], "exact")]
     entries.append(("exact-mean", "ows", stats["ows"].costs("running", "mean"), "exact"))
     entries.append(("exact-train", "ows", stats["ows"].costs("running"), "exact"))
+    if a.only:
+        entries = [e for e in entries if e[0] in a.only.split(",")]
 
     # Refine the shared table where the solver chooses and meet every target as measured, in one loop
     # (tfwidth/refine.py): every method's answer for every target and both supernets is timed here, fed back into
@@ -468,7 +478,9 @@ def write_report(path: Path, work: Path, a, space) -> None:
                   f"{t['mult']}x = {t['measured_ms']:.3f} ms" for t in targets) + ".",
               "Methods: uniform (the uniform network that defines the target) and greedy (AutoSlim-style "
               "slimming) are the baselines; ows (Viterbi + Lagrange "
-              "bisection) and exact (the constrained optimum) use the regression costs of the OWS supernet's probe "
+              "bisection) and exact (the constrained optimum) use the "
+              + ("pairwise (per-layer + adjacent-shape) " if a.estimator == "pairwise" else "regression ")
+              + "costs of the OWS supernet's probe "
               "(random configurations of the trained supernet measured on the same held-out images, "
               "tfwidth/probe.py); aows is ows on the AOWS supernet (trained for the 0.75x target, probed alike) and "
               "aows-exact exact on it; exact-train is exact with the regression costs of the training-time "

@@ -6,9 +6,11 @@ For every seed's OWS supernet in WORK (tools/bench_e2e.py, which probed it on x_
   * reliability: the correlation between two seeds' per-(layer, width) costs, probe view vs the training statistics'
     running view (same regression estimator). Costs that measure the widths, not noise, agree across seeds;
   * validity: ``--configs`` fresh random configurations (another seed than the probe's) measured on the probe's
-    images and on 512 other held-out images; the correlation of each view's additive prediction with the measured
-    loss increase;
-  * the solver's answers (WORK/seedN/solved.json): their predicted against their measured loss increase.
+    images and on 512 other held-out images; the correlation of each model's prediction with the measured loss
+    increase (training statistics, probe with the additive regression, probe with the pairwise estimator);
+  * the solver's exact answer for each benchmark target under each probe model: predicted against measured loss
+    increase, beside the uniform network, on the probe's images, other held-out ones, and 4,096 test images that
+    tools/bench_e2e.py never evaluates on.
 Prints each figure beside its baseline (the training statistics) from the same run.
 """
 from __future__ import annotations
@@ -28,10 +30,6 @@ import tfwidth  # noqa: E402,F401
 from tfwidth.space import preset  # noqa: E402
 
 
-def additive(costs, choices) -> np.ndarray:
-    return np.array([sum(costs[l][c[l]] for l in range(len(c))) for c in choices])
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", default="bench_e2e", help="tools/bench_e2e.py's work directory")
@@ -44,6 +42,8 @@ def main(argv=None) -> int:
     from bench_e2e import ensure_probe
     from tfwidth import probe
     from tfwidth.export import load_supernet
+    from tfwidth.latency import LatencyTable
+    from tfwidth.solve import acc_chain, solve
     from tfwidth.stats import WidthStats
     space = preset("mobilenet_v1_cifar")
     work = Path(a.work)
@@ -57,43 +57,60 @@ def main(argv=None) -> int:
         stats[s], models[s] = WidthStats.load(run / "stats.json", space), load_supernet(run, space)
         ensure_probe(run, models[s], stats[s], argparse.Namespace(
             data=a.data, train_limit=a.train_limit, batch_size=128, probe_configs=a.probe_configs, seed=s))
-    views = {"probe": "probe", "training statistics": "running"}
-    costs = {s: {k: stats[s].costs(v) for k, v in views.items()} for s in seeds}
+    # (view, estimator): the training statistics' regression (the baseline), the probe's regression, and the probe
+    # with the adjacent-shape terms (tfwidth/stats.py, estimator "pairwise")
+    views = {"training statistics": ("running", "auto"), "probe": ("probe", "regression"),
+             "probe pairwise": ("probe", "pairwise")}
+    costs = {s: {k: stats[s].costs(*v) for k, v in views.items()} for s in seeds}
 
-    print("reliability: correlation of two seeds' costs (all layers and widths)")
+    def predict(c, choices):
+        acc = acc_chain(space, c)
+        return -np.array([acc.total(tuple(int(v) for v in x)) for x in choices])
+
+    print("reliability: correlation of two seeds' per-layer costs (all layers and widths)")
     for i, s in enumerate(seeds):
         for t in seeds[i + 1:]:
-            r = {k: float(np.corrcoef(np.concatenate(costs[s][k]), np.concatenate(costs[t][k]))[0, 1]) for k in views}
+            r = {k: float(np.corrcoef(np.concatenate(costs[s][k]), np.concatenate(costs[t][k]))[0, 1])
+                 for k in ("probe", "training statistics")}
             print(f"  seeds {s} and {t}: probe {r['probe']:.2f}, training statistics {r['training statistics']:.2f}")
 
     raw = np.load(a.data)
     lo = a.train_limit
-    sets = {name: probe.array_batches(raw["x_train"][i:i + 512], raw["y_train"][i:i + 512], 128)
-            for name, i in (("the probe's images", lo), ("other held-out images", lo + 512))}
-    print(f"validity: correlation of the additive prediction with the measured loss increase of {a.configs} fresh "
+    sets = {name: probe.array_batches(x[i:i + n], y[i:i + n], 128) for name, x, y, i, n in (
+        ("the probe's images", raw["x_train"], raw["y_train"], lo, 512),
+        ("other held-out images", raw["x_train"], raw["y_train"], lo + 512, 512),
+        # test images bench_e2e never evaluates on (it takes the first --eval-limit 5000)
+        ("test images 5000-9095", raw["x_test"], raw["y_test"], 5000, 4096))}
+    print(f"validity: correlation of each model's prediction with the measured loss increase of {a.configs} fresh "
           f"random configurations")
     for s in seeds:
-        model = models[s]
         choices = probe.draw_configs(space, a.configs, 10_000 + s)
-        for name, b in sets.items():
-            delta, _ = probe.measure(model, b, choices)
-            r = {k: float(np.corrcoef(additive(costs[s][k], choices), delta)[0, 1]) for k in views}
-            print(f"  seed {s}, {name}: probe r = {r['probe']:.2f}, training statistics r = "
-                  f"{r['training statistics']:.2f} ({r['probe'] / r['training statistics']:.2f}x)")
-    # The solver picks what the model rates best, so its answers sit where the model errs in their favour: predicted
-    # against measured loss increase of each seed's settled answers (tools/bench_e2e.py's solved.json).
-    print("the solver's answers: predicted / measured loss increase over the max network on the probe's images")
+        for name in ("the probe's images", "other held-out images"):
+            delta, _ = probe.measure(models[s], sets[name], choices)
+            r = {k: float(np.corrcoef(predict(costs[s][k], choices), delta)[0, 1]) for k in views}
+            base = r["training statistics"]
+            print(f"  seed {s}, {name}: " + ", ".join(f"{k} r = {v:.2f}" + (f" ({v / base:.2f}x)" if k != \
+                  "training statistics" else "") for k, v in r.items()))
+
+    # The solver picks what its model rates best, so its answers sit where the model errs in their favour. Each
+    # model's exact answer for the benchmark's targets (table: the seed's refined table), predicted against measured,
+    # beside the uniform network that defines the target; measured also on test images nothing was selected on.
+    print("the solver's exact answers: loss increase over the max network, predicted / measured on each image set")
+    targets = json.loads((work / "targets.json").read_text())["targets"]
     for s in seeds:
-        solved = work / f"seed{s}" / "solved.json"
-        if not solved.exists():
-            continue
-        rows = [c for c in json.loads(solved.read_text())["configs"] if c["run"] == "ows" and c["widths"]
-                and c["method"] in ("uniform", "greedy", "exact")]
-        choices = np.array([space.to_indices(c["widths"]) for c in rows])
-        delta, _ = probe.measure(models[s], sets["the probe's images"], choices)
-        pred = additive(costs[s]["probe"], choices)
-        for c, d, q in zip(rows, delta, pred):
-            print(f"  seed {s}, {c['target_mult']}x {c['method']:8s} predicted {q:.3f}, measured {d:.3f}")
+        tpath = work / f"seed{s}" / "table_refined.json"
+        table = LatencyTable.load(tpath if tpath.exists() else work / "table.json", space)
+        for t in targets:
+            rows = {"uniform": space.to_indices(space.uniform(t["mult"]))}
+            for k in ("probe", "probe pairwise"):
+                rows[k] = tuple(int(v) for v in solve(space, costs[s][k], table, t["measured_ms"], "exact").indices)
+            choices = np.array(list(rows.values()))
+            meas = {name: probe.measure(models[s], b, choices)[0] for name, b in sets.items()}
+            for n, (k, idx) in enumerate(rows.items()):
+                pred = "" if k == "uniform" else f"predicted {predict(costs[s][k], [idx])[0]:.3f}, "
+                print(f"  seed {s}, {t['mult']}x {k:15s} {pred}measured " + ", ".join(
+                      f"{v[n]:.3f}" for v in meas.values()) + f"  {space.to_widths(idx)}")
+    print("  (measured on: " + ", ".join(sets) + ")")
     return 0
 
 
