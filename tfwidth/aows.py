@@ -31,8 +31,9 @@ what the marginals starve is chosen largely at random. ``explore=0`` is the pape
 Live probe (``probe_batches``): the floor treats the symptom; the cause is that the costs are a regression over
 the whole run. With a live probe each update after the warm-up measures ``PROBE_CONFIGS`` random configurations of
 the supernet *as it is at that step* on fixed images (tfwidth/probe.py) and the marginals use those costs alone:
-no trend, no mixing with earlier sampling. Cost: one forward pass per configuration over the images (~20 s per
-update for 200 configurations on 256 CIFAR images here), so per-epoch updates (``every=0``) are the sensible pairing.
+no trend, no mixing with earlier sampling. Cost: one forward pass per configuration over the images (0.22 s per
+configuration on 512 CIFAR images here, tools/bench_probe.py; half that on the default 256), so per-epoch updates
+(``every=0``) are the sensible pairing.
 
 The distributions are a pure function of (statistics or weights, table, target, progress): a resumed run recomputes
 exactly what the killed one would have used, so nothing but the statistics and weights (already in the checkpoint)

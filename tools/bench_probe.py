@@ -67,6 +67,10 @@ def main(argv=None) -> int:
         acc = acc_chain(space, c)
         return -np.array([acc.total(tuple(int(v) for v in x)) for x in choices])
 
+    for s in seeds:
+        i = stats[s].probe_info
+        print(f"probe cost, seed {s}: {i['seconds'] / i['configs']:.3f} s per configuration ({i['configs']} "
+              f"configurations on {i['images']} images: {i['seconds']:.0f} s)")
     print("reliability: correlation of two seeds' per-layer costs (all layers and widths)")
     for i, s in enumerate(seeds):
         for t in seeds[i + 1:]:
