@@ -32,7 +32,7 @@ Live probe (``probe_batches``): the floor treats the symptom; the cause is that 
 the whole run. With a live probe each update after the warm-up measures ``PROBE_CONFIGS`` random configurations of
 the supernet *as it is at that step* on fixed images (tfwidth/probe.py) and the marginals use those costs alone:
 no trend, no mixing with earlier sampling. Cost: one forward pass per configuration over the images (0.22 s per
-configuration on 512 CIFAR images here, tools/bench_probe.py; half that on the default 256), so per-epoch updates
+configuration on 512 CIFAR images here, tools/bench_probe.py), so per-epoch updates
 (``every=0``) are the sensible pairing.
 
 The distributions are a pure function of (statistics or weights, table, target, progress): a resumed run recomputes
