@@ -116,3 +116,36 @@ def test_old_stats_without_regression_fall_back_to_means(tmp_path):
         np.testing.assert_allclose(a, b)
     with pytest.raises(UsageError, match="--stats-estimator mean"):
         old.costs(estimator="regression")
+
+
+def test_a_special_max_network_biases_the_pinned_fit_but_not_the_intercept():
+    """The max network measured better than its layers add up to (as the sandwich rule makes it): a free constant
+    recovers the per-layer costs exactly, pinning the max network at 0 cannot; same for the pairwise fit."""
+    from tfwidth.stats import pairwise_costs
+    s = tiny_space()
+    true, ch, delta = _additive_data(s, 400, seed=4)
+    delta = delta + 0.3  # every configuration 0.3 worse than the max network's additive prediction
+    st = WidthStats(s)
+    st.update(ch, delta)
+    free = regression_costs(s, *st.normal_equations("current"), ridge=1e-10, min_step=0.0)
+    pinned = regression_costs(s, *st.normal_equations("current"), ridge=1e-10, min_step=0.0, intercept=False)
+    pair = pairwise_costs(s, ch, delta, ridge=1e-10, min_step=0.0)
+    for l in range(s.num_layers):
+        np.testing.assert_allclose(free[l], true[l], atol=1e-6)
+        np.testing.assert_allclose(pair.unary[l], true[l], atol=1e-5)
+    assert max(abs(p - t).max() for p, t in zip(pinned, true)) > 0.05
+    assert all(abs(p).max() < 1e-5 for p in pair.pairwise)  # no shape cost in an additive truth
+
+
+def test_flat_data_break_ties_towards_the_wider_width():
+    """No width effect at all: every step down costs exactly min_step x the mean loss increase."""
+    from tfwidth.stats import MIN_STEP, pairwise_costs
+    s = tiny_space()
+    rng = np.random.default_rng(5)
+    ch = np.stack([rng.integers(0, k, 200) for k in s.num_choices], axis=1)
+    delta = np.full(200, 0.4)
+    st = WidthStats(s)
+    st.update(ch, delta)
+    for costs in (st.costs(estimator="regression"), pairwise_costs(s, ch, delta).unary):
+        for row, k in zip(costs, s.num_choices):
+            np.testing.assert_allclose(row, MIN_STEP * 0.4 * np.arange(k - 1, -1, -1), rtol=1e-6, atol=1e-12)

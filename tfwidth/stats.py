@@ -12,7 +12,7 @@ so every (layer, width) mean is dominated by the other 13 layers' random widths 
 (0.015-0.024 per entry on CIFAR after 8 epochs, against a noise of +-0.002). So the normal equations of the additive
 model ``delta ~ sum_l cost[l, width_l]`` are kept too (X^T X of the one-hot configurations and X^T delta, per view),
 and ``costs(estimator="regression")`` solves them: each layer's effect is estimated with the others held fixed.
-The regression pins the max width's cost to 0 (delta is measured against the max network) and asks costs to be
+The regression pins the max width's cost to 0 (costs are relative to the widest choice) and asks costs to be
 non-increasing in width (a wider layer never costs more loss in expectation), which is what keeps ~1,000
 configurations enough for 182 unknowns.
 
@@ -31,6 +31,22 @@ shape, beta_l >= 0. The additive model rates every layer alone, and the solver, 
 best, found jagged configurations (768 channels beside 104) that the model rated far above what they measured
 (tools/bench_probe.py). A chain MRF takes such pairwise terms as they are (the latency table has them already);
 the result is a ChainCost of loss increases instead of a list of per-layer arrays.
+
+Intercept: both fits have a free constant, ``delta ~ b0 + sum_l cost[l, c_l]``, rather than the max network's own
+increase pinned at 0. The max network is no ordinary configuration: the sandwich rule trains it at every step and it
+is the distillation teacher, so it is better than adding up its layers predicts. On the CIFAR-10 probes the free
+constant came out at +0.24 to +0.27 (random configurations: +0.37 over the max network on average); pinned, the
+fit had to load that gap onto the widest choices, which made a layer's max width look far better than its second
+and the solver pick 768 channels beside 104. Five-fold cross-validated on the four probes of 500 configurations,
+the correlation of prediction and measurement rose from 0.70-0.88 to 0.84-0.94, the RMS error fell to 0.63-0.67x
+(tools/bench_costfit.py). The constant itself is dropped: a constant moves no argmin, so Viterbi, greedy and the
+AOWS marginals are unaffected by it; predictions of an absolute loss increase add the mean residual on the probe.
+
+With the constant free, the probes rate the widths above ~0.75x as worth nothing to the supernet (their increments
+fit at 0): the 0.75x and 1.0x answers came out alike, leaving 15% of the 1.0x budget unused. A network that will be
+fine-tuned or trained again does gain from width the supernet cannot show, so every width step down costs at least
+``MIN_STEP`` (1e-3) times the mean loss increase: far below the fit's resolution (~0.003 per width on 500
+configurations), it only breaks the ties towards the wider width, and the solver spends the budget.
 """
 from __future__ import annotations
 
@@ -41,17 +57,29 @@ from tfwidth.errors import UsageError
 from tfwidth.space import SearchSpace
 
 ESTIMATORS = ("auto", "regression", "mean", "pairwise")
+# the least cost of one width step down, relative to the data's mean loss increase: a tie-break towards the wider
+# width where the data see no difference (module docstring, "Intercept")
+MIN_STEP = 1e-3
 VIEWS = ("running", "window", "current", "probe")
 
 
+def _min_step(space: SearchSpace, xtx, xty, rel: float) -> float:
+    first = list(range(space.num_choices[0]))  # layer 0's one-hot columns add up to the column of ones
+    n = float(np.asarray(xtx)[np.ix_(first, first)].sum())
+    return rel * abs(float(np.asarray(xty)[first].sum())) / n if n > 0 else 0.0
+
+
 def regression_costs(space: SearchSpace, xtx: np.ndarray, xty: np.ndarray, ridge: float = 1e-3,
-                     monotone: bool = True) -> list:
-    """Per layer, costs over its choices from the normal equations of ``delta ~ sum_l cost[l, c_l]``.
+                     monotone: bool = True, intercept: bool = True, min_step: float = MIN_STEP) -> list:
+    """Per layer, costs over its choices from the normal equations of ``delta ~ b0 + sum_l cost[l, c_l]``.
 
     ``xtx`` [D, D] and ``xty`` [D] are over the padded one-hot columns l * Kmax + j. The max choice of every layer is
     pinned to 0; with ``monotone`` the costs are cumulative sums of non-negative increments (solved exactly by NNLS),
     otherwise plain ridge. ``ridge`` is relative to the mean diagonal so it means the same for any sample count;
-    it also makes never-sampled widths take their wider neighbour's cost instead of being undefined."""
+    it also makes never-sampled widths take their wider neighbour's cost instead of being undefined.
+    ``intercept``: fit a free constant ``b0`` (not returned: no solver decision depends on it) instead of forcing
+    the max network's predicted increase to 0; see "Intercept" in the module docstring. ``min_step`` (monotone
+    only): every increment is at least this times the data's mean |loss increase| (``MIN_STEP``)."""
     from scipy.linalg import cho_factor, cho_solve, solve_triangular
     from scipy.optimize import nnls
 
@@ -62,8 +90,18 @@ def regression_costs(space: SearchSpace, xtx: np.ndarray, xty: np.ndarray, ridge
         blocks.append(np.triu(np.ones((k - 1, k - 1))) if monotone else np.eye(k - 1))
     if not cols:
         return [np.zeros(k) for k in space.num_choices]
-    A = np.asarray(xtx, np.float64)[np.ix_(cols, cols)]
-    b = np.asarray(xty, np.float64)[cols]
+    xtx, xty = np.asarray(xtx, np.float64), np.asarray(xty, np.float64)
+    A = xtx[np.ix_(cols, cols)]
+    b = xty[cols]
+    if intercept:
+        # A free b0 is eliminated by centring. Every row holds one width per layer, so layer 0's one-hot columns
+        # add up to the column of ones: n, X^T 1 and 1^T delta are all in the normal equations already.
+        first = list(range(space.num_choices[0]))
+        n = float(xtx[np.ix_(first, first)].sum())
+        if n > 0:
+            sx = xtx[np.ix_(first, cols)].sum(axis=0)
+            A = A - np.outer(sx, sx) / n
+            b = b - sx * (float(xty[first].sum()) / n)
     # cost[l, j] = sum_{m >= j} s[l, m]: upper-triangular ones per layer map increments to costs
     M = _block_diag(blocks)
     H = M.T @ A @ M
@@ -74,7 +112,9 @@ def regression_costs(space: SearchSpace, xtx: np.ndarray, xty: np.ndarray, ridge
         R = cho_factor(H, lower=False)[0]
         R = np.triu(R)
         r = solve_triangular(R, g, trans="T")
-        x = nnls(R, r, maxiter=50 * len(cols))[0]
+        # increments >= floor: with s = floor + s', s' >= 0 is plain NNLS
+        floor = np.full(len(cols), _min_step(space, xtx, xty, min_step))
+        x = floor + nnls(R, r - R @ floor, maxiter=50 * len(cols))[0]
     else:
         x = cho_solve(cho_factor(H), g)
     flat = M @ x
@@ -96,10 +136,12 @@ def shape_features(space: SearchSpace, choices) -> np.ndarray:
     return out
 
 
-def pairwise_costs(space: SearchSpace, choices, delta, ridge: float = 1e-3):
+def pairwise_costs(space: SearchSpace, choices, delta, ridge: float = 1e-3, intercept: bool = True,
+                   min_step: float = MIN_STEP):
     """ChainCost of loss increases fitted to raw (configuration, loss increase) pairs: per-layer costs as in
     ``regression_costs`` (max width 0, non-increasing in width) plus per adjacent pair ``beta_l >= 0`` times
-    ``shape_features``. Solved as one bounded least squares (scipy's lsq_linear) on the increments and betas."""
+    ``shape_features``. Solved as one bounded least squares (scipy's lsq_linear) on the increments and betas;
+    ``intercept`` and ``min_step`` as in ``regression_costs``."""
     from scipy.optimize import lsq_linear
     from tfwidth.space import ChainCost
     ch = np.asarray(choices, np.int64)
@@ -107,10 +149,16 @@ def pairwise_costs(space: SearchSpace, choices, delta, ridge: float = 1e-3):
     # cost[l, j] = sum_{m >= j} s[l, m]  <=>  s[l, m] enters every configuration with c_l <= m
     cols = [(ch[:, l] <= m).astype(np.float64) for l, k in enumerate(space.num_choices) for m in range(k - 1)]
     X = np.column_stack(cols + [shape_features(space, ch)])
-    lam = ridge * max(float(np.mean(np.sum(X ** 2, axis=0))), 1e-12)
-    A = np.vstack([X, np.sqrt(lam) * np.eye(X.shape[1])])
-    b = np.concatenate([y, np.zeros(X.shape[1])])
-    x = lsq_linear(A, b, bounds=(0.0, np.inf), method="bvls").x
+    d = X.shape[1]
+    lam = ridge * max(float(np.mean(np.sum((X - X.mean(axis=0)) ** 2, axis=0))), 1e-12)
+    A = np.vstack([X, np.sqrt(lam) * np.eye(d)])
+    b = np.concatenate([y, np.zeros(d)])
+    lower = np.zeros(d)
+    lower[:len(cols)] = min_step * abs(float(np.mean(y))) if len(y) else 0.0
+    if intercept:  # the free constant (last column) as in regression_costs: neither bounded nor shrunk
+        A = np.column_stack([A, np.append(np.ones(len(y)), np.zeros(d))])
+        lower = np.append(lower, -np.inf)
+    x = lsq_linear(A, b, bounds=(lower, np.inf), method="bvls").x
     unary, i = [], 0
     for k in space.num_choices:
         inc = x[i:i + k - 1]
