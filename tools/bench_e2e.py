@@ -474,17 +474,23 @@ def write_report(path: Path, work: Path, a, space) -> None:
              "Commands (one per seed; each resumes where it stopped, the latency artefacts are shared):", "", "```sh"]
     lines += [f"python tools/bench_e2e.py --data {a.data} --work {a.work} --seed {i} --epochs {a.epochs} "
               f"--train-limit {a.train_limit} --eval-limit {a.eval_limit} --finetune-epochs {a.finetune_epochs} "
-              f"--sampling {a.sampling}" for i in ids]
+              f"--sampling {a.sampling}"
+              + (f" --aows-probe-configs {a.aows_probe_configs}" if a.aows_probe_configs else "")
+              + (f" --estimator {a.estimator}" if a.estimator != "auto" else "")
+              + (f" --only {a.only}" if a.only else "") for i in ids]
     lines += ["```", "",
               "Targets are the measured latencies of the uniform networks: " + ", ".join(
                   f"{t['mult']}x = {t['measured_ms']:.3f} ms" for t in targets) + ".",
               "Methods: uniform (the uniform network that defines the target) and greedy (AutoSlim-style "
               "slimming) are the baselines; ows (Viterbi + Lagrange "
               "bisection) and exact (the constrained optimum) use the "
-              + ("pairwise (per-layer + adjacent-shape) " if a.estimator == "pairwise" else "regression ")
+              + ("pairwise (per-layer + adjacent-shape) " if a.estimator == "pairwise" else "regression (additive, free "
+                 "constant) ")
               + "costs of the OWS supernet's probe "
               "(random configurations of the trained supernet measured on the same held-out images, "
-              "tfwidth/probe.py); aows is ows on the AOWS supernet (trained for the 0.75x target, probed alike) and "
+              "tfwidth/probe.py); aows is ows on the AOWS supernet (trained for the 0.75x target"
+              + (f", its marginals' costs from a live probe of {a.aows_probe_configs} configurations at each update"
+                 if a.aows_probe_configs else "") + "; probed alike) and "
               "aows-exact exact on it; exact-train is exact with the regression costs of the training-time "
               "statistics and exact-mean with the paper's split means of them, both of the same OWS supernet. Every solver's answer was timed here before training, in one loop with the "
               "table's refinement (`tfwidth.refine.refine` with targets): timings refitted into the table, an answer "
