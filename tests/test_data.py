@@ -96,3 +96,21 @@ def test_cli_errors_are_one_line(tmp_path):
     assert_usage_error(run_module("tfwidth.data", "tfds:mnist"), "tfds")
     _npz(tmp_path / "few.npz", n=3, classes=10)
     assert_usage_error(run_module("tfwidth.data", f"npz:{tmp_path}/few.npz", "--batch-size", "64"), "fewer than one batch")
+
+
+def test_holdout_keeps_the_last_images_out_of_training(tmp_path):
+    a = _npz(tmp_path / "a.npz", n=40)
+    space = tiny_space(resolution=12, classes=3)
+    d = load_data(f"npz:{tmp_path / 'a.npz'}", space, 8, seed=1, train_limit=36, holdout=16)
+    assert d.num_train == 20 and d.steps_per_epoch == 2 and "16 held out" in d.describe()
+    held = d.holdout_batches()
+    x = np.concatenate([b[0] for b in held])
+    np.testing.assert_allclose(x, a["x_train"][20:36] / 127.5 - 1, atol=1e-6)  # in order, not augmented
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in held]), a["y_train"][20:36])
+    # no training batch of any epoch holds a held-out image (labels would not tell: compare the pixels, unflipped)
+    seen = {img.tobytes() for e in range(3) for xb, _ in d.train_epoch(e, augment=False) for img in xb.numpy()}
+    assert not seen & {img.tobytes() for img in x}
+    with pytest.raises(UsageError, match="at least one batch"):
+        load_data(f"npz:{tmp_path / 'a.npz'}", space, 8, holdout=4)
+    with pytest.raises(UsageError, match="less than one batch"):
+        load_data(f"npz:{tmp_path / 'a.npz'}", space, 8, holdout=36)

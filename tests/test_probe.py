@@ -185,3 +185,34 @@ def test_pairwise_needs_raw_probe_data():
     st.end_epoch()
     with pytest.raises(UsageError, match="raw measurements"):
         st.costs("running", "pairwise")
+
+
+def test_probe_holdout_measures_images_kept_out_of_training(tmp_path, runmod):
+    """--probe-holdout: the probe measures exactly the held-out images; the probe CLI reads the holdout from the run;
+    a resume that would train on other images is refused in one line."""
+    from conftest import assert_usage_error
+    from tfwidth.data import load_data
+    from tfwidth.export import load_supernet
+    rng = np.random.default_rng(0)
+    path = tmp_path / "tiny.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8), y_train=np.arange(64) % 10,
+             x_test=rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8), y_test=np.arange(16) % 10)
+    SPACE.save(tmp_path / "space.json")
+    common = ["--space", tmp_path / "space.json", "--dataset", f"npz:{path}", "--batch-size", "16", "--epochs", "1",
+              "--quiet", "--probe-configs", "6", "--probe-images", "32"]
+    proc = runmod("tfwidth.train", *common, "--out", tmp_path / "run", "--probe-holdout")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    st = WidthStats.load(tmp_path / "run" / "stats.json", SPACE)
+    assert st.probe_info["source"].endswith("held out of training") and st.probe_info["images"] == 32
+    # the same deltas as measuring the trained supernet on the last 32 training images directly
+    data = load_data(f"npz:{path}", SPACE, 16, holdout=32)
+    delta, _ = probe.measure(load_supernet(tmp_path / "run", SPACE), data.holdout_batches(), st.probe_choices)
+    np.testing.assert_allclose(delta, st.probe_delta, atol=1e-5)
+    proc = runmod("tfwidth.probe", "--run", tmp_path / "run", "--dataset", f"npz:{path}", "--configs", "6",
+                  "--images", "32", "--batch-size", "16", "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    again = WidthStats.load(tmp_path / "run" / "stats.json", SPACE)
+    assert again.probe_info["source"] == st.probe_info["source"]
+    np.testing.assert_allclose(again.probe_delta, st.probe_delta, atol=1e-5)
+    assert_usage_error(runmod("tfwidth.train", *common, "--out", tmp_path / "run", "--resume", "--epochs", "2"),
+                       "--probe-holdout")

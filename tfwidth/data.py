@@ -47,7 +47,10 @@ class _Source:
 
 
 class Data:
-    def __init__(self, source: _Source, space: SearchSpace, batch_size: int, seed: int):
+    """``holdout``: the last N training images (after any train limit) are kept out of training, for measuring the
+    trained supernet on images it never saw (``holdout_batches``, the probe's ``--probe-holdout``)."""
+
+    def __init__(self, source: _Source, space: SearchSpace, batch_size: int, seed: int, holdout: int = 0):
         import tensorflow as tf
         self._tf = tf
         self.source = source
@@ -56,10 +59,17 @@ class Data:
         self.seed = int(seed)
         self.name = source.name
         self.classes = source.classes
-        self.num_train = source.num_train
+        self.holdout = int(holdout)
+        self.num_train = source.num_train - self.holdout
         self.num_eval = source.num_eval
         if self.batch_size < 1:
             raise UsageError(f"batch size must be >= 1, got {batch_size}")
+        if self.holdout < 0 or (self.holdout and self.holdout < self.batch_size):
+            raise UsageError(f"held-out images ({self.holdout}) must be 0 or at least one batch of "
+                             f"{self.batch_size}; use --probe-images >= {self.batch_size}")
+        if self.holdout and self.num_train < self.batch_size:
+            raise UsageError(f"dataset {self.name} has {source.num_train} training images: holding {self.holdout} "
+                             f"out leaves less than one batch of {self.batch_size}; use fewer --probe-images")
         if self.num_train < self.batch_size:
             raise UsageError(f"dataset {self.name} has {self.num_train} training images, fewer than one batch of "
                              f"{self.batch_size}; use a smaller --batch-size")
@@ -136,6 +146,19 @@ class Data:
                 break
         return np.concatenate(out)[:n]
 
+    def holdout_batches(self) -> list:
+        """The held-out images as whole batches [(x, y)] of numpy arrays, without augmentation, in order."""
+        tf = self._tf
+        n = self.holdout // self.batch_size * self.batch_size
+        idx = tf.range(self.num_train, self.num_train + n, dtype=tf.int64)
+
+        def item(i):
+            img, label = self.source.train_item(i)
+            return normalise(self._resize(img)), tf.cast(label, tf.int32)
+
+        ds = tf.data.Dataset.from_tensor_slices(idx).map(item).batch(self.batch_size, drop_remainder=True)
+        return [(x.numpy(), y.numpy()) for x, y in ds]
+
     def eval_arrays(self, limit: int | None = None):
         xs, ys = [], []
         for x, y in self.eval:
@@ -146,7 +169,8 @@ class Data:
         return (x[:limit], y[:limit]) if limit else (x, y)
 
     def describe(self) -> str:
-        return (f"dataset {self.name}: {self.num_train} train / {self.num_eval} eval images, {self.classes} classes, "
+        held = f" (+{self.holdout} held out for the probe)" if self.holdout else ""
+        return (f"dataset {self.name}: {self.num_train} train{held} / {self.num_eval} eval images, {self.classes} classes, "
                 f"{self.resolution}px, batch {self.batch_size} ({self.steps_per_epoch} steps/epoch)")
 
 
@@ -320,7 +344,7 @@ def _tfds(name, space, train_limit, eval_limit, flip):
 
 
 def load_data(spec: str, space: SearchSpace, batch_size: int, *, seed: int = 0, train_limit: int | None = None,
-              eval_limit: int | None = None, flip: bool | None = None) -> Data:
+              eval_limit: int | None = None, flip: bool | None = None, holdout: int = 0) -> Data:
     """Parse a dataset spec and return its pipelines; every bad input is a one-line UsageError."""
     kind, _, arg = spec.partition(":")
     flip = True if flip is None else flip
@@ -334,7 +358,7 @@ def load_data(spec: str, space: SearchSpace, batch_size: int, *, seed: int = 0, 
         src = _tfds(arg, space, train_limit, eval_limit, flip)
     else:
         raise UsageError(f"unknown dataset {spec!r}; use digits, npz:PATH, folder:PATH or tfds:NAME")
-    return Data(src, space, batch_size, seed)
+    return Data(src, space, batch_size, seed, holdout)
 
 
 def main(argv=None) -> int:

@@ -100,6 +100,8 @@ def main(argv=None) -> int:
     p.add_argument("--sampling", default="all-layers", choices=("one-layer", "all-layers"))
     p.add_argument("--aows", action="store_true", help="adaptive sampling from the MRF marginals (needs the table "
                                                        "and target before training: they are computed first)")
+    p.add_argument("--probe-holdout", action="store_true", help="keep 512 training images out of supernet "
+                   "training and probe the supernet on them (tfwidth.train --probe-holdout; for real datasets)")
     p.add_argument("--method", default="all", choices=("ows", "exact", "greedy", "uniform", "all"))
     p.add_argument("--finetune-epochs", type=int, default=2, help="fine-tuning epochs of the exported model")
     p.add_argument("--format", default="fp32", choices=("fp32", "fp16", "int8", "qat"))
@@ -167,6 +169,8 @@ def main(argv=None) -> int:
                   "--sampling", a.sampling, "--seed", a.seed, "--out", run]
     if a.train_limit:
         train_args += ["--train-limit", a.train_limit]
+    if a.probe_holdout:
+        train_args += ["--probe-holdout"]
     if a.aows:
         train_args += ["--aows", "--latency", table, "--target-ms", target]
     pl.stage("train", "tfwidth.train", train_args, [run / "stats.json"], resume_flag="--resume")

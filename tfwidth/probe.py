@@ -76,6 +76,15 @@ def fixed_batches(data, images: int) -> list:
     return out
 
 
+def data_batches(data, images: int) -> tuple[list, str]:
+    """The probe's images and their description: the images ``data`` holds out of training when it holds some out
+    (at most ``images`` of them, whole batches, at least one), else the first ``images`` training images."""
+    if getattr(data, "holdout", 0):
+        held = data.holdout_batches()
+        return held[:max(1, -(-int(images) // data.batch_size))], f"{data.name}, held out of training"
+    return fixed_batches(data, images), f"{data.name} train, no augmentation"
+
+
 def array_batches(x, y, batch_size: int) -> list:
     """uint8 images [N, H, W, C] and labels -> whole batches, normalised as tfwidth.data does (images already at the
     space's resolution), e.g. training images a benchmark held out of training."""
@@ -118,6 +127,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=128, help="batch size (BatchNorm uses batch statistics)")
     p.add_argument("--train-limit", type=int, help="as the run was trained with")
     p.add_argument("--seed", type=int, default=0, help="configuration draws and image order")
+    p.add_argument("--holdout", type=int, help="measure on the last N training images, which the run held out "
+                   "(tfwidth.train --probe-holdout); default: what the run's checkpoint records")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
     if a.configs < 1 or a.images < 1:
@@ -131,9 +142,14 @@ def main(argv=None) -> int:
     stats = WidthStats.load(run / "stats.json")
     space = stats.space
     model = load_supernet(run, space)
-    data = load_data(a.dataset, space, a.batch_size, seed=a.seed, train_limit=a.train_limit)
-    probe_run(model, stats, fixed_batches(data, a.images), a.configs, a.seed, f"{data.name} train, no augmentation",
-              progress=not a.quiet)
+    if a.holdout is None:
+        from tfwidth.train import read_sidecar
+        a.holdout = int((read_sidecar(run) or {}).get("holdout", 0))
+    if a.holdout < 0:
+        raise UsageError(f"--holdout must be >= 0, got {a.holdout}")
+    data = load_data(a.dataset, space, a.batch_size, seed=a.seed, train_limit=a.train_limit, holdout=a.holdout)
+    batches, source = data_batches(data, a.images)
+    probe_run(model, stats, batches, a.configs, a.seed, source, progress=not a.quiet)
     stats.save(run / "stats.json")
     i = stats.probe_info
     print(f"probed {i['configs']} configurations on {i['images']} images in {i['seconds']} s; "

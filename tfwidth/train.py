@@ -125,6 +125,10 @@ def check_run(space: SearchSpace, data, out_dir, resume: bool, replicas: int) ->
     if side.get("dataset") != data.name:
         raise UsageError(f"checkpoint in {out_dir} was trained on dataset {side.get('dataset')} but --dataset gives "
                          f"{data.name}; resume with the same dataset or start a new --out")
+    if side.get("holdout", 0) != getattr(data, "holdout", 0):
+        raise UsageError(f"checkpoint in {out_dir} held {side.get('holdout', 0)} training images out for the probe "
+                         f"but this run holds {getattr(data, 'holdout', 0)}; resume with the same --probe-holdout "
+                         f"and --probe-images")
     for key, now in (("batch_size", bs), ("seed", getattr(data, "seed", None))):
         if side.get(key) is not None and now is not None and side[key] != now:
             print(f"warning: resuming with {key} {now} where the run used {side[key]}: the continuation will not "
@@ -146,8 +150,9 @@ def train(space: SearchSpace, data, out_dir, epochs: int, *, lr: float = 0.05, w
     every K batches); the probabilities are a model variable, so checkpoints hold them.
     validate: log the max network's top-1 on data.eval each epoch (moving BN statistics, no recalibration).
     probe_configs: after the last epoch, measure that many random configurations of the trained supernet on
-    ``probe_images`` fixed training images (tfwidth/probe.py) into stats.json's probe view, which the solver prefers;
-    a probe already there for this epoch count and these settings is kept.
+    ``probe_images`` fixed training images (tfwidth/probe.py; the held-out ones if ``data`` holds some out) into
+    stats.json's probe view, which the solver prefers; a probe already there for this epoch count and these settings
+    is kept.
     """
     import tensorflow as tf
     keras = _keras()
@@ -189,6 +194,7 @@ def train(space: SearchSpace, data, out_dir, epochs: int, *, lr: float = 0.05, w
         _trim_log(out / "log.jsonl", start)
     record = {"kind": "train_checkpoint", "space_hash": space.space_hash, "space": space.to_json(),
               "dataset": data.name, "batch_size": getattr(data, "batch_size", None), "seed": seed,
+              "holdout": getattr(data, "holdout", 0),
               "sampling": sampling, "args": args or {}}
 
     checkpointer, log_line = _epoch_end_callbacks(model, manager, write_dir, record, chief, optimizer, schedule)
@@ -204,12 +210,11 @@ def train(space: SearchSpace, data, out_dir, epochs: int, *, lr: float = 0.05, w
         from tfwidth import probe
         from tfwidth.stats import WidthStats
         old = WidthStats.load(out / "stats.json", space) if (out / "stats.json").exists() else None
-        batches = probe.fixed_batches(data, probe_images)
+        batches, source = probe.data_batches(data, probe_images)
         if old is not None and old.epochs == stats.epochs and probe.is_current(old, probe_configs, seed, batches):
             stats = old
         else:
-            probe.probe_run(model, stats, batches, probe_configs, seed, f"{data.name} train, no augmentation",
-                            progress=verbose == 1)
+            probe.probe_run(model, stats, batches, probe_configs, seed, source, progress=verbose == 1)
             stats.save(out / "stats.json")
     result = TrainResult(model, stats, {}, epochs)
     if summary:
@@ -301,7 +306,7 @@ def aows_callbacks(a, space: SearchSpace, total_steps: int, data) -> tuple:
     probe_batches = None
     if a.aows_probe_configs:
         from tfwidth import probe
-        probe_batches = probe.fixed_batches(data, a.aows_probe_images)
+        probe_batches, _ = probe.data_batches(data, a.aows_probe_images)
     return (AOWSCallback(space, lat, a.target_ms, total_steps, a.out, every=a.aows_every,
                          probe_batches=probe_batches, probe_configs=a.aows_probe_configs or 1, seed=a.seed),)
 
@@ -344,6 +349,9 @@ def main(argv=None) -> int:
                    "(stats.json 'probe' view: far less noisy than the training-time statistics). 0: skip")
     p.add_argument("--probe-images", type=int, default=512, help="training images the probe measures each "
                    "configuration on (whole batches)")
+    p.add_argument("--probe-holdout", action="store_true", help="keep the last --probe-images training images "
+                   "out of training and probe on them: the costs then measure images the supernet never saw "
+                   "(worth it when training images are plentiful; the live AOWS probe uses them too)")
     g = p.add_argument_group("AOWS: adaptive width sampling from the MRF marginals after a warm-up")
     g.add_argument("--aows", action="store_true", help="sample widths from the marginals of the solver's MRF for "
                    "--target-ms on --latency, at the paper's falling temperature (needs both)")
@@ -372,7 +380,7 @@ def main(argv=None) -> int:
                          f"the strategy; use --batch-size >= {strategy.num_replicas_in_sync}")
     from tfwidth.data import load_data
     data = load_data(a.dataset, space, a.batch_size, seed=a.seed, train_limit=a.train_limit,
-                     eval_limit=a.eval_limit)
+                     eval_limit=a.eval_limit, holdout=a.probe_images if a.probe_holdout else 0)
     print(space.describe().splitlines()[0])
     print(data.describe())
     callbacks = aows_callbacks(a, space, a.epochs * data.steps_per_epoch, data)
