@@ -7,7 +7,8 @@ For every seed's OWS supernet in WORK (tools/bench_e2e.py, which probed it on x_
     running view (same regression estimator). Costs that measure the widths, not noise, agree across seeds;
   * validity: ``--configs`` fresh random configurations (another seed than the probe's) measured on the probe's
     images and on 512 other held-out images; the correlation of each model's prediction with the measured loss
-    increase (training statistics, probe with the additive regression, probe with the pairwise estimator);
+    increase (training statistics; probe with the additive regression, pinned at the max network as before or
+    with the free constant that is the default now; probe with the pairwise estimator);
   * the solver's exact answer for each benchmark target under each probe model: predicted against measured loss
     increase, beside the uniform network, on the probe's images, other held-out ones, and 4,096 test images that
     tools/bench_e2e.py never evaluates on.
@@ -30,6 +31,9 @@ import tfwidth  # noqa: E402,F401
 from tfwidth.space import preset  # noqa: E402
 
 
+ANSWERS = ("probe pinned", "probe", "probe pairwise")  # the models whose exact answers are measured
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", default="bench_e2e", help="tools/bench_e2e.py's work directory")
@@ -44,7 +48,7 @@ def main(argv=None) -> int:
     from tfwidth.export import load_supernet
     from tfwidth.latency import LatencyTable
     from tfwidth.solve import acc_chain, solve
-    from tfwidth.stats import WidthStats
+    from tfwidth.stats import WidthStats, regression_costs
     space = preset("mobilenet_v1_cifar")
     work = Path(a.work)
     seeds = sorted(int(d.name[4:]) for d in work.glob("seed*") if (d / "run_ows" / "ckpt").exists())
@@ -59,9 +63,14 @@ def main(argv=None) -> int:
             data=a.data, train_limit=a.train_limit, batch_size=128, probe_configs=a.probe_configs, seed=s))
     # (view, estimator): the training statistics' regression (the baseline), the probe's regression, and the probe
     # with the adjacent-shape terms (tfwidth/stats.py, estimator "pairwise")
-    views = {"training statistics": ("running", "auto"), "probe": ("probe", "regression"),
-             "probe pairwise": ("probe", "pairwise")}
-    costs = {s: {k: stats[s].costs(*v) for k, v in views.items()} for s in seeds}
+    # "probe pinned": the probe's regression as it was before the free constant (the max network pinned at 0, no
+    # least step; tfwidth/stats.py "Intercept"), the baseline for what the constant changes
+    views = {"training statistics": lambda st: st.costs("running", "auto"),
+             "probe pinned": lambda st: regression_costs(space, *st.normal_equations("probe"), intercept=False,
+                                                         min_step=0.0),
+             "probe": lambda st: st.costs("probe", "regression"),
+             "probe pairwise": lambda st: st.costs("probe", "pairwise")}
+    costs = {s: {k: v(stats[s]) for k, v in views.items()} for s in seeds}
 
     def predict(c, choices):
         acc = acc_chain(space, c)
@@ -70,7 +79,7 @@ def main(argv=None) -> int:
     # The fits leave out their constant (tfwidth/stats.py, "Intercept"): an absolute prediction adds the mean
     # residual on the probe's own measurements.
     offset = {s: {k: float(np.mean(stats[s].probe_delta - predict(costs[s][k], stats[s].probe_choices)))
-                  for k in ("probe", "probe pairwise")} for s in seeds}
+                  if k != "probe pinned" else 0.0 for k in ANSWERS} for s in seeds}
 
     for s in seeds:
         i = stats[s].probe_info
@@ -80,8 +89,8 @@ def main(argv=None) -> int:
     for i, s in enumerate(seeds):
         for t in seeds[i + 1:]:
             r = {k: float(np.corrcoef(np.concatenate(costs[s][k]), np.concatenate(costs[t][k]))[0, 1])
-                 for k in ("probe", "training statistics")}
-            print(f"  seeds {s} and {t}: probe {r['probe']:.2f}, training statistics {r['training statistics']:.2f}")
+                 for k in ("training statistics", "probe pinned", "probe")}
+            print(f"  seeds {s} and {t}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items()))
 
     raw = np.load(a.data)
     lo = a.train_limit
@@ -111,13 +120,13 @@ def main(argv=None) -> int:
         table = LatencyTable.load(tpath if tpath.exists() else work / "table.json", space)
         for t in targets:
             rows = {"uniform": space.to_indices(space.uniform(t["mult"]))}
-            for k in ("probe", "probe pairwise"):
+            for k in ANSWERS:
                 rows[k] = tuple(int(v) for v in solve(space, costs[s][k], table, t["measured_ms"], "exact").indices)
             choices = np.array(list(rows.values()))
             meas = {name: probe.measure(models[s], b, choices)[0] for name, b in sets.items()}
             for n, (k, idx) in enumerate(rows.items()):
                 pred = "" if k == "uniform" else f"predicted {predict(costs[s][k], [idx])[0] + offset[s][k]:.3f}, "
-                print(f"  seed {s}, {t['mult']}x {k:15s} {pred}measured " + ", ".join(
+                print(f"  seed {s}, {t['mult']}x {k:16s} {pred}measured " + ", ".join(
                       f"{v[n]:.3f}" for v in meas.values()) + f"  {space.to_widths(idx)}")
     print("  (measured on: " + ", ".join(sets) + ")")
     return 0
