@@ -125,7 +125,8 @@ def main(argv=None) -> int:
     p.add_argument("--configs", type=int, default=CONFIGS, help="random configurations to measure")
     p.add_argument("--images", type=int, default=IMAGES, help="training images (whole batches) each is measured on")
     p.add_argument("--batch-size", type=int, default=128, help="batch size (BatchNorm uses batch statistics)")
-    p.add_argument("--train-limit", type=int, help="as the run was trained with")
+    p.add_argument("--train-limit", type=int, help="as the run was trained with (default: what its checkpoint "
+                   "records)")
     p.add_argument("--seed", type=int, default=0, help="configuration draws and image order")
     p.add_argument("--holdout", type=int, help="measure on the last N training images, which the run held out "
                    "(tfwidth.train --probe-holdout); default: what the run's checkpoint records")
@@ -142,9 +143,12 @@ def main(argv=None) -> int:
     stats = WidthStats.load(run / "stats.json")
     space = stats.space
     model = load_supernet(run, space)
+    from tfwidth.train import read_sidecar
+    side = read_sidecar(run) or {}
     if a.holdout is None:
-        from tfwidth.train import read_sidecar
-        a.holdout = int((read_sidecar(run) or {}).get("holdout", 0))
+        a.holdout = int(side.get("holdout", 0))
+    if a.train_limit is None:  # the held-out images are the last ones of the run's training subset
+        a.train_limit = (side.get("args") or {}).get("train_limit")
     if a.holdout < 0:
         raise UsageError(f"--holdout must be >= 0, got {a.holdout}")
     data = load_data(a.dataset, space, a.batch_size, seed=a.seed, train_limit=a.train_limit, holdout=a.holdout)
