@@ -359,11 +359,11 @@ def main(argv=None) -> int:
     g.add_argument("--target-ms", type=float, help="the latency target training should focus on")
     g.add_argument("--aows-every", type=int, default=0, help="update the distributions every K steps "
                    "(0: at each epoch start)")
-    g.add_argument("--aows-probe-configs", type=int, default=0, help="live probe: each update after the warm-up "
-                   "measures this many random configurations (e.g. 200) of the supernet as it is then "
-                   "(tfwidth/probe.py) and takes the costs from them instead of the statistics accumulated over "
-                   "training, which drift as training goes; 0 (default, what the CIFAR benchmark measured): those "
-                   "statistics")
+    g.add_argument("--aows-probe-configs", type=int, default=200, help="live probe: each update after the "
+                   "warm-up measures this many random configurations of the supernet as it is then "
+                   "(tfwidth/probe.py) and takes the costs from them (~0.1 s each per 256 CIFAR images here); "
+                   "0: the statistics accumulated over training instead, which drift as training goes (the paper's; "
+                   "on the CIFAR benchmark AOWS then trailed OWS, see docs/benchmarks.md)")
     g.add_argument("--aows-probe-images", type=int, default=256, help="training images each live-probe "
                    "configuration is measured on")
     a = p.parse_args(argv)

@@ -95,8 +95,8 @@ def main(argv=None) -> int:
     p.add_argument("--sampling", default="all-layers", choices=("one-layer", "all-layers"))
     p.add_argument("--finetune-epochs", type=int, default=1)
     p.add_argument("--calib-batches", type=int, default=20)
-    p.add_argument("--aows-probe-configs", type=int, default=0, help="live probe of the AOWS supernet at each "
-                   "update (tfwidth/aows.py, e.g. 200); 0: the statistics accumulated over training")
+    p.add_argument("--aows-probe-configs", type=int, default=200, help="live probe of the AOWS supernet at each "
+                   "update (tfwidth/aows.py); 0: the statistics accumulated over training")
     p.add_argument("--estimator", default="auto", choices=("auto", "regression", "pairwise"),
                    help="how the solver's costs are fitted to the probe (tfwidth/stats.py; auto = regression)")
     p.add_argument("--only", help="comma-separated labels to solve and evaluate (e.g. uniform,greedy,ows,exact,aows); "
@@ -475,7 +475,7 @@ def write_report(path: Path, work: Path, a, space) -> None:
     lines += [f"python tools/bench_e2e.py --data {a.data} --work {a.work} --seed {i} --epochs {a.epochs} "
               f"--train-limit {a.train_limit} --eval-limit {a.eval_limit} --finetune-epochs {a.finetune_epochs} "
               f"--sampling {a.sampling}"
-              + (f" --aows-probe-configs {a.aows_probe_configs}" if a.aows_probe_configs else "")
+              + (f" --aows-probe-configs {a.aows_probe_configs}" if a.aows_probe_configs != 200 else "")
               + (f" --estimator {a.estimator}" if a.estimator != "auto" else "")
               + (f" --only {a.only}" if a.only else "") for i in ids]
     lines += ["```", "",
