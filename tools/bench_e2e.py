@@ -495,7 +495,8 @@ def write_report(path: Path, work: Path, a, space) -> None:
               "statistics and exact-mean with the paper's split means of them, both of the same OWS supernet. Every solver's answer was timed here before training, in one loop with the "
               "table's refinement (`tfwidth.refine.refine` with targets): timings refitted into the table, an answer "
               "over its target that the table predicted aimed lower by the miss, until every answer is predicted "
-              "within 3% and timed within its target; all methods alike. 'predicted' is that table's prediction.", "",
+              "within 3% and timed within its target; all methods alike. 'predicted' is that table's prediction."
+              + (f" Evaluated in this run: {a.only.replace(',', ', ')}." if a.only else ""), "",
               "Top-1 (%) is the mean over seeds, each seed's value in brackets.", "",
               "| target | method | measured ms | predicted ms | top-1 inherited | top-1 fine-tuned | params | MMACs |",
               "|---|---|---|---|---|---|---|---|"]
