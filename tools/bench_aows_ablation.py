@@ -1,0 +1,101 @@
+"""Is AOWS's gain the live probe's? The AOWS supernets trained without it, solved with today's costs.
+
+    python tools/bench_aows_ablation.py --work W [--data cifar10.npz]
+
+After tools/bench_e2e.py for seeds 0 and 1 in W, with each seed's earlier AOWS supernet (marginals from the training
+statistics, exploration floor) kept as W/seedN/run_aows_floor. For each seed: ows at the middle (0.75x) target on that
+supernet's probe costs (the default estimator, as bench_e2e's ows), on the seed's refined table, evaluated as
+bench_e2e evaluates (inherited with BN recalibration; fine-tuned, converted, timed). Prints it beside the seed's ows
+(OWS supernet) and aows (live-probe AOWS supernet) rows from W/seedN/configs.json. Results are cached in
+W/seedN/ablation.jsonl (one fine-tuning ~2 min).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", required=True, help="tools/bench_e2e.py's work directory")
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10.npz"))
+    p.add_argument("--train-limit", type=int, default=16000)
+    p.add_argument("--eval-limit", type=int, default=5000)
+    p.add_argument("--finetune-epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--calib-batches", type=int, default=20)
+    a = p.parse_args(argv)
+
+    from tfwidth.convert import convert, keras_logits, top1
+    from tfwidth.data import load_data
+    from tfwidth.export import initial_model, load_supernet, measure_latency, recalibrate_plain_bn
+    from tfwidth.export import train as finetune
+    from tfwidth.latency import LatencyTable
+    from tfwidth.solve import solve
+    from tfwidth.space import preset
+    from tfwidth.stats import WidthStats
+
+    work = Path(a.work)
+    space = preset("mobilenet_v1_cifar")
+    target = json.loads((work / "targets.json").read_text())["targets"][1]
+    seeds = sorted(int(d.name[4:]) for d in work.glob("seed*") if (d / "run_aows_floor" / "ckpt").exists())
+    if not seeds:
+        print(f"no seedN/run_aows_floor under {work}: nothing to compare", file=sys.stderr)
+        return 2
+    print(f"ows at the {target['mult']}x target ({target['measured_ms']:.3f} ms), top-1 % inherited / fine-tuned "
+          f"({a.finetune_epochs} epochs), measured ms")
+    diffs = []
+    for s in seeds:
+        sd = work / f"seed{s}"
+        cache = sd / "ablation.jsonl"
+        done = [json.loads(l) for l in cache.read_text().splitlines()] if cache.exists() else []
+        if done:
+            rec = done[-1]
+        else:
+            run = sd / "run_aows_floor"
+            data = load_data(f"npz:{a.data}", space, a.batch_size, seed=s, train_limit=a.train_limit,
+                             eval_limit=a.eval_limit)
+            xe, ye = data.eval_arrays()
+            table = LatencyTable.load(sd / "table_refined.json", space)
+            w = space.to_widths(solve(space, WidthStats.load(run / "stats.json", space).costs("probe"), table,
+                                      target["measured_ms"], "ows").indices)
+            t0 = time.time()
+            inherited = load_supernet(run, space).evaluate_widths(w, data, calib_batches=a.calib_batches)
+            model, _ = initial_model(space, w, "supernet", run, data, calib_batches=a.calib_batches, seed=s)
+            finetune(model, data, epochs=a.finetune_epochs, lr=0.01 * a.batch_size / 64, warmup_epochs=0.0,
+                     label_smoothing=0.1, weight_decay=4e-5, progress=False)
+            recalibrate_plain_bn(model, data, a.calib_batches)
+            rec = {"seed": s, "widths": list(w), "predicted_ms": table.predict(w), "inherited": inherited,
+                   "finetuned": top1(keras_logits(model, xe), ye),
+                   "measured_ms": measure_latency(convert(model, "fp32"), runs=20, repeats=5, cpus=(0,))["ms"]["min"],
+                   "seconds": time.time() - t0}
+            with open(cache, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+        rows = {"floor AOWS (no live probe)": rec}
+        cfg = json.loads((sd / "configs.json").read_text())["configs"]
+        for m, label in (("ows", "OWS"), ("aows", "AOWS, live probe")):
+            c = [c for c in cfg if c["method"] == m and c["target_mult"] == target["mult"] and c.get("finetuned_top1")]
+            if c:
+                rows[label] = {"inherited": c[0]["inherited_top1"], "finetuned": c[0]["finetuned_top1"],
+                               "measured_ms": c[0]["measured_ms"]}
+        for label, r in rows.items():
+            print(f"  seed {s}  {label:28s} {100 * r['inherited']:6.2f} / {100 * r['finetuned']:6.2f}  "
+                  f"{r['measured_ms']:.3f} ms")
+        if len(rows) == 3:
+            f, o, l = (rows[k]["finetuned"] for k in ("floor AOWS (no live probe)", "OWS", "AOWS, live probe"))
+            diffs.append((100 * (f - o), 100 * (l - f)))
+    if diffs:
+        n = len(diffs)
+        print(f"fine-tuned, mean over {n} seed(s): floor AOWS - OWS {sum(d[0] for d in diffs) / n:+.2f}, "
+              f"live-probe AOWS - floor AOWS {sum(d[1] for d in diffs) / n:+.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
