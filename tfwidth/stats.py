@@ -22,7 +22,9 @@ keep changing (the loss increase grows late in training) while the sampling also
 the *trained* supernet (tfwidth/probe.py): random configurations, all on the same fixed images, each minus the max
 network on them. With weights and images fixed, what is left is the configuration: two seeds' costs correlated at
 0.80 (training view: 0.10), and they predicted fresh configurations' loss increase at r = 0.69-0.83 against
-0.57-0.65 for the training view (tools/bench_probe.py, CIFAR-10, 500 probed configurations). ``costs(view="auto")`` uses the probe when there is one.
+0.57-0.65 for the training view (tools/bench_probe.py, CIFAR-10, 500 probed configurations; both fits pinned at the
+max network; with the free constant below: 0.88 vs 0.28, r = 0.81-0.91 vs 0.64-0.68). ``costs(view="auto")`` uses
+the probe when there is one.
 
 The probe keeps its raw measurements (configurations and loss increases), so it can also fit a model the normal
 equations above cannot hold: ``estimator="pairwise"`` adds, for every pair of adjacent layers, a cost
