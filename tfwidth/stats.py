@@ -65,12 +65,6 @@ MIN_STEP = 1e-3
 VIEWS = ("running", "window", "current", "probe")
 
 
-def _min_step(space: SearchSpace, xtx, xty, rel: float) -> float:
-    first = list(range(space.num_choices[0]))  # layer 0's one-hot columns add up to the column of ones
-    n = float(np.asarray(xtx)[np.ix_(first, first)].sum())
-    return rel * abs(float(np.asarray(xty)[first].sum())) / n if n > 0 else 0.0
-
-
 def regression_costs(space: SearchSpace, xtx: np.ndarray, xty: np.ndarray, ridge: float = 1e-3,
                      monotone: bool = True, intercept: bool = True, min_step: float = MIN_STEP) -> list:
     """Per layer, costs over its choices from the normal equations of ``delta ~ b0 + sum_l cost[l, c_l]``.
@@ -95,15 +89,15 @@ def regression_costs(space: SearchSpace, xtx: np.ndarray, xty: np.ndarray, ridge
     xtx, xty = np.asarray(xtx, np.float64), np.asarray(xty, np.float64)
     A = xtx[np.ix_(cols, cols)]
     b = xty[cols]
-    if intercept:
-        # A free b0 is eliminated by centring. Every row holds one width per layer, so layer 0's one-hot columns
-        # add up to the column of ones: n, X^T 1 and 1^T delta are all in the normal equations already.
-        first = list(range(space.num_choices[0]))
-        n = float(xtx[np.ix_(first, first)].sum())
-        if n > 0:
-            sx = xtx[np.ix_(first, cols)].sum(axis=0)
-            A = A - np.outer(sx, sx) / n
-            b = b - sx * (float(xty[first].sum()) / n)
+    # Every row holds one width per layer, so layer 0's one-hot columns add up to the column of ones: the count n,
+    # X^T 1 and the mean loss increase are all in the normal equations already.
+    first = list(range(space.num_choices[0]))
+    n = float(xtx[np.ix_(first, first)].sum())
+    mean_delta = float(xty[first].sum()) / n if n > 0 else 0.0
+    if intercept and n > 0:  # a free b0, eliminated by centring
+        sx = xtx[np.ix_(first, cols)].sum(axis=0)
+        A = A - np.outer(sx, sx) / n
+        b = b - sx * mean_delta
     # cost[l, j] = sum_{m >= j} s[l, m]: upper-triangular ones per layer map increments to costs
     M = _block_diag(blocks)
     H = M.T @ A @ M
@@ -115,7 +109,7 @@ def regression_costs(space: SearchSpace, xtx: np.ndarray, xty: np.ndarray, ridge
         R = np.triu(R)
         r = solve_triangular(R, g, trans="T")
         # increments >= floor: with s = floor + s', s' >= 0 is plain NNLS
-        floor = np.full(len(cols), _min_step(space, xtx, xty, min_step))
+        floor = np.full(len(cols), min_step * abs(mean_delta))
         x = floor + nnls(R, r - R @ floor, maxiter=50 * len(cols))[0]
     else:
         x = cho_solve(cho_factor(H), g)
