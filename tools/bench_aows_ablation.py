@@ -7,7 +7,7 @@ statistics, exploration floor) kept as W/seedN/run_aows_floor. For each seed: ow
 supernet's probe costs (the default estimator, as bench_e2e's ows), on the seed's refined table, evaluated as
 bench_e2e evaluates (inherited with BN recalibration; fine-tuned, converted, timed). Prints it beside the seed's ows
 (OWS supernet) and aows (live-probe AOWS supernet) rows from W/seedN/configs.json. Results are cached in
-W/seedN/ablation.jsonl (one fine-tuning ~2 min).
+W/seedN/ablation.json (one fine-tuning ~2 min).
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     p.add_argument("--calib-batches", type=int, default=20)
     a = p.parse_args(argv)
 
+    from tfwidth.artifacts import read_json, write_json
     from tfwidth.convert import convert, keras_logits, top1
     from tfwidth.data import load_data
     from tfwidth.export import initial_model, load_supernet, measure_latency, recalibrate_plain_bn
@@ -53,11 +54,11 @@ def main(argv=None) -> int:
     diffs = []
     for s in seeds:
         sd = work / f"seed{s}"
-        cache = sd / "ablation.jsonl"
-        done = [json.loads(l) for l in cache.read_text().splitlines()] if cache.exists() else []
-        if done:
-            rec = done[-1]
-        else:
+        cache = sd / "ablation.json"
+        rec = read_json(cache) if cache.exists() else None
+        if rec is not None and rec.get("space_hash") != space.space_hash:
+            rec = None  # another space's result: measure again
+        if rec is None:
             run = sd / "run_aows_floor"
             data = load_data(f"npz:{a.data}", space, a.batch_size, seed=s, train_limit=a.train_limit,
                              eval_limit=a.eval_limit)
@@ -71,12 +72,11 @@ def main(argv=None) -> int:
             finetune(model, data, epochs=a.finetune_epochs, lr=0.01 * a.batch_size / 64, warmup_epochs=0.0,
                      label_smoothing=0.1, weight_decay=4e-5, progress=False)
             recalibrate_plain_bn(model, data, a.calib_batches)
-            rec = {"seed": s, "widths": list(w), "predicted_ms": table.predict(w), "inherited": inherited,
+            rec = {"space_hash": space.space_hash, "seed": s, "widths": list(w), "predicted_ms": table.predict(w), "inherited": inherited,
                    "finetuned": top1(keras_logits(model, xe), ye),
                    "measured_ms": measure_latency(convert(model, "fp32"), runs=20, repeats=5, cpus=(0,))["ms"]["min"],
                    "seconds": time.time() - t0}
-            with open(cache, "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            write_json(cache, rec)
         rows = {"floor AOWS (no live probe)": rec}
         cfg = json.loads((sd / "configs.json").read_text())["configs"]
         for m, label in (("ows", "OWS"), ("aows", "AOWS, live probe")):
