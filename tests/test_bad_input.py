@@ -139,6 +139,7 @@ SETUPS = {
     "none": lambda t, g: None,
     "dir": lambda t, g: _mk(t / "d"),
     "dir_tflite": lambda t, g: _mk(t / "d.tflite"),
+    "dir_json": lambda t, g: _mk(t / "d.json"),
     "file": lambda t, g: _write(t / "f", "x"),
     "empty": lambda t, g: _write(t / "empty.json", ""),
     "truncated": lambda t, g: _write(t / "trunc.json", (g / "space.json").read_text()[:40]),
@@ -223,6 +224,8 @@ ROWS = [
     ("plan-out-dir", "profile", _set(PLAN, "-o", "T/d"), "dir", ["-o/--output", "is a directory"]),
     ("template-out-dir", "profile", ["template", "--space", "G/space.json", "-o", "T/d.tflite"], "dir_tflite",
      ["-o/--output", "is a directory"]),
+    ("template-manifest-dir", "profile", ["template", "--space", "G/space.json", "-o", "T/d.tflite"], "dir_json",
+     ["d.json", "directory"]),
     ("fit-out-dir", "latency", _set(FIT, "-o", "T/d"), "dir", ["-o/--output", "is a directory"]),
     ("refine-out-dir", "latency", _set(REFINE, "-o", "T/d"), "dir", ["-o/--output", "is a directory"]),
     ("solve-out-dir", "solve", _set(SOLVE, "-o", "T/d"), "dir", ["-o/--output", "is a directory"]),
@@ -388,8 +391,7 @@ def test_device_usage_error_inside_tfwidth_is_one_line(capsys):
 
 
 def test_debug_shows_the_traceback_in_a_subprocess(tmp_path):
-    # A directory where a file is expected is caught by the checks; so provoke a genuinely unexpected error: a
-    # space.json that is a JSON object of the right keys with a value of a type no check anticipates.
+    # every foreseen bad input has its own check, so a genuinely unexpected error comes from a stand-in main
     code = ("import sys\nfrom device_profiler.errors import run_cli\n"
             "def main(argv):\n    return {}['missing']\n"
             "sys.exit(run_cli(main))\n")

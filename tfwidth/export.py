@@ -195,7 +195,11 @@ def train(model, data, *, epochs: int, lr: float = 0.05, warmup_epochs: float = 
                                  f"differ); rerun with the same options, or without --resume to start over")
             latest = tf.train.latest_checkpoint(str(ckpt_dir))
             if latest:
-                ckpt.restore(latest).assert_existing_objects_matched()
+                try:
+                    ckpt.restore(latest).assert_existing_objects_matched()
+                except (tf.errors.OpError, AssertionError, ValueError) as e:
+                    raise UsageError(f"cannot read the checkpoint {latest} ({str(e).strip().splitlines()[0]}); "
+                                     f"drop --resume to train afresh") from None
                 start = int(epoch_var.numpy())
                 print(f"{desc}: resumed at epoch {start}/{epochs} from {latest}")
         elif write_dir.exists():

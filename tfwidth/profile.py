@@ -324,6 +324,9 @@ def main(argv=None) -> int:
         out = Path(a.output)
         if out.suffix != ".tflite":
             raise UsageError(f"template output {out} should end in .tflite (the manifest goes beside it as .json)")
+        if out.with_suffix(".json").is_dir():
+            raise UsageError(f"the manifest {out.with_suffix('.json')} would overwrite a directory; choose another "
+                             f"-o/--output")
         fmt = "int8" if a.quantize == "int8" else "fp32"
         print(f"converting the max-width model ({space.name}, {space.resolution}px, {fmt}); this takes a while...",
               file=sys.stderr)
