@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -17,7 +16,8 @@ import numpy as np
 
 from device_profiler import runtime as runtimes
 from device_profiler import adb, samples, timing, variants
-from device_profiler.errors import UsageError, run_cli
+from device_profiler.checks import count, number, output_file
+from device_profiler.errors import ArgumentParser, UsageError, run_cli
 
 
 class _Progress:
@@ -160,21 +160,21 @@ def benchmark(session, maker, text: str, where: str) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m device_profiler", description=(
+    p = ArgumentParser(prog="python -m device_profiler", description=(
         "Time width configurations of a MobileNet .tflite template on this device. Each configuration is cut out "
         "of the template (no converter, no TensorFlow), loaded in a fresh interpreter, warmed up and timed N times; "
         "one JSON line per configuration is appended to --out as soon as it is measured, so an interrupted run "
         "resumes where it stopped. Precise protocol on small shared machines: --threads 1 --cpus 0 (min of N)."))
     p.add_argument("--template", required=True, help="template.tflite (its manifest template.json must lie beside it)")
     p.add_argument("--plan", help="plan.json from `python -m tfwidth.profile plan`")
-    p.add_argument("--out", help="samples.jsonl to append to (resumed if it exists)")
+    p.add_argument("--out", type=output_file, help="samples.jsonl to append to (resumed if it exists)")
     p.add_argument("--benchmark", metavar="W1,W2,...", help="time this one configuration and print its statistics")
-    p.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
+    p.add_argument("--threads", type=count(1, 1024), default=1, help="interpreter threads (default 1)")
     p.add_argument("--cpus", help="pin to these cores, e.g. 0 or 0,1 (default: not pinned)")
-    p.add_argument("--runs", type=int, default=20, help="timed invokes per configuration (default 20)")
-    p.add_argument("--warmup-runs", type=int, default=2, help="minimum warm-up invokes (default 2)")
-    p.add_argument("--warmup-seconds", type=float, default=0.0, help="minimum warm-up time in seconds (default 0)")
-    p.add_argument("--reference-every", type=int, default=25, metavar="K",
+    p.add_argument("--runs", type=count(1, 10**6), default=20, help="timed invokes per configuration (default 20)")
+    p.add_argument("--warmup-runs", type=count(0, 10**6), default=2, help="minimum warm-up invokes (default 2)")
+    p.add_argument("--warmup-seconds", type=number(0, 3600), default=0.0, help="minimum warm-up time in seconds (default 0)")
+    p.add_argument("--reference-every", type=count(0), default=25, metavar="K",
                    help="re-time the plan's reference configuration every K samples to record drift (0: never)")
     p.add_argument("--paired-reference", action="store_true",
                    help="time the reference configuration interleaved with every sample and record its min as the "
@@ -186,7 +186,7 @@ def main(argv=None) -> int:
     p.add_argument("--runtime", choices=[r[0] for r in runtimes.RUNTIMES],
                    help="force a runtime (default: the first importable of ai_edge_litert, tflite_runtime, "
                         "tensorflow.lite)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--seed", type=count(0), default=0, help="seed of the random inputs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     adb.add_arguments(p)
     a = p.parse_args(argv)

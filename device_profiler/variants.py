@@ -396,4 +396,10 @@ def load(template_path) -> VariantMaker:
                          f"template") from None
     with open(template_path, "rb") as f:
         data = f.read()
-    return VariantMaker(data, manifest)
+    try:
+        return VariantMaker(data, manifest)
+    except UsageError as e:
+        raise UsageError(f"template {template_path}: {e}") from None
+    except Exception as e:  # a .tflite that is no flatbuffer, a manifest with missing or mistyped fields
+        raise UsageError(f"template {template_path} or its manifest {mpath} is malformed ({type(e).__name__}: "
+                         f"{e}); regenerate both with `python -m tfwidth.profile template`") from None

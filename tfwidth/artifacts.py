@@ -51,9 +51,20 @@ def read_json(path, what: str = "file") -> dict:
     path = Path(path)
     if not path.exists():
         raise UsageError(f"{what} {path} does not exist")
+    if path.is_dir():
+        raise UsageError(f"{what} {path} is a directory; give the file itself")
     try:
-        d = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        text = path.read_text()
+    except OSError as e:
+        raise UsageError(f"cannot read {what} {path} ({e.strerror or e}); check the path and its permissions") \
+            from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{what} {path} is not a text (JSON) file; pass the file tfwidth wrote") from None
+    if not text.strip():
+        raise UsageError(f"{what} {path} is empty (not valid JSON); regenerate it")
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
         raise UsageError(f"{what} {path} is not valid JSON ({e}); regenerate it") from None
     if not isinstance(d, dict):
         raise UsageError(f"{what} {path} should hold a JSON object")
@@ -78,5 +89,11 @@ def save_npz(path, **arrays) -> None:
 
 
 def load_npz(path) -> dict:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise UsageError(f"{path} does not exist") from None
+    except Exception as e:  # a zip error, an object array (no pickle, ever): the file is not what we wrote
+        raise UsageError(f"cannot read {path} as an npz of numeric arrays ({type(e).__name__}: {e}); regenerate "
+                         f"it") from None

@@ -16,13 +16,15 @@ statistics.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 import tfwidth  # noqa: F401
-from tfwidth.errors import UsageError
+from device_profiler.checks import count
+from tfwidth.errors import ArgumentParser, UsageError
 from tfwidth.space import SearchSpace
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
@@ -44,6 +46,7 @@ class _Source:
     train_item: Callable
     eval_ds: Callable  # () -> unbatched dataset of (image, label) at native size
     native_hw: tuple | None  # known (H, W) for arrays; None for decoded files (resized per image)
+    files: tuple = ()  # image files of a folder dataset (train then val), to name one that fails to decode
 
 
 class Data:
@@ -263,7 +266,11 @@ def _npz(path, space, train_limit, eval_limit, flip):
         if missing:
             raise UsageError(f"npz file {p} lacks arrays {missing}; it needs x_train, y_train, x_test, y_test "
                              f"(it has {z.files})")
-        arrays = [z[k] for k in ("x_train", "y_train", "x_test", "y_test")]
+        try:
+            arrays = [z[k] for k in ("x_train", "y_train", "x_test", "y_test")]
+        except Exception as e:  # object arrays (tfwidth never unpickles), a truncated member
+            raise UsageError(f"cannot read the arrays of npz file {p} ({e}); save plain numeric arrays (no object "
+                             f"dtype) with np.savez") from None
     return _array_source(f"npz:{p.name}", *arrays, flip=flip, classes_expected=space.classes,
                          train_limit=train_limit, eval_limit=eval_limit)
 
@@ -280,6 +287,29 @@ def _list_folder(root: Path, split: str):
         files += fs
         labels += [k] * len(fs)
     return classes, files, labels
+
+
+def first_undecodable(files) -> tuple[str, str] | None:
+    """(file, reason) of the first image TensorFlow's decoder (the one the pipelines use) refuses, else None."""
+    import tensorflow as tf
+    for f in files:
+        try:
+            tf.io.decode_image(tf.io.read_file(f), channels=3, expand_animations=False)
+        except (tf.errors.OpError, ValueError) as e:
+            return f, (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return None
+
+
+def _explain_decode_error(files, exc) -> str | None:
+    """run_cli's translation of a decode failure deep in a tf.data pipeline of this folder dataset."""
+    import tensorflow as tf
+    if not isinstance(exc, tf.errors.InvalidArgumentError):
+        return None
+    bad = first_undecodable(files)
+    if bad is None:
+        return None
+    return (f"image {bad[0]} cannot be decoded ({bad[1]}); replace or delete it (python -m tfwidth.data "
+            f"folder:PATH checks every image), then run the same command again (add --resume to continue training)")
 
 
 def _folder(path, space, train_limit, eval_limit, flip):
@@ -307,6 +337,8 @@ def _folder(path, space, train_limit, eval_limit, flip):
     if eval_limit:
         fva, lva = fva[:eval_limit], lva[:eval_limit]
     files_t, labels_t = tf.constant(ftr), tf.constant(ltr, tf.int32)
+    from device_profiler.errors import explain_with
+    explain_with("folder images", functools.partial(_explain_decode_error, tuple(ftr) + tuple(fva)))
 
     def decode(f):
         img = tf.io.decode_image(tf.io.read_file(f), channels=3, expand_animations=False)
@@ -316,7 +348,7 @@ def _folder(path, space, train_limit, eval_limit, flip):
     return _Source(name=f"folder:{root.name}", classes=len(ctr), num_train=len(ftr), num_eval=len(fva), flip=flip,
                    train_item=lambda i: (decode(tf.gather(files_t, i)), tf.gather(labels_t, i)),
                    eval_ds=lambda: tf.data.Dataset.from_tensor_slices((fva, lva)).map(lambda f, y: (decode(f), y)),
-                   native_hw=None)
+                   native_hw=None, files=tuple(ftr) + tuple(fva))
 
 
 def _tfds(name, space, train_limit, eval_limit, flip):
@@ -362,17 +394,20 @@ def load_data(spec: str, space: SearchSpace, batch_size: int, *, seed: int = 0, 
 
 
 def main(argv=None) -> int:
-    import argparse
-    p = argparse.ArgumentParser(prog="python -m tfwidth.data", description=(
-        "Check that a dataset loads for a search space and print its size (digits, npz:PATH, folder:PATH, "
+    p = ArgumentParser(prog="python -m tfwidth.data", description=(
+        "Check that a dataset loads for a search space (a folder: every image decodes) and print its size "
+        "(digits, npz:PATH, folder:PATH, "
         "tfds:NAME)."))
     p.add_argument("dataset", nargs="?", default="digits")
     p.add_argument("--space", help="space.json (default: the mobilenet_v1_cifar preset)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=count(1, 1 << 20), default=64)
     a = p.parse_args(argv)
     from tfwidth.space import preset
     space = SearchSpace.load(a.space) if a.space else preset("mobilenet_v1_cifar")
     data = load_data(a.dataset, space, a.batch_size)
+    bad = first_undecodable(data.source.files)  # a corrupt image would otherwise stop a training run midway
+    if bad:
+        raise UsageError(f"image {bad[0]} cannot be decoded ({bad[1]}); replace or delete it")
     print(data.describe())
     return 0
 

@@ -1,23 +1,18 @@
-"""One way to fail in front of a user: a single line naming the problem and the fix, exit code 2, no traceback."""
+"""One way to fail in front of a user: a single line naming the problem and the fix, exit code 2, no traceback.
+
+The mechanism itself (run_cli, ArgumentParser) is device_profiler.errors', the one copy: device_profiler must never
+import tfwidth, while importing it from here is cheap (stdlib only). tfwidth's UsageError derives from the device's,
+so run_cli reports both, e.g. a profiler error raised inside the pipeline, as one line.
+"""
 from __future__ import annotations
 
-import sys
+from device_profiler import errors as _device
+from device_profiler.errors import DEBUG_HINT, ArgumentParser, run_cli  # noqa: F401 - re-exported for the CLIs
 
 
-class UsageError(Exception):
+class UsageError(_device.UsageError):
     """Bad input the user can fix. The message is the whole story: what is wrong and what to do."""
 
 
 class SpaceMismatch(UsageError):
     pass
-
-
-def run_cli(main, argv=None) -> int:
-    try:
-        return int(main(argv) or 0)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume", file=sys.stderr)
-        return 130

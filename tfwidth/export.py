@@ -29,7 +29,8 @@ import tfwidth  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from tfwidth.artifacts import atomic_write_bytes, check_space, read_json, write_json
 from tfwidth.convert import FORMATS, INTEGER_FORMATS, IO_TYPES, LiteModel, agreement, check_format, convert, \
     keras_logits, latency_format, quantize_for_training, top1
-from tfwidth.errors import UsageError, run_cli
+from device_profiler.checks import count, cpu_list, number, output_dir, output_file
+from tfwidth.errors import ArgumentParser, UsageError, run_cli
 from tfwidth.space import SearchSpace
 
 # The bars for Keras vs .tflite agreement, per format (fp16 weights round logits to ~1e-3 relative).
@@ -83,7 +84,7 @@ def load_supernet(run_dir: Path, space: SearchSpace):
     path = Path(run_dir) / "ckpt" / side["checkpoint"]
     try:
         tf.train.Checkpoint(model=model).restore(str(path)).expect_partial().assert_existing_objects_matched()
-    except (tf.errors.NotFoundError, tf.errors.DataLossError, AssertionError, ValueError) as e:
+    except (tf.errors.OpError, AssertionError, ValueError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(f"cannot read the supernet checkpoint {path} ({msg}); resume or redo the training") \
             from None
@@ -194,7 +195,11 @@ def train(model, data, *, epochs: int, lr: float = 0.05, warmup_epochs: float = 
                                  f"differ); rerun with the same options, or without --resume to start over")
             latest = tf.train.latest_checkpoint(str(ckpt_dir))
             if latest:
-                ckpt.restore(latest).assert_existing_objects_matched()
+                try:
+                    ckpt.restore(latest).assert_existing_objects_matched()
+                except (tf.errors.OpError, AssertionError, ValueError) as e:
+                    raise UsageError(f"cannot read the checkpoint {latest} ({str(e).strip().splitlines()[0]}); "
+                                     f"drop --resume to train afresh") from None
                 start = int(epoch_var.numpy())
                 print(f"{desc}: resumed at epoch {start}/{epochs} from {latest}")
         elif write_dir.exists():
@@ -446,7 +451,7 @@ def default_paths(output: Path) -> tuple[Path, Path]:
 
 # ---- CLI ------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tfwidth.export", description=(
+    p = ArgumentParser(prog="python -m tfwidth.export", description=(
         "Turn solved widths (widths.json) into a deployable .tflite: rebuild a plain tf_keras MobileNetV1 at those "
         "widths, initialise it from the trained supernet (or from scratch), fine-tune it, quantize and convert it, "
         "check the .tflite against Keras, time it here with the device profiler's protocol and compare with the "
@@ -456,47 +461,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run directory: the supernet's (--init supernet); export "
                    "checkpoints go to RUN/export/")
     p.add_argument("--dataset", required=True, help="digits, npz:PATH, folder:PATH or tfds:NAME")
-    p.add_argument("-o", "--output", required=True, help="the .tflite to write")
+    p.add_argument("-o", "--output", required=True, type=output_file, help="the .tflite to write")
     p.add_argument("--init", default="supernet", help="supernet: sliced supernet weights + BN re-estimation, then "
                    "fine-tune (cheap); scratch: random init, train --epochs (the paper's protocol)")
-    p.add_argument("--epochs", type=int, default=1, help="training epochs after initialisation (0: none)")
+    p.add_argument("--epochs", type=count(0, 10**5), default=1, help="training epochs after initialisation (0: none)")
     p.add_argument("--format", default="fp32", help=f"one of {', '.join(FORMATS)}")
     p.add_argument("--io", default="float", help="I/O type of int8/qat models: float (as the profiled int8 "
                    "template; same input as every format) or int8 (integer end to end, for integer-only "
                    "accelerators)")
     p.add_argument("--latency", help="table.json from `python -m tfwidth.latency fit`, to compare latency with")
-    p.add_argument("--keras-out", help="where to save the Keras model (default: OUTPUT with .keras)")
-    p.add_argument("--report", help="where to write the report (default: OUTPUT stem + .report.json)")
+    p.add_argument("--keras-out", type=output_file, help="where to save the Keras model (default: OUTPUT with .keras)")
+    p.add_argument("--report", type=output_file, help="where to write the report (default: OUTPUT stem + .report.json)")
     t = p.add_argument_group("training (as tfwidth.train)")
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 0.01 for --init "
+    t.add_argument("--batch-size", type=count(1, 1 << 20), default=64)
+    t.add_argument("--lr", type=number(0, 100, lo_open=True), default=None, help="peak learning rate (default: 0.01 for --init "
                    "supernet, 0.05 for scratch, x batch/64)")
-    t.add_argument("--warmup-epochs", type=float, default=None, help="linear warm-up (default: 0 for supernet, "
+    t.add_argument("--warmup-epochs", type=number(0, 10**5), default=None, help="linear warm-up (default: 0 for supernet, "
                    "min(1, epochs/10) for scratch)")
-    t.add_argument("--label-smoothing", type=float, default=0.1)
-    t.add_argument("--weight-decay", type=float, default=4e-5)
+    t.add_argument("--label-smoothing", type=number(0, 1, hi_open=True), default=0.1)
+    t.add_argument("--weight-decay", type=number(0, 1), default=4e-5)
     t.add_argument("--distill", action="store_true", help="also distil from the supernet's max network")
-    t.add_argument("--distill-weight", type=float, default=0.5)
-    t.add_argument("--temperature", type=float, default=4.0)
-    t.add_argument("--qat-epochs", type=int, default=1, help="quantization-aware fine-tuning epochs (--format qat)")
-    t.add_argument("--calib-batches", type=int, default=20, help="batches to re-estimate BN after slicing")
+    t.add_argument("--distill-weight", type=number(0, 1), default=0.5)
+    t.add_argument("--temperature", type=number(0, 1000, lo_open=True), default=4.0)
+    t.add_argument("--qat-epochs", type=count(0, 10**5), default=1, help="quantization-aware fine-tuning epochs (--format qat)")
+    t.add_argument("--calib-batches", type=count(0, 10**6), default=20, help="batches to re-estimate BN after slicing")
     t.add_argument("--resume", action="store_true", help="continue the export training of an interrupted run "
                    "(its checkpoints are in RUN/export/)")
     t.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
                    help="tf.distribute strategy, as tfwidth.train; multiworker reads TF_CONFIG")
-    t.add_argument("--tensorboard", help="write TensorBoard scalars to this directory")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--train-limit", type=int, help="use only the first N training images")
-    t.add_argument("--eval-limit", type=int, help="evaluate on the first N evaluation images")
+    t.add_argument("--tensorboard", type=output_dir, help="write TensorBoard scalars to this directory")
+    t.add_argument("--seed", type=count(0), default=0)
+    t.add_argument("--train-limit", type=count(1), help="use only the first N training images")
+    t.add_argument("--eval-limit", type=count(1), help="evaluate on the first N evaluation images")
     t.add_argument("--no-progress", action="store_true")
     q = p.add_argument_group("quantization and timing")
-    q.add_argument("--representative", type=int, default=200, help="training images to calibrate int8 with")
-    q.add_argument("--threads", type=int, help="interpreter threads when timing (default: the table's, else 1)")
-    q.add_argument("--runs", type=int, default=20, help="timed invokes per interpreter (the profiler's default)")
-    q.add_argument("--warmup", type=int, default=2, help="untimed invokes first (the profiler's default)")
-    q.add_argument("--repeats", type=int, default=5, help="fresh interpreters; the median of their minima is "
+    q.add_argument("--representative", type=count(0, 10**6), default=200, help="training images to calibrate int8 with")
+    q.add_argument("--threads", type=count(1, 1024), help="interpreter threads when timing (default: the table's, else 1)")
+    q.add_argument("--runs", type=count(1, 10**6), default=20, help="timed invokes per interpreter (the profiler's default)")
+    q.add_argument("--warmup", type=count(0, 10**6), default=2, help="untimed invokes first (the profiler's default)")
+    q.add_argument("--repeats", type=count(1, 1000), default=5, help="fresh interpreters; the median of their minima is "
                    "reported")
-    q.add_argument("--cpus", default="0", help="cores to pin the timing to, as the profiler's --cpus (e.g. 0), or "
+    q.add_argument("--cpus", default="0", type=cpu_list, help="cores to pin the timing to, as the profiler's --cpus (e.g. 0), or "
                    "none; use the table's setting")
     q.add_argument("--no-measure", action="store_true", help="skip timing (e.g. on a loaded build machine)")
     return p

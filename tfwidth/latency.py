@@ -13,7 +13,6 @@ linear system, regularised towards "a wider layer is not faster".
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -25,7 +24,8 @@ import scipy.sparse as sp
 from scipy.optimize import minimize
 
 from tfwidth.artifacts import atomic_write_bytes, check_space, read_json, write_json
-from tfwidth.errors import UsageError
+from device_profiler.checks import count, number, output_file
+from tfwidth.errors import ArgumentParser, UsageError
 from tfwidth.space import ChainCost, SearchSpace, preset
 
 STATISTICS = ("min", "median", "mean")
@@ -60,7 +60,15 @@ def load_samples(path, allow_mixed: bool = False, warn=_warn) -> list[dict]:
     path = Path(path)
     if not path.exists():
         raise UsageError(f"samples file {path} does not exist")
-    lines = path.read_text().splitlines()
+    if path.is_dir():
+        raise UsageError(f"samples file {path} is a directory; give the samples.jsonl itself")
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as e:
+        raise UsageError(f"cannot read samples file {path} ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"samples file {path} is not text (JSON lines); pass a samples.jsonl from "
+                         f"device_profiler") from None
     out, failed = [], 0
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -77,6 +85,10 @@ def load_samples(path, allow_mixed: bool = False, warn=_warn) -> list[dict]:
                              f"device_profiler")
         if d.get("kind", "sample") != "sample":
             continue
+        w = d["widths"]
+        if not isinstance(w, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in w):
+            raise UsageError(f"{path}:{n}: widths {w!r} are not whole channel counts; the file is corrupted: "
+                             f"delete that line or re-time it")
         if d.get("status", "ok") != "ok":
             failed += 1
             continue
@@ -214,18 +226,21 @@ class LatencyTable:
                 "unconstrained": self.unconstrained, "fit": self.fit}
 
     @classmethod
-    def from_json(cls, d: dict, space: SearchSpace | None = None) -> "LatencyTable":
+    def from_json(cls, d: dict, space: SearchSpace | None = None, what: str = "latency table") -> "LatencyTable":
         if d.get("kind") != "latency_table":
-            raise UsageError("not a latency table (kind != latency_table); make one with python -m tfwidth.latency fit")
+            raise UsageError(f"{what} is not a latency table (kind {d.get('kind')!r}); make one with python -m "
+                             f"tfwidth.latency fit")
         if space is None:
-            space = SearchSpace.from_dict(d["space"])
-        check_space(d, space, "latency table")
+            if not isinstance(d.get("space"), dict):
+                raise UsageError(f"{what} embeds no space; regenerate it with python -m tfwidth.latency fit")
+            space = SearchSpace.from_dict(d["space"], f"{what}'s space")
+        check_space(d, space, what)
         try:
             return cls(space, d["stem"], d["blocks"], d["head"], d.get("const", 0.0), d.get("format"),
                        d.get("runtime"), d.get("runtime_version"), d.get("threads"), d.get("statistic", "min"),
                        d.get("drift", True), d.get("unconstrained", ()), d.get("fit"))
-        except (KeyError, TypeError, ValueError) as e:
-            raise UsageError(f"latency table is malformed ({e}); regenerate it") from None
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise UsageError(f"{what} is malformed ({type(e).__name__}: {e}); regenerate it") from None
 
     def save(self, path) -> None:
         write_json(path, self.to_json(), indent=None)
@@ -233,7 +248,7 @@ class LatencyTable:
     @classmethod
     def load(cls, path, space: SearchSpace | None = None) -> "LatencyTable":
         # json.loads accepts NaN; the constructor refuses it with a message.
-        return cls.from_json(read_json(path, "latency table"), space)
+        return cls.from_json(read_json(path, "latency table"), space, f"latency table {path}")
 
 
 # ---- the fit -------------------------------------------------------------------------------------------------------
@@ -566,7 +581,7 @@ def _print_unconstrained(table: LatencyTable, limit: int = 20) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tfwidth.latency", description=(
+    p = ArgumentParser(prog="python -m tfwidth.latency", description=(
         "Fit the per-layer latency table from whole-network timings (samples.jsonl from device_profiler), or check "
         "a table against any samples file."))
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -574,26 +589,26 @@ def main(argv=None) -> int:
                        description="Non-negative least squares with a monotonicity regulariser (a wider layer is not "
                                    "faster) whose weight is chosen on validation samples.")
     f.add_argument("samples", help="samples.jsonl written by device_profiler")
-    f.add_argument("-o", "--output", required=True, help="where to write the table (table.json)")
+    f.add_argument("-o", "--output", required=True, type=output_file, help="where to write the table (table.json)")
     f.add_argument("--space", help="space.json or plan.json of the samples (default: plan.json beside the samples, "
                                    "else a preset with the samples' space_hash)")
     g = f.add_mutually_exclusive_group()
     g.add_argument("--validation", help="separate samples.jsonl to choose the regulariser on and report")
-    g.add_argument("--holdout", type=float, default=0.1, help="share of samples held out to choose the regulariser "
+    g.add_argument("--holdout", type=number(0, 1, hi_open=True), default=0.1, help="share of samples held out to choose the regulariser "
                                                                "when there is no --validation file (default 0.1)")
-    f.add_argument("--reg", type=float, help="fix the regulariser weight instead of choosing it")
-    f.add_argument("--prior", type=float, help="fix the weight of the pull towards each layer's bilinear model "
+    f.add_argument("--reg", type=number(0, 1e12), help="fix the regulariser weight instead of choosing it")
+    f.add_argument("--prior", type=number(0, 1e12), help="fix the weight of the pull towards each layer's bilinear model "
                                                 "(0: off) instead of choosing it")
     f.add_argument("--statistic", default="min", choices=STATISTICS, help="timing statistic to fit (default min)")
     f.add_argument("--no-drift", action="store_true", help="do not rescale samples by their reference timing")
-    f.add_argument("--seed", type=int, default=0, help="holdout split seed")
-    f.add_argument("--plot", help="write a predicted-vs-measured plot here (PNG)")
+    f.add_argument("--seed", type=count(0), default=0, help="holdout split seed")
+    f.add_argument("--plot", type=output_file, help="write a predicted-vs-measured plot here (PNG)")
     f.add_argument("--allow-mixed", action="store_true",
                    help="accept samples of several spaces, runtimes, formats or thread counts in one fit")
     v = sub.add_parser("validate", help="report how well table.json predicts a samples file")
     v.add_argument("table")
     v.add_argument("samples")
-    v.add_argument("--plot", help="write a predicted-vs-measured plot here (PNG)")
+    v.add_argument("--plot", type=output_file, help="write a predicted-vs-measured plot here (PNG)")
     v.add_argument("--allow-mixed", action="store_true", help="accept samples of several runtimes/formats")
     r = sub.add_parser("refine", help="time the solver's answers on this machine and refit until the table "
                                       "predicts them within a tolerance",

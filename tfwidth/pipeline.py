@@ -12,7 +12,6 @@ killed run started again resumes (and the profiler and trainer resume inside the
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shlex
@@ -22,7 +21,8 @@ from pathlib import Path
 
 import tfwidth  # noqa: F401
 from tfwidth.artifacts import read_json, write_json
-from tfwidth.errors import UsageError, run_cli
+from device_profiler.checks import count, cpu_list, number, output_dir
+from tfwidth.errors import ArgumentParser, UsageError, run_cli
 from tfwidth.space import SearchSpace, preset
 
 
@@ -75,37 +75,37 @@ def default_target(space: SearchSpace, table_path: Path, mult: float) -> float:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tfwidth.pipeline", description=(
+    p = ArgumentParser(prog="python -m tfwidth.pipeline", description=(
         "Run every stage of tfwidth with this machine's CPU as the device: profile the latency table, train the "
         "supernet, solve the widths for a latency target, export and measure the .tflite. With no arguments it runs "
         "the offline default (scikit-learn digits) in about 15 minutes here. Re-running resumes."))
-    p.add_argument("--work", default="work", help="directory for every artefact (default: ./work)")
+    p.add_argument("--work", default="work", type=output_dir, help="directory for every artefact (default: ./work)")
     p.add_argument("--dataset", default="digits", help="digits (default), npz:PATH, folder:PATH or tfds:NAME")
     p.add_argument("--preset", default="mobilenet_v1_cifar", help="search space preset (default mobilenet_v1_cifar)")
     p.add_argument("--space", help="an existing space.json instead of --preset")
-    p.add_argument("--resolution", type=int, help="input resolution of the space (default: the preset's)")
-    p.add_argument("--target-ms", type=float, help="latency target; default: the table's prediction of the "
+    p.add_argument("--resolution", type=count(1, 8192), help="input resolution of the space (default: the preset's)")
+    p.add_argument("--target-ms", type=number(0, 1e6, lo_open=True), help="latency target; default: the table's prediction of the "
                                                    "uniform --target-mult network")
-    p.add_argument("--target-mult", type=float, default=0.5, help="see --target-ms (default 0.5)")
+    p.add_argument("--target-mult", type=number(0, 100, lo_open=True), default=0.5, help="see --target-ms (default 0.5)")
     p.add_argument("--device-samples", help="samples.jsonl timed on a real device: skip profiling this machine")
     p.add_argument("--device-val", help="validation samples from the same device (default: 10%% holdout)")
-    p.add_argument("--plan-count", type=int, default=400, help="configurations to time for the fit (default 400)")
-    p.add_argument("--val-count", type=int, default=100, help="random configurations to validate the fit (default 100)")
-    p.add_argument("--runs", type=int, default=30, help="timed invokes per configuration (default 30: the default "
+    p.add_argument("--plan-count", type=count(1, 10**6), default=400, help="configurations to time for the fit (default 400)")
+    p.add_argument("--val-count", type=count(1, 10**6), default=100, help="random configurations to validate the fit (default 100)")
+    p.add_argument("--runs", type=count(1, 10**6), default=30, help="timed invokes per configuration (default 30: the default "
                                                        "space's networks take well under a millisecond here)")
-    p.add_argument("--cpus", default="0", help="CPU cores to pin the profiler to (default 0; 'none' to not pin)")
-    p.add_argument("--epochs", type=int, default=8, help="supernet training epochs (default 8)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--train-limit", type=int, help="train (and fine-tune) on the first N training images only")
+    p.add_argument("--cpus", default="0", type=cpu_list, help="CPU cores to pin the profiler to (default 0; 'none' to not pin)")
+    p.add_argument("--epochs", type=count(1, 10**5), default=8, help="supernet training epochs (default 8)")
+    p.add_argument("--batch-size", type=count(1, 1 << 20), default=64)
+    p.add_argument("--train-limit", type=count(1), help="train (and fine-tune) on the first N training images only")
     p.add_argument("--sampling", default="all-layers", choices=("one-layer", "all-layers"))
     p.add_argument("--aows", action="store_true", help="adaptive sampling from the MRF marginals (needs the table "
                                                        "and target before training: they are computed first)")
     p.add_argument("--probe-holdout", action="store_true", help="keep 512 training images out of supernet "
                    "training and probe the supernet on them (tfwidth.train --probe-holdout; for real datasets)")
     p.add_argument("--method", default="all", choices=("ows", "exact", "greedy", "uniform", "all"))
-    p.add_argument("--finetune-epochs", type=int, default=2, help="fine-tuning epochs of the exported model")
+    p.add_argument("--finetune-epochs", type=count(0, 10**5), default=2, help="fine-tuning epochs of the exported model")
     p.add_argument("--format", default="fp32", choices=("fp32", "fp16", "int8", "qat"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=count(0, 2**31 - 2), default=0)
     p.add_argument("--no-refine", action="store_true", help="solve with the fitted table as it is (default: time the "
                                                              "solver's answers here and refit, tfwidth/refine.py)")
     p.add_argument("--dry-run", action="store_true", help="print the stage commands without running them")

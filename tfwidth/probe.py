@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tfwidth.errors import UsageError
+from device_profiler.checks import count
+from tfwidth.errors import ArgumentParser, UsageError
 from tfwidth.space import SearchSpace  # noqa: F401  (annotations)
 
 CONFIGS = 500
@@ -115,20 +116,20 @@ def is_current(stats, configs: int, seed: int, batches) -> bool:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tfwidth.probe", description=(
+    p = ArgumentParser(prog="python -m tfwidth.probe", description=(
         "Measure the loss increase of random width configurations of a trained supernet on fixed training images "
         "and store it in RUN_DIR/stats.json as the 'probe' view, which the solver then uses (tfwidth.train does this "
         "at the end of training; this command probes a run trained without it, or again with other settings)."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--run", required=True, help="run directory of `python -m tfwidth.train`")
     p.add_argument("--dataset", required=True, help="the dataset the run was trained on (digits, npz:PATH, ...)")
-    p.add_argument("--configs", type=int, default=CONFIGS, help="random configurations to measure")
-    p.add_argument("--images", type=int, default=IMAGES, help="training images (whole batches) each is measured on")
-    p.add_argument("--batch-size", type=int, default=128, help="batch size (BatchNorm uses batch statistics)")
-    p.add_argument("--train-limit", type=int, help="as the run was trained with (default: what its checkpoint "
+    p.add_argument("--configs", type=count(1, 10**6), default=CONFIGS, help="random configurations to measure")
+    p.add_argument("--images", type=count(1), default=IMAGES, help="training images (whole batches) each is measured on")
+    p.add_argument("--batch-size", type=count(1, 1 << 20), default=128, help="batch size (BatchNorm uses batch statistics)")
+    p.add_argument("--train-limit", type=count(1), help="as the run was trained with (default: what its checkpoint "
                    "records)")
-    p.add_argument("--seed", type=int, default=0, help="configuration draws and image order")
-    p.add_argument("--holdout", type=int, help="measure on the last N training images, which the run held out "
+    p.add_argument("--seed", type=count(0), default=0, help="configuration draws and image order")
+    p.add_argument("--holdout", type=count(0), help="measure on the last N training images, which the run held out "
                    "(tfwidth.train --probe-holdout); default: what the run's checkpoint records")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)

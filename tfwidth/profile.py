@@ -11,7 +11,6 @@ every cut axis is checked against the variable's max width.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import re
 import sys
@@ -20,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from tfwidth.artifacts import atomic_write_bytes, check_space, read_json, write_json
-from tfwidth.errors import UsageError, run_cli
+from device_profiler.checks import count, output_file
+from tfwidth.errors import ArgumentParser, UsageError, run_cli
 from tfwidth.space import ChainCost, SearchSpace
 
 FORMATS = ("fp32", "int8")
@@ -294,7 +294,7 @@ def load_plan(path, space: SearchSpace | None = None) -> dict:
 
 # ---- CLI --------------------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tfwidth.profile", description=(
+    p = ArgumentParser(prog="python -m tfwidth.profile", description=(
         "Prepare on-device latency profiling: the max-width .tflite template the device cuts every configuration "
         "from, and the plan of configurations it times (then run `python -m device_profiler` on the device)."))
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -302,28 +302,31 @@ def main(argv=None) -> int:
                        description="Convert the max-width MobileNetV1 of the space to .tflite (once) and write "
                                    "beside it NAME.json, the manifest of which tensors each width variable cuts.")
     t.add_argument("--space", required=True, help="space.json (python -m tfwidth.space -o space.json)")
-    t.add_argument("-o", "--output", required=True, help="template .tflite to write (manifest: same name, .json)")
+    t.add_argument("-o", "--output", required=True, type=output_file, help="template .tflite to write (manifest: same name, .json)")
     t.add_argument("--quantize", choices=("none", "int8"), default="none",
                    help="none: fp32 (default); int8: full-integer with random-input calibration (float in/out)")
-    t.add_argument("--seed", type=int, default=0, help="seed of the random weights and BatchNorm statistics")
+    t.add_argument("--seed", type=count(0), default=0, help="seed of the random weights and BatchNorm statistics")
     q = sub.add_parser("plan", help="choose the configurations the device will time",
                        description="Write plan.json: configurations to time on the device and a reference "
                                    "configuration re-timed now and then to track drift.")
     q.add_argument("--space", required=True, help="space.json")
-    q.add_argument("--count", type=int, required=True, help="number of configurations")
+    q.add_argument("--count", type=count(1, 10**6), required=True, help="number of configurations")
     q.add_argument("--kind", choices=("biased", "random"), default="biased",
                    help="biased (default): each next configuration covers the least-measured latency-table "
                         "entries, so every entry gets measured; random: uniform per layer (validation sets)")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=count(0), default=0)
     q.add_argument("--reference", default="1.0",
                    help="reference configuration: a uniform multiplier (default 1.0) or comma-separated widths")
-    q.add_argument("-o", "--output", required=True, help="plan.json to write")
+    q.add_argument("-o", "--output", required=True, type=output_file, help="plan.json to write")
     a = p.parse_args(argv)
     space = SearchSpace.load(a.space)
     if a.cmd == "template":
         out = Path(a.output)
         if out.suffix != ".tflite":
             raise UsageError(f"template output {out} should end in .tflite (the manifest goes beside it as .json)")
+        if out.with_suffix(".json").is_dir():
+            raise UsageError(f"the manifest {out.with_suffix('.json')} would overwrite a directory; choose another "
+                             f"-o/--output")
         fmt = "int8" if a.quantize == "int8" else "fp32"
         print(f"converting the max-width model ({space.name}, {space.resolution}px, {fmt}); this takes a while...",
               file=sys.stderr)
@@ -335,8 +338,10 @@ def main(argv=None) -> int:
         print(f"wrote {out} ({len(tflite) / 1e6:.1f} MB, {fmt}) and {out.with_suffix('.json')} ({n} cut tensor axes)")
     else:
         try:
-            reference = ([int(w) for w in a.reference.split(",")] if "," in a.reference
-                         else space.uniform(float(a.reference)))
+            mult = None if "," in a.reference else float(a.reference)
+            if mult is not None and not 0 < mult < 100:  # NaN, inf, 0, negative
+                raise ValueError
+            reference = [int(w) for w in a.reference.split(",")] if mult is None else space.uniform(mult)
         except ValueError:
             raise UsageError(f"--reference {a.reference!r} is neither a multiplier nor comma-separated widths; "
                              f"e.g. 1.0 or {','.join(map(str, space.uniform(1.0)))}") from None

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from tfwidth.artifacts import check_space, read_json, write_json
+from device_profiler.checks import count, cpu_list, number, output_dir, output_file
 from tfwidth.errors import UsageError
 from tfwidth.latency import (DEFAULT_REG, PRIOR, LatencyTable, fit_table, format_metrics, load_samples,
                              measured)
@@ -375,26 +376,26 @@ def add_arguments(r) -> None:
                                                       "cut from")
     r.add_argument("--stats", required=True, nargs="+", help="stats.json of one or more supernets: the candidates "
                                                              "are what the solver picks with each")
-    r.add_argument("--target-ms", required=True, type=float, nargs="+", help="the latency targets to solve for")
+    r.add_argument("--target-ms", required=True, type=number(0, 1e6, lo_open=True), nargs="+", help="the latency targets to solve for")
     r.add_argument("--methods", default="uniform,greedy,ows,exact", help="solver methods whose answers are "
                                                                          "candidates (default all four)")
     r.add_argument("--stats-view", default="auto", choices=("auto", "probe", "running", "window"))
     r.add_argument("--validation", help="validation samples: reported for the refined table (not used to fit)")
-    r.add_argument("-o", "--output", required=True, help="where to write the refined table")
-    r.add_argument("--timings", help="directory for the refinement timings (default: OUTPUT without suffix + "
+    r.add_argument("-o", "--output", required=True, type=output_file, help="where to write the refined table")
+    r.add_argument("--timings", type=output_dir, help="directory for the refinement timings (default: OUTPUT without suffix + "
                                      ".refine/); kept, so a rerun re-times nothing")
-    r.add_argument("--tol", type=float, default=TOL, help=f"accept when every candidate is within this relative "
+    r.add_argument("--tol", type=number(0, 1, lo_open=True, hi_open=True), default=TOL, help=f"accept when every candidate is within this relative "
                                                           f"error (default {TOL})")
-    r.add_argument("--rounds", type=int, default=ROUNDS, help=f"measurement rounds at most (default {ROUNDS})")
-    r.add_argument("--weight", type=float, default=WEIGHT, help=f"fit weight of a refinement timing against a plan "
+    r.add_argument("--rounds", type=count(1, 1000), default=ROUNDS, help=f"measurement rounds at most (default {ROUNDS})")
+    r.add_argument("--weight", type=number(0, 1e6, lo_open=True), default=WEIGHT, help=f"fit weight of a refinement timing against a plan "
                                                                 f"sample (default {WEIGHT:g})")
-    r.add_argument("--repeats", type=int, default=3, help="timings per candidate and round, each in a fresh "
+    r.add_argument("--repeats", type=count(1, 1000), default=3, help="timings per candidate and round, each in a fresh "
                                                            "interpreter (default 3; their median is compared)")
-    r.add_argument("--explore", type=int, default=EXPLORE, help=f"random neighbours of each candidate timed and "
+    r.add_argument("--explore", type=count(0, 10**4), default=EXPLORE, help=f"random neighbours of each candidate timed and "
                                                                  f"fitted too (default {EXPLORE})")
-    r.add_argument("--slack", type=float, default=0.0, help="accept an answer measured up to target x (1 + SLACK) "
+    r.add_argument("--slack", type=number(0, 1, hi_open=True), default=0.0, help="accept an answer measured up to target x (1 + SLACK) "
                                                             "(default 0: every answer is timed within its target)")
-    r.add_argument("--cpus", help="override the samples' cores, e.g. 0 ('none': do not pin)")
+    r.add_argument("--cpus", type=cpu_list, help="override the samples' cores, e.g. 0 ('none': do not pin)")
 
 
 def main(a) -> int:

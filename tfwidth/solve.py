@@ -9,7 +9,6 @@ exact (constrained DP), greedy (AutoSlim-like), uniform (one width multiplier); 
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import functools
 import io
@@ -21,7 +20,8 @@ import numpy as np
 
 from tfwidth import mrf
 from tfwidth.artifacts import atomic_write_bytes, write_json
-from tfwidth.errors import SpaceMismatch, UsageError
+from device_profiler.checks import count, cpu_list, number, output_file
+from tfwidth.errors import ArgumentParser, SpaceMismatch, UsageError
 from tfwidth.latency import LatencyTable
 from tfwidth.space import ChainCost, SearchSpace
 from tfwidth.stats import WidthStats
@@ -219,16 +219,16 @@ def _verified(space, costs, table, a, method) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tfwidth.solve", description=(
+    p = ArgumentParser(prog="python -m tfwidth.solve", description=(
         "Choose per-layer widths that maximise the supernet's accuracy statistics under a latency target on the "
         "device the table was fitted for (and optionally a parameter budget), with the paper's OWS solver, an exact "
         "constrained DP, or the greedy and uniform-multiplier baselines."))
     p.add_argument("--stats", required=True, help="stats.json of a supernet run (tfwidth.train)")
     p.add_argument("--latency", required=True, help="table.json (python -m tfwidth.latency fit)")
-    p.add_argument("--target-ms", type=float, help="latency budget in ms (required unless --pareto)")
+    p.add_argument("--target-ms", type=number(0, 1e6, lo_open=True), help="latency budget in ms (required unless --pareto)")
     p.add_argument("--method", default="exact", choices=METHODS + ("all",),
                    help="solver (default exact); all runs every one and writes exact's answer plus all results")
-    p.add_argument("--max-params", type=float, help="also keep the deployed parameter count <= this")
+    p.add_argument("--max-params", type=number(0, 1e15, lo_open=True), help="also keep the deployed parameter count <= this")
     p.add_argument("--stats-view", default="auto", choices=("auto", "probe", "running", "window"),
                    help="which statistics: probe (measured on the trained supernet, tfwidth/probe.py), running (over "
                         "all of training), window (its last epoch); auto: probe when the run has one, else running")
@@ -239,14 +239,14 @@ def main(argv=None) -> int:
                         "departing from the base network's shape (tfwidth/stats.py)")
     p.add_argument("--pareto", action="store_true", help="sweep targets from the fastest to the slowest latency "
                                                          "and write <output>.csv and <output>.png")
-    p.add_argument("--points", type=int, default=50, help="targets in the --pareto sweep (default 50)")
-    p.add_argument("-o", "--output", required=True, help="widths.json (or, with --pareto, the CSV/PNG prefix)")
+    p.add_argument("--points", type=count(2, 10**5), default=50, help="targets in the --pareto sweep (default 50)")
+    p.add_argument("-o", "--output", required=True, type=output_file, help="widths.json (or, with --pareto, the CSV/PNG prefix)")
     v = p.add_argument_group("when this machine is the device")
     v.add_argument("--verify-template", help="template.tflite the table's samples were cut from: time each answer "
                    "here (the profiler's protocol) and, while it runs over --target-ms, solve again aiming lower by "
                    "the measured miss")
-    v.add_argument("--verify-rounds", type=int, default=4, help="solve-and-time attempts at most (default 4)")
-    v.add_argument("--cpus", default="0", help="cores to pin the timing to (default 0; 'none': no pinning)")
+    v.add_argument("--verify-rounds", type=count(1, 1000), default=4, help="solve-and-time attempts at most (default 4)")
+    v.add_argument("--cpus", default="0", type=cpu_list, help="cores to pin the timing to (default 0; 'none': no pinning)")
     a = p.parse_args(argv)
 
     stats = WidthStats.load(a.stats)

@@ -11,7 +11,6 @@ cost came from.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -21,7 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
-from tfwidth.errors import UsageError
+from device_profiler.checks import count, number, output_file
+from tfwidth.errors import ArgumentParser, UsageError
 
 BASE_WIDTHS = (32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)
 # Stride of each width variable's spatial op: the stem conv, then each block's depthwise conv.
@@ -148,7 +148,10 @@ class SearchSpace:
 
     # ---- configurations -----------------------------------------------------------------------------------------
     def validate(self, widths: Sequence[int], what: str = "widths") -> tuple:
-        widths = tuple(int(w) for w in widths)
+        try:
+            widths = tuple(int(w) for w in widths)
+        except (TypeError, ValueError, OverflowError):
+            raise UsageError(f"{what}: {widths!r} should be a list of channel counts (whole numbers)") from None
         if len(widths) != self.num_layers:
             raise UsageError(f"{what} has {len(widths)} values but the space has {self.num_layers} width variables")
         for i, (w, ch) in enumerate(zip(widths, self.choices)):
@@ -219,17 +222,23 @@ class SearchSpace:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SearchSpace":
+    def from_dict(cls, d: dict, what: str = "space JSON") -> "SearchSpace":
+        if not isinstance(d, dict):
+            raise UsageError(f"{what} should be a JSON object with the space's fields; regenerate it with "
+                             f"python -m tfwidth.space -o space.json")
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - fields - {"space_hash", "choices", "layer_names"}
         if unknown:
-            raise UsageError(f"space JSON has unknown keys {sorted(unknown)}")
+            raise UsageError(f"{what} has unknown keys {sorted(unknown)}")
         try:
             space = cls(**{k: v for k, v in d.items() if k in fields})
-        except TypeError as e:
-            raise UsageError(f"space JSON is malformed: {e}") from None
+            space.choices  # noqa: B018 - a bad number (NaN, a string) fails here rather than in the first user
+        except (TypeError, ValueError, OverflowError) as e:
+            raise UsageError(f"{what} is malformed ({e}); regenerate it with python -m tfwidth.space") from None
+        except UsageError as e:
+            raise UsageError(f"{what}: {e}") from None
         if "space_hash" in d and d["space_hash"] != space.space_hash:
-            raise UsageError(f"space JSON records hash {d['space_hash']} but its definition hashes to "
+            raise UsageError(f"{what} records hash {d['space_hash']} but its definition hashes to "
                              f"{space.space_hash}: the file was edited; remove the space_hash key or regenerate it")
         return space
 
@@ -239,7 +248,7 @@ class SearchSpace:
         d = read_json(path, "space")
         if "space" in d and isinstance(d["space"], dict):  # any artefact that embeds its space
             d = d["space"]
-        return cls.from_dict(d)
+        return cls.from_dict(d, f"space {path}")
 
     def save(self, path) -> None:
         from tfwidth.artifacts import write_json
@@ -275,17 +284,17 @@ def tiny_space(resolution: int = 16, classes: int = 10, levels: int = 4, base: i
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tfwidth.space", description=(
+    p = ArgumentParser(prog="python -m tfwidth.space", description=(
         "Print a MobileNetV1 width search space (14 width variables and their channel choices) and write it as "
         "space.json, the file every other stage reads."))
     p.add_argument("--preset", default="mobilenet_v1", help=f"one of: {', '.join(PRESETS)} (default mobilenet_v1)")
-    p.add_argument("--resolution", type=int, help="input side in pixels (preset default: 224 or 32)")
-    p.add_argument("--classes", type=int, help="number of classes (preset default: 1000 or 10)")
-    p.add_argument("--min-mult", type=float, help="smallest width multiplier (default 0.2)")
-    p.add_argument("--max-mult", type=float, help="largest width multiplier (default 1.5)")
-    p.add_argument("--levels", type=int, help="multipliers between min and max before rounding (default 14)")
-    p.add_argument("--divisor", type=int, help="channel counts are multiples of this (default 8)")
-    p.add_argument("-o", "--output", help="write the space as JSON here")
+    p.add_argument("--resolution", type=count(1, 8192), help="input side in pixels (preset default: 224 or 32)")
+    p.add_argument("--classes", type=count(2, 10**6), help="number of classes (preset default: 1000 or 10)")
+    p.add_argument("--min-mult", type=number(0, 100, lo_open=True), help="smallest width multiplier (default 0.2)")
+    p.add_argument("--max-mult", type=number(0, 100, lo_open=True), help="largest width multiplier (default 1.5)")
+    p.add_argument("--levels", type=count(1, 1000), help="multipliers between min and max before rounding (default 14)")
+    p.add_argument("--divisor", type=count(1, 1024), help="channel counts are multiples of this (default 8)")
+    p.add_argument("-o", "--output", type=output_file, help="write the space as JSON here")
     a = p.parse_args(argv)
     space = preset(a.preset, resolution=a.resolution, classes=a.classes, min_mult=a.min_mult,
                    max_mult=a.max_mult, levels=a.levels, divisor=a.divisor)

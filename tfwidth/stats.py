@@ -357,12 +357,24 @@ class WidthStats:
         return [l * K + j for l, k in enumerate(self.space.num_choices) for j in range(k)]
 
     @classmethod
-    def from_json(cls, d: dict, space: SearchSpace | None = None) -> "WidthStats":
+    def from_json(cls, d: dict, space: SearchSpace | None = None, what: str = "stats") -> "WidthStats":
+        if d.get("kind", "width_stats") != "width_stats":
+            raise UsageError(f"{what} is not a stats file (kind {d.get('kind')!r}); pass the stats.json of a "
+                             f"python -m tfwidth.train run")
         if space is None:
-            if "space" not in d:
-                raise UsageError("stats file embeds no space; pass --space")
-            space = SearchSpace.from_dict(d["space"])
-        check_space(d, space, "stats")
+            if not isinstance(d.get("space"), dict):
+                raise UsageError(f"{what} embeds no space; pass the stats.json of a python -m tfwidth.train run")
+            space = SearchSpace.from_dict(d["space"], f"{what}'s space")
+        check_space(d, space, what)
+        try:
+            return cls._from_json(d, space, what)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            missing = f"lacks the key {e}" if isinstance(e, KeyError) else f"is malformed ({type(e).__name__}: {e})"
+            raise UsageError(f"{what} {missing}; pass the stats.json of a python -m tfwidth.train run, or "
+                             f"retrain") from None
+
+    @classmethod
+    def _from_json(cls, d: dict, space: SearchSpace, what: str) -> "WidthStats":
         st = cls(space)
         for name in ("sum", "count", "window_sum", "window_count", "cur_sum", "cur_count"):
             arr = getattr(st, name)
@@ -386,10 +398,11 @@ class WidthStats:
             xtx[np.ix_(valid, valid)] = np.asarray(r["xtx"], np.float64)
             xty[valid] = np.asarray(r["xty"], np.float64)
             if not np.isfinite(xty).all():
-                raise UsageError(f"stats file has NaN or infinite values in its {view} regression; the training diverged")
+                raise UsageError(f"{what} has NaN or infinite values in its {view} regression; the training "
+                                 f"diverged")
         for name in ("sum", "window_sum", "cur_sum", "probe_sum"):
             if not np.isfinite(getattr(st, name)).all():
-                raise UsageError(f"stats file has NaN or infinite values in {name}; the training diverged")
+                raise UsageError(f"{what} has NaN or infinite values in {name}; the training diverged")
         return st
 
     def save(self, path) -> None:
@@ -397,4 +410,4 @@ class WidthStats:
 
     @classmethod
     def load(cls, path, space: SearchSpace | None = None) -> "WidthStats":
-        return cls.from_json(read_json(path, "stats"), space)
+        return cls.from_json(read_json(path, "stats"), space, f"stats {path}")

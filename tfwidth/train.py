@@ -26,7 +26,8 @@ import numpy as np
 
 import tfwidth  # noqa: F401  (selects Keras 2 before TensorFlow loads; TensorFlow itself is imported lazily)
 from tfwidth.artifacts import atomic_write_bytes, check_space, read_json, write_json
-from tfwidth.errors import UsageError
+from device_profiler.checks import count, number, output_dir
+from tfwidth.errors import ArgumentParser, UsageError
 from tfwidth.space import SearchSpace, preset
 
 SIDECAR = "checkpoint.json"
@@ -186,7 +187,12 @@ def train(space: SearchSpace, data, out_dir, epochs: int, *, lr: float = 0.05, w
         manager = tf.train.CheckpointManager(ckpt, str(write_dir / "ckpt"), max_to_keep=2)
         if side:
             path = str(out / "ckpt" / side["checkpoint"])
-            ckpt.restore(path).assert_existing_objects_matched()
+            try:
+                ckpt.restore(path).assert_existing_objects_matched()
+            except (tf.errors.OpError, AssertionError, ValueError) as e:
+                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise UsageError(f"cannot read the checkpoint {path} ({msg}); start a new --out, or delete "
+                                 f"{out / 'ckpt'} to train {out} afresh") from None
             if int(model.stats_epochs.numpy()) != start:
                 raise UsageError(f"checkpoint {path} holds {int(model.stats_epochs.numpy())} epochs of statistics "
                                  f"but {SIDECAR} says {start}; the run directory is inconsistent: start a new --out")
@@ -312,7 +318,7 @@ def aows_callbacks(a, space: SearchSpace, total_steps: int, data) -> tuple:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tfwidth.train", description=(
+    p = ArgumentParser(prog="python -m tfwidth.train", description=(
         "Train the slimmable MobileNetV1 supernet (sandwich rule with in-place distillation) and measure, for each "
         "layer and width, the loss increase over the full network: RUN_DIR/stats.json, which the solver reads. "
         "With no arguments: a short offline demo (digits, mobilenet_v1_cifar at 16 px)."),
@@ -323,31 +329,31 @@ def main(argv=None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--space", help="space.json (default: the mobilenet_v1_cifar preset at 16 px, for the demo)")
     p.add_argument("--dataset", default=DEMO["dataset"], help="digits, npz:PATH, folder:PATH or tfds:NAME")
-    p.add_argument("--epochs", type=int, default=DEMO["epochs"], help="total epochs (also when resuming)")
-    p.add_argument("--batch-size", type=int, default=DEMO["batch_size"], help="global batch size")
-    p.add_argument("--out", default=DEMO["out"], help="run directory")
-    p.add_argument("--lr", type=float, default=0.05, help="peak learning rate (SGD, Nesterov momentum)")
-    p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up, then cosine decay to 0")
-    p.add_argument("--weight-decay", type=float, default=4e-5, help="L2 on conv and classifier kernels")
-    p.add_argument("--label-smoothing", type=float, default=0.1, help="on the max network's true-label loss")
+    p.add_argument("--epochs", type=count(1, 10**5), default=DEMO["epochs"], help="total epochs (also when resuming)")
+    p.add_argument("--batch-size", type=count(1, 1 << 20), default=DEMO["batch_size"], help="global batch size")
+    p.add_argument("--out", default=DEMO["out"], type=output_dir, help="run directory")
+    p.add_argument("--lr", type=number(0, 100, lo_open=True), default=0.05, help="peak learning rate (SGD, Nesterov momentum)")
+    p.add_argument("--warmup-epochs", type=number(0, 10**5), default=1.0, help="linear warm-up, then cosine decay to 0")
+    p.add_argument("--weight-decay", type=number(0, 1), default=4e-5, help="L2 on conv and classifier kernels")
+    p.add_argument("--label-smoothing", type=number(0, 1, hi_open=True), default=0.1, help="on the max network's true-label loss")
     p.add_argument("--sampling", choices=("one-layer", "all-layers"), default="all-layers",
                    help="all-layers: every layer random, one configuration per batch (the default: it trains the "
                         "mid-width networks the solver picks; one-layer leaves them weak after short runs); "
                         "one-layer: per example, one random layer gets a random width, the others stay at max "
                         "(its loss increase is that layer's alone)")
-    p.add_argument("--random-configs", type=int, default=1, help="random configurations per step (sandwich)")
-    p.add_argument("--seed", type=int, default=0, help="data order, augmentation and width draws")
+    p.add_argument("--random-configs", type=count(0, 1000), default=1, help="random configurations per step (sandwich)")
+    p.add_argument("--seed", type=count(0), default=0, help="data order, augmentation and width draws")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")
     p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
                    help="tf.distribute strategy; multiworker reads TF_CONFIG")
-    p.add_argument("--calib-batches", type=int, default=10, help="BN recalibration batches for the final summary")
-    p.add_argument("--train-limit", type=int, help="use only the first N training images")
-    p.add_argument("--eval-limit", type=int, help="use only the first N evaluation images")
+    p.add_argument("--calib-batches", type=count(1, 10**6), default=10, help="BN recalibration batches for the final summary")
+    p.add_argument("--train-limit", type=count(1), help="use only the first N training images")
+    p.add_argument("--eval-limit", type=count(1), help="use only the first N evaluation images")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--probe-configs", type=int, default=500, help="after training, measure this many random "
+    p.add_argument("--probe-configs", type=count(0, 10**6), default=500, help="after training, measure this many random "
                    "configurations of the trained supernet on fixed images; the solver uses these measurements "
                    "(stats.json 'probe' view: far less noisy than the training-time statistics). 0: skip")
-    p.add_argument("--probe-images", type=int, default=512, help="training images the probe measures each "
+    p.add_argument("--probe-images", type=count(1), default=512, help="training images the probe measures each "
                    "configuration on (whole batches)")
     p.add_argument("--probe-holdout", action="store_true", help="keep the last --probe-images training images "
                    "out of training and probe on them: the costs then measure images the supernet never saw "
@@ -356,15 +362,15 @@ def main(argv=None) -> int:
     g.add_argument("--aows", action="store_true", help="sample widths from the marginals of the solver's MRF for "
                    "--target-ms on --latency, at the paper's falling temperature (needs both)")
     g.add_argument("--latency", help="table.json from `python -m tfwidth.latency fit`")
-    g.add_argument("--target-ms", type=float, help="the latency target training should focus on")
-    g.add_argument("--aows-every", type=int, default=0, help="update the distributions every K steps "
+    g.add_argument("--target-ms", type=number(0, 1e6, lo_open=True), help="the latency target training should focus on")
+    g.add_argument("--aows-every", type=count(0), default=0, help="update the distributions every K steps "
                    "(0: at each epoch start)")
-    g.add_argument("--aows-probe-configs", type=int, default=200, help="live probe: each update after the "
+    g.add_argument("--aows-probe-configs", type=count(0, 10**6), default=200, help="live probe: each update after the "
                    "warm-up measures this many random configurations of the supernet as it is then "
                    "(tfwidth/probe.py) and takes the costs from them (~0.1 s each per 256 CIFAR images here); "
                    "0: the statistics accumulated over training instead, which drift as training goes (the paper's; "
                    "on the CIFAR benchmark AOWS then trailed OWS, see docs/benchmarks.md)")
-    g.add_argument("--aows-probe-images", type=int, default=256, help="training images each live-probe "
+    g.add_argument("--aows-probe-images", type=count(1), default=256, help="training images each live-probe "
                    "configuration is measured on")
     a = p.parse_args(argv)
 
