@@ -101,7 +101,7 @@ def fingerprint(path) -> dict | None:
 
 
 def json_bytes(obj, indent: int | None = 1) -> bytes:
-    """What write_json writes: the JSON text of ``obj`` (numpy scalars and arrays as numbers and lists) and a newline."""
+    """What write_json writes: the JSON text of ``obj`` (numpy scalars and arrays as numbers and lists), newline."""
     return (json.dumps(obj, indent=indent, default=_default) + "\n").encode()
 
 

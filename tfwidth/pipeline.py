@@ -111,9 +111,9 @@ class Pipeline:
                 elif p.exists():
                     p.unlink()
         t0 = time.time()
-        mod = __import__(module, fromlist=["main"])
         self.record[name] = {"argv": argv, "done": False, "inputs": ins}
         write_json(self.record_path, self.doc)
+        mod = __import__(module, fromlist=["main"])
         rc = mod.main(run_argv)
         if rc:
             raise UsageError(f"stage {name} failed (exit {rc}); fix the cause and run the pipeline again to resume")
@@ -199,8 +199,8 @@ def main(argv=None) -> int:
                  ["template", "--space", space_path, "-o", tpl, "--quantize", "int8" if template_format == "int8"
                   else "none", "--seed", a.seed], [tpl, tpl.with_suffix(".json")], inputs=[space_path])
         pl.stage("plan", "tfwidth.profile", ["plan", "--space", space_path, "--count", a.plan_count, "--kind",
-                                             "biased", "--seed", a.seed, "-o", work / "plan.json"], [work / "plan.json"],
-                 inputs=[space_path])
+                                             "biased", "--seed", a.seed, "-o", work / "plan.json"],
+                 [work / "plan.json"], inputs=[space_path])
         pl.stage("val_plan", "tfwidth.profile", ["plan", "--space", space_path, "--count", a.val_count, "--kind",
                                                  "random", "--seed", a.seed + 1, "-o", work / "val_plan.json"],
                  [work / "val_plan.json"], inputs=[space_path])
@@ -241,13 +241,13 @@ def main(argv=None) -> int:
         train_args += ["--probe-configs", a.probe_configs]
     if a.aows:
         train_args += ["--aows", "--latency", table, "--target-ms", target]
-    # Resumed from its last finished epoch when it has a checkpoint; otherwise run/ is deleted (tfwidth.train refuses
-    # to start over a run it did not checkpoint as its own, and a stale stats.json must not survive).
+    # Resumed from its last finished epoch when it has a checkpoint (exact: tfwidth/train.py); any other run deletes
+    # run/ first: tfwidth.train refuses to start over a checkpointed run, and a stale stats.json must not survive.
     train_inputs = [space_path] + ([table] if a.aows else []) + (
         [a.dataset[len("npz:"):]] if a.dataset.startswith("npz:") else [])
-    pl.stage("train", "tfwidth.train", train_args, [run / "stats.json", run / "summary.json", run / "ckpt" / "checkpoint.json"],
-             inputs=train_inputs, resume_flag="--resume", resumable=(run / "ckpt" / "checkpoint.json").is_file,
-             partial=[run])
+    pl.stage("train", "tfwidth.train", train_args,
+             [run / "stats.json", run / "summary.json", run / "ckpt" / "checkpoint.json"], inputs=train_inputs,
+             resume_flag="--resume", resumable=(run / "ckpt" / "checkpoint.json").is_file, partial=[run])
 
     # 7. refine the table on the solver's own answers, timed here (tfwidth/refine.py): the fitted table is smoothest
     # exactly where the solver likes to go, and its miss there is what the exported model pays
@@ -284,7 +284,8 @@ def main(argv=None) -> int:
         [] if a.cpus == "none" else ["--cpus", a.cpus])
     pl.stage("solve", "tfwidth.solve", ["--stats", run / "stats.json", "--latency", table, "--target-ms", target,
                                         "--method", a.method, "-o", widths] + verify, [widths],
-             inputs=[run / "stats.json", table] + ([work / "template.tflite", work / "template.json"] if verify else []))
+             inputs=[run / "stats.json", table]
+             + ([work / "template.tflite", work / "template.json"] if verify else []))
 
     # 9. export and measure
     model = work / f"model_{a.format}.tflite"
