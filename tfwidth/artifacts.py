@@ -97,3 +97,47 @@ def load_npz(path) -> dict:
     except Exception as e:  # a zip error, an object array (no pickle, ever): the file is not what we wrote
         raise UsageError(f"cannot read {path} as an npz of numeric arrays ({type(e).__name__}: {e}); regenerate "
                          f"it") from None
+
+
+def fingerprint(path) -> dict | None:
+    """{"size": bytes, "sha256": hex} of the file at ``path`` (read in 1 MiB chunks), or None if it does not exist.
+
+    The pipeline records these for a stage's inputs and outputs to tell a finished stage from one whose files changed.
+    """
+    import hashlib
+    path = Path(path)
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+            size += len(chunk)
+    return {"size": size, "sha256": h.hexdigest()}
+
+
+def json_bytes(obj, indent: int | None = 1) -> bytes:
+    """What write_json writes: the JSON text of ``obj`` (numpy scalars and arrays as numbers and lists), newline."""
+    return (json.dumps(obj, indent=indent, default=_default) + "\n").encode()
+
+
+def write_set(files) -> None:
+    """Write several files as one artefact: each (path, bytes) to a hidden temporary beside its path first (each
+    atomically), then rename them into place in the order given. The last one's presence thus means every other one
+    is complete and of the same run; a kill before the renames leaves the old files as they were (and at most a
+    ``.NAME.pending`` temporary, overwritten by the next write)."""
+    pending = []
+    try:
+        for path, data in files:
+            path = Path(path)
+            tmp = path.with_name(f".{path.name}.pending")
+            atomic_write_bytes(tmp, data)
+            pending.append((tmp, path))
+        for tmp, path in pending:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in pending:
+            if tmp.exists():
+                tmp.unlink()
+        raise

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import tfwidth  # noqa: F401  (selects Keras 2 before TensorFlow loads)
-from tfwidth.artifacts import atomic_write_bytes, check_space, read_json, write_json
+from tfwidth.artifacts import check_space, json_bytes, read_json, write_json, write_set
 from tfwidth.convert import FORMATS, INTEGER_FORMATS, IO_TYPES, LiteModel, agreement, check_format, convert, \
     keras_logits, latency_format, quantize_for_training, top1
 from device_profiler.checks import count, cpu_list, number, output_dir, output_file
@@ -445,6 +445,11 @@ def keras_bytes(model) -> bytes:
         return Path(path).read_bytes()
 
 
+def export_work_dir(run_dir, init: str, widths) -> Path:
+    """Where the export of these widths from this run keeps its training checkpoints (train/ and qat/ below it)."""
+    return Path(run_dir) / "export" / f"{init}-{'-'.join(map(str, widths))}"
+
+
 def default_paths(output: Path) -> tuple[Path, Path]:
     return output.with_suffix(".keras"), output.with_name(output.stem + ".report.json")
 
@@ -551,8 +556,7 @@ def main(argv=None) -> int:
         raise UsageError(f"run directory {run_dir} does not exist; pass the --run of `python -m tfwidth.train`, "
                          f"or use --init scratch")
     table = load_latency_table(a.latency, space) if a.latency else None
-    tag = f"{a.init}-{'-'.join(map(str, widths))}"
-    work = run_dir / "export" / tag
+    work = export_work_dir(run_dir, a.init, widths)
     if a.resume:
         # The first stage that trains must have a checkpoint; a later stage (QAT) not yet begun starts fresh.
         first = work / ("train" if a.epochs > 0 else "qat")
@@ -643,10 +647,9 @@ def main(argv=None) -> int:
         "outputs": {"tflite": str(output), "keras": str(keras_out), "report": str(report_out)},
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    # Written last, each atomically; the report last of all, so its presence means the export completed.
-    atomic_write_bytes(keras_out, keras_bytes(float_model))
-    atomic_write_bytes(output, content)
-    write_json(report_out, report)
+    # Written last, as a set: all to temporaries, then renamed into place, the report last of all, so its presence
+    # means the export completed and the .keras and .tflite beside it are the ones it describes.
+    write_set([(keras_out, keras_bytes(float_model)), (output, content), (report_out, json_bytes(report))])
     print(format_report(report))
     print(f"wrote {output}, {keras_out}, {report_out}")
     return 0

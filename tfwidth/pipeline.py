@@ -7,26 +7,36 @@
     python -m tfwidth.pipeline --dataset npz:../shared/data/cifar10.npz --epochs 20 --work cifar_work
 
 Every stage is the stage's own CLI, run in-process with the arguments it prints, so any stage can be re-run by hand
-from the log. A stage whose outputs exist and whose arguments match the record in WORK/pipeline.json is skipped, so a
-killed run started again resumes (and the profiler and trainer resume inside their own stage too).
+from the log. WORK/pipeline.json records each stage's arguments, the size and sha256 of the files it read when it
+started, and, once it finished, "done": true with the size and sha256 of the files it wrote. A stage is skipped only
+when that record matches: finished, same arguments, same inputs, outputs unchanged; otherwise it runs again and says
+why in one line (so editing or deleting an artefact redoes its stage, and the stages after it follow since their
+inputs changed). A killed run started again resumes: stages that finished are skipped, the interrupted one continues
+inside itself where it can (the trainer and the export's fine-tuning from their last finished epoch, the profiler
+appending to its samples) and is redone from scratch otherwise. A record without fingerprints (an older tfwidth)
+redoes its stage.
 """
 from __future__ import annotations
 
 import json
 import math
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import tfwidth  # noqa: F401
-from tfwidth.artifacts import read_json, write_json
 from device_profiler.checks import count, cpu_list, number, output_dir
+from tfwidth.artifacts import fingerprint, read_json, write_json
 from tfwidth.errors import ArgumentParser, UsageError, run_cli
 from tfwidth.space import SearchSpace, preset
 
 
 class Pipeline:
+    """The stage runner: WORK/pipeline.json records, per stage, its arguments, whether it finished, and the size and
+    sha256 of the files it read (at its start) and wrote (at its end)."""
+
     def __init__(self, work: Path, space_hash: str, dry: bool = False):
         self.work = work
         self.work.mkdir(parents=True, exist_ok=True)
@@ -35,34 +45,81 @@ class Pipeline:
         if doc.get("space_hash") not in (None, space_hash):
             raise UsageError(f"{work} holds the work of another space ({doc['space_hash']}, here {space_hash}); "
                              f"use another --work directory")
-        self.doc = {"kind": "pipeline", "space_hash": space_hash, "stages": doc.get("stages", {})}
+        stages = doc.get("stages")
+        self.doc = {"kind": "pipeline", "space_hash": space_hash, "stages": stages if isinstance(stages, dict) else {}}
         self.record = self.doc["stages"]
         self.dry = dry
         self.times = {}
 
-    def stage(self, name: str, module: str, argv: list, outputs: list, resume_flag: str | None = None) -> bool:
-        """Run `python -m module argv` unless its outputs exist from a run with the same arguments."""
+    @staticmethod
+    def stale(prev: dict, argv: list, inputs: dict, outputs: list) -> str | None:
+        """Why a stage with record ``prev`` must run again (None: it finished with these arguments, inputs and
+        outputs). "interrupted" means it started with the same arguments and inputs and did not finish."""
+        if not isinstance(prev, dict) or not prev:
+            return "not run yet"
+        if prev.get("argv") != argv:
+            return "its arguments changed"
+        if not isinstance(prev.get("inputs"), dict):
+            return "its record predates input and output fingerprints"
+        for path, fp in inputs.items():
+            if prev["inputs"].get(path) != fp:
+                return f"input {path} {'is missing' if fp is None else 'changed'} since it ran"
+        if set(prev["inputs"]) != set(inputs):
+            return "its inputs changed"
+        if not prev.get("done"):
+            return "interrupted"
+        if not isinstance(prev.get("outputs"), dict):
+            return "its record predates input and output fingerprints"
+        for o in outputs:
+            was, now = prev["outputs"].get(str(o)), fingerprint(o)
+            if was is None or now != was:
+                return f"output {o} {'was deleted' if now is None else 'changed'} since it finished"
+        return None
+
+    def stage(self, name: str, module: str, argv: list, outputs: list, *, inputs: list = (),
+              resume_flag: str | None = None, resumable=None, partial: list = ()) -> bool:
+        """Run `python -m module argv` unless it finished with the same arguments, inputs and outputs; True if run.
+
+        outputs: the files whose content the finished stage left (fingerprinted when it returns). inputs: the files
+        it reads (fingerprinted when it starts); any change runs it again. An interrupted stage (same arguments and
+        inputs, not finished) resumes when ``resumable()`` says its partial run left something to continue from: it
+        runs again with ``resume_flag`` appended if it has one (the profiler has none: it appends to its output).
+        Every other run starts from scratch: ``partial`` (files or directories of an earlier run that the stage would
+        refuse or build on) is deleted first.
+        """
         argv = [str(a) for a in argv]
         prev = self.record.get(name)
-        if prev and prev.get("argv") == argv and all(Path(o).exists() for o in outputs):
+        ins = {str(p): fingerprint(p) for p in inputs}
+        why = self.stale(prev, argv, ins, outputs)
+        if why is None:
             print(f"[{name}] up to date, skipped")
             return False
-        if resume_flag and prev and prev.get("argv") == argv:
-            argv = argv + [resume_flag]
+        resume = why == "interrupted" and resumable is not None and bool(resumable())
+        if why == "interrupted":
+            print(f"[{name}] interrupted: " + ("resuming" if resume else "nothing to resume from, starting over"))
+        elif why != "not run yet":
+            print(f"[{name}] running again: {why}")
+        run_argv = argv + [resume_flag] if resume and resume_flag else argv
         shown = module.removesuffix(".__main__")
-        print(f"[{name}] python -m {shown} {' '.join(shlex.quote(a) for a in argv)}", flush=True)
+        print(f"[{name}] python -m {shown} {' '.join(shlex.quote(a) for a in run_argv)}", flush=True)
         if self.dry:
             return True
+        if not resume:
+            for p in map(Path, partial):
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
         t0 = time.time()
-        mod = __import__(module, fromlist=["main"])
-        self.record[name] = {"argv": [a for a in argv if a != resume_flag], "done": False}
+        self.record[name] = {"argv": argv, "done": False, "inputs": ins}
         write_json(self.record_path, self.doc)
-        rc = mod.main(argv)
+        mod = __import__(module, fromlist=["main"])
+        rc = mod.main(run_argv)
         if rc:
             raise UsageError(f"stage {name} failed (exit {rc}); fix the cause and run the pipeline again to resume")
         self.times[name] = time.time() - t0
-        self.record[name] = {"argv": [a for a in argv if a != resume_flag], "done": True,
-                             "seconds": round(self.times[name], 1)}
+        self.record[name] = {"argv": argv, "done": True, "seconds": round(self.times[name], 1), "inputs": ins,
+                             "outputs": {str(o): fingerprint(o) for o in outputs}}
         write_json(self.record_path, self.doc)
         return True
 
@@ -102,6 +159,8 @@ def main(argv=None) -> int:
                                                        "and target before training: they are computed first)")
     p.add_argument("--probe-holdout", action="store_true", help="keep 512 training images out of supernet "
                    "training and probe the supernet on them (tfwidth.train --probe-holdout; for real datasets)")
+    p.add_argument("--probe-configs", type=count(0, 10**6), help="configurations the trained supernet is probed on "
+                   "(tfwidth.train --probe-configs; default: its default)")
     p.add_argument("--method", default="all", choices=("ows", "exact", "greedy", "uniform", "all"))
     p.add_argument("--finetune-epochs", type=count(0, 10**5), default=2, help="fine-tuning epochs of the exported model")
     p.add_argument("--format", default="fp32", choices=("fp32", "fp16", "int8", "qat"))
@@ -133,29 +192,36 @@ def main(argv=None) -> int:
     if a.device_samples:
         fit_args = ["fit", a.device_samples, "--space", space_path, "-o", table, "--plot", work / "fit.png"]
         fit_args += ["--validation", a.device_val] if a.device_val else ["--holdout", "0.1"]
+        fit_inputs = [a.device_samples] + ([a.device_val] if a.device_val else [])
     else:
         tpl = work / "template.tflite"
         pl.stage("template", "tfwidth.profile",
                  ["template", "--space", space_path, "-o", tpl, "--quantize", "int8" if template_format == "int8"
-                  else "none", "--seed", a.seed], [tpl, tpl.with_suffix(".json")])
+                  else "none", "--seed", a.seed], [tpl, tpl.with_suffix(".json")], inputs=[space_path])
         pl.stage("plan", "tfwidth.profile", ["plan", "--space", space_path, "--count", a.plan_count, "--kind",
-                                             "biased", "--seed", a.seed, "-o", work / "plan.json"], [work / "plan.json"])
+                                             "biased", "--seed", a.seed, "-o", work / "plan.json"],
+                 [work / "plan.json"], inputs=[space_path])
         pl.stage("val_plan", "tfwidth.profile", ["plan", "--space", space_path, "--count", a.val_count, "--kind",
                                                  "random", "--seed", a.seed + 1, "-o", work / "val_plan.json"],
-                 [work / "val_plan.json"])
+                 [work / "val_plan.json"], inputs=[space_path])
         pin = [] if a.cpus == "none" else ["--cpus", a.cpus]
         # The reference is timed on its own every few samples, not paired with each (--paired-reference): paired
         # invokes share the caches, and at 32 px the reference read 0.85 ms beside the widest network, 0.69 beside the
         # 0.5x one and 0.65 alone (tools/bench_reference.py), so dividing by it scaled small networks up (this
         # pipeline's table then predicted its exported model 16% slower than it ran, 0.184 vs 0.159 ms; the CIFAR
         # benchmark, unpaired, within 2%).
+        # The profiler resumes by itself: it appends to --out and skips the plan indices already there
+        # (device_profiler/samples.py), so an interrupted profile runs again as it was; any other rerun (a new plan
+        # or template, an edited samples file) deletes the old samples first, or they would be kept as timed.
         for name, plan, out in (("profile", "plan.json", "samples.jsonl"), ("profile_val", "val_plan.json", "val.jsonl")):
             pl.stage(name, "device_profiler.__main__",
                      ["--template", tpl, "--plan", work / plan, "--out", work / out, "--threads", 1, "--runs", a.runs,
-                      "--no-progress"] + pin, [work / out])
+                      "--no-progress"] + pin, [work / out], inputs=[tpl, tpl.with_suffix(".json"), work / plan],
+                     resumable=(work / out).is_file, partial=[work / out])
         fit_args = ["fit", work / "samples.jsonl", "--space", space_path, "--validation", work / "val.jsonl", "-o", table,
                     "--plot", work / "fit.png"]
-    pl.stage("fit", "tfwidth.latency", fit_args, [table])
+        fit_inputs = [work / "samples.jsonl", work / "val.jsonl"]
+    pl.stage("fit", "tfwidth.latency", fit_args, [table], inputs=[space_path] + fit_inputs)
 
     target = a.target_ms
     if target is None:
@@ -171,9 +237,17 @@ def main(argv=None) -> int:
         train_args += ["--train-limit", a.train_limit]
     if a.probe_holdout:
         train_args += ["--probe-holdout"]
+    if a.probe_configs is not None:
+        train_args += ["--probe-configs", a.probe_configs]
     if a.aows:
         train_args += ["--aows", "--latency", table, "--target-ms", target]
-    pl.stage("train", "tfwidth.train", train_args, [run / "stats.json"], resume_flag="--resume")
+    # Resumed from its last finished epoch when it has a checkpoint (exact: tfwidth/train.py); any other run deletes
+    # run/ first: tfwidth.train refuses to start over a checkpointed run, and a stale stats.json must not survive.
+    train_inputs = [space_path] + ([table] if a.aows else []) + (
+        [a.dataset[len("npz:"):]] if a.dataset.startswith("npz:") else [])
+    pl.stage("train", "tfwidth.train", train_args,
+             [run / "stats.json", run / "summary.json", run / "ckpt" / "checkpoint.json"], inputs=train_inputs,
+             resume_flag="--resume", resumable=(run / "ckpt" / "checkpoint.json").is_file, partial=[run])
 
     # 7. refine the table on the solver's own answers, timed here (tfwidth/refine.py): the fitted table is smoothest
     # exactly where the solver likes to go, and its miss there is what the exported model pays
@@ -188,7 +262,8 @@ def main(argv=None) -> int:
                                                "--template", work / "template.tflite", "--stats", run / "stats.json",
                                                "--target-ms", target, "--validation", work / "val.jsonl",
                                                "-o", refined] + ([] if a.cpus == "none" else ["--cpus", a.cpus]),
-                 [refined])
+                 [refined], inputs=[table, work / "samples.jsonl", work / "template.tflite", work / "template.json",
+                                    run / "stats.json", work / "val.jsonl"])
         table = refined
         if a.target_ms is None and target is not None:
             from tfwidth import mrf
@@ -208,14 +283,28 @@ def main(argv=None) -> int:
     verify = [] if a.device_samples else ["--verify-template", work / "template.tflite"] + (
         [] if a.cpus == "none" else ["--cpus", a.cpus])
     pl.stage("solve", "tfwidth.solve", ["--stats", run / "stats.json", "--latency", table, "--target-ms", target,
-                                        "--method", a.method, "-o", widths] + verify, [widths])
+                                        "--method", a.method, "-o", widths] + verify, [widths],
+             inputs=[run / "stats.json", table]
+             + ([work / "template.tflite", work / "template.json"] if verify else []))
 
     # 9. export and measure
     model = work / f"model_{a.format}.tflite"
+    from tfwidth.export import default_paths
+    keras_model, report = default_paths(model)
+
+    def export_resumable() -> bool:
+        from tfwidth.export import export_work_dir, load_widths
+        if not a.finetune_epochs or not widths.is_file():
+            return False
+        return (export_work_dir(run, "supernet", load_widths(widths)[1]) / "train" / "checkpoint.json").is_file()
+
+    # The report is renamed into place last (tfwidth/export.py): the export finished when it is there.
     pl.stage("export", "tfwidth.export", ["--widths", widths, "--run", run, "--dataset", a.dataset, "--init",
                                           "supernet", "--epochs", a.finetune_epochs, "--format", a.format,
                                           "--latency", table, "-o", model]
-             + (["--train-limit", a.train_limit] if a.train_limit else []), [model])
+             + (["--train-limit", a.train_limit] if a.train_limit else []), [report, model, keras_model],
+             inputs=[widths, run / "stats.json", run / "ckpt" / "checkpoint.json", table], resume_flag="--resume",
+             resumable=export_resumable)
     if a.dry_run:
         return 0
 
