@@ -481,7 +481,7 @@ def add_arguments(p) -> None:
                    help="force the XNNPACK delegate (--use_xnnpack=true); default: the binary's default CPU path")
 
 
-def cli(a, load_plan, parse_shard, profile, benchmark) -> int:
+def cli(a, load_plan, parse_shard, profile, benchmark, report_noise=lambda r: None) -> int:
     """``python -m device_profiler --runner adb ...``: the local CLI's flow with an AdbSession (same samples file,
     same resume and reference re-timing, from ``__main__.profile``). --cpus takes a list or ranges (taskset)."""
     from device_profiler import variants
@@ -503,4 +503,5 @@ def cli(a, load_plan, parse_shard, profile, benchmark) -> int:
         session.close()
     print(f"timed {r['timed']} configurations ({r['failed']} failed), skipped {r['skipped']} already in {a.out}; "
           f"wall {r['wall_s']:.1f} s, {r['invoke_s']:.1f} s inside benchmark_model's runs")
+    report_noise(r)
     return 0
