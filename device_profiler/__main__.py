@@ -153,7 +153,9 @@ def profile(session: Session, plan: dict, out: str, shard=(0, 1), reference_ever
     fp = samples.plan_fingerprint(plan)
     done, ref_ms = samples.recover(out, session.maker.manifest["space_hash"], fp)
     todo = [i for i in range(len(plan["configs"])) if i % shard[1] == shard[0] and i not in done]
-    run_id = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
+    # unique even for two runs of one process in the same second (tfwidth.pipeline runs its profile stages
+    # in-process): repeats are matched with their sample by (run, index), also across pooled files
+    run_id = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S") + f"-{os.urandom(4).hex()}"
     wall0, invoke0 = time.perf_counter(), session.invoke_s
     if paired and todo:
         session.pair_with(plan["reference"])

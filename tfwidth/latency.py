@@ -564,6 +564,8 @@ MIN_WITHIN_10PCT = 0.75
 # configuration in one run (device_profiler's repeats, drift-corrected). The A/A floor of a quiet run here: 98.5%
 # of pairs within +-5% (docs/benchmarks.md); the profiler re-times windows above its own 5% threshold.
 MAX_REPEAT_NOISE = 0.05
+# ... judged on at least this many repeats (the median of two pairs says little; 24 samples, a repeat every 10)
+MIN_REPEATS = 10
 
 
 def file_noise(paths, statistic: str = "min") -> dict:
@@ -580,14 +582,16 @@ def file_noise(paths, statistic: str = "min") -> dict:
 def judge(validation: dict | None, noise: dict | None, min_within: float = MIN_WITHIN_10PCT,
           max_noise: float = MAX_REPEAT_NOISE) -> dict:
     """The verdict on a fit: {"poor": bool, "reasons": [one phrase each], thresholds, "rmse_x_noise": validation
-    RMSE over the repeats' RMSE (None when either is missing)}."""
+    RMSE over the repeats' RMSE (None when either is missing)}. Poor: fewer than ``min_within`` of the validation
+    configurations predicted within +-10%, or (on MIN_REPEATS repeats or more) a median repeat difference above
+    ``max_noise``."""
     reasons = []
     if validation and validation.get("n"):
         if validation["within_10pct"] < min_within:
             reasons.append(f"{100 * validation['within_10pct']:.0f}% of {validation['n']} validation configurations "
                            f"within +-10% (needs {100 * min_within:.0f}%)")
     rel = (noise or {}).get("repeat_rel_diff_median")
-    if rel is not None and rel > max_noise:
+    if rel is not None and noise["repeats"] >= MIN_REPEATS and rel > max_noise:
         reasons.append(f"two timings of the same configuration differ by {100 * rel:.1f}% (median of "
                        f"{noise['repeats']} repeats; at most {100 * max_noise:.0f}%)")
     aa = (noise or {}).get("repeat_rmse_ms")
