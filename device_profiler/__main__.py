@@ -377,14 +377,14 @@ def main(argv=None) -> int:
                              "drift from the run's median, or whose repeats differ, by more than the threshold is "
                              "timed again (and says so). The run ends with a \"noise\" record: the A/A figures the "
                              "fit compares its validation error with.")
-    n.add_argument("--noise-threshold", type=float, default=NoiseCheck.threshold, metavar="F",
+    n.add_argument("--noise-threshold", type=number(0, 1), default=NoiseCheck.threshold, metavar="F",
                    help="re-time a window whose reference drift or repeat spread exceeds F (default 0.05, i.e. "
                         "5%%; 0: measure the noise, never re-time)")
-    n.add_argument("--repeat-every", type=int, default=NoiseCheck.repeat_every, metavar="M",
+    n.add_argument("--repeat-every", type=count(0), default=NoiseCheck.repeat_every, metavar="M",
                    help="time an earlier sample of this run again every M samples (default 10; 0: never)")
-    n.add_argument("--retime-max", type=int, default=NoiseCheck.retries, metavar="N",
+    n.add_argument("--retime-max", type=count(0, 100), default=NoiseCheck.retries, metavar="N",
                    help="re-timings of one noisy window at most (default 2); the quietest attempt is kept")
-    n.add_argument("--retime-budget", type=float, default=NoiseCheck.budget, metavar="F",
+    n.add_argument("--retime-budget", type=number(0, 100), default=NoiseCheck.budget, metavar="F",
                    help="stop re-timing once it has cost F times the rest of the run's wall time (default 0.5)")
     p.add_argument("--shard", metavar="i/n", help="time only plan indices with index %% n == i (several devices)")
     p.add_argument("--runtime", choices=[r[0] for r in runtimes.RUNTIMES],
@@ -396,8 +396,6 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.runs < 1 or a.warmup_runs < 0 or a.threads < 1 or a.warmup_seconds < 0:
         raise UsageError("--runs and --threads must be >= 1, --warmup-runs and --warmup-seconds >= 0")
-    if a.noise_threshold < 0 or a.repeat_every < 0 or a.retime_max < 0 or a.retime_budget < 0:
-        raise UsageError("--noise-threshold, --repeat-every, --retime-max and --retime-budget must be >= 0")
     if a.benchmark is None and (a.plan is None or a.out is None):
         raise UsageError("give --plan and --out (profile a plan) or --benchmark W1,W2,... (time one configuration)")
     if a.runner == "adb":  # a phone: variants cut here, timed there by benchmark_model (device_profiler/adb.py)

@@ -702,11 +702,11 @@ def main(argv=None) -> int:
     f.add_argument("--plot", type=output_file, help="write a predicted-vs-measured plot here (PNG)")
     f.add_argument("--allow-mixed", action="store_true",
                    help="accept samples of several spaces, runtimes, formats or thread counts in one fit")
-    f.add_argument("--min-within-10pct", type=float, default=MIN_WITHIN_10PCT, metavar="F",
+    f.add_argument("--min-within-10pct", type=number(0, 1), default=MIN_WITHIN_10PCT, metavar="F",
                    help="verdict 'too poor to solve on' when fewer than this share of validation configurations "
                         "are predicted within +-10%% (default 0.75); stored in table.json's fit.verdict, which "
                         "tfwidth.pipeline stops on")
-    f.add_argument("--max-repeat-noise", type=float, default=MAX_REPEAT_NOISE, metavar="F",
+    f.add_argument("--max-repeat-noise", type=number(0, 10), default=MAX_REPEAT_NOISE, metavar="F",
                    help="... or when the profiler's repeated configurations differ by more than this (median "
                         "relative difference; default 0.05)")
     v = sub.add_parser("validate", help="report how well table.json predicts a samples file")
