@@ -419,7 +419,8 @@ class AdbSession:
             if ms["median"] is None and not self._warned_median:
                 self._warned_median = True
                 print(f"warning: {self.bench.binary} prints no median (an old build): samples get ms.median = null "
-                      f"and only min/mean can be fitted; a nightly benchmark_model prints it (docs/android.md)",
+                      f"(tfwidth.latency fit uses the min, and says so for --statistic median); a nightly "
+                      f"benchmark_model prints it (docs/android.md)",
                       file=sys.stderr)
             rec["benchmark_model"] = {
                 "init_ms": None if out.init_us is None else out.init_us / 1000.0,
