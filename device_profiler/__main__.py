@@ -6,9 +6,13 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import functools
 import json
 import os
+import random
+import statistics
 import sys
 import time
 
@@ -99,7 +103,7 @@ class Session:
         rec = {"kind": kind, "index": index, "space_hash": self.maker.manifest["space_hash"],
                "widths": [int(w) for w in widths], "status": "ok", "error": None, "ms": None, "warmup_runs": 0}
         try:
-            paired = self.reference if kind == "sample" else None
+            paired = self.reference if kind in ("sample", "repeat") else None
             r = timing.time_model(self.runtime, self.maker.make(widths), self.protocol, self.rng, paired)
             rec["ms"], rec["warmup_runs"] = r["ms"], r["warmup_runs"]
             if paired is not None:
@@ -114,31 +118,217 @@ class Session:
         return rec
 
 
+@dataclasses.dataclass(frozen=True)
+class NoiseCheck:
+    """How the profiler watches its own noise (python -m device_profiler --help: --noise-threshold and the rest).
+
+    Every ``repeat_every`` samples an earlier sample of this run is timed again (a "repeat" record). The samples
+    between two reference timings form a window; when the window's reference drift (each of its two references
+    against the run's median reference) or its repeats' spread (relative difference, drift-corrected) exceeds
+    ``threshold``, the window is timed again, up to ``retries`` times while the re-timing has cost less than
+    ``budget`` times the rest of the run's wall time, and the quietest attempt is kept. threshold 0: measure only."""
+    threshold: float = 0.05
+    repeat_every: int = 10
+    retries: int = 2
+    budget: float = 0.5
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _rel(a: float, b: float) -> float:
+    return abs(a - b) / (0.5 * (a + b))
+
+
 def profile(session: Session, plan: dict, out: str, shard=(0, 1), reference_every: int = 25,
-            progress: bool = True, paired: bool = False) -> dict:
-    """Time the plan's pending configurations of this shard; returns counts and wall/invoke seconds."""
-    done, ref_ms = samples.recover(out, session.maker.manifest["space_hash"])
+            progress: bool = True, paired: bool = False, noise: NoiseCheck | None = None, say=_say) -> dict:
+    """Time the plan's pending configurations of this shard; returns counts, wall/invoke seconds and (with
+    ``noise``) the run's noise summary (samples.noise_summary).
+
+    Without ``noise`` the reference is timed at the start and every ``reference_every`` samples and each sample is
+    written as soon as it is timed. With it, a closing reference ends the run, repeats are timed, and each window
+    of ``reference_every`` samples is written once it is judged (re-timed first if it was noisy, see NoiseCheck):
+    a kill loses at most that window. Every record carries the plan's fingerprint and this run's id."""
+    fp = samples.plan_fingerprint(plan)
+    done, ref_ms = samples.recover(out, session.maker.manifest["space_hash"], fp)
     todo = [i for i in range(len(plan["configs"])) if i % shard[1] == shard[0] and i not in done]
+    # unique even for two runs of one process in the same second (tfwidth.pipeline runs its profile stages
+    # in-process): repeats are matched with their sample by (run, index), also across pooled files
+    run_id = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S") + f"-{os.urandom(4).hex()}"
     wall0, invoke0 = time.perf_counter(), session.invoke_s
     if paired and todo:
         session.pair_with(plan["reference"])
     bar = _Progress(len(todo), "profiling") if progress and todo else None
-    failed = 0
-    with samples.Writer(out) as w:
-        for n, i in enumerate(todo):
-            # re-time the reference at the start of every run (the device may have changed since) and every K
-            if reference_every > 0 and n % reference_every == 0:
-                ref = session.record("reference", -1, plan["reference"], ref_ms)
-                w.write(ref)
-                ref_ms = ref["ref_ms"]
-            rec = session.record("sample", i, plan["configs"][i], ref_ms)
-            failed += rec["status"] != "ok"
-            w.write(rec)
-            if bar:
+    judge = noise is not None and reference_every > 0
+    size = reference_every if judge else 1
+    picker = random.Random(0)
+    # the kept reference timings of this run (min ms): their median is the run's speed level. Not the references of
+    # re-timings that were not kept: in a long busy spell they would drag the level to the busy speed
+    kept_refs: list[dict] = []
+    accepted: list[dict] = []  # this run's samples already written (repeats are chosen among them)
+    counts = {"failed": 0, "repeats": 0, "retimed_windows": 0, "noisy_windows": 0}
+    retime_s = 0.0
+
+    def stamp(rec: dict) -> dict:
+        rec["plan"], rec["run"] = fp, run_id
+        return rec
+
+    def reference() -> dict:
+        nonlocal ref_ms
+        r = stamp(session.record("reference", -1, plan["reference"], ref_ms))
+        if r["status"] == "ok":
+            ref_ms = r["ref_ms"]
+        return r
+
+    def time_window(indices: list, first: bool, repeats: dict | None = None) -> tuple[list, list, dict]:
+        """Time these samples and the repeats due among them: (samples, [(first timing, repeat)], the repeats'
+        choices {position in the window: sample repeated}). The first attempt updates the bar and chooses the
+        repeats (an earlier window's sample, or one of this window in the first); a re-timing repeats the same."""
+        recs, reps = [], []
+        if repeats is None:
+            repeats = {}
+            every = noise.repeat_every if noise is not None else 0
+            for p in range(len(indices)):
+                if every > 0 and (len(accepted) + p + 1) % every == 0:
+                    repeats[p] = None  # chosen once the window's samples before it are timed
+        for p, i in enumerate(indices):
+            rec = stamp(session.record("sample", i, plan["configs"][i], ref_ms))
+            recs.append(rec)
+            if first and bar:
                 bar.update()
+            if p not in repeats:
+                continue
+            if repeats[p] is None:
+                pool = [d for d in accepted if d["status"] == "ok"] or [d for d in recs if d["status"] == "ok"]
+                if not pool:
+                    del repeats[p]
+                    continue
+                repeats[p] = picker.choice(pool)
+            a = repeats[p]
+            a = next((d for d in recs if d["index"] == a["index"]), a)  # this attempt's timing, if in the window
+            rep = stamp(session.record("repeat", a["index"], a["widths"], ref_ms))
+            if rep["status"] == "ok" and a["status"] == "ok":
+                reps.append((a, rep))
+        return recs, reps, repeats
+
+    def drift_of(start_ref, end_ref) -> float | None:
+        """The larger deviation of an attempt's two references from the median of the kept ones and these."""
+        vals = [r["ms"]["min"] for r in (start_ref, end_ref) if r is not None and r["status"] == "ok"]
+        if not vals:
+            return None
+        level = statistics.median([r["ms"]["min"] for r in kept_refs] + [
+            r["ms"]["min"] for r in (start_ref, end_ref)
+            if r is not None and r["status"] == "ok" and not any(r is k for k in kept_refs)])
+        return max(abs(v / level - 1.0) for v in vals)
+
+    def keep(r) -> None:
+        if r is not None and r["status"] == "ok" and not any(r is k for k in kept_refs):
+            kept_refs.append(r)
+
+    def spread_of(reps) -> float | None:
+        # the median over the window's repeats: one pair in five differed by over 5% on this busy 2-core machine
+        # (docs/benchmarks.md), so the largest of a window's pairs would flag most windows
+        vals = []
+        for a, b in reps:
+            ya, yb = a["ms"]["min"], b["ms"]["min"]
+            if a.get("ref_ms") and b.get("ref_ms"):
+                ya, yb = ya / a["ref_ms"], yb / b["ref_ms"]
+            vals.append(_rel(ya, yb))
+        return statistics.median(vals) if vals else None
+
+    run_records: list[dict] = []
+
+    def write(w, recs: list) -> None:
+        recs = [r for r in recs if r is not None]
+        w.write_many(recs)
+        run_records.extend(recs)
+
+    with samples.Writer(out) as w:
+        start = reference() if reference_every > 0 and todo else None
+        if not judge:
+            write(w, [start])
+        for wi, pos in enumerate(range(0, len(todo), size)):
+            window = todo[pos:pos + size]
+            if not judge:  # one sample at a time, written at once
+                if reference_every > 0 and pos > 0 and pos % reference_every == 0:
+                    write(w, [reference()])
+                recs, reps, _ = time_window(window, True)
+                write(w, recs + [r for _, r in reps])
+                accepted.extend(recs)
+                counts["failed"] += sum(r["status"] != "ok" for r in recs)
+                counts["repeats"] += len(reps)
+                continue
+            recs, reps, chosen = time_window(window, True)
+            end = reference()
+            drift, spread = drift_of(start, end), spread_of(reps)
+            # (score, drift, spread, start reference, samples, repeats, end reference) of each attempt
+            attempts = [(max(drift or 0.0, spread or 0.0), drift, spread, start, recs, reps, end)]
+            while (noise.threshold > 0 and min(x[0] for x in attempts) > noise.threshold
+                   and len(attempts) <= noise.retries
+                   and retime_s < noise.budget * (time.perf_counter() - wall0 - retime_s)):
+                t0 = time.perf_counter()
+                s2 = reference()  # a fresh start: the end reference may be the outlier
+                r2, p2, _ = time_window(window, False, chosen)
+                e2 = reference()
+                d2, sp2 = drift_of(s2, e2), spread_of(p2)
+                attempts.append((max(d2 or 0.0, sp2 or 0.0), d2, sp2, s2, r2, p2, e2))
+                retime_s += time.perf_counter() - t0
+            best = min(range(len(attempts)), key=lambda k: attempts[k][0])
+            score, drift_k, spread_k, s_k, recs_k, reps, e_k = attempts[best]
+            noisy = noise.threshold > 0 and score > noise.threshold
+            for rec in recs_k:
+                rec["retimed"] = best
+                rec["window"] = {"drift": drift_k, "spread": spread_k, "noisy": noisy}
+            if len(attempts) > 1 or noisy:
+                d0, s0 = attempts[0][1], attempts[0][2]
+                what = f"reference drift {100 * (d0 or 0):.1f}%" + ("" if s0 is None else
+                                                                     f", repeat spread {100 * s0:.1f}%")
+                if len(attempts) > 1:
+                    counts["retimed_windows"] += 1
+                    verdict = f"re-timed {len(attempts) - 1}x, kept " + (
+                        f"attempt {best} (drift {100 * (drift_k or 0):.1f}%" + (
+                            "" if spread_k is None else f", repeat spread {100 * spread_k:.1f}%") + ")"
+                        if best else "the first timing")
+                else:
+                    verdict = "not re-timed (re-timing budget spent)"
+                if noisy:
+                    counts["noisy_windows"] += 1
+                    verdict += f"; still above {noise.threshold:.0%}: the device is busy or throttling"
+                say(f"noise: samples {window[0]}-{window[-1]}: {what} > {noise.threshold:.0%}; {verdict}")
+            # In an order readers that pair a sample with the latest reference line before it understand: the
+            # discarded attempts' references, then the kept attempt's start reference, samples, repeats and end.
+            # The first window's start is not written yet; a later window's is the previous window's end.
+            block = []
+            for k, (_, _, _, s_, _, _, e_) in enumerate(attempts):
+                if k != best:
+                    unwritten = [r for r in (s_, e_) if r is not start or wi == 0]
+                    for r in unwritten:
+                        r["discarded"] = True  # timed for an attempt that was not kept
+                    block += unwritten
+            block += [s_k if s_k is not start or wi == 0 else None] + recs_k + [r for _, r in reps] + [e_k]
+            keep(s_k)
+            keep(e_k)
+            write(w, block)
+            accepted.extend(recs_k)
+            counts["failed"] += sum(r["status"] != "ok" for r in recs_k)
+            counts["repeats"] += len(reps)
+            start = e_k
+            if e_k["status"] == "ok":
+                ref_ms = e_k["ref_ms"]
+        summary = None
+        if noise is not None and todo:
+            summary = samples.noise_summary(run_records)
+            write(w, [stamp({"kind": "noise", "index": -1, "space_hash": session.maker.manifest["space_hash"],
+                             "widths": None, "ms": None, "status": "summary", "error": None, **summary,
+                             "retimed_windows": counts["retimed_windows"], "noisy_windows": counts["noisy_windows"],
+                             "threshold": noise.threshold, "time": datetime.datetime.now(
+                                 datetime.timezone.utc).isoformat(timespec="seconds")})])
     if bar:
         bar.close()
-    return {"timed": len(todo), "skipped": len(done), "failed": failed,
+    return {"timed": len(todo), "skipped": len(done), "failed": counts["failed"], "repeats": counts["repeats"],
+            "retimed_windows": counts["retimed_windows"], "noisy_windows": counts["noisy_windows"],
+            "retime_s": retime_s, "noise": summary,
             "wall_s": time.perf_counter() - wall0, "invoke_s": session.invoke_s - invoke0}
 
 
@@ -182,6 +372,20 @@ def main(argv=None) -> int:
                         "devices, which --reference-every cannot). Small networks share the caches with the "
                         "reference, which then runs at a speed that depends on its partner: check with "
                         "tools/bench_reference.py before pairing at small resolutions (32 px: biased)")
+    n = p.add_argument_group("noise (a busy or throttling device)", "The profiler times an earlier sample again "
+                             "every M samples and the reference every K; a window of K samples whose references "
+                             "drift from the run's median, or whose repeats differ, by more than the threshold is "
+                             "timed again (and says so). The run ends with a \"noise\" record: the A/A figures the "
+                             "fit compares its validation error with.")
+    n.add_argument("--noise-threshold", type=number(0, 1), default=NoiseCheck.threshold, metavar="F",
+                   help="re-time a window whose reference drift or repeat spread exceeds F (default 0.05, i.e. "
+                        "5%%; 0: measure the noise, never re-time)")
+    n.add_argument("--repeat-every", type=count(0), default=NoiseCheck.repeat_every, metavar="M",
+                   help="time an earlier sample of this run again every M samples (default 10; 0: never)")
+    n.add_argument("--retime-max", type=count(0, 100), default=NoiseCheck.retries, metavar="N",
+                   help="re-timings of one noisy window at most (default 2); the quietest attempt is kept")
+    n.add_argument("--retime-budget", type=number(0, 100), default=NoiseCheck.budget, metavar="F",
+                   help="stop re-timing once it has cost F times the rest of the run's wall time (default 0.5)")
     p.add_argument("--shard", metavar="i/n", help="time only plan indices with index %% n == i (several devices)")
     p.add_argument("--runtime", choices=[r[0] for r in runtimes.RUNTIMES],
                    help="force a runtime (default: the first importable of ai_edge_litert, tflite_runtime, "
@@ -195,7 +399,12 @@ def main(argv=None) -> int:
     if a.benchmark is None and (a.plan is None or a.out is None):
         raise UsageError("give --plan and --out (profile a plan) or --benchmark W1,W2,... (time one configuration)")
     if a.runner == "adb":  # a phone: variants cut here, timed there by benchmark_model (device_profiler/adb.py)
-        return adb.cli(a, load_plan, parse_shard, profile, benchmark)
+        if a.paired_reference:
+            raise UsageError("--paired-reference needs the local runner: benchmark_model times one model per run, "
+                             "so nothing can be interleaved with it; with --runner adb use --reference-every 1 "
+                             "(the reference timed before every sample)")
+        return adb.cli(a, load_plan, parse_shard, functools.partial(profile, noise=noise_check(a)), benchmark,
+                       report_noise)
     if a.use_gpu or a.use_xnnpack or a.serial:
         raise UsageError("--use-gpu, --use-xnnpack and --serial are options of --runner adb (an Android phone); "
                          "add --runner adb or drop them")
@@ -216,11 +425,23 @@ def main(argv=None) -> int:
     session = Session(maker, rt, protocol, cpus, a.seed)
     if a.benchmark is not None:
         return benchmark(session, maker, a.benchmark, f"{rt.name} {rt.version}, {a.threads} thread(s), cpus {cpus}")
-    r = profile(session, plan, a.out, shard, a.reference_every, not a.no_progress, a.paired_reference)
+    r = profile(session, plan, a.out, shard, a.reference_every, not a.no_progress, a.paired_reference,
+                noise_check(a))
     ratio = r["wall_s"] / r["invoke_s"] if r["invoke_s"] else float("nan")
     print(f"timed {r['timed']} configurations ({r['failed']} failed), skipped {r['skipped']} already in {a.out}; "
           f"wall {r['wall_s']:.1f} s, {r['invoke_s']:.1f} s inside invokes (overhead {ratio:.2f}x)")
+    report_noise(r)
     return 0
+
+
+def noise_check(a) -> NoiseCheck:
+    return NoiseCheck(a.noise_threshold, a.repeat_every, a.retime_max, a.retime_budget)
+
+
+def report_noise(r: dict) -> None:
+    if r.get("noise"):
+        print("noise: " + samples.format_noise(r["noise"]) + (
+            f"; {r['retimed_windows']} window(s) re-timed in {r['retime_s']:.1f} s" if r["retimed_windows"] else ""))
 
 
 if __name__ == "__main__":

@@ -419,7 +419,8 @@ class AdbSession:
             if ms["median"] is None and not self._warned_median:
                 self._warned_median = True
                 print(f"warning: {self.bench.binary} prints no median (an old build): samples get ms.median = null "
-                      f"and only min/mean can be fitted; a nightly benchmark_model prints it (docs/android.md)",
+                      f"(tfwidth.latency fit uses the min, and says so for --statistic median); a nightly "
+                      f"benchmark_model prints it (docs/android.md)",
                       file=sys.stderr)
             rec["benchmark_model"] = {
                 "init_ms": None if out.init_us is None else out.init_us / 1000.0,
@@ -481,7 +482,7 @@ def add_arguments(p) -> None:
                    help="force the XNNPACK delegate (--use_xnnpack=true); default: the binary's default CPU path")
 
 
-def cli(a, load_plan, parse_shard, profile, benchmark) -> int:
+def cli(a, load_plan, parse_shard, profile, benchmark, report_noise=lambda r: None) -> int:
     """``python -m device_profiler --runner adb ...``: the local CLI's flow with an AdbSession (same samples file,
     same resume and reference re-timing, from ``__main__.profile``). --cpus takes a list or ranges (taskset)."""
     from device_profiler import variants
@@ -503,4 +504,5 @@ def cli(a, load_plan, parse_shard, profile, benchmark) -> int:
         session.close()
     print(f"timed {r['timed']} configurations ({r['failed']} failed), skipped {r['skipped']} already in {a.out}; "
           f"wall {r['wall_s']:.1f} s, {r['invoke_s']:.1f} s inside benchmark_model's runs")
+    report_noise(r)
     return 0

@@ -394,6 +394,12 @@ def load(template_path) -> VariantMaker:
     except (ValueError, KeyError, TypeError) as e:
         raise UsageError(f"template manifest {mpath} is unreadable ({e}); regenerate it with tfwidth.profile "
                          f"template") from None
+    sha = manifest.get("tflite_sha256")
+    if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+        # without it a template swapped or cut short under its manifest would be patched as if it matched
+        raise UsageError(f"template manifest {mpath} records no sha256 of its .tflite (an older tfwidth made it); "
+                         f"regenerate both with `python -m tfwidth.profile template --space space.json -o "
+                         f"{template_path}`")
     with open(template_path, "rb") as f:
         data = f.read()
     try:

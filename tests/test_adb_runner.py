@@ -238,11 +238,15 @@ def test_end_to_end_push_run_parse_cleanup_resume(tiny, phone, tmp_path):
     phone.cfg["fail_sha256"] = [variant_sha(tiny, plan["configs"][2])]
     phone.save()
     out = tmp_path / "samples.jsonl"
-    p = run_adb(tiny, phone, out, "--threads", 1, "--cpus", "4-7", "--use-xnnpack", "--reference-every", 2)
+    p = run_adb(tiny, phone, out, "--threads", 1, "--cpus", "4-7", "--use-xnnpack", "--reference-every", 2,
+                "--noise-threshold", 0)
     assert p.returncode == 0, p.stderr[-3000:]
     recs = read(out)
     assert [(r["kind"], r["index"]) for r in recs] == [("reference", -1), ("sample", 0), ("sample", 1),
-                                                       ("reference", -1), ("sample", 2), ("sample", 3)]
+                                                       ("reference", -1), ("sample", 2), ("sample", 3),
+                                                       ("reference", -1), ("noise", -1)]
+    assert recs[-1]["repeats"] == 0 and recs[-1]["references"] == 3
+    recs = recs[:-1]
     for r in recs:
         assert r["runtime"] == "benchmark_model" and r["threads"] == 1 and r["cpus"] == [4, 5, 6, 7]
         assert r["device"]["machine"] == "Pixel 7" and r["device"]["cpu"] == "GS201"
@@ -250,7 +254,7 @@ def test_end_to_end_push_run_parse_cleanup_resume(tiny, phone, tmp_path):
         assert r["space_hash"] == plan["space_hash"] and r["format"] == "fp32"
         assert r["runtime_version"] == "sha256:" + hashlib.sha256(BINARY.encode()).hexdigest()[:16]
     ok = [r for r in recs if r["status"] == "ok"]
-    assert len(ok) == 5, [r["error"] for r in recs]
+    assert len(ok) == 6, [r["error"] for r in recs]
     for r in ok:
         ms = r["ms"]
         assert ms["count"] == 3 and r["warmup_runs"] == 1 and 0 < ms["min"] <= ms["median"] <= ms["min"] + 3 * ms["mean"]
@@ -261,11 +265,11 @@ def test_end_to_end_push_run_parse_cleanup_resume(tiny, phone, tmp_path):
     assert recs[5]["ref_ms"] == recs[3]["ms"]["min"] and recs[1]["ref_ms"] == recs[0]["ms"]["min"]
     # The command line on the phone: pinned, the protocol's warm-up and run counts, exactly N runs, XNNPACK.
     shells = [c[-1] for c in phone.calls() if c[2:3] == ["shell"] and BINARY + " --graph" in c[-1]]
-    assert len(shells) == 6
+    assert len(shells) == 7
     assert all(s.startswith(f"taskset f0 {BINARY} --graph=/data/local/tmp/tfwidth_") and "--num_runs=3 --min_secs=0"
                in s and "--warmup_runs=1" in s and "--num_threads=1" in s and "--use_xnnpack=true" in s for s in shells)
     pushes = [c for c in phone.calls() if c[2:3] == ["push"]]
-    assert len(pushes) == 6 and phone.left_on_device() == []  # every pushed variant was removed
+    assert len(pushes) == 7 and phone.left_on_device() == []  # every pushed variant was removed
     # Resume: a run cut after its second line continues with nothing lost or duplicated.
     lines = out.read_text().splitlines(keepends=True)
     out.write_text("".join(lines[:2]) + lines[2][:17])  # a kill mid-line
@@ -287,7 +291,8 @@ def test_gpu_flag_and_serial(tiny, phone, tmp_path):
     out = tmp_path / "s.jsonl"
     p = run_adb(tiny, phone, out, "--serial", "R5CT1234", "--use-gpu", "--reference-every", 0)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert [r["index"] for r in read(out)] == [0, 1, 2, 3]
+    assert [(r["kind"], r["index"]) for r in read(out)] == [("sample", 0), ("sample", 1), ("sample", 2),
+                                                            ("sample", 3), ("noise", -1)]
     cmds = [c for c in phone.calls() if c[:2] == ["-s", "R5CT1234"] and "--graph=" in c[-1]]
     assert len(cmds) == 4 and all("--use_gpu=true" in c[-1] and "taskset" not in c[-1] for c in cmds)
     assert not any(c[:2] == ["-s", "emulator-5554"] for c in phone.calls())

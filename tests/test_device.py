@@ -17,7 +17,9 @@ from tfwidth.space import tiny_space
 SPACE = tiny_space()
 FAST = ["--runs", "3", "--warmup-runs", "1", "--no-progress"]
 SAMPLE_KEYS = {"kind", "index", "space_hash", "widths", "status", "error", "ms", "warmup_runs", "runtime",
-               "runtime_version", "threads", "cpus", "format", "device", "ref_ms", "time"}
+               "runtime_version", "threads", "cpus", "format", "device", "ref_ms", "time", "plan", "run"}
+# a sample of a judged window also says how it was timed (tests/test_noise.py)
+JUDGED_KEYS = SAMPLE_KEYS | {"retimed", "window"}
 
 BLOCKER = '''
 import os, sys
@@ -47,6 +49,10 @@ def lines(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
+def samples_in(path):
+    return [r for r in lines(path) if r["kind"] == "sample"]
+
+
 def profile(files, out, *extra):
     from device_profiler.__main__ import main
     from device_profiler.errors import run_cli
@@ -65,15 +71,18 @@ def test_runs_where_tensorflow_and_tfwidth_cannot_be_imported(files, tmp_path):
     out = tmp_path / "samples.jsonl"
     proc = subprocess.run([sys.executable, "-m", "device_profiler", "--template", str(files / "template.tflite"),
                            "--plan", str(files / "plan.json"), "--out", str(out), "--cpus", "0",
-                           "--reference-every", "5", *FAST], env=env, capture_output=True, text=True, cwd=tmp_path)
+                           "--reference-every", "5", "--noise-threshold", "0", *FAST], env=env, capture_output=True,
+                          text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert log.read_text() == ""
     recs = lines(out)
     samples = [r for r in recs if r["kind"] == "sample"]
     assert sorted(r["index"] for r in samples) == list(range(12))
-    assert sum(r["kind"] == "reference" for r in recs) == 3  # at the start, then every 5 samples
+    assert sum(r["kind"] == "reference" for r in recs) == 4  # at the start, after every 5 samples and at the end
+    assert [r["kind"] for r in recs].count("repeat") == 1 and recs[-1]["kind"] == "noise"  # a repeat every 10
+    recs = [r for r in recs if r["kind"] != "noise"]
     for r in recs:
-        assert set(r) == SAMPLE_KEYS
+        assert set(r) == (JUDGED_KEYS if r["kind"] == "sample" else SAMPLE_KEYS)
         assert r["status"] == "ok" and r["ms"]["count"] == 3 and r["cpus"] == [0] and r["threads"] == 1
         assert 0 < r["ms"]["min"] <= r["ms"]["median"] and r["ref_ms"] > 0
         assert r["space_hash"] == SPACE.space_hash and r["format"] == "fp32"
@@ -83,16 +92,16 @@ def test_runs_where_tensorflow_and_tfwidth_cannot_be_imported(files, tmp_path):
 
 def test_resume_after_a_kill_loses_and_repeats_nothing(files, tmp_path, capsys):
     out = tmp_path / "samples.jsonl"
-    assert profile(files, out, "--reference-every", "0") == 0
+    assert profile(files, out, "--reference-every", "0", "--repeat-every", "0") == 0
     full = out.read_text().splitlines(keepends=True)
-    assert len(full) == 12
+    assert len(full) == 13 and json.loads(full[-1])["kind"] == "noise"
     # killed while writing line 6: five complete lines and half of the sixth
     out.write_text("".join(full[:5]) + full[5][: len(full[5]) // 2])
-    assert profile(files, out, "--reference-every", "0") == 0
+    assert profile(files, out, "--reference-every", "0", "--repeat-every", "0") == 0
     assert "truncated last line" in capsys.readouterr().err
     again = out.read_text().splitlines(keepends=True)
     assert again[:5] == full[:5]
-    assert sorted(r["index"] for r in lines(out)) == list(range(12))
+    assert sorted(r["index"] for r in samples_in(out)) == list(range(12))
     assert profile(files, out) == 0  # nothing left to do: nothing appended
     assert out.read_text().splitlines(keepends=True) == again
 
@@ -102,7 +111,7 @@ def test_shards_split_the_plan(files, tmp_path):
     for i in range(3):
         out = tmp_path / f"s{i}.jsonl"
         assert profile(files, out, "--shard", f"{i}/3", "--reference-every", "0") == 0
-        parts.append({r["index"] for r in lines(out)})
+        parts.append({r["index"] for r in samples_in(out)})
         assert all(j % 3 == i for j in parts[-1])
     assert set().union(*parts) == set(range(12)) and sum(map(len, parts)) == 12
 
@@ -146,6 +155,6 @@ def test_paired_reference_gives_every_sample_its_own_ref_ms(files, tmp_path):
     out = tmp_path / "samples.jsonl"
     assert profile(files, out, "--paired-reference", "--reference-every", "0") == 0
     recs = lines(out)
-    assert [r["kind"] for r in recs] == ["sample"] * 12
-    refs = [r["ref_ms"] for r in recs]
-    assert all(x > 0 for x in refs) and len(set(refs)) > 1  # one fresh reference timing per sample
+    assert [r["kind"] for r in recs] == ["sample"] * 10 + ["repeat"] + ["sample"] * 2 + ["noise"]
+    refs = [r["ref_ms"] for r in recs[:-1]]
+    assert all(x > 0 for x in refs) and len(set(refs)) == 13  # one fresh reference timing per sample and repeat

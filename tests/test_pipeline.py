@@ -7,7 +7,9 @@ from tfwidth.space import tiny_space
 # --target-mult 1.5: at 8 px every configuration runs in ~1.5 us, near the timer's resolution, so the refined table can
 # put a middle target below its fastest configuration (the pipeline then derives it again from the refined table)
 QUICK = ["--dataset", "digits", "--plan-count", 24, "--val-count", 8, "--runs", 2, "--epochs", 1, "--batch-size",
-         32, "--train-limit", 256, "--finetune-epochs", 0, "--target-mult", 1.5]
+         32, "--train-limit", 256, "--finetune-epochs", 0, "--target-mult", 1.5,
+         # 2 runs of ~2 us networks: the fit's verdict is often "too poor" here (timer resolution), never the point
+         "--accept-poor-table"]
 
 
 def test_pipeline_runs_every_stage_then_resumes(tmp_path):

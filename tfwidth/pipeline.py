@@ -167,6 +167,11 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=count(0, 2**31 - 2), default=0)
     p.add_argument("--no-refine", action="store_true", help="solve with the fitted table as it is (default: time the "
                                                              "solver's answers here and refit, tfwidth/refine.py)")
+    p.add_argument("--reprofile", action="store_true", help="when the fit's verdict is 'too poor to solve on' "
+                   "(a busy or throttled device: tfwidth.latency fit), delete the samples and profile once more "
+                   "instead of stopping")
+    p.add_argument("--accept-poor-table", action="store_true", help="go on with a table the fit judged too poor "
+                   "to solve on (default: stop with its figures)")
     p.add_argument("--dry-run", action="store_true", help="print the stage commands without running them")
     a = p.parse_args(argv)
 
@@ -222,6 +227,21 @@ def main(argv=None) -> int:
                     "--plot", work / "fit.png"]
         fit_inputs = [work / "samples.jsonl", work / "val.jsonl"]
     pl.stage("fit", "tfwidth.latency", fit_args, [table], inputs=[space_path] + fit_inputs)
+    from tfwidth.latency import poor_table
+    poor = None if a.dry_run else poor_table(table)
+    if poor and a.reprofile and not a.device_samples:  # once: the flag is dropped for the second round
+        print(f"[fit] the table is too poor to solve on ({poor}); --reprofile: deleting the samples and profiling "
+              f"again", flush=True)
+        for f in (work / "samples.jsonl", work / "val.jsonl", table):
+            f.unlink(missing_ok=True)
+        return main([x for x in (sys.argv[1:] if argv is None else [str(v) for v in argv]) if x != "--reprofile"])
+    if poor and not a.accept_poor_table:
+        fix = ("time them again on a quiet device" if a.device_samples else
+               "re-run when this machine is quiet, add --reprofile to delete the samples and profile again")
+        raise UsageError(f"the latency table {table} is too poor to solve on ({poor}); {fix}, or add "
+                         f"--accept-poor-table to go on with it")
+    if poor:
+        print(f"[fit] warning: the table is too poor to solve on ({poor}); going on (--accept-poor-table)")
 
     target = a.target_ms
     if target is None:

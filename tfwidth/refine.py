@@ -24,8 +24,8 @@ import numpy as np
 from tfwidth.artifacts import check_space, read_json, write_json
 from device_profiler.checks import count, cpu_list, number, output_dir, output_file
 from tfwidth.errors import UsageError
-from tfwidth.latency import (DEFAULT_REG, PRIOR, LatencyTable, fit_table, format_metrics, load_samples,
-                             measured)
+from tfwidth.latency import (DEFAULT_REG, PRIOR, LatencyTable, fit_table, format_metrics, load_samples, measured,
+                             read_records)
 
 TOL = 0.03      # per-candidate |measured / predicted - 1| at which the table is accepted
 ROUNDS = 12     # measurement rounds at most (a round times ~10 configurations per answer: seconds here)
@@ -241,12 +241,9 @@ def sample_protocol(path) -> dict:
     sample's ref_ms differs from the latest reference line's) or only every K samples."""
     runs, threads, cpus, runtimes, hosts, paired = [], set(), set(), set(), set(), False
     reference, last_ref = None, None
-    for line in Path(path).read_text().splitlines():
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if d.get("status") != "ok" or not isinstance(d.get("ms"), dict):
+    for _, d in read_records(path, warn=lambda m: None):
+        if d.get("status") != "ok" or not isinstance(d.get("ms"), dict) or d.get("kind") not in (
+                "sample", "reference", None):  # repeats and noise summaries say nothing of the protocol
             continue
         if d.get("kind") == "reference":
             reference, last_ref = [int(w) for w in d["widths"]], d["ms"]["min"]
@@ -323,8 +320,7 @@ class HostDevice:
         if self.protocol["paired"]:
             return samples
         refs = []
-        for line in path.read_text().splitlines():
-            d = json.loads(line) if line.strip() else {}
+        for _, d in read_records(path, warn=lambda m: None):
             if d.get("kind") == "reference" and d.get("status") == "ok":
                 refs.append(float(d["ms"]["min"]))
         if not refs:
