@@ -145,25 +145,30 @@ def pipeline_cmd(work, space_json, *extra):
 
 def run_and_kill(cmd, stage: str, after: Path | None, delay: float) -> tuple[int, str]:
     """Run cmd; once it prints that ``stage`` starts (and a file matching ``after`` exists, if given; it may hold a *),
-    wait ``delay`` seconds and SIGKILL it. Returns (exit code: -9 if killed, 0 if it finished first, anything else is a failure; output)."""
+    wait up to ``delay`` seconds and SIGKILL it. The kill lands inside ``stage``: as soon as another stage's line is
+    printed the wait ends (a fast stage must not run on into the next ones, which would then never be interrupted).
+    Returns (exit code: -9 if killed, 0 if it finished first, anything else is a failure; output)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                PYTHONUNBUFFERED="1")
     p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    started, lines = threading.Event(), []
+    started, moved_on, lines = threading.Event(), threading.Event(), []
 
     def read():
         for line in p.stdout:
             lines.append(line)
             if line.startswith(f"[{stage}] python -m "):
                 started.set()
+            elif started.is_set() and line.startswith("[") and not line.startswith(f"[{stage}]"):
+                moved_on.set()
         started.set()  # ended without reaching the stage
+        moved_on.set()
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     started.wait()
     while after is not None and not list(Path(after.anchor).glob(str(after.relative_to(after.anchor)))) \
-            and p.poll() is None:
+            and p.poll() is None and not moved_on.is_set():
         time.sleep(0.01)
-    time.sleep(delay)
+    moved_on.wait(delay)
     if p.poll() is None:
         p.send_signal(signal.SIGKILL)
     p.wait()
@@ -282,11 +287,12 @@ def test_pipeline_killed_while_profiling_times_each_configuration_once(tmp_path)
     from tfwidth.space import tiny_space
     tiny_space(**SPACE).save(tmp_path / "space.json")
     work = tmp_path / "work"
-    extra = ["--plan-count", 120, "--val-count", 30, "--runs", 3, "--epochs", 1, "--finetune-epochs", 0]
+    extra = ["--plan-count", 120, "--val-count", 30, "--runs", 10, "--epochs", 1, "--finetune-epochs", 0]
     kills = [("template", None, 6.0),
              ("plan", None, 0.2),
-             ("profile", None, 1.0),
-             ("profile", work / "samples.jsonl", 0.5),   # mid-profile: resumes by appending
+             ("profile", None, 0.0),                     # before its first sample: starts over
+             # mid-profile (the first window is on disk; the whole stage takes ~0.2 s here): resumes by appending
+             ("profile", work / "samples.jsonl", 0.0),
              ("profile_val", work / "val.jsonl", 0.2),
              ("fit", None, 0.5),
              ("refine", None, 1.0),
