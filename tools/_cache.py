@@ -110,11 +110,14 @@ def changed(old: dict | None, new: dict) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
-def check(path, parts: dict, what: str | None = None, say=print) -> bool:
+def check(path, parts: dict, what: str | None = None, say=print, leftover: bool = False) -> bool:
     """True when the record at ``path`` was made from these parts; otherwise False, after one line
-    "recomputed: <what>: <what changed>" (nothing when there is no record at all: a first run)."""
+    "recomputed: <what>: <what changed>" (when there is no record: nothing, a first run, unless ``leftover``, i.e.
+    a result is there without a record of what it was computed from)."""
     p = Path(path)
     if not p.exists():
+        if leftover:
+            say(f"recomputed: {what or p.name}: no record of its inputs")
         return False
     try:
         rec = json.loads(p.read_text())
