@@ -649,7 +649,7 @@ def write_report(path: Path, work: Path, a, space, rkey: str | None = None, upda
               + (f", its marginals' costs from a live probe of {a.aows_probe_configs} configurations at each update"
                  if a.aows_probe_configs else "") + "; probed alike) and "
               "aows-exact exact on it; exact-train is exact with the regression costs of the training-time "
-              "statistics and exact-mean with the paper's split means of them, both of the same OWS supernet. Every solver's answer was timed here before training, in one loop with the "
+              "statistics and exact-mean with the paper's split means of them, both of the same OWS supernet. Every solver's answer was timed here before its evaluation, in one loop with the "
               "table's refinement (`tfwidth.refine.refine` with targets): timings refitted into the table, an answer "
               "over its target that the table predicted aimed lower by the miss, for at most "
               f"{a.refine_rounds} rounds or until every answer is predicted within 3% and timed within its target; "
