@@ -170,3 +170,16 @@ def test_soak_needs_data_for_the_kill_part(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         bench_soak.main(["--work", str(tmp_path), "--kill"])
     assert e.value.code == 2 and "--kill needs --data PATH" in capsys.readouterr().err
+
+
+def test_export_bars_follow_the_numbers():
+    import bench_export
+
+    def rep(top1, keras=None, logit=1e-6):
+        return {"tflite": {"top1": top1}, "keras": {"top1": top1 if keras is None else keras},
+                "agreement": {"max_abs_logit_diff": logit}}
+    got = bench_export.bars({"fp32": rep(0.60), "int8": rep(0.588), "qat": rep(0.604)})
+    assert [(name.split()[0], ok) for name, ok, _ in got] == [("fp32", True), ("int8", False), ("qat", True)]
+    assert got[1][2] == "-1.20 points"
+    got = bench_export.bars({"fp32": rep(0.60, keras=0.602)})
+    assert got[0][1] is False and [ok for _, ok, _ in got[1:]] == [None, None]

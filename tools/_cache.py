@@ -147,6 +147,12 @@ def store(path, parts: dict, result=None) -> None:
     os.replace(tmp, p)
 
 
+def usage_error(message: str):
+    """Bad input to a benchmark: one line on stderr starting 'error: ', exit code 2 (the house rule), no traceback."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def relative(path) -> str:
     """A path as a report may show it: relative to the current directory when under it, else just its name (no
     machine-specific absolute path lands in a report)."""

@@ -160,7 +160,7 @@ def main(argv=None) -> int:
     dataset = f"npz:{a.data}"
     data_digest = _cache.file_digest(a.data)
     if data_digest is None:
-        raise SystemExit(f"error: --data {a.data}: no such file; give the CIFAR-10 npz")
+        _cache.usage_error(f"--data {a.data}: no such file; give the CIFAR-10 npz")
     rkey = _cache.key_of(report_parts(a, data_digest))
     report_path = Path(a.report) if a.report else work / "report.md"
     if a.report_only:
@@ -606,7 +606,7 @@ def write_report(path: Path, work: Path, a, space, rkey: str | None = None, upda
     ``path``, the plot beside it; with ``update_docs`` also this section of docs/benchmarks.md and its plot."""
     seeds, left_out = load_seeds(work, rkey)
     if not seeds:
-        raise SystemExit(f"error: no seed evaluated with these arguments and data in {work} (WORK/seedN/configs.json)"
+        _cache.usage_error(f"no seed evaluated with these arguments and data in {work} (WORK/seedN/configs.json)"
                          + (f"; seeds {', '.join(map(str, left_out))} were run with others" if left_out else ""))
     targets = read_json(work / "targets.json")["targets"]
     table = read_json(work / "table.json")

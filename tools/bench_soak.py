@@ -62,7 +62,9 @@ def run(argv, log=None, env=None) -> None:
         if out:
             out.close()
     if rc:
-        raise SystemExit(f"error: {' '.join(map(str, argv[:3]))} failed (exit {rc})" + (f"; see {log}" if log else ""))
+        print(f"error: {' '.join(map(str, argv[:3]))} failed (exit {rc})" + (f"; see {_cache.relative(log)}" if log
+                                                                             else ""), file=sys.stderr)
+        raise SystemExit(1)
 
 
 def env_with_path() -> dict:
@@ -145,7 +147,7 @@ def data_slice(src: str, dst: Path, n_train: int, n_test: int) -> Path:
     raw = np.load(src)
     missing = {"x_train", "y_train", "x_test", "y_test"} - set(raw.files)
     if missing:
-        raise SystemExit(f"error: --data {src}: no {', '.join(sorted(missing))} in it; give an npz with x_train, "
+        _cache.usage_error(f"--data {src}: no {', '.join(sorted(missing))} in it; give an npz with x_train, "
                          f"y_train, x_test, y_test (e.g. cifar10.npz)")
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp.npz")
@@ -264,10 +266,10 @@ def compare(clean: Path, killed: Path) -> dict:
 def kill_soak(a, work: Path) -> dict:
     import numpy as np
     if not a.data:
-        raise SystemExit("error: --kill needs --data PATH (an npz with x_train, y_train, x_test, y_test, e.g. "
+        _cache.usage_error("--kill needs --data PATH (an npz with x_train, y_train, x_test, y_test, e.g. "
                          "cifar10.npz)")
     if not Path(a.data).is_file():
-        raise SystemExit(f"error: --data {a.data}: no such file; give the CIFAR-10 npz")
+        _cache.usage_error(f"--data {a.data}: no such file; give the CIFAR-10 npz")
     env = env_with_path()
     d = work / "kill"
     data = data_slice(a.data, d / "data.npz", a.train_images, a.test_images)
