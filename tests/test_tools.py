@@ -183,3 +183,10 @@ def test_export_bars_follow_the_numbers():
     assert got[1][2] == "-1.20 points"
     got = bench_export.bars({"fp32": rep(0.60, keras=0.602)})
     assert got[0][1] is False and [ok for _, ok, _ in got[1:]] == [None, None]
+
+
+def test_kill_schedule_spreads_over_the_run():
+    import bench_soak
+    s = bench_soak.kill_schedule(0, 5, 600.0)
+    assert s == bench_soak.kill_schedule(0, 5, 600.0) and len(s) == 5 and min(s) >= 3.0
+    assert 0.03 * 600 <= sum(s) <= 0.9 * 600 + 5 * 3.0  # the last kill before 90% of the uninterrupted run

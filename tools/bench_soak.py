@@ -10,9 +10,11 @@
 (b) Kill soak: the pipeline (python -m tfwidth.pipeline, CIFAR preset) on a slice of --data, its latency table fitted
     from --device-samples profiled once at the start (so the artefacts do not depend on timings), run once without
     interruption, then in another directory killed with SIGKILL --kills times at random (seeded) moments and started
-    again until it completes; the final artefacts (widths.json, table.json, run/stats.json, the exported report's
+    again until it completes (the moments spread over the run's length, as running time summed over the starts);
+    the final artefacts (widths.json, table.json, run/stats.json, the exported report's
     accuracies, the supernet's weights), timing fields left out, are compared and printed equal / different.
-    The pipeline is whatever tfwidth is first on the path (PYTHONPATH), run as subprocesses.
+    The pipeline is whatever tfwidth is first on the path (PYTHONPATH), run as subprocesses. --control runs it
+    uninterrupted a second time and compares that too (whether the pipeline reproduces itself at all).
 
 Everything goes to --work; the report (report.md, soak.json) too. The template, plan, device samples, data slice and
 uninterrupted run are reused only when their cache key (tools/_cache.py: arguments, input digests, code) matches.
@@ -223,7 +225,10 @@ def latest(run):
     return tf.train.load_checkpoint(run + "/ckpt/" + side["checkpoint"])
 a, b = latest(sys.argv[1]), latest(sys.argv[2])
 na, nb = set(a.get_variable_to_shape_map()), set(b.get_variable_to_shape_map())
-names = sorted(n for n in na & nb if "OPTIMIZER_SLOT" not in n and n != "_CHECKPOINTABLE_OBJECT_GRAPH")
+# the weights (and the model's width statistics); not optimizer slots, Keras metric accumulators, nor how many
+# saves it took (save_counter)
+names = sorted(n for n in na & nb if "OPTIMIZER_SLOT" not in n and "_metric_objs" not in n
+               and not n.startswith("save_counter") and n != "_CHECKPOINTABLE_OBJECT_GRAPH")
 diff = [n for n in names if not np.array_equal(a.get_tensor(n), b.get_tensor(n))]
 print(json.dumps({"tensors": len(names), "different": len(diff), "only_one": len(na ^ nb), "first": diff[:3]}))
 """
@@ -297,7 +302,7 @@ def kill_soak(a, work: Path) -> dict:
     shutil.rmtree(killed, ignore_errors=True)
     log = d / "killed.log"
     log.unlink(missing_ok=True)
-    rng = np.random.default_rng(a.kill_seed)
+    schedule = kill_schedule(a.kill_seed, a.kills, wall)
     kills, starts, t_all = [], 0, time.time()
     while True:
         starts += 1
@@ -306,7 +311,7 @@ def kill_soak(a, work: Path) -> dict:
             f.flush()
             proc = subprocess.Popen([PY, *map(str, pipeline_argv(a, killed, data, samples))], stdout=f,
                                     stderr=subprocess.STDOUT, env=env)
-            at = float(rng.uniform(0.04, 0.22) * wall) if len(kills) < a.kills else None
+            at = schedule[len(kills)] if len(kills) < len(schedule) else None
             try:
                 rc = proc.wait(timeout=at)
             except subprocess.TimeoutExpired:
@@ -324,19 +329,47 @@ def kill_soak(a, work: Path) -> dict:
         break
     killed_wall = time.time() - t_all
     result = compare(clean, killed) if rc == 0 else {}
+    control = None
+    if a.control:  # is the pipeline deterministic at all? A second uninterrupted run of the same seed
+        ctl = d / "control"
+        shutil.rmtree(ctl, ignore_errors=True)
+        print("control: a second uninterrupted run ...", flush=True)
+        run(pipeline_argv(a, ctl, data, samples), log=d / "control.log", env=env)
+        control = compare(clean, ctl)
+        print("control (uninterrupted vs uninterrupted):")
+        for k, v in control.items():
+            print(f"  {k:<18} {v}")
     print(f"killed run: {len(kills)} kill(s) at {kills} s after their starts, {starts} start(s), exit {rc}, "
           f"{killed_wall:.0f} s in all")
     for k, v in result.items():
         print(f"  {k:<18} {v}")
     same = bool(result) and all(v.startswith("equal") for v in result.values())
-    verdict = (f"{'PASS' if same else 'FAIL'}: " + (
-        f"after {len(kills)} kill(s) the final artefacts are "
+    verdict = (f"{'PASS' if same and len(kills) == a.kills else 'FAIL'}: " + (
+        f"after {len(kills)} kill(s)" + (f" (of {a.kills} scheduled: the run completed first)"
+                                         if len(kills) < a.kills else "") + " the final artefacts are "
         + ("the same as" if same else "not all the same as") + " the uninterrupted run's" if rc == 0
         else f"the killed run did not complete (last exit {rc}; see {_cache.relative(log)})"))
+    if control is not None:
+        det = all(v.startswith("equal") for v in control.values())
+        verdict += ("; two uninterrupted runs agree on every artefact" if det else
+                    "; two uninterrupted runs differ too (" + ", ".join(k for k, v in control.items()
+                                                                        if not v.startswith("equal")) + ")")
     print(verdict)
     return {"train_images": a.train_images, "test_images": a.test_images, "epochs": a.epochs,
             "uninterrupted_s": wall, "kills_at_s": kills, "starts": starts, "exit": rc, "killed_total_s": killed_wall,
-            "artefacts": result, "same": same, "verdict": verdict}
+            "artefacts": result, "control": control, "same": same and len(kills) == a.kills, "verdict": verdict}
+
+
+def kill_schedule(seed: int, kills: int, wall: float, lo: float = 0.03, hi: float = 0.9,
+                  min_gap: float = 3.0) -> list[float]:
+    """Seconds after each (re)start at which to kill it: ``kills`` moments drawn uniformly over [lo, hi] of the
+    uninterrupted run's wall time, as running time summed over the starts, so the kills spread over the whole run
+    (a resumed run must still run at least as long as the part not yet done, so every one lands unless it skips
+    work). At least ``min_gap`` s apart (a kill during the interpreter's start-up tests nothing)."""
+    import numpy as np
+    at = np.sort(np.random.default_rng(seed).uniform(lo, hi, kills)) * wall
+    gaps = np.diff(np.concatenate([[0.0], at]))
+    return [round(float(max(g, min_gap)), 1) for g in gaps]
 
 
 def report_lines(res: dict) -> list[str]:
@@ -361,6 +394,9 @@ def report_lines(res: dict) -> list[str]:
                   f"{len(k['kills_at_s'])} time(s) ({', '.join(f'{s:g}' for s in k['kills_at_s'])} s after each "
                   f"start), {k['starts']} start(s): " + k["verdict"], ""]
         lines += [f"- {name}: {v}" for name, v in k["artefacts"].items()]
+        if k.get("control"):
+            lines += ["", "Control, a second uninterrupted run against the first:", ""]
+            lines += [f"- {name}: {v}" for name, v in k["control"].items()]
         lines.append("")
     return lines
 
@@ -384,6 +420,8 @@ def main(argv=None) -> int:
     p.add_argument("--plan-count", type=int, default=300, help="(b) device samples timed once for the table")
     p.add_argument("--kills", type=int, default=5)
     p.add_argument("--kill-seed", type=int, default=0, help="seed of the kill moments")
+    p.add_argument("--control", action="store_true", help="(b) also run the pipeline uninterrupted a second time "
+                   "and compare it with the first (does the pipeline reproduce itself at all?)")
     a = p.parse_args(argv)
     if not (a.profiler or a.kill):
         a.profiler = a.kill = True
