@@ -1,7 +1,6 @@
 """The benchmarks' cache keys and report sentences (tools/): fast, no training, synthetic numbers."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -131,17 +130,17 @@ def test_e2e_report_from_synthetic_numbers(tmp_path, monkeypatch):
     e2e_seed(work, 2, "other", True, 0)  # another run's arguments: must not be aggregated
     docs = ROOT / "docs" / "benchmarks.md"
     docs_before = docs.read_bytes() if docs.exists() else None
-    a = argparse.Namespace(data=str(tmp_path / "data" / "cifar10.npz"), work=str(work), epochs=2, train_limit=100,
-                           eval_limit=50, batch_size=32, sampling="all-layers", finetune_epochs=1,
-                           aows_probe_configs=200, estimator="auto", only=None, plan_count=10, val_count=5,
-                           refine_rounds=12, no_aows=True)
+    a = bench_e2e.parser().parse_args(["--data", str(tmp_path / "data" / "cifar10.npz"), "--work", str(work),
+                                       "--epochs", "2", "--train-limit", "100", "--eval-limit", "50",
+                                       "--batch-size", "32", "--plan-count", "10", "--val-count", "5", "--no-aows"])
     monkeypatch.chdir(tmp_path)
     bench_e2e.write_report(work / "report.md", work, a, preset("mobilenet_v1_cifar"), "k1")
     text = (work / "report.md").read_text()
     assert (work / "benchmarks_e2e.png").exists()
     assert (docs.read_bytes() if docs.exists() else None) == docs_before  # docs only with update_docs
     assert str(tmp_path) not in text and "/work/" not in text
-    assert "--data cifar10.npz --work e2e --seed 0" in text
+    assert "python tools/bench_e2e.py --data cifar10.npz --work e2e --seed 0 --epochs 2 --train-limit 100 " \
+           "--eval-limit 50 --batch-size 32 --plan-count 10 --val-count 5 --no-aows\n" in text
     assert "Seeds: 0, 1 (seeds 2 in e2e were run with other arguments or data and are left out)" in text
     assert "did not reach that for every seed" in text and "every seed's loop converged" not in text
     # exact - uniform is +1.5 points fine-tuned: the bar >= +1.5 passes; ows - uniform +1.0 fails it

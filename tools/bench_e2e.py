@@ -108,7 +108,7 @@ def jsonl_cache(path: Path):
     return rows, put
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="CIFAR-10 npz (x_train, y_train, x_test, y_test)")
     p.add_argument("--work", default="bench_e2e")
@@ -141,7 +141,27 @@ def main(argv=None) -> int:
     p.add_argument("--no-aows", action="store_true")
     p.add_argument("--stop-after", choices=("ows", "latency", "aows"), help="stop after this stage (e.g. train while "
                    "the machine is busy, profile when it is quiet)")
-    a = p.parse_args(argv)
+    return p
+
+
+def command(a, seed: int) -> str:
+    """The command that reproduces one seed of this report: every argument the report key holds, where it is not
+    the default, and --only / --no-aows; the data and work directory by their names (no machine's paths)."""
+    default = parser().parse_args(["--data", "x"])
+    out = [f"python tools/bench_e2e.py --data {Path(a.data).name} --work {Path(a.work).name} --seed {seed}"]
+    keys = ("epochs", "train_limit", "eval_limit", "finetune_epochs", "sampling", "batch_size", "calib_batches",
+            "plan_count", "val_count", "probe_configs", "aows_probe_configs", "estimator", "refine_rounds", "only")
+    for k in keys:
+        v = getattr(a, k, None)
+        if v is not None and v != getattr(default, k):
+            out.append(f"--{k.replace('_', '-')} {v}")
+    if getattr(a, "no_aows", False):
+        out.append("--no-aows")
+    return " ".join(out)
+
+
+def main(argv=None) -> int:
+    a = parser().parse_args(argv)
 
     work = Path(a.work)
     sd = work / f"seed{a.seed}"
@@ -628,13 +648,7 @@ def write_report(path: Path, work: Path, a, space, rkey: str | None = None, upda
              + f". The paper trains 20 epochs on ImageNet: the comparison at equal budget is the point here, not the "
              f"absolute accuracies.", "",
              "Commands (one per seed; each resumes where it stopped, the latency artefacts are shared):", "", "```sh"]
-    lines += [f"python tools/bench_e2e.py --data {Path(a.data).name} --work {Path(a.work).name} --seed {i} "
-              f"--epochs {a.epochs} "
-              f"--train-limit {a.train_limit} --eval-limit {a.eval_limit} --finetune-epochs {a.finetune_epochs} "
-              f"--sampling {a.sampling}"
-              + (f" --aows-probe-configs {a.aows_probe_configs}" if a.aows_probe_configs != 200 else "")
-              + (f" --estimator {a.estimator}" if a.estimator != "auto" else "")
-              + (f" --only {a.only}" if a.only else "") for i in ids]
+    lines += [command(a, i) for i in ids]
     lines += ["```", "",
               "Targets are the measured latencies of the uniform networks: " + ", ".join(
                   f"{t['mult']}x = {t['measured_ms']:.3f} ms" for t in targets) + ".",
