@@ -35,6 +35,8 @@ def test_cache_reused_only_for_the_same_key(tmp_path):
     assert not _cache.check(tmp_path / "none.json", parts_of(tmp_path), "fit", say=said.append, leftover=True)
     assert said[-1] == "recomputed: fit: no record of its inputs"
     assert json.loads(rec.read_text())["parts"]["args"] == {"n": 1}
+    assert _cache.describe_change(None, {"a": 1}) == "no record of its inputs"
+    assert _cache.describe_change({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 3}, "d": 0}) == "b.c, d changed"
 
 
 def test_code_and_run_digests_follow_their_files(tmp_path, monkeypatch):

@@ -110,6 +110,13 @@ def changed(old: dict | None, new: dict) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
+def describe_change(old: dict | None, new: dict) -> str:
+    """'<part>, <part> changed', or 'no record of its inputs' (a result from before keys were recorded)."""
+    if old is None:
+        return "no record of its inputs"
+    return f"{', '.join(changed(old, new)) or 'key format'} changed"
+
+
 def check(path, parts: dict, what: str | None = None, say=print, leftover: bool = False) -> bool:
     """True when the record at ``path`` was made from these parts; otherwise False, after one line
     "recomputed: <what>: <what changed>" (when there is no record: nothing, a first run, unless ``leftover``, i.e.
@@ -125,8 +132,7 @@ def check(path, parts: dict, what: str | None = None, say=print, leftover: bool 
         rec = {}
     if rec.get("key") == key_of(parts):
         return True
-    diff = changed(rec.get("parts"), parts) if isinstance(rec, dict) else ["unreadable record"]
-    say(f"recomputed: {what or p.name}: {', '.join(diff) or 'key format'} changed")
+    say(f"recomputed: {what or p.name}: {describe_change(rec.get('parts') if isinstance(rec, dict) else None, parts)}")
     return False
 
 

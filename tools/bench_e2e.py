@@ -82,12 +82,20 @@ def cache_key(targets, entries, extra=None) -> str:
     """What a cached refinement or answer depends on: the targets, each entry's costs (rounded) and ``extra`` (the
     table's, the samples' digests, the arguments and code of the loop)."""
     import hashlib
-    from tfwidth.refine import costs_hash
-
-    def costs_key(c):  # per-layer lists as before (keeps existing caches valid); ChainCosts by their hash
-        return costs_hash(c) if hasattr(c, "pairwise") else [np.round(x, 8).tolist() for x in c]
     return hashlib.sha256(json.dumps([[t["measured_ms"] for t in targets], [costs_key(e[2]) for e in entries]]
                                      + ([] if extra is None else [_cache.canonical(extra)])).encode()).hexdigest()[:16]
+
+
+def costs_key(c):
+    """An entry's costs as the cache sees them: per-layer lists rounded; ChainCosts by their hash."""
+    from tfwidth.refine import costs_hash
+    return costs_hash(c) if hasattr(c, "pairwise") else [np.round(x, 8).tolist() for x in c]
+
+
+def solve_parts(targets, entries, loop) -> dict:
+    """The parts of the refinement's key by name, so that a recomputation can say which of them changed."""
+    return {"targets": [t["measured_ms"] for t in targets],
+            "costs": {e[0]: _cache.key_of(costs_key(e[2])) for e in entries}, **loop}
 
 
 def jsonl_cache(path: Path):
@@ -360,7 +368,8 @@ def main(argv=None) -> int:
         configs = old["configs"]
     else:
         if old:
-            print("recomputed: refined table and answers: targets, costs, table, timings, arguments or code changed"
+            print(f"recomputed: refined table and answers: "
+                  f"{_cache.describe_change(old.get('parts'), solve_parts(targets, entries, loop))}"
                   + ("" if not fixed else " (the OWS supernet's answers kept)"))
         plan = [(t, e) for t in targets for e in entries]
 
@@ -403,6 +412,7 @@ def main(argv=None) -> int:
                             "aim_ms": r.get("aim_ms") or tg["measured_ms"], "settle_ms": r.get("measured_ms"),
                             "settle_met": r["met"], "settle_round": r.get("round")})
             write_json(solved_path, {"space_hash": space.space_hash, "inputs": inputs, "inputs_base": inputs_base,
+                                     "parts": solve_parts(targets, entries, loop),
                                      "configs": out, "kept": sorted(map(list, fixed))})
             return t, out
         table, configs = timed("refine table and meet targets (time every answer, refit, re-aim)", settle)
@@ -411,11 +421,13 @@ def main(argv=None) -> int:
         return f"{c['run']}:{','.join(map(str, c['widths']))}"
 
     # an evaluation is the network's, of one supernet's weights, data, budget and code: any of them changed, another
-    eval_keys = {kind: _cache.key_of({"inputs": {"run": _cache.run_digest(run), "data": data_digest},
-                                      "args": {k: getattr(a, k) for k in ("finetune_epochs", "batch_size",
-                                                                          "calib_batches", "train_limit",
-                                                                          "eval_limit", "seed")},
-                                      "code": _cache.code_digest(*EVAL_CODE)})[:12] for kind, run in runs.items()}
+    eval_parts = {kind: {"inputs": {"run": _cache.run_digest(run), "data": data_digest},
+                         "args": {k: getattr(a, k) for k in ("finetune_epochs", "batch_size", "calib_batches",
+                                                             "train_limit", "eval_limit", "seed")},
+                         "code": _cache.code_digest(*EVAL_CODE)} for kind, run in runs.items()}
+    eval_keys = {kind: _cache.key_of(p)[:12] for kind, p in eval_parts.items()}
+    parts_path = sd / "eval_parts.json"
+    before = read_json(parts_path) if parts_path.exists() else {}
 
     def result_key(c) -> str:
         return f"{latency_key(c)}:{eval_keys[c['run']]}"
@@ -426,7 +438,10 @@ def main(argv=None) -> int:
     stale = sum(1 for c in configs if c["widths"] is not None and result_key(c) not in rows
                 and any(k.startswith(latency_key(c) + ":") for k in rows))
     if stale:
-        print(f"recomputed: evaluation of {stale} configuration(s): the supernet, data, arguments or code changed")
+        print(f"recomputed: evaluation of {stale} configuration(s): " + "; ".join(
+            f"{kind} supernet's: {_cache.describe_change(before.get(kind), p)}" for kind, p in eval_parts.items()
+            if before.get(kind) != p))
+    write_json(parts_path, eval_parts)
 
     def evaluate_all():
         for c in configs:
