@@ -412,12 +412,14 @@ def main(argv=None) -> int:
     p.add_argument("--cpu", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", help="(b) CIFAR-10 npz (x_train, y_train, x_test, y_test)")
-    p.add_argument("--train-images", type=int, default=2000)
-    p.add_argument("--test-images", type=int, default=500)
-    p.add_argument("--epochs", type=int, default=2)
+    # defaults: ~10 min for the uninterrupted run here under load (most of it the training stage's 500-configuration
+    # probe, which the pipeline does not let one shorten)
+    p.add_argument("--train-images", type=int, default=1000, help="(b) training images of the slice (default 1000)")
+    p.add_argument("--test-images", type=int, default=200, help="(b) test images of the slice (default 200)")
+    p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--finetune-epochs", type=int, default=1)
-    p.add_argument("--plan-count", type=int, default=300, help="(b) device samples timed once for the table")
+    p.add_argument("--plan-count", type=int, default=100, help="(b) device samples timed once for the table")
     p.add_argument("--kills", type=int, default=5)
     p.add_argument("--kill-seed", type=int, default=0, help="seed of the kill moments")
     p.add_argument("--control", action="store_true", help="(b) also run the pipeline uninterrupted a second time "
