@@ -11,7 +11,7 @@ the key for the reader, not keyed, so that committing or editing docs does not t
     if hit is None:
         hit = compute(); store(path, parts, hit)
 
-No TensorFlow, no tfwidth import: tests and the device-side soak use it alike.
+No TensorFlow (tfwidth.artifacts only, for its file fingerprint): tests and the profiler soak use it alike.
 """
 from __future__ import annotations
 
@@ -23,22 +23,19 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tfwidth.artifacts import fingerprint  # noqa: E402  (the pipeline's file fingerprint: one copy of it)
 
 # The sources every result depends on one way or another (the shared vocabulary, the artefact format); callers add
 # the modules of their own computation.
 BASE_CODE = ("tfwidth/space.py", "tfwidth/artifacts.py")
 
 
-def file_digest(path, chunk: int = 1 << 20) -> str | None:
-    """sha256 of a file's bytes, streamed (samples files and datasets are large); None when it does not exist."""
-    p = Path(path)
-    if not p.is_file():
-        return None
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+def file_digest(path) -> str | None:
+    """sha256 of a file's bytes, streamed (tfwidth.artifacts.fingerprint); None when it does not exist."""
+    fp = fingerprint(path)
+    return None if fp is None else fp["sha256"]
 
 
 def run_digest(run) -> str | None:

@@ -180,7 +180,7 @@ def device_samples(d: Path, count: int, seed: int, cpu: int, env) -> Path:
 def pipeline_argv(a, work: Path, data: Path, samples: Path) -> list:
     return ["-m", "tfwidth.pipeline", "--work", work, "--dataset", f"npz:{data}", "--device-samples", samples,
             "--epochs", a.epochs, "--batch-size", a.batch_size, "--finetune-epochs", a.finetune_epochs,
-            "--seed", a.seed, "--target-mult", 0.75]
+            "--seed", a.seed, "--target-mult", 0.75, "--probe-configs", a.probe_configs]
 
 
 def strip(obj, work: Path):
@@ -283,7 +283,7 @@ def kill_soak(a, work: Path) -> dict:
     samples = device_samples(d / "device", a.plan_count, a.seed, a.cpu, env)
 
     clean = d / "uninterrupted"
-    parts = {"args": {k: getattr(a, k) for k in ("epochs", "batch_size", "finetune_epochs", "seed")},
+    parts = {"args": {k: getattr(a, k) for k in ("epochs", "batch_size", "finetune_epochs", "seed", "probe_configs")},
              "inputs": {"data": _cache.file_digest(data), "samples": _cache.file_digest(samples)},
              "code": _cache.code_digest("tfwidth", "device_profiler")}
     rec = d / "uninterrupted.key.json"
@@ -412,13 +412,14 @@ def main(argv=None) -> int:
     p.add_argument("--cpu", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", help="(b) CIFAR-10 npz (x_train, y_train, x_test, y_test)")
-    # defaults: ~10 min for the uninterrupted run here under load (most of it the training stage's 500-configuration
-    # probe, which the pipeline does not let one shorten)
+    # defaults: a few minutes for the uninterrupted run here (the probe at the end of training dominates: 500
+    # configurations took ~8 of 10 minutes under load, hence --probe-configs)
     p.add_argument("--train-images", type=int, default=1000, help="(b) training images of the slice (default 1000)")
     p.add_argument("--test-images", type=int, default=200, help="(b) test images of the slice (default 200)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--finetune-epochs", type=int, default=1)
+    p.add_argument("--probe-configs", type=int, default=100, help="(b) the pipeline's --probe-configs (default 100)")
     p.add_argument("--plan-count", type=int, default=100, help="(b) device samples timed once for the table")
     p.add_argument("--kills", type=int, default=5)
     p.add_argument("--kill-seed", type=int, default=0, help="seed of the kill moments")
