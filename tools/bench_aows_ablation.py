@@ -7,7 +7,8 @@ statistics, exploration floor) kept as W/seedN/run_aows_floor. For each seed: ow
 supernet's probe costs (the default estimator, as bench_e2e's ows), on the seed's refined table, evaluated as
 bench_e2e evaluates (inherited with BN recalibration; fine-tuned, converted, timed). Prints it beside the seed's ows
 (OWS supernet) and aows (live-probe AOWS supernet) rows from W/seedN/configs.json. Results are cached in
-W/seedN/ablation.json (one fine-tuning ~2 min).
+W/seedN/ablation.json (one fine-tuning ~2 min), reused only when its key (tools/_cache.py: the supernet's checkpoint,
+the refined table, the target, the data, the arguments and the code) matches.
 """
 from __future__ import annotations
 
@@ -19,12 +20,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+
+import _cache  # noqa: E402
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", required=True, help="tools/bench_e2e.py's work directory")
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10.npz"))
+    p.add_argument("--data", required=True, help="the CIFAR-10 npz bench_e2e was run on")
     p.add_argument("--train-limit", type=int, default=16000)
     p.add_argument("--eval-limit", type=int, default=5000)
     p.add_argument("--finetune-epochs", type=int, default=3)
@@ -55,9 +59,15 @@ def main(argv=None) -> int:
     for s in seeds:
         sd = work / f"seed{s}"
         cache = sd / "ablation.json"
-        rec = read_json(cache) if cache.exists() else None
-        if rec is not None and rec.get("space_hash") != space.space_hash:
-            rec = None  # another space's result: measure again
+        parts = {"args": {k: getattr(a, k) for k in ("train_limit", "eval_limit", "finetune_epochs", "batch_size",
+                                                     "calib_batches")} | {"seed": s, "space_hash": space.space_hash,
+                                                                          "target_ms": target["measured_ms"]},
+                 "inputs": {"run": _cache.run_digest(sd / "run_aows_floor"), "data": _cache.file_digest(a.data),
+                            "table": _cache.file_digest(sd / "table_refined.json")},
+                 "code": _cache.code_digest("tfwidth/solve.py", "tfwidth/export.py", "tfwidth/stats.py",
+                                            "tfwidth/latency.py", "tfwidth/convert.py", "device_profiler")}
+        rec = read_json(cache) if cache.exists() and _cache.check(sd / "ablation.key.json", parts, f"seed {s} "
+                                                                   "ablation", leftover=True) else None
         if rec is None:
             run = sd / "run_aows_floor"
             data = load_data(f"npz:{a.data}", space, a.batch_size, seed=s, train_limit=a.train_limit,
@@ -77,6 +87,7 @@ def main(argv=None) -> int:
                    "measured_ms": measure_latency(convert(model, "fp32"), runs=20, repeats=5, cpus=(0,))["ms"]["min"],
                    "seconds": time.time() - t0}
             write_json(cache, rec)
+            _cache.store(sd / "ablation.key.json", parts)
         rows = {"floor AOWS (no live probe)": rec}
         cfg = json.loads((sd / "configs.json").read_text())["configs"]
         for m, label in (("ows", "OWS"), ("aows", "AOWS, live probe")):

@@ -1,6 +1,6 @@
 """End-to-end benchmark on real CIFAR-10: does the optimal width search beat uniform and greedy widths at equal latency?
 
-    python tools/bench_e2e.py --data ../shared/data/cifar10.npz --work bench_e2e     [resumable: run it again]
+    python tools/bench_e2e.py --data cifar10.npz --work bench_e2e     [resumable: run it again]
 
 Stages (each cached in WORK; a killed run continues where it stopped):
   1. latency: template, biased plan + random validation plan, profiled on this CPU (LiteRT fp32, 1 thread, pinned),
@@ -10,8 +10,12 @@ Stages (each cached in WORK; a killed run continues where it stopped):
   4. solve each target with uniform, greedy, ows, exact (OWS supernet's statistics) and aows (AOWS supernet's);
   5. evaluate every configuration (a) with inherited supernet weights after BN recalibration and (b) after the same
      short fine-tuning budget, converted to .tflite fp32 and timed with the profiler's protocol;
-  6. write docs/benchmarks.md (table, bars, commands, machine, stage wall times) and an accuracy/latency plot.
+  6. write WORK/report.md (table, bars, commands, machine, stage wall times) and an accuracy/latency plot beside it;
+     --update-docs also writes them into docs/benchmarks.md (this section only) and docs/benchmarks_e2e.png.
 The budget is sized for a few hours on 2 cores: a training subset, few epochs (see --help); the report says so.
+Every cached stage (supernets, latency artefacts, targets, the refined table and answers, each evaluation, the final
+timings) is reused only when its key (tools/_cache.py: arguments, input digests, the code that computes it) matches,
+and recomputed otherwise ("recomputed: <what changed>"); the report aggregates only seeds run with the same key.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,7 +32,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
 
+import _cache  # noqa: E402
 import tfwidth  # noqa: E402,F401
 from tfwidth.artifacts import atomic_write_bytes, read_json, write_json  # noqa: E402
 from tfwidth.pipeline import Pipeline  # noqa: E402
@@ -35,6 +42,25 @@ from tfwidth.space import preset  # noqa: E402
 
 MULTS = (0.5, 0.75, 1.0)
 METHODS = ("uniform", "greedy", "ows", "exact")
+# The code each cached stage depends on (tools/_cache.py code_digest)
+TRAIN_CODE = ("tfwidth/supernet.py", "tfwidth/train.py", "tfwidth/data.py", "tfwidth/stats.py", "tfwidth/aows.py",
+              "tfwidth/probe.py", "tfwidth/mrf.py", "tfwidth/latency.py")
+TIMING_CODE = ("tfwidth/profile.py", "tfwidth/convert.py", "tfwidth/mobilenet.py", "device_profiler")
+FIT_CODE = ("tfwidth/latency.py",)
+SOLVE_CODE = ("tfwidth/refine.py", "tfwidth/solve.py", "tfwidth/mrf.py", "tfwidth/latency.py", "tfwidth/stats.py",
+              "device_profiler")
+EVAL_CODE = ("tfwidth/export.py", "tfwidth/convert.py", "tfwidth/mobilenet.py", "tfwidth/supernet.py",
+             "tfwidth/data.py", "device_profiler")
+LATENCY_FILES = ("template.tflite", "template.json", "plan.json", "val_plan.json", "samples.jsonl", "val.jsonl")
+
+
+def report_parts(a, data_digest: str) -> dict:
+    """What a seed's configs.json must share with the others to be aggregated in one report (all but the seed)."""
+    return {"args": {k: getattr(a, k) for k in ("plan_count", "val_count", "train_limit", "eval_limit", "epochs",
+                                                "batch_size", "sampling", "finetune_epochs", "calib_batches",
+                                                "aows_probe_configs", "estimator", "probe_configs", "refine_rounds",
+                                                "no_aows")},
+            "inputs": {"data": data_digest}}
 
 
 def ensure_probe(run: Path, model, st, a, timer=None) -> None:
@@ -52,15 +78,24 @@ def ensure_probe(run: Path, model, st, a, timer=None) -> None:
         st.save(run / "stats.json")
 
 
-def cache_key(targets, entries) -> str:
-    """What a cached refinement or answer depends on: the targets and each entry's costs (rounded)."""
+def cache_key(targets, entries, extra=None) -> str:
+    """What a cached refinement or answer depends on: the targets, each entry's costs (rounded) and ``extra`` (the
+    table's, the samples' digests, the arguments and code of the loop)."""
     import hashlib
-    from tfwidth.refine import costs_hash
+    return hashlib.sha256(json.dumps([[t["measured_ms"] for t in targets], [costs_key(e[2]) for e in entries]]
+                                     + ([] if extra is None else [_cache.canonical(extra)])).encode()).hexdigest()[:16]
 
-    def costs_key(c):  # per-layer lists as before (keeps existing caches valid); ChainCosts by their hash
-        return costs_hash(c) if hasattr(c, "pairwise") else [np.round(x, 8).tolist() for x in c]
-    return hashlib.sha256(json.dumps([[t["measured_ms"] for t in targets], [costs_key(e[2]) for e in entries]])
-                          .encode()).hexdigest()[:16]
+
+def costs_key(c):
+    """An entry's costs as the cache sees them: per-layer lists rounded; ChainCosts by their hash."""
+    from tfwidth.refine import costs_hash
+    return costs_hash(c) if hasattr(c, "pairwise") else [np.round(x, 8).tolist() for x in c]
+
+
+def solve_parts(targets, entries, loop) -> dict:
+    """The parts of the refinement's key by name, so that a recomputation can say which of them changed."""
+    return {"targets": [t["measured_ms"] for t in targets],
+            "costs": {e[0]: _cache.key_of(costs_key(e[2])) for e in entries}, **loop}
 
 
 def jsonl_cache(path: Path):
@@ -81,11 +116,13 @@ def jsonl_cache(path: Path):
     return rows, put
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10.npz"))
+    p.add_argument("--data", required=True, help="CIFAR-10 npz (x_train, y_train, x_test, y_test)")
     p.add_argument("--work", default="bench_e2e")
-    p.add_argument("--report", default=str(ROOT / "docs" / "benchmarks.md"))
+    p.add_argument("--report", help="the report's markdown (default WORK/report.md; the plot beside it)")
+    p.add_argument("--update-docs", action="store_true", help="also write the report into docs/benchmarks.md (its "
+                   "end-to-end section only) and the plot to docs/benchmarks_e2e.png")
     p.add_argument("--plan-count", type=int, default=1500)
     p.add_argument("--val-count", type=int, default=200)
     p.add_argument("--train-limit", type=int, default=16000, help="training subset (of 50,000)")
@@ -107,12 +144,32 @@ def main(argv=None) -> int:
                    "(tfwidth/refine.py)")
     p.add_argument("--seed", type=int, default=0, help="supernet seed (init, data order, width draws); each seed has "
                    "its own WORK/seedN/, the latency artefacts are shared, and the report aggregates every seed "
-                   "evaluated so far")
+                   "evaluated so far with the same arguments and data")
     p.add_argument("--report-only", action="store_true", help="rewrite the report from the seeds evaluated so far")
     p.add_argument("--no-aows", action="store_true")
     p.add_argument("--stop-after", choices=("ows", "latency", "aows"), help="stop after this stage (e.g. train while "
                    "the machine is busy, profile when it is quiet)")
-    a = p.parse_args(argv)
+    return p
+
+
+def command(a, seed: int) -> str:
+    """The command that reproduces one seed of this report: every argument the report key holds, where it is not
+    the default, and --only / --no-aows; the data and work directory by their names (no machine's paths)."""
+    default = parser().parse_args(["--data", "x"])
+    out = [f"python tools/bench_e2e.py --data {Path(a.data).name} --work {Path(a.work).name} --seed {seed}"]
+    keys = ("epochs", "train_limit", "eval_limit", "finetune_epochs", "sampling", "batch_size", "calib_batches",
+            "plan_count", "val_count", "probe_configs", "aows_probe_configs", "estimator", "refine_rounds", "only")
+    for k in keys:
+        v = getattr(a, k, None)
+        if v is not None and v != getattr(default, k):
+            out.append(f"--{k.replace('_', '-')} {v}")
+    if getattr(a, "no_aows", False):
+        out.append("--no-aows")
+    return " ".join(out)
+
+
+def main(argv=None) -> int:
+    a = parser().parse_args(argv)
 
     work = Path(a.work)
     sd = work / f"seed{a.seed}"
@@ -129,8 +186,13 @@ def main(argv=None) -> int:
 
     space = preset("mobilenet_v1_cifar")
     dataset = f"npz:{a.data}"
+    data_digest = _cache.file_digest(a.data)
+    if data_digest is None:
+        _cache.usage_error(f"--data {a.data}: no such file; give the CIFAR-10 npz")
+    rkey = _cache.key_of(report_parts(a, data_digest))
+    report_path = Path(a.report) if a.report else work / "report.md"
     if a.report_only:
-        write_report(Path(a.report), work, a, space)
+        write_report(report_path, work, a, space, rkey, a.update_docs)
         return 0
 
     # 1. the OWS supernet first: training tolerates a loaded machine, timing does not --------------------------
@@ -143,8 +205,21 @@ def main(argv=None) -> int:
         runs["aows"] = sd / "run_aows"
     models = {}
 
-    def supernet(kind, callbacks=()):
+    def supernet(kind, callbacks=(), extra=None):
         run = runs[kind]
+        # a supernet is resumed or reused only when trained from the same data, arguments and code
+        parts = {"args": {"epochs": a.epochs, "train_limit": a.train_limit, "batch_size": a.batch_size,
+                          "sampling": a.sampling, "seed": a.seed, **(extra or {}).get("args", {})},
+                 "inputs": {"data": data_digest, **(extra or {}).get("inputs", {})},
+                 "code": _cache.code_digest(*TRAIN_CODE)}
+        record = run.with_name(run.name + ".key.json")
+        if not _cache.check(record, parts, f"supernet {kind}", leftover=run.exists()):
+            if run.exists():
+                stale = run.with_name(run.name + ".stale")
+                shutil.rmtree(stale, ignore_errors=True)
+                run.rename(stale)
+                print(f"  (the previous {run.name} moved to {stale.name})")
+            _cache.store(record, parts)
         side = read_sidecar(run)
         done = side is not None and int(side.get("epoch", 0)) >= a.epochs
 
@@ -163,7 +238,17 @@ def main(argv=None) -> int:
     space.save(space_path)
     tpl = work / "template.tflite"
 
-    # The device's table does not depend on the supernet seed: every seed shares one (seed 0's plans).
+    # The device's table does not depend on the supernet seed: every seed shares one (seed 0's plans). The template,
+    # plans and timings are redone when their arguments or code change, the fit when it or its samples change (the
+    # pipeline's stage record alone would skip a stage whose outputs exist).
+    timing_parts = {"args": {"plan_count": a.plan_count, "val_count": a.val_count, "runs": 10, "cpus": [0]},
+                    "code": _cache.code_digest(*TIMING_CODE)}
+    if not _cache.check(work / "latency.key.json", timing_parts, "latency timings",
+                        leftover=(work / "samples.jsonl").exists()):
+        for name in LATENCY_FILES + ("table.json", "fit.png"):
+            (work / name).unlink(missing_ok=True)
+        _cache.store(work / "latency.key.json", timing_parts)
+
     def latency_stages():
         pl.stage("template", "tfwidth.profile", ["template", "--space", space_path, "-o", tpl, "--seed", 0], [tpl])
         pl.stage("plan", "tfwidth.profile", ["plan", "--space", space_path, "--count", a.plan_count, "--kind",
@@ -175,9 +260,14 @@ def main(argv=None) -> int:
             pl.stage(name, "device_profiler.__main__", ["--template", tpl, "--plan", work / plan, "--out", work / out,
                                                         "--threads", 1, "--cpus", 0, "--runs", 10, "--no-progress"],
                      [work / out])
+        fit_parts = {"inputs": {n: _cache.file_digest(work / n) for n in ("samples.jsonl", "val.jsonl")},
+                     "code": _cache.code_digest(*FIT_CODE)}
+        if not _cache.check(work / "fit.key.json", fit_parts, "latency fit", leftover=(work / "table.json").exists()):
+            (work / "table.json").unlink(missing_ok=True)
         pl.stage("fit", "tfwidth.latency", ["fit", work / "samples.jsonl", "--validation", work / "val.jsonl",
                                             "-o", work / "table.json", "--plot", work / "fit.png"],
                  [work / "table.json"])
+        _cache.store(work / "fit.key.json", fit_parts)
     timed("latency (template, profile, fit)", latency_stages)
 
     from tfwidth.latency import LatencyTable
@@ -188,7 +278,10 @@ def main(argv=None) -> int:
     from tfwidth.export import measure_latency
     maker = VariantMaker(tpl.read_bytes(), json.loads(tpl.with_suffix(".json").read_text()))
     tpath = work / "targets.json"
-    if tpath.exists():
+    target_parts = {"args": {"mults": MULTS, "runs": 20, "repeats": 5, "cpus": [0]},
+                    "inputs": {"template": _cache.file_digest(tpl), "table": _cache.file_digest(work / "table.json")},
+                    "code": _cache.code_digest("tfwidth/export.py", "device_profiler")}
+    if tpath.exists() and _cache.check(work / "targets.key.json", target_parts, "targets", leftover=True):
         targets = read_json(tpath)["targets"]
     else:
         def measure_targets():
@@ -201,6 +294,7 @@ def main(argv=None) -> int:
             return out
         targets = timed("targets", measure_targets)
         write_json(tpath, {"space_hash": space.space_hash, "targets": targets})
+        _cache.store(work / "targets.key.json", target_parts)
     for t in targets:
         print(f"target {t['mult']}x: measured {t['measured_ms']:.3f} ms, table predicts {t['predicted_ms']:.3f} ms")
 
@@ -215,7 +309,9 @@ def main(argv=None) -> int:
         live = probe.fixed_batches(data, 256) if a.aows_probe_configs else None
         supernet("aows", (AOWSCallback(space, table.chain(), aows_target, a.epochs * data.steps_per_epoch,
                                        runs["aows"], probe_batches=live, probe_configs=a.aows_probe_configs or 1,
-                                       seed=a.seed),))
+                                       seed=a.seed),),
+                 extra={"args": {"aows_target": aows_target, "aows_probe_configs": a.aows_probe_configs},
+                        "inputs": {"table": _cache.file_digest(work / "table.json")}})
 
     if a.stop_after == "aows":
         return 0
@@ -254,8 +350,12 @@ def main(argv=None) -> int:
     # change (cheap: seconds of timing per round).
     from tfwidth.latency import load_samples
     from tfwidth import refine as refine_mod
-    inputs = cache_key(targets, entries)
-    inputs_base = cache_key(targets, [e for e in entries if e[1] != "aows"])
+    # beside the targets and costs: the table and timings the loop starts from, its arguments and code
+    loop = {"inputs": {n: _cache.file_digest(work / n) for n in ("table.json", "samples.jsonl", "val.jsonl",
+                                                                 "template.tflite")},
+            "args": {"refine_rounds": a.refine_rounds}, "code": _cache.code_digest(*SOLVE_CODE)}
+    inputs = cache_key(targets, entries, loop)
+    inputs_base = cache_key(targets, [e for e in entries if e[1] != "aows"], loop)
     refined_path = sd / "table_refined.json"
     solved_path = sd / "solved.json"
     old = read_json(solved_path) if solved_path.exists() else {}
@@ -267,6 +367,10 @@ def main(argv=None) -> int:
         table = LatencyTable.load(refined_path, space)
         configs = old["configs"]
     else:
+        if old:
+            print(f"recomputed: refined table and answers: "
+                  f"{_cache.describe_change(old.get('parts'), solve_parts(targets, entries, loop))}"
+                  + ("" if not fixed else " (the OWS supernet's answers kept)"))
         plan = [(t, e) for t in targets for e in entries]
 
         def answers(tbl, aims):
@@ -308,6 +412,7 @@ def main(argv=None) -> int:
                             "aim_ms": r.get("aim_ms") or tg["measured_ms"], "settle_ms": r.get("measured_ms"),
                             "settle_met": r["met"], "settle_round": r.get("round")})
             write_json(solved_path, {"space_hash": space.space_hash, "inputs": inputs, "inputs_base": inputs_base,
+                                     "parts": solve_parts(targets, entries, loop),
                                      "configs": out, "kept": sorted(map(list, fixed))})
             return t, out
         table, configs = timed("refine table and meet targets (time every answer, refit, re-aim)", settle)
@@ -315,11 +420,28 @@ def main(argv=None) -> int:
     def latency_key(c) -> str:
         return f"{c['run']}:{','.join(map(str, c['widths']))}"
 
-    def result_key(c) -> str:  # rows of another fine-tuning budget are other results (1 epoch: the old key)
-        return latency_key(c) + (f":ft{a.finetune_epochs}" if a.finetune_epochs != 1 else "")
+    # an evaluation is the network's, of one supernet's weights, data, budget and code: any of them changed, another
+    eval_parts = {kind: {"inputs": {"run": _cache.run_digest(run), "data": data_digest},
+                         "args": {k: getattr(a, k) for k in ("finetune_epochs", "batch_size", "calib_batches",
+                                                             "train_limit", "eval_limit", "seed")},
+                         "code": _cache.code_digest(*EVAL_CODE)} for kind, run in runs.items()}
+    eval_keys = {kind: _cache.key_of(p)[:12] for kind, p in eval_parts.items()}
+    parts_path = sd / "eval_parts.json"
+    before = read_json(parts_path) if parts_path.exists() else {}
+
+    def result_key(c) -> str:
+        return f"{latency_key(c)}:{eval_keys[c['run']]}"
 
     def model_path(c) -> Path:
-        return sd / "models" / f"{c['run']}_{'-'.join(map(str, c['widths']))}.tflite"
+        return sd / "models" / f"{c['run']}_{'-'.join(map(str, c['widths']))}_{eval_keys[c['run']]}.tflite"
+
+    stale = sum(1 for c in configs if c["widths"] is not None and result_key(c) not in rows
+                and any(k.startswith(latency_key(c) + ":") for k in rows))
+    if stale:
+        print(f"recomputed: evaluation of {stale} configuration(s): " + "; ".join(
+            f"{kind} supernet's: {_cache.describe_change(before.get(kind), p)}" for kind, p in eval_parts.items()
+            if before.get(kind) != p))
+    write_json(parts_path, eval_parts)
 
     def evaluate_all():
         for c in configs:
@@ -353,11 +475,16 @@ def main(argv=None) -> int:
     # One pass over the answers of one settle: a timing from another pass (another day's machine level) would bias
     # the same-pass comparisons, so a new set of answers is timed again from the start.
     quiet_path = sd / "quiet.json"
-    pass_key = read_json(solved_path).get("inputs")
+    pass_key = _cache.key_of({"answers": read_json(solved_path).get("inputs"), "evaluations": eval_keys,
+                              "code": _cache.code_digest("tfwidth/export.py", "device_profiler")})
     q = read_json(quiet_path) if quiet_path.exists() else {}
     quiet = q["timings"] if q.get("inputs") == pass_key else {}
+    if q and not quiet:
+        print("recomputed: final timings: another set of answers or evaluations")
+    load_avg = q.get("load_avg", []) if quiet else []
 
     def remeasure():
+        load_avg.append(os.getloadavg()[0])
         for c in configs:
             if c["widths"] is None or latency_key(c) in quiet:
                 continue
@@ -365,7 +492,9 @@ def main(argv=None) -> int:
             content = f.read_bytes() if f.exists() else maker.make(c["widths"])
             quiet[latency_key(c)] = {"ms": measure_latency(content, runs=20, repeats=5, cpus=(0,))["ms"]["min"],
                           "source": "exported .tflite" if f.exists() else "template variant"}
-        write_json(quiet_path, {"space_hash": space.space_hash, "inputs": pass_key, "timings": quiet})
+        load_avg.append(os.getloadavg()[0])
+        write_json(quiet_path, {"space_hash": space.space_hash, "inputs": pass_key, "timings": quiet,
+                                "load_avg": load_avg})
     timed("quiet re-measure", remeasure)
 
     for c in configs:
@@ -375,8 +504,9 @@ def main(argv=None) -> int:
             c["measured_ms"], c["measured_source"] = quiet[latency_key(c)]["ms"], quiet[latency_key(c)]["source"]
             c["params"], c["macs"] = space.params(c["widths"]), space.macs(c["widths"])
     write_json(sd / "configs.json", {"space_hash": space.space_hash, "seed": a.seed, "configs": configs,
-                                     "table": (table.fit or {}).get("refine"), "times": times})
-    write_report(Path(a.report), work, a, space)
+                                     "table": (table.fit or {}).get("refine"), "times": times,
+                                     "report_key": rkey, "quiet_load_avg": load_avg})
+    write_report(report_path, work, a, space, rkey, a.update_docs)
     return 0
 
 
@@ -417,8 +547,24 @@ def bars(configs, targets):
              / (c["predicted_ms"] / uni[c["target_mult"]]["predicted_ms"]) - 1)
             for c in configs if c.get("measured_ms") and c.get("predicted_ms") and c["target_mult"] in uni]
     out["max_over_uniform_same_pass"] = max(r for r, _ in same) if same else None
+    # the uniform networks in the final pass against their own timing as targets (before training): the drift
+    out["uniform_vs_target"] = [c["measured_ms"] / c["target_ms"] for c in uni.values() if c.get("target_ms")]
     out["same_pass_pred_errors"] = sorted((abs(e) for _, e in same), reverse=True)
     return out
+
+
+def bar_value(per_seed: list, key: str, targets: list, bar: str) -> float | None:
+    """The figure a bar of the bars table is judged on: the fine-tuned difference, mean over targets and seeds, or
+    at the one target the bar names ('>= +0.5 at 0.75x')."""
+    rows = [b["finetuned_top1"].get(key) for b in per_seed if b["finetuned_top1"].get(key)]
+    if not rows:
+        return None
+    if " at " in bar:
+        mult = float(bar.split(" at ")[1].rstrip("x"))
+        idx = [i for i, t in enumerate(targets) if t["mult"] == mult]
+        v = [r[idx[0]] for r in rows if idx and len(r) == len(targets)]
+        return float(np.mean(v)) if v else None
+    return float(np.mean([np.mean(r) for r in rows]))
 
 
 def refine_lines(r) -> list[str]:
@@ -434,11 +580,50 @@ def refine_lines(r) -> list[str]:
             + ")"]
 
 
-def load_seeds(work: Path) -> list[dict]:
-    out = []
+def load_seeds(work: Path, rkey: str | None = None) -> tuple[list[dict], list[int]]:
+    """The seeds evaluated in WORK with report key ``rkey`` (None: all), and the seeds left out for another key."""
+    out, other = [], []
     for p in sorted(work.glob("seed*/configs.json"), key=lambda p: int(p.parent.name[4:])):
-        out.append(read_json(p))
-    return out
+        s = read_json(p)
+        (out if rkey is None or s.get("report_key") == rkey else other).append(s)
+    return out, [s["seed"] for s in other]
+
+
+def refine_outcome(seeds: list[dict]) -> str:
+    """What each seed's refinement loop reached, as one sentence computed from its record (never assumed)."""
+    parts, all_ok = [], True
+    for s in seeds:
+        r = s.get("table") or {}
+        if not r:
+            parts.append(f"seed {s['seed']}: no record of the loop")
+            all_ok = False
+            continue
+        late = sum(1 for x in r.get("answers", []) if x.get("widths") is not None and not x.get("met"))
+        ok = bool(r.get("converged")) and not late
+        all_ok &= ok
+        parts.append(f"seed {s['seed']}: " + ("converged" if r.get("converged") else
+                                               f"not converged after {r.get('rounds')} round(s)")
+                     + (f", {late} answer(s) left over their target" if late else ", every answer within its target"))
+    if seeds and all_ok:
+        return "In this run every seed's loop converged with every answer timed within its target."
+    return "In this run the loop did not reach that for every seed: " + "; ".join(parts) + "."
+
+
+def verdict(value, bar: str) -> str:
+    """'pass' / 'fail' for a figure against a bar written as '>= x' or '<= x' (first number), '' without a bar."""
+    if not bar or value is None:
+        return ""
+    op, num = bar.split()[0], float(bar.split()[1])
+    ok = value >= num if op == ">=" else value <= num
+    return "pass" if ok else "fail"
+
+
+def load_sentence(loads: list) -> str:
+    """The final timing pass's machine load as measured (a 'quiet machine' is a number, not an assumption)."""
+    v = [x for x in loads if x is not None]
+    if not v:
+        return "load average not recorded"
+    return f"load average {min(v):.1f}-{max(v):.1f} on {os.cpu_count()} cores during the pass"
 
 
 def _pm(vals, scale=100.0, digits=2) -> str:
@@ -451,10 +636,13 @@ def _pm(vals, scale=100.0, digits=2) -> str:
     return f"{np.mean(v):.{digits}f} ({', '.join(f'{x:.{digits}f}' for x in v)})"
 
 
-def write_report(path: Path, work: Path, a, space) -> None:
-    seeds = load_seeds(work)
+def write_report(path: Path, work: Path, a, space, rkey: str | None = None, update_docs: bool = False) -> None:
+    """The report of every seed in WORK evaluated with the same arguments and inputs (report key): markdown at
+    ``path``, the plot beside it; with ``update_docs`` also this section of docs/benchmarks.md and its plot."""
+    seeds, left_out = load_seeds(work, rkey)
     if not seeds:
-        raise SystemExit(f"no evaluated seed in {work} (WORK/seedN/configs.json)")
+        _cache.usage_error(f"no seed evaluated with these arguments and data in {work} (WORK/seedN/configs.json)"
+                         + (f"; seeds {', '.join(map(str, left_out))} were run with others" if left_out else ""))
     targets = read_json(work / "targets.json")["targets"]
     table = read_json(work / "table.json")
     fit = (table.get("fit") or {}).get("validation") or {}
@@ -465,19 +653,17 @@ def write_report(path: Path, work: Path, a, space) -> None:
              "## End-to-end: optimal widths vs. uniform and greedy on CIFAR-10 (tools/bench_e2e.py)", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; device = this CPU, LiteRT "
              f"fp32, 1 thread pinned to core 0. Space: {space.name} ({space.space_hash}), {space.resolution}px.",
-             f"Budget (sized for a few hours on 2 cores): per seed, two supernets (OWS and AOWS) trained {a.epochs} "
-             f"epochs on the first {a.train_limit} CIFAR-10 training images (batch {a.batch_size}, sampling "
-             f"{a.sampling}); evaluation on the first {a.eval_limit} test images; fine-tuning {a.finetune_epochs} "
-             f"epoch(s) of the same subset for every configuration. Seeds: {', '.join(map(str, ids))}. These are far "
-             f"from the paper's 20 ImageNet epochs: absolute accuracies are low, the comparison at equal budget is "
-             f"the point.", "",
+             f"Budget: per seed, {'one supernet (OWS)' if a.no_aows else 'two supernets (OWS and AOWS)'} trained "
+             f"{a.epochs} epochs on the first {a.train_limit} training images of {Path(a.data).name} (batch "
+             f"{a.batch_size}, sampling {a.sampling}); evaluation on the first {a.eval_limit} test images; fine-tuning "
+             f"{a.finetune_epochs} epoch(s) of the same subset for every configuration. Seeds: "
+             f"{', '.join(map(str, ids))}"
+             + (f" (seeds {', '.join(map(str, left_out))} in {Path(a.work).name} were run with other arguments or "
+                f"data and are left out)" if left_out else "")
+             + f". The paper trains 20 epochs on ImageNet: the comparison at equal budget is the point here, not the "
+             f"absolute accuracies.", "",
              "Commands (one per seed; each resumes where it stopped, the latency artefacts are shared):", "", "```sh"]
-    lines += [f"python tools/bench_e2e.py --data {a.data} --work {a.work} --seed {i} --epochs {a.epochs} "
-              f"--train-limit {a.train_limit} --eval-limit {a.eval_limit} --finetune-epochs {a.finetune_epochs} "
-              f"--sampling {a.sampling}"
-              + (f" --aows-probe-configs {a.aows_probe_configs}" if a.aows_probe_configs != 200 else "")
-              + (f" --estimator {a.estimator}" if a.estimator != "auto" else "")
-              + (f" --only {a.only}" if a.only else "") for i in ids]
+    lines += [command(a, i) for i in ids]
     lines += ["```", "",
               "Targets are the measured latencies of the uniform networks: " + ", ".join(
                   f"{t['mult']}x = {t['measured_ms']:.3f} ms" for t in targets) + ".",
@@ -492,10 +678,11 @@ def write_report(path: Path, work: Path, a, space) -> None:
               + (f", its marginals' costs from a live probe of {a.aows_probe_configs} configurations at each update"
                  if a.aows_probe_configs else "") + "; probed alike) and "
               "aows-exact exact on it; exact-train is exact with the regression costs of the training-time "
-              "statistics and exact-mean with the paper's split means of them, both of the same OWS supernet. Every solver's answer was timed here before training, in one loop with the "
+              "statistics and exact-mean with the paper's split means of them, both of the same OWS supernet. Every solver's answer was timed here before its evaluation, in one loop with the "
               "table's refinement (`tfwidth.refine.refine` with targets): timings refitted into the table, an answer "
-              "over its target that the table predicted aimed lower by the miss, until every answer is predicted "
-              "within 3% and timed within its target; all methods alike. 'predicted' is that table's prediction."
+              "over its target that the table predicted aimed lower by the miss, for at most "
+              f"{a.refine_rounds} rounds or until every answer is predicted within 3% and timed within its target; "
+              "all methods alike. " + refine_outcome(seeds) + " 'predicted' is that table's prediction."
               + (f" Evaluated in this run: {a.only.replace(',', ', ')}." if a.only else ""), "",
               "Top-1 (%) is the mean over seeds, each seed's value in brackets.", "",
               "| target | method | measured ms | predicted ms | top-1 inherited | top-1 fine-tuned | params | MMACs |",
@@ -526,7 +713,8 @@ def write_report(path: Path, work: Path, a, space) -> None:
         return ", ".join(f"{t['mult']}x {x:+.2f}" for t, x in zip(targets, m))
 
     lines += ["", "### Bars (top-1 points, mean over the three targets, then over seeds; each seed in brackets)", "",
-              "| comparison | inherited | fine-tuned | per target, fine-tuned | bar |", "|---|---|---|---|---|"]
+              "| comparison | inherited | fine-tuned | per target, fine-tuned | bar (fine-tuned) |",
+              "|---|---|---|---|---|"]
     for key, label, bar in (("exact-uniform", "exact minus uniform", ">= +1.5"),
                             ("ows-uniform", "ows minus uniform", ">= +1.5"),
                             ("exact-greedy", "exact minus greedy", ">= +0.5"),
@@ -538,22 +726,27 @@ def write_report(path: Path, work: Path, a, space) -> None:
                             ("exact-exact-train", "exact minus exact-train (the probe)", "")):
         if any(b["finetuned_top1"].get(key) for b in per_seed):
             lines.append(f"| {label} | {diff(key, 'inherited_top1')} | {diff(key, 'finetuned_top1')} | "
-                         f"{per_target(key, 'finetuned_top1')} | {bar} |")
+                         f"{per_target(key, 'finetuned_top1')} | {bar}"
+                         + (f": {verdict(bar_value(per_seed, key, targets, bar), bar)}" if bar else "") + " |")
     worst = max((b["max_measured_over_target"] or 0) for b in per_seed)
     worst_pred = max((b["max_abs_measured_vs_predicted"] or 0) for b in per_seed)
     n_ok = sum(b["within_5pct_of_prediction"][0] for b in per_seed)
     n_all = sum(b["within_5pct_of_prediction"][1] for b in per_seed)
     ex = [b for b in per_seed if b.get("max_export_over_target")]
-    lines += ["", "Measured = every network timed again back to back at the end of its seed's run on a quiet machine "
-              "(the exported .tflite where saved, else the same network cut from the template); export = timed "
-              "right after its export, minutes apart, once with another seed's training on the other core.", "",
-              f"- worst measured latency / target over all exported models: {worst:.3f} (bar: <= 1.05)"
+    drift = [x for b in per_seed for x in b.get("uniform_vs_target", [])]
+    lines += ["", "Measured = every network timed again back to back at the end of its seed's run ("
+              + "; ".join(f"seed {s['seed']}: {load_sentence(s.get('quiet_load_avg') or [])}" for s in seeds)
+              + "; the exported .tflite where saved, else the same network cut from the template); export = timed "
+              "right after its export, minutes apart.", "",
+              f"- worst measured latency / target over all exported models: {worst:.3f} (bar: <= 1.05: "
+              f"{verdict(worst, '<= 1.05')})"
               + (f"; at export time: {max(b['max_export_over_target'] for b in ex):.3f}" if ex else ""),
-              f"- the same against the uniform network that defines the target, timed in the same pass (the machine's "
-              f"speed drifts by ~5% over hours): worst "
+              f"- the same against the uniform network that defines the target, timed in the same pass"
+              + (f" (those uniform networks timed {min(drift):.3f}-{max(drift):.3f}x the targets measured before "
+                 f"training)" if drift else "") + ": worst "
               f"{max(b['max_over_uniform_same_pass'] or 0 for b in per_seed):.3f}",
               f"- worst |measured / predicted - 1| over all exported fp32 models: {100 * worst_pred:.1f}%, "
-              f"{n_ok}/{n_all} within +-5% (bar: all within 5%)"
+              f"{n_ok}/{n_all} within +-5% (bar: all within 5%: {'pass' if n_ok == n_all else 'fail'})"
               + (f"; at export time: {100 * max(b['max_abs_export_vs_predicted'] for b in ex):.1f}%" if ex else ""),
               "- the same with both sides divided by the target's uniform network (same pass): "
               + ", ".join(f"seed {s['seed']}: {sum(e <= 0.05 for e in b['same_pass_pred_errors'])}/"
@@ -586,15 +779,25 @@ def write_report(path: Path, work: Path, a, space) -> None:
     lines.append("")
     text = "\n".join(lines)
     path.parent.mkdir(parents=True, exist_ok=True)
-    old = path.read_text() if path.exists() else ""
-    marker = "## End-to-end"
-    if marker in old:  # replace only this benchmark's section (up to the next "## ", the reading notes included)
-        head, _, rest = old.partition(marker)
-        tail = rest[rest.find("\n## ", 1):] if "\n## " in rest[1:] else ""
-        text = head.rstrip() + "\n\n" + text[text.index(marker):] + tail
     atomic_write_bytes(path, text.encode())
     plot(path.parent / "benchmarks_e2e.png", seeds, targets, methods)
     print(text)
+    print(f"report: {_cache.relative(path)} (and benchmarks_e2e.png beside it)")
+    if update_docs:  # deliberate: the repository's docs change only when asked
+        docs = ROOT / "docs" / "benchmarks.md"
+        atomic_write_bytes(docs, splice_section(docs.read_text() if docs.exists() else "", text).encode())
+        plot(docs.parent / "benchmarks_e2e.png", seeds, targets, methods)
+        print("updated docs/benchmarks.md (end-to-end section) and docs/benchmarks_e2e.png")
+
+
+def splice_section(old: str, text: str, marker: str = "## End-to-end") -> str:
+    """``old`` with this benchmark's section (from ``marker`` up to the next "## ") replaced by the one in ``text``."""
+    new = text[text.index(marker):] if marker in text else text
+    if marker not in old:
+        return (old.rstrip() + "\n\n" + new) if old.strip() else text
+    head, _, rest = old.partition(marker)
+    tail = rest[rest.find("\n## ", 1):] if "\n## " in rest[1:] else ""
+    return head.rstrip() + "\n\n" + new.rstrip("\n") + "\n" + tail
 
 
 def plot(path, seeds, targets, methods):

@@ -12,7 +12,9 @@ RMSE <= 1.3x the A/A RMSE; overhead <= 1.5x.
     python tools/bench_latency.py --quick    # ~3 min: 500 biased + 2 x 60 random, no 224 px template
 
 Timings share the CPU with whatever else runs: compare ratios from the same run. Work files (templates, plans,
-samples) go to --workdir; run the same command again to resume an interrupted run.
+samples) and the report (report.json) go to --workdir; run the same command again to resume an interrupted run. The
+converter is timed in every run (the baseline of variants/s is never an earlier run's); a template and its timings
+are reused only when their key (tools/_cache.py: space, arguments, plan, template digest, code) matches.
 """
 from __future__ import annotations
 
@@ -23,27 +25,37 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
+import _cache  # noqa: E402
 import tfwidth  # noqa: E402,F401
 from tfwidth.artifacts import atomic_write_bytes, read_json, write_json  # noqa: E402
 from tfwidth.errors import UsageError, run_cli  # noqa: E402
 from tfwidth.space import preset  # noqa: E402
 
 
-def template(space, workdir: Path, tag: str) -> tuple[Path, float | None]:
-    """The fp32 max-width template (converted once; reused from the workdir) and the conversion's seconds."""
+TEMPLATE_CODE = ("tfwidth/profile.py", "tfwidth/convert.py", "tfwidth/mobilenet.py")
+
+
+def template(space, workdir: Path, tag: str) -> tuple[Path, float]:
+    """The fp32 max-width template and the seconds of one converter run, timed in this run (the baseline variants/s
+    is compared with). The workdir's template is kept when its key matches (space, code), so that timings made on it
+    stay valid; otherwise the one converted now replaces it."""
     from tfwidth.profile import make_template
     path = workdir / f"template_{tag}.tflite"
-    if path.exists() and path.with_suffix(".json").exists():
-        return path, read_json(path.with_suffix(".json")).get("convert_seconds")
     t0 = time.perf_counter()
     tflite, manifest = make_template(space, "fp32")
-    manifest["convert_seconds"] = time.perf_counter() - t0
-    atomic_write_bytes(path, tflite)
-    write_json(path.with_suffix(".json"), manifest)
-    return path, manifest["convert_seconds"]
+    seconds = time.perf_counter() - t0
+    parts = {"args": {"space_hash": space.space_hash, "format": "fp32"}, "code": _cache.code_digest(*TEMPLATE_CODE)}
+    record = path.with_suffix(".key.json")
+    if not (path.exists() and path.with_suffix(".json").exists()
+            and _cache.check(record, parts, path.name, leftover=True)):
+        atomic_write_bytes(path, tflite)
+        write_json(path.with_suffix(".json"), manifest)
+        _cache.store(record, parts)
+    return path, seconds
 
 
 def variants_per_second(path: Path, seconds: float = 5.0) -> float:
@@ -77,8 +89,8 @@ def timings(a, space, workdir: Path, fig: dict, sizes: list[int], heldout: int) 
         fig["variants_per_s"]["224"] = variants_per_second(tpl224)
     for res, v in fig["variants_per_s"].items():
         c = fig.get("convert_s_224" if res == "224" and res != str(a.resolution) else "convert_s")
-        ratio = f", {v * c:.0f}x the converter ({c:.1f} s per model)" if c else ""
-        print(f"variants: {v:.0f}/s at {res}px{ratio}", flush=True)
+        print(f"variants: {v:.0f}/s at {res}px, {v * c:.0f}x the converter timed in this run ({c:.1f} s per model)",
+              flush=True)
 
     # 2-4. timings: biased training samples, held-out random configurations timed twice
     plans = {"biased": make_plan(space, max(sizes), "biased", seed=0),
@@ -87,6 +99,14 @@ def timings(a, space, workdir: Path, fig: dict, sizes: list[int], heldout: int) 
     summaries = {}
     for name, plan in plans.items():
         out = workdir / f"{name}.jsonl"
+        # timings resume only on the same template, plan, protocol and profiler code; otherwise timed afresh
+        parts = {"args": {"runs": a.runs, "cpu": a.cpu, "paired": not a.no_paired, "reference_every": 25},
+                 "inputs": {"template": _cache.file_digest(tpl), "plan": _cache.key_of(plan)},
+                 "code": _cache.code_digest("device_profiler")}
+        record = out.with_suffix(".key.json")
+        if not _cache.check(record, parts, out.name, leftover=out.exists()):
+            out.unlink(missing_ok=True)
+            _cache.store(record, parts)
         print(f"timing {len(plan['configs'])} {name} configurations -> {out}", flush=True)
         summaries[name] = time_plan(tpl, plan, out, a.runs, a.cpu, not a.no_paired)
     wall = sum(s["wall_s"] for s in summaries.values())
@@ -111,8 +131,9 @@ def main(argv=None) -> int:
                    help="reference re-timed only every 25 samples (default: timed alongside every sample, which "
                         "tracks the load of a shared machine; the fit corrects each sample by it)")
     p.add_argument("--cpu", type=int, default=0, help="core to pin to (default 0)")
-    p.add_argument("--workdir", default=None, help="work files, resumable (default /tmp/tfwidth_bench_latency_<px>)")
-    p.add_argument("--json", help="also write the figures here")
+    p.add_argument("--workdir", default=None, help="work files and report.json, resumable (default "
+                                                   "./bench_latency_<px>[_quick][_paired])")
+    p.add_argument("--json", help="also write the figures here (they are always in WORKDIR/report.json)")
     p.add_argument("--fit-only", action="store_true",
                    help="re-fit and re-score from the timings already in --workdir: no template, no variants/s, no "
                         "timing (for changes to the fit; the machine may be busy)")
@@ -122,14 +143,14 @@ def main(argv=None) -> int:
     sizes = [int(s) for s in (a.sizes or ("250,500" if a.quick else "250,500,1000,2000")).split(",")]
     heldout = a.heldout or (60 if a.quick else 200)
     space = preset("mobilenet_v1", resolution=a.resolution)
-    workdir = Path(a.workdir or f"/tmp/tfwidth_bench_latency_{a.resolution}{'_quick' if a.quick else ''}"
+    workdir = Path(a.workdir or f"bench_latency_{a.resolution}{'_quick' if a.quick else ''}"
                                 f"{'' if a.no_paired else '_paired'}")
     workdir.mkdir(parents=True, exist_ok=True)
     fig: dict = {"space": space.name, "resolution": a.resolution, "space_hash": space.space_hash, "runs": a.runs,
                  "reg": a.reg, "paired_reference": not a.no_paired,
                  "cpu": a.cpu, "load_avg_start": os.getloadavg()}
     print(f"bench_latency: {space.name} {a.resolution}px, fp32, 1 thread pinned to cpu {a.cpu}, "
-          f"{a.runs} runs/config; workdir {workdir}; load average {fig['load_avg_start'][0]:.1f} on "
+          f"{a.runs} runs/config; workdir {_cache.relative(workdir)}; load average {fig['load_avg_start'][0]:.1f} on "
           f"{os.cpu_count()} cores", flush=True)
 
     if a.fit_only:
@@ -184,11 +205,19 @@ def main(argv=None) -> int:
     print("bars:")
     for name, ok, val in bars:
         print(f"  {'n/a ' if ok is None else 'PASS' if ok else 'FAIL'}  {name}: {val}")
-    print(f"load average at start {fig['load_avg_start'][0]:.1f}, at end {fig['load_avg_end'][0]:.1f} "
-          f"({os.cpu_count()} cores): other work shares this CPU")
+    print(load_sentence(fig["load_avg_start"][0], fig["load_avg_end"][0], os.cpu_count()))
+    write_json(workdir / "report.json", fig)
     if a.json:
         write_json(a.json, fig)
     return 0
+
+
+def load_sentence(start: float, end: float, cores: int, quiet: float = 0.5) -> str:
+    """The machine's load as the report states it: 'shared' only when the load averages say so (one core is ours)."""
+    busy = max(start, end) > 1.0 + quiet
+    return (f"load average at start {start:.1f}, at end {end:.1f} ({cores} cores): "
+            + ("other work shared this CPU (compare ratios from this run only)" if busy
+               else "no other work to speak of beside this benchmark"))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ ANSWERS = ("probe pinned", "probe", "probe pairwise")  # the models whose exact 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", default="bench_e2e", help="tools/bench_e2e.py's work directory")
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10.npz"))
+    p.add_argument("--data", required=True, help="the CIFAR-10 npz bench_e2e was run on")
     p.add_argument("--train-limit", type=int, default=16000, help="as bench_e2e was run (the probe's images follow)")
     p.add_argument("--configs", type=int, default=200, help="fresh configurations measured per seed")
     p.add_argument("--probe-configs", type=int, default=500, help="as bench_e2e's --probe-configs")

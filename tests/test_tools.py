@@ -1,0 +1,193 @@
+"""The benchmarks' cache keys and report sentences (tools/): fast, no training, synthetic numbers."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import _cache  # noqa: E402
+
+
+def parts_of(tmp_path, n=1, code="c1"):
+    return {"args": {"n": n}, "inputs": {"x": _cache.file_digest(tmp_path / "x.bin")}, "code": code}
+
+
+def test_cache_reused_only_for_the_same_key(tmp_path):
+    (tmp_path / "x.bin").write_bytes(b"abc" * 1000)
+    rec = tmp_path / "r.key.json"
+    said = []
+    assert _cache.load(rec, parts_of(tmp_path), say=said.append) is None and said == []  # first run: silent
+    _cache.store(rec, parts_of(tmp_path), {"figure": 1.5})
+    assert _cache.load(rec, parts_of(tmp_path), say=said.append) == {"figure": 1.5} and said == []
+
+    assert _cache.load(rec, parts_of(tmp_path, n=2), "fit", say=said.append) is None
+    assert said[-1] == "recomputed: fit: args.n changed"
+    assert not _cache.check(rec, parts_of(tmp_path, code="c2"), "fit", say=said.append)
+    assert said[-1] == "recomputed: fit: code changed"
+    (tmp_path / "x.bin").write_bytes(b"abc" * 999 + b"abd")  # same size, one byte different
+    assert not _cache.check(rec, parts_of(tmp_path), "fit", say=said.append)
+    assert said[-1] == "recomputed: fit: inputs.x changed"
+    assert not _cache.check(tmp_path / "none.json", parts_of(tmp_path), "fit", say=said.append, leftover=True)
+    assert said[-1] == "recomputed: fit: no record of its inputs"
+    assert json.loads(rec.read_text())["parts"]["args"] == {"n": 1}
+    assert _cache.describe_change(None, {"a": 1}) == "no record of its inputs"
+    assert _cache.describe_change({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 3}, "d": 0}) == "b.c, d changed"
+
+
+def test_code_and_run_digests_follow_their_files(tmp_path, monkeypatch):
+    for f in ("tfwidth/space.py", "tfwidth/artifacts.py", "tfwidth/refine.py", "device_profiler/a.py"):
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("x = 1\n")
+    monkeypatch.setattr(_cache, "ROOT", tmp_path)
+    before = _cache.code_digest("tfwidth/refine.py", "device_profiler")
+    assert _cache.code_digest("tfwidth/refine.py", "device_profiler") == before
+    (tmp_path / "device_profiler/a.py").write_text("x = 2\n")  # an uncommitted edit invalidates too
+    assert _cache.code_digest("tfwidth/refine.py", "device_profiler") != before
+
+    run = tmp_path / "run"
+    assert _cache.run_digest(run) is None
+    (run / "ckpt").mkdir(parents=True)
+    (run / "ckpt" / "ckpt-1.index").write_bytes(b"i1")
+    (run / "stats.json").write_text("{}")
+    d = _cache.run_digest(run)
+    (run / "stats.json").write_text('{"probe": 1}')
+    assert _cache.run_digest(run) != d
+    assert _cache.dataset_digest("digits") == "digits"
+    assert _cache.dataset_digest(f"npz:{run / 'stats.json'}") == _cache.file_digest(run / "stats.json")
+
+
+def test_relative_paths_never_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _cache.relative(tmp_path / "a" / "b.json") == "a/b.json"
+    assert _cache.relative("/somewhere/else/cifar10.npz") == "cifar10.npz"
+
+
+def test_verdicts_follow_the_numbers():
+    import bench_e2e
+    import bench_latency
+    import bench_soak
+    assert bench_e2e.verdict(1.2, ">= +1.5") == "fail" and bench_e2e.verdict(1.5, ">= +1.5") == "pass"
+    assert bench_e2e.verdict(1.06, "<= 1.05") == "fail" and bench_e2e.verdict(None, ">= 1") == ""
+    assert "no other work" in bench_latency.load_sentence(0.9, 1.2, 2)
+    assert "other work shared" in bench_latency.load_sentence(0.9, 2.5, 2)
+    ok, text = bench_soak.flat_verdict(100 * bench_soak.MIB, 118 * bench_soak.MIB)
+    assert ok and text == ("PASS: resident memory 100.0 MiB at the start, 118.0 MiB at the end (1.180x, +18.0 MiB); "
+                           "flat means end <= start x 1.1 + 8 MiB = 118.0 MiB")
+    ok, text = bench_soak.flat_verdict(100 * bench_soak.MIB, 119 * bench_soak.MIB)
+    assert not ok and text.startswith("FAIL")
+
+
+def refine_record(converged, late):
+    return {"rounds": 12, "converged": converged, "tol": 0.03, "added_samples": 40,
+            "history": [{"max_abs_err": 0.05, "over_target": late}],
+            "answers": [{"widths": [8], "met": i >= late} for i in range(3)]}
+
+
+def test_refine_sentence_cannot_contradict_the_record():
+    import bench_e2e
+    ok = bench_e2e.refine_outcome([{"seed": 0, "table": refine_record(True, 0)}])
+    assert ok == "In this run every seed's loop converged with every answer timed within its target."
+    bad = bench_e2e.refine_outcome([{"seed": 0, "table": refine_record(False, 2)},
+                                    {"seed": 1, "table": refine_record(True, 0)}])
+    assert "did not" in bad and "every seed's loop converged" not in bad
+    assert "seed 0: not converged after 12 round(s), 2 answer(s) left over their target" in bad
+    assert "seed 1: converged, every answer within its target" in bad
+
+
+def test_splice_section_keeps_the_other_sections():
+    import bench_e2e
+    old = "# Benchmarks\n\n## End-to-end: old\nold numbers\n\n## Solver\nkept\n"
+    new = bench_e2e.splice_section(old, "# Benchmarks\n\n## End-to-end: new\nnew numbers\n")
+    assert new == "# Benchmarks\n\n## End-to-end: new\nnew numbers\n\n## Solver\nkept\n"
+
+
+def e2e_seed(work, seed, key, converged, late):
+    configs = []
+    for mult, tms in ((0.5, 0.2), (0.75, 0.5), (1.0, 0.65)):
+        for m, acc in (("uniform", 0.50), ("greedy", 0.49), ("ows", 0.51), ("exact", 0.515)):
+            configs.append({"target_mult": mult, "target_ms": tms, "method": m, "run": "ows", "widths": [8, 16],
+                            "predicted_ms": tms * 0.98, "measured_ms": tms * 0.99, "export_ms": tms, "aim_ms": tms,
+                            "inherited_top1": acc - 0.05, "finetuned_top1": acc, "params": 1e6, "macs": 2e7})
+    (work / f"seed{seed}").mkdir(parents=True)
+    (work / f"seed{seed}" / "configs.json").write_text(json.dumps(
+        {"seed": seed, "configs": configs, "table": refine_record(converged, late), "times": {"train": 60.0},
+         "report_key": key, "quiet_load_avg": [0.4, 0.6]}))
+
+
+def test_e2e_report_from_synthetic_numbers(tmp_path, monkeypatch):
+    import bench_e2e
+    from tfwidth.space import preset
+    work = tmp_path / "e2e"
+    work.mkdir()
+    (work / "targets.json").write_text(json.dumps({"targets": [{"mult": m, "measured_ms": t} for m, t in
+                                                               ((0.5, 0.2), (0.75, 0.5), (1.0, 0.65))]}))
+    (work / "table.json").write_text("{}")
+    e2e_seed(work, 0, "k1", False, 1)
+    e2e_seed(work, 1, "k1", False, 0)
+    e2e_seed(work, 2, "other", True, 0)  # another run's arguments: must not be aggregated
+    docs = ROOT / "docs" / "benchmarks.md"
+    docs_before = docs.read_bytes() if docs.exists() else None
+    a = bench_e2e.parser().parse_args(["--data", str(tmp_path / "data" / "cifar10.npz"), "--work", str(work),
+                                       "--epochs", "2", "--train-limit", "100", "--eval-limit", "50",
+                                       "--batch-size", "32", "--plan-count", "10", "--val-count", "5", "--no-aows"])
+    monkeypatch.chdir(tmp_path)
+    bench_e2e.write_report(work / "report.md", work, a, preset("mobilenet_v1_cifar"), "k1")
+    text = (work / "report.md").read_text()
+    assert (work / "benchmarks_e2e.png").exists()
+    assert (docs.read_bytes() if docs.exists() else None) == docs_before  # docs only with update_docs
+    assert str(tmp_path) not in text and "/work/" not in text
+    assert "python tools/bench_e2e.py --data cifar10.npz --work e2e --seed 0 --epochs 2 --train-limit 100 " \
+           "--eval-limit 50 --batch-size 32 --plan-count 10 --val-count 5 --no-aows\n" in text
+    assert "Seeds: 0, 1 (seeds 2 in e2e were run with other arguments or data and are left out)" in text
+    assert "did not reach that for every seed" in text and "every seed's loop converged" not in text
+    # exact - uniform is +1.5 points fine-tuned: the bar >= +1.5 passes; ows - uniform +1.0 fails it
+    assert "| exact minus uniform | +1.50 (+1.50, +1.50) | +1.50 (+1.50, +1.50) |" in text
+    assert ">= +1.5: pass |" in text and ">= +1.5: fail |" in text
+    assert "(bar: <= 1.05: pass)" in text
+
+
+def test_soak_compares_artefacts_without_timing_fields(tmp_path):
+    import bench_soak
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d, secs, acc in ((a, 1.0, 0.5), (b, 2.0, 0.5)):
+        (d / "run").mkdir(parents=True)
+        (d / "widths.json").write_text(json.dumps({"widths": [8], "seconds": secs, "run": str(d / "run")}))
+        (d / "table.json").write_text(json.dumps({"fit": {"seconds": secs, "rmse": 0.1}}))
+        (d / "run" / "stats.json").write_text(json.dumps({"probe_info": {"seconds": secs, "configs": 5}}))
+        (d / "model_fp32.report.json").write_text(json.dumps({"tflite": {"top1": acc}, "keras": {"top1": acc}}))
+    bench_soak.weights_diff = lambda x, y: "equal (0 tensors)"
+    assert set(bench_soak.compare(a, b).values()) == {"equal", "equal (0 tensors)"}
+    (b / "table.json").write_text(json.dumps({"fit": {"seconds": 1.0, "rmse": 0.2}}))
+    assert bench_soak.compare(a, b)["table.json"] == "different (first at fit.rmse: 0.1 vs 0.2)"
+
+
+def test_soak_needs_data_for_the_kill_part(tmp_path, capsys):
+    import bench_soak
+    with pytest.raises(SystemExit) as e:
+        bench_soak.main(["--work", str(tmp_path), "--kill"])
+    assert e.value.code == 2 and "--kill needs --data PATH" in capsys.readouterr().err
+
+
+def test_export_bars_follow_the_numbers():
+    import bench_export
+
+    def rep(top1, keras=None, logit=1e-6):
+        return {"tflite": {"top1": top1}, "keras": {"top1": top1 if keras is None else keras},
+                "agreement": {"max_abs_logit_diff": logit}}
+    got = bench_export.bars({"fp32": rep(0.60), "int8": rep(0.588), "qat": rep(0.604)})
+    assert [(name.split()[0], ok) for name, ok, _ in got] == [("fp32", True), ("int8", False), ("qat", True)]
+    assert got[1][2] == "-1.20 points"
+    got = bench_export.bars({"fp32": rep(0.60, keras=0.602)})
+    assert got[0][1] is False and [ok for _, ok, _ in got[1:]] == [None, None]
+
+
+def test_kill_schedule_spreads_over_the_run():
+    import bench_soak
+    s = bench_soak.kill_schedule(0, 5, 600.0)
+    assert s == bench_soak.kill_schedule(0, 5, 600.0) and len(s) == 5 and min(s) >= 3.0
+    assert 0.03 * 600 <= sum(s) <= 0.9 * 600 + 5 * 3.0  # the last kill before 90% of the uninterrupted run
