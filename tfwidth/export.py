@@ -157,9 +157,10 @@ def train(model, data, *, epochs: int, lr: float = 0.05, warmup_epochs: float = 
     import tensorflow as tf
     from tqdm import tqdm
 
-    from tfwidth.train import _is_chief, cosine_warmup
+    from tfwidth.train import _is_chief, cosine_warmup, reproducible_graphs
     if epochs <= 0:
         return []
+    reproducible_graphs()
     default = tf.distribute.get_strategy()
     strategy = strategy or default
     net = model if strategy is default else replica_copy(model, strategy)
