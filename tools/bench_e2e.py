@@ -259,14 +259,15 @@ def main(argv=None) -> int:
         for name, plan, out in (("profile", "plan.json", "samples.jsonl"), ("profile_val", "val_plan.json", "val.jsonl")):
             pl.stage(name, "device_profiler.__main__", ["--template", tpl, "--plan", work / plan, "--out", work / out,
                                                         "--threads", 1, "--cpus", 0, "--runs", 10, "--no-progress"],
-                     [work / out])
+                     [work / out], inputs=[tpl, tpl.with_suffix(".json"), work / plan],
+                     resumable=(work / out).is_file, partial=[work / out])  # as tfwidth.pipeline's profile stages
         fit_parts = {"inputs": {n: _cache.file_digest(work / n) for n in ("samples.jsonl", "val.jsonl")},
                      "code": _cache.code_digest(*FIT_CODE)}
         if not _cache.check(work / "fit.key.json", fit_parts, "latency fit", leftover=(work / "table.json").exists()):
             (work / "table.json").unlink(missing_ok=True)
         pl.stage("fit", "tfwidth.latency", ["fit", work / "samples.jsonl", "--validation", work / "val.jsonl",
                                             "-o", work / "table.json", "--plot", work / "fit.png"],
-                 [work / "table.json"])
+                 [work / "table.json"], inputs=[work / "samples.jsonl", work / "val.jsonl"])
         _cache.store(work / "fit.key.json", fit_parts)
     timed("latency (template, profile, fit)", latency_stages)
 
