@@ -272,19 +272,20 @@ def _trim_log(path: Path, epoch: int) -> None:
 
 
 def _epoch_end_callbacks(model, manager, out: Path, record: dict, chief: bool, optimizer, schedule):
-    """Two callbacks: the first (before any extra callback) rolls the statistics and writes stats.json, the
-    checkpoint and its sidecar; the last writes the epoch's log line, so that values extra callbacks add to `logs`
-    (e.g. AOWS's temperature) are in log.jsonl. Built on demand: importing this module (--help) loads no TensorFlow."""
+    """Two callbacks: the first (before any extra callback) rolls the statistics and writes stats.json and the
+    checkpoint; the last writes the epoch's log line, so that values extra callbacks add to `logs` (e.g. AOWS's
+    temperature) are in log.jsonl, and then the sidecar that commits the epoch. A kill before the sidecar resumes from
+    the previous epoch (whose log lines _trim_log keeps), so no epoch's log line is lost or written twice.
+    Built on demand: importing this module (--help) loads no TensorFlow."""
     keras = _keras()
+    saved = {}
 
     class Checkpointer(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             model.end_stats_epoch()
             if chief:
                 model.width_stats().save(out / "stats.json")
-            path = manager.save(checkpoint_number=epoch + 1)
-            if chief:
-                write_json(out / "ckpt" / SIDECAR, dict(record, epoch=epoch + 1, checkpoint=Path(path).name))
+            saved[epoch] = manager.save(checkpoint_number=epoch + 1)
 
     class LogLine(keras.callbacks.Callback):
         t0 = time.time()
@@ -302,6 +303,7 @@ def _epoch_end_callbacks(model, manager, out: Path, record: dict, chief: bool, o
             with open(out / "log.jsonl", "a") as f:
                 f.write(json.dumps(line) + "\n")
                 f.flush()
+            write_json(out / "ckpt" / SIDECAR, dict(record, epoch=epoch + 1, checkpoint=Path(saved.pop(epoch)).name))
 
     return Checkpointer(), LogLine()
 
