@@ -82,7 +82,11 @@ def main(argv=None) -> int:
     if a.pairs >= 2:
         print(f"two 'off' processes: weights {'equal' if same(work / 'off0.npz', work / 'off1.npz') else 'DIFFERENT'}; "
               f"two 'on' processes: {'equal' if same(work / 'on0.npz', work / 'on1.npz') else 'different'}")
-    json.dump(rows, open(work / "report.json", "w"), indent=1)
+    sys.path.insert(0, str(ROOT))
+    from tfwidth.artifacts import write_json
+    from tfwidth.space import preset
+    write_json(work / "report.json", {"kind": "bench_determinism", "space_hash": preset("mobilenet_v1_cifar").space_hash,
+                                      "rows": rows})
     return 0
 
 
