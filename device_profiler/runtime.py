@@ -16,14 +16,23 @@ RUNTIMES = (("ai_edge_litert", "ai_edge_litert.interpreter", "ai-edge-litert"),
             ("tensorflow.lite", "tensorflow.lite", "tensorflow"))
 
 
+# Which kernels the interpreter runs: "default" (the runtime's default delegates: XNNPACK on CPU for float and
+# int8) or "builtin" (the op resolver without default delegates: TFLite's own reference-optimised kernels, what a
+# runtime built without XNNPACK runs). Samples record it; tables of different kernels are different devices.
+KERNELS = ("default", "builtin")
+
+
 @dataclasses.dataclass(frozen=True)
 class Runtime:
     name: str
     version: str
     interpreter_class: type
+    kernels: str = "default"
+    resolver: object = None  # the OpResolverType value passed to the interpreter (None: its default)
 
     def interpreter(self, model: bytes, threads: int):
-        it = self.interpreter_class(model_content=model, num_threads=threads)
+        kw = {} if self.resolver is None else {"experimental_op_resolver_type": self.resolver}
+        it = self.interpreter_class(model_content=model, num_threads=threads, **kw)
         it.allocate_tensors()
         return it
 
@@ -36,8 +45,11 @@ def _version(dist: str, module) -> str:
         return str(getattr(module, "__version__", "unknown"))
 
 
-def select(name: str | None = None) -> Runtime:
-    """The first importable runtime (or the one named); a UsageError naming what to install when there is none."""
+def select(name: str | None = None, kernels: str = "default") -> Runtime:
+    """The first importable runtime (or the one named), with ``kernels`` (KERNELS); a UsageError naming what to
+    install when there is none, or when its interpreter cannot choose its op resolver."""
+    if kernels not in KERNELS:
+        raise UsageError(f"unknown kernels {kernels!r}; choose one of {', '.join(KERNELS)}")
     candidates = [r for r in RUNTIMES if name in (None, r[0])]
     if not candidates:
         raise UsageError(f"unknown runtime {name!r}; choose one of {', '.join(r[0] for r in RUNTIMES)}")
@@ -50,6 +62,14 @@ def select(name: str | None = None) -> Runtime:
             tried.append(f"{rname}: {type(e).__name__}")
             continue
         top = importlib.import_module(module.split(".")[0])
-        return Runtime(rname, _version(dist, top), cls)
+        resolver = None
+        if kernels == "builtin":
+            kinds = getattr(mod, "OpResolverType", None)
+            resolver = getattr(kinds, "BUILTIN_WITHOUT_DEFAULT_DELEGATES", None)
+            if resolver is None:
+                raise UsageError(f"{rname} {_version(dist, top)} cannot run without its default delegates (no "
+                                 f"OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES); use --kernels default or a "
+                                 f"newer runtime")
+        return Runtime(rname, _version(dist, top), cls, kernels, resolver)
     raise UsageError(f"no TFLite runtime importable ({'; '.join(tried)}); install one: `pip install ai-edge-litert` "
                      f"(x86_64/aarch64) or `pip install tflite-runtime` (armv7l)")

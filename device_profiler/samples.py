@@ -184,7 +184,20 @@ def noise_summary(records: list[dict], statistic: str = "min") -> dict:
             "references": len(drifts), "reference_drift": [min(drifts), max(drifts)] if drifts else None,
             "reference_drift_max": max(abs(x) for x in drifts) if drifts else None,
             "retimed_samples": sum(1 for d in samples if d.get("retimed")),
-            "noisy_samples": sum(1 for d in samples if (d.get("window") or {}).get("noisy"))}
+            "noisy_samples": sum(1 for d in samples if (d.get("window") or {}).get("noisy")),
+            **_precision_summary(samples)}
+
+
+def _precision_summary(samples: list[dict]) -> dict:
+    """How many samples were timed to a stated precision (device_profiler --precision) and how many reached it."""
+    prec = [d["precision"] for d in samples if isinstance(d.get("precision"), dict)]
+    if not prec:
+        return {"precision_target": None, "precision_met": None, "precision_samples": 0}
+    reached = sorted(p["reached"] for p in prec if p.get("reached") is not None)
+    return {"precision_target": max(p["target"] for p in prec), "precision_samples": len(prec),
+            "precision_met": sum(1 for p in prec if p.get("met")),
+            "precision_reached_median": reached[len(reached) // 2] if reached else None,
+            "blocks_mean": sum(p["blocks"] for p in prec) / len(prec)}
 
 
 def format_noise(n: dict) -> str:
@@ -200,6 +213,10 @@ def format_noise(n: dict) -> str:
         parts.append(f"reference drift {100 * lo:+.1f}% to {100 * hi:+.1f}% over {n['references']} timings")
     else:
         parts.append("no reference timings")
+    if n.get("precision_samples"):
+        parts.append(f"{n['precision_met']} of {n['precision_samples']} samples timed to their minimum within "
+                     f"{100 * n['precision_target']:g}% (median {100 * n['precision_reached_median']:.2f}%, "
+                     f"{n['blocks_mean']:.1f} blocks each)")
     if n.get("retimed_samples") or n.get("noisy_samples"):
         parts.append(f"{n['retimed_samples']} samples re-timed, {n['noisy_samples']} kept from windows that stayed "
                      f"noisy")

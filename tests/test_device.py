@@ -17,7 +17,8 @@ from tfwidth.space import tiny_space
 SPACE = tiny_space()
 FAST = ["--runs", "3", "--warmup-runs", "1", "--no-progress"]
 SAMPLE_KEYS = {"kind", "index", "space_hash", "widths", "status", "error", "ms", "warmup_runs", "runtime",
-               "runtime_version", "threads", "cpus", "format", "device", "ref_ms", "time", "plan", "run"}
+               "runtime_version", "threads", "cpus", "format", "device", "ref_ms", "time", "plan", "run", "kernels",
+               "precision"}
 # a sample of a judged window also says how it was timed (tests/test_noise.py)
 JUDGED_KEYS = SAMPLE_KEYS | {"retimed", "window"}
 
@@ -41,7 +42,7 @@ def files(tmp_path_factory):
     tflite, manifest = make_template(SPACE, "fp32", seed=0)
     atomic_write_bytes(d / "template.tflite", tflite)
     write_json(d / "template.json", manifest)
-    write_json(d / "plan.json", make_plan(SPACE, 12, "biased", seed=0))
+    write_json(d / "plan.json", make_plan(SPACE, 12, "biased", seed=0, ladder=False))
     return d
 
 
@@ -83,7 +84,7 @@ def test_runs_where_tensorflow_and_tfwidth_cannot_be_imported(files, tmp_path):
     recs = [r for r in recs if r["kind"] != "noise"]
     for r in recs:
         assert set(r) == (JUDGED_KEYS if r["kind"] == "sample" else SAMPLE_KEYS)
-        assert r["status"] == "ok" and r["ms"]["count"] == 3 and r["cpus"] == [0] and r["threads"] == 1
+        assert r["status"] == "ok" and r["ms"]["count"] == 3 * r["precision"]["blocks"] and r["cpus"] == [0] and r["threads"] == 1
         assert 0 < r["ms"]["min"] <= r["ms"]["median"] and r["ref_ms"] > 0
         assert r["space_hash"] == SPACE.space_hash and r["format"] == "fp32"
     plan = json.loads((files / "plan.json").read_text())
@@ -140,7 +141,7 @@ def test_bad_input_is_one_line_and_writes_nothing(files, tmp_path):
     proc = run_module("device_profiler", "--template", template, "--benchmark", ",".join(map(str, SPACE.max_widths)),
                       "--runs", "3", "--cpus", "0")
     assert proc.returncode == 0, proc.stderr
-    assert "min " in proc.stdout and "over 3 runs" in proc.stdout
+    assert "min " in proc.stdout and "runs in blocks of 3" in proc.stdout
 
 
 def test_samples_of_another_space_are_refused(files, tmp_path, capsys):
@@ -158,3 +159,56 @@ def test_paired_reference_gives_every_sample_its_own_ref_ms(files, tmp_path):
     assert [r["kind"] for r in recs] == ["sample"] * 10 + ["repeat"] + ["sample"] * 2 + ["noise"]
     refs = [r["ref_ms"] for r in recs[:-1]]
     assert all(x > 0 for x in refs) and len(set(refs)) == 13  # one fresh reference timing per sample and repeat
+
+
+def test_precision_adds_blocks_until_the_minimum_repeats_and_records_what_it_reached():
+    from device_profiler import timing
+    assert timing.reached_precision([1.0]) is None
+    assert timing.reached_precision([1.3, 1.0, 1.004]) == pytest.approx(0.004)
+    def run(floors, **kw):
+        """time_model on a fake clock: invoke k (0..3) of block b takes floors[b] + k ms"""
+        times = []
+        for f in floors:
+            times += [f + k for k in range(4)]
+        it = iter(times)
+        now = [0.0]
+
+        def perf():
+            return now[0]
+
+        class Interp:
+            def invoke(self):
+                now[0] += next(it) / 1e3
+
+        orig_clock, orig_prepare = timing.time.perf_counter, timing.prepare
+        timing.time.perf_counter = perf
+        timing.prepare = lambda *a: Interp()
+        try:
+            return timing.time_model(None, b"", timing.Protocol(runs=4, warmup_runs=0, **kw), None)
+        finally:
+            timing.time.perf_counter, timing.prepare = orig_clock, orig_prepare
+
+    r = run([10.0, 12.0, 10.05, 99.0], precision=0.01)
+    assert r["ms"]["count"] == 12 and r["ms"]["min"] == pytest.approx(10.0)
+    assert r["precision"] == {"target": 0.01, "reached": pytest.approx(0.005), "blocks": 3, "met": True}
+    r = run([10.0, 12.0, 13.0, 14.0], precision=0.01, max_blocks=3)
+    assert r["precision"]["blocks"] == 3 and r["precision"]["met"] is False
+    assert r["precision"]["reached"] == pytest.approx(0.2)
+    r = run([10.0, 99.0], precision=0.0)
+    assert r["ms"]["count"] == 4 and "precision" not in r
+
+
+def test_builtin_kernels_are_timed_and_recorded(files, tmp_path):
+    from device_profiler.__main__ import main as profiler
+    from device_profiler.errors import run_cli
+    out = tmp_path / "samples.jsonl"
+    assert run_cli(profiler, ["--template", str(files / "template.tflite"), "--plan", str(files / "plan.json"),
+                              "--out", str(out), "--kernels", "builtin", *FAST]) == 0
+    samples = [r for r in lines(out) if r["kind"] == "sample"]
+    assert len(samples) == 12 and {r["kernels"] for r in samples} == {"builtin"}
+    from tfwidth.latency import check_uniform
+    from tfwidth.errors import UsageError
+    default = dict(samples[0], kernels=None, _where="old.jsonl:1")  # an older profiler: the default kernels
+    check_uniform([dict(samples[1], kernels="default"), default])
+    with pytest.raises(UsageError, match="mix several kernels"):
+        check_uniform([samples[0], default])

@@ -164,8 +164,8 @@ def files(tmp_path_factory):
     tflite, manifest = make_template(SPACE, "fp32", seed=0)
     atomic_write_bytes(d / "template.tflite", tflite)
     write_json(d / "template.json", manifest)
-    write_json(d / "plan.json", make_plan(SPACE, 4, "random", seed=0))
-    write_json(d / "other.json", make_plan(SPACE, 4, "random", seed=1))
+    write_json(d / "plan.json", make_plan(SPACE, 4, "random", seed=0, ladder=False))
+    write_json(d / "other.json", make_plan(SPACE, 4, "random", seed=1, ladder=False))
     return d
 
 

@@ -53,10 +53,10 @@ def test_biased_covers_every_table_entry_of_the_default_space():
 
 
 def test_plan_contents_and_reproducibility():
-    a = make_plan(SPACE, 10, "random", seed=4)
-    b = make_plan(SPACE, 10, "random", seed=4)
+    a = make_plan(SPACE, 10, "random", seed=4, ladder=False)
+    b = make_plan(SPACE, 10, "random", seed=4, ladder=False)
     assert a == b
-    assert set(a) == {"kind", "space_hash", "space", "plan_kind", "seed", "reference", "configs"}
+    assert set(a) == {"kind", "space_hash", "space", "plan_kind", "seed", "ladder", "reference", "configs"}
     assert a["kind"] == "plan" and a["space_hash"] == SPACE.space_hash and len(a["configs"]) == 10
     for w in a["configs"] + [a["reference"]]:
         SPACE.validate(w)
@@ -66,13 +66,43 @@ def test_plan_contents_and_reproducibility():
         make_plan(SPACE, 0)
 
 
+def test_every_plan_times_the_ladder_first_and_no_configuration_twice():
+    space = preset("mobilenet_v1", resolution=64)
+    ladder = [list(w) for w in space.ladder()]
+    assert len(ladder) == space.levels and ladder[0] == list(space.min_widths) and ladder[-1] == list(space.max_widths)
+    assert all(list(space.uniform(m)) in ladder for m in space.multipliers)
+    for kind in ("stratified", "biased", "random"):
+        plan = make_plan(space, 50, kind, seed=3)
+        assert plan["configs"][:len(ladder)] == ladder and plan["ladder"] is True
+        assert len({tuple(c) for c in plan["configs"]}) == len(plan["configs"])
+        assert make_plan(space, 50, kind, seed=3, ladder=False)["configs"] == plan["configs"][len(ladder):] or \
+            kind != "random"  # random plans draw the same configurations; the others avoid what the ladder measured
+
+
+def test_stratified_plans_spread_over_the_latency_range_and_cover_every_level():
+    """The same number of configurations: the stratified plan reaches far closer to both ends of the MAC range than
+    the coverage-only one (whose configurations all sit near the middle), and still uses every level of every layer."""
+    space = preset("mobilenet_v1", resolution=128)
+    lo, hi = space.macs(space.min_widths), space.macs(space.max_widths)
+    frac = {}
+    for kind in ("stratified", "biased"):
+        configs = make_plan(space, 300, kind, seed=0, ladder=False)["configs"]
+        m = (np.array([space.macs(w) for w in configs]) - lo) / (hi - lo)
+        frac[kind] = (np.mean(m < 0.1), np.mean(m > 0.6))
+        for i, ch in enumerate(space.choices):
+            assert {c[i] for c in configs} == set(ch), (kind, i)
+    assert frac["stratified"][0] >= 0.05 and frac["stratified"][1] >= 0.05
+    assert frac["biased"][0] <= 0.01 and frac["biased"][1] <= 0.01
+
+
 def test_plan_cli(tmp_path, capsys):
     sp = tmp_path / "space.json"
     SPACE.save(sp)
     out = tmp_path / "plan.json"
     assert run_cli(main, ["plan", "--space", str(sp), "--count", "5", "--seed", "2", "-o", str(out)]) == 0
     plan = json.loads(out.read_text())
-    assert plan["plan_kind"] == "biased" and len(plan["configs"]) == 5
+    assert plan["plan_kind"] == "stratified" and plan["configs"][:len(SPACE.ladder())] == [list(w) for w in SPACE.ladder()]
+    assert len(plan["configs"]) <= 5 + len(SPACE.ladder())
     assert run_cli(main, ["plan", "--space", str(sp), "--count", "5", "--reference", "8,8,8,9",
                           "-o", str(tmp_path / "bad.json")]) == 2
     assert "block3 width 9 is not a choice" in capsys.readouterr().err

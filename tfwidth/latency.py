@@ -29,7 +29,7 @@ from tfwidth.errors import ArgumentParser, UsageError
 from tfwidth.space import ChainCost, SearchSpace, preset
 
 STATISTICS = ("min", "median", "mean")
-MIX_KEYS = ("space_hash", "runtime", "format", "threads")
+MIX_KEYS = ("space_hash", "runtime", "format", "threads", "kernels")
 REG_GRID = (0.0, 1.0, 3.0, 10.0)
 DEFAULT_REG = 3.0  # used when there is nothing to choose it on (no holdout, no validation file)
 # Weight of a plain smoothness term on every neighbour difference. It is far too small to bend entries the samples
@@ -131,7 +131,8 @@ def check_uniform(samples: list[dict]) -> None:
     for key in MIX_KEYS:
         seen = {}
         for d in samples:
-            seen.setdefault(json.dumps(d.get(key)), d["_where"] if "_where" in d else "?")
+            v = d.get(key) if key != "kernels" else d.get(key) or "default"  # older profilers ran the default
+            seen.setdefault(json.dumps(v), d["_where"] if "_where" in d else "?")
         if len(seen) > 1:
             vals = ", ".join(f"{json.loads(v)} ({w})" for v, w in list(seen.items())[:3])
             raise UsageError(f"samples mix several {key} values: {vals}; fit one device setting at a time, "

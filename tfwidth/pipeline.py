@@ -204,7 +204,7 @@ def main(argv=None) -> int:
                  ["template", "--space", space_path, "-o", tpl, "--quantize", "int8" if template_format == "int8"
                   else "none", "--seed", a.seed], [tpl, tpl.with_suffix(".json")], inputs=[space_path])
         pl.stage("plan", "tfwidth.profile", ["plan", "--space", space_path, "--count", a.plan_count, "--kind",
-                                             "biased", "--seed", a.seed, "-o", work / "plan.json"],
+                                             "stratified", "--seed", a.seed, "-o", work / "plan.json"],
                  [work / "plan.json"], inputs=[space_path])
         pl.stage("val_plan", "tfwidth.profile", ["plan", "--space", space_path, "--count", a.val_count, "--kind",
                                                  "random", "--seed", a.seed + 1, "-o", work / "val_plan.json"],

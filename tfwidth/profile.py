@@ -244,17 +244,25 @@ def _min_path(cost: ChainCost, noise: ChainCost) -> tuple:
     return tuple(reversed(idx))
 
 
-def biased_configs(space: SearchSpace, count: int, rng: np.random.Generator) -> list[tuple]:
+def biased_configs(space: SearchSpace, count: int, rng: np.random.Generator, bands=None) -> list[tuple]:
     """Each next configuration covers the least-measured latency-table entries (stem, block pairs, head).
 
-    Counts are integers, so noise below 1/(terms+1) per term only ever breaks ties, and breaks them at random."""
+    Counts are integers, so noise below 1/(terms+1) per term only ever breaks ties, and breaks them at random.
+    ``bands`` (one (centre, half-width) per configuration, in level fractions 0 = narrowest .. 1 = widest): each
+    layer's level is kept within that band (a level outside costs 1e3 per level fraction beyond it, so a layer whose
+    levels all lie outside takes the nearest)."""
     k = space.num_choices
     unary = [np.zeros(n) for n in k]
     pairwise = [np.zeros((k[i], k[i + 1])) for i in range(len(k) - 1)]
     eps = 1.0 / (2 * len(k) + 2)
+    pos = [np.linspace(0.0, 1.0, n) if n > 1 else np.full(1, 0.5) for n in k]
     out = []
-    for _ in range(count):
+    for j in range(count):
         counts = ChainCost(tuple(unary), tuple(pairwise))
+        if bands is not None:
+            t, h = bands[j]
+            counts = counts + ChainCost(tuple(1e3 * np.maximum(np.abs(x - t) - h, 0.0) for x in pos),
+                                        tuple(np.zeros_like(p) for p in pairwise))
         noise = ChainCost(tuple(rng.uniform(0, eps, n) for n in k),
                           tuple(rng.uniform(0, eps, p.shape) for p in pairwise))
         idx = _min_path(counts, noise)
@@ -267,20 +275,47 @@ def biased_configs(space: SearchSpace, count: int, rng: np.random.Generator) -> 
     return out
 
 
+# Band half-widths of stratified plans, in level fractions: the narrow bands put whole networks at every point of the
+# latency range (the narrowest and widest networks are where targets and baselines live, and a table fitted on mixed
+# configurations misjudged them by up to -41% / -22%: issue 17); the wide ones (up to all levels) cover the table
+# entries that pair a narrow layer with a wide one, which random configurations use often.
+BAND = (0.1, 1.0)
+
+
+def stratified_configs(space: SearchSpace, count: int, rng: np.random.Generator) -> list[tuple]:
+    """``count`` configurations spread evenly over the range from the narrowest to the widest network: the j-th of
+    a random order sits at level fraction (j + U) / count, with every layer's level within a band of random
+    half-width (BAND) around it, and among those the least-measured table entries (``biased_configs``)."""
+    centres = (rng.permutation(count) + rng.uniform(0.0, 1.0, count)) / count
+    halves = rng.uniform(*BAND, count)
+    return biased_configs(space, count, rng, bands=list(zip(centres, halves)))
+
+
 def random_configs(space: SearchSpace, count: int, rng: np.random.Generator) -> list[tuple]:
     return [space.random_widths(rng) for _ in range(count)]
 
 
-def make_plan(space: SearchSpace, count: int, kind: str = "biased", seed: int = 0, reference=None) -> dict:
+PLAN_KINDS = {"stratified": stratified_configs, "biased": biased_configs, "random": random_configs}
+
+
+def make_plan(space: SearchSpace, count: int, kind: str = "stratified", seed: int = 0, reference=None,
+              ladder: bool = True) -> dict:
+    """A plan: ``count`` configurations of ``kind`` (PLAN_KINDS), after the uniform ladder (space.ladder(), every
+    width level's uniform network) unless ``ladder`` is False; configurations repeated are left out."""
     if count < 1:
         raise UsageError(f"--count must be >= 1, got {count}")
-    if kind not in ("biased", "random"):
-        raise UsageError(f"unknown plan kind {kind!r}; choose biased or random")
+    if kind not in PLAN_KINDS:
+        raise UsageError(f"unknown plan kind {kind!r}; choose one of {', '.join(PLAN_KINDS)}")
     rng = np.random.default_rng(seed)
-    configs = (biased_configs if kind == "biased" else random_configs)(space, count, rng)
+    configs = list(space.ladder()) if ladder else []
+    seen = set(configs)
+    for c in PLAN_KINDS[kind](space, count, rng):
+        if c not in seen:
+            seen.add(c)
+            configs.append(c)
     reference = space.validate(reference if reference is not None else space.uniform(1.0), "reference")
     return {"kind": "plan", "space_hash": space.space_hash, "space": space.to_json(), "plan_kind": kind,
-            "seed": seed, "reference": list(reference), "configs": [list(c) for c in configs]}
+            "seed": seed, "ladder": bool(ladder), "reference": list(reference), "configs": [list(c) for c in configs]}
 
 
 def load_plan(path, space: SearchSpace | None = None) -> dict:
@@ -311,9 +346,14 @@ def main(argv=None) -> int:
                                    "configuration re-timed now and then to track drift.")
     q.add_argument("--space", required=True, help="space.json")
     q.add_argument("--count", type=count(1, 10**6), required=True, help="number of configurations")
-    q.add_argument("--kind", choices=("biased", "random"), default="biased",
-                   help="biased (default): each next configuration covers the least-measured latency-table "
-                        "entries, so every entry gets measured; random: uniform per layer (validation sets)")
+    q.add_argument("--kind", choices=tuple(PLAN_KINDS), default="stratified",
+                   help="stratified (default): configurations spread evenly from the narrowest to the widest "
+                        "network, each covering the least-measured latency-table entries within its band of "
+                        "levels; biased: the least-measured entries anywhere; random: uniform per layer "
+                        "(validation and test sets)")
+    q.add_argument("--no-ladder", action="store_true",
+                   help="leave out the uniform network of every width level (timed first by default: targets and "
+                        "baselines are uniform networks, and the fit reports them separately)")
     q.add_argument("--seed", type=count(0), default=0)
     q.add_argument("--reference", default="1.0",
                    help="reference configuration: a uniform multiplier (default 1.0) or comma-separated widths")
@@ -345,9 +385,11 @@ def main(argv=None) -> int:
         except ValueError:
             raise UsageError(f"--reference {a.reference!r} is neither a multiplier nor comma-separated widths; "
                              f"e.g. 1.0 or {','.join(map(str, space.uniform(1.0)))}") from None
-        plan = make_plan(space, a.count, a.kind, a.seed, reference)
+        plan = make_plan(space, a.count, a.kind, a.seed, reference, ladder=not a.no_ladder)
         write_json(a.output, plan, indent=None)
-        print(f"wrote {a.output}: {a.count} {a.kind} configurations, reference {plan['reference']}")
+        n = len(plan["configs"])
+        print(f"wrote {a.output}: {n} configurations ({'the uniform ladder and ' if plan['ladder'] else ''}"
+              f"{a.kind}), reference {plan['reference']}")
     return 0
 
 

@@ -146,6 +146,16 @@ class SearchSpace:
             out.append(min(ch, key=lambda c: (abs(c - target), -c)))
         return tuple(out)
 
+    def ladder(self) -> tuple:
+        """The uniform network of every width level, narrow to wide (duplicates left out): the networks targets and
+        baselines are defined by, so every plan times them and every validation reports them."""
+        out = []
+        for m in self.multipliers:
+            w = self.uniform(m)
+            if w not in out:
+                out.append(w)
+        return tuple(out)
+
     # ---- configurations -----------------------------------------------------------------------------------------
     def validate(self, widths: Sequence[int], what: str = "widths") -> tuple:
         try:
