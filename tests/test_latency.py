@@ -204,7 +204,8 @@ def test_prior_recovers_a_bilinear_table_from_few_samples(space):
     assert len(train) < lay.n and lay.prior_basis().shape == (lay.n, 2 + sum(a + b for a, b in zip(ks, ks[1:])) + 2)
     plain, _ = L.fit_table(train, space, reg=3.0, prior=0.0)
     table, rep = L.fit_table(train, space)
-    assert rep["prior"] in L.PRIOR_GRID and set(rep["prior_grid_rmse_ms"]) == {str(p) for p in L.PRIOR_GRID}
+    assert rep["prior"] in L.PRIOR_GRID and {c["prior"] for c in rep["choices"]} == set(L.PRIOR_GRID)
+    assert {c["scale"] for c in rep["choices"]} == set(L.SCALES) and rep["scale"] in L.SCALES
     e_plain, e_prior = L.evaluate(plain, test)["rmse_ms"], L.evaluate(table, test)["rmse_ms"]
     assert e_prior < 0.9 * e_plain  # 0.83 here: with 4 widths a layer the model has 8 coefficients for 16 entries
     assert all(a.min() >= 0 for a in [table.stem, table.head, *table.blocks])
