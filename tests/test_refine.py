@@ -226,3 +226,146 @@ def test_a_refit_that_puts_every_aim_out_of_reach_keeps_the_timed_answers(space,
     assert not rec["converged"] and rec["rounds"] == 1
     r = rec["answers"][0]
     assert r["widths"] == list(space.min_widths) and not r["met"] and r["measured_ms"] > target
+
+
+# ---- what blocked a loop that did not converge (refine's diagnosis) ----------------------------------------------
+@pytest.fixture(scope="module")
+def plain(space):
+    """A device the table can express exactly (the additive truth), its plain fit, and the solver's answers."""
+    truth = true_table(space)
+    rng = np.random.default_rng(5)
+    train = [record(space, w, truth.predict(w), i) for i, w in enumerate(space.random_widths(rng) for _ in range(60))]
+    table, _ = L.fit_table(train, space)
+    costs = [np.linspace(0.3, 0.0, k) * (i + 1) for i, k in enumerate(space.num_choices)]
+    lo, hi = table.predict(space.min_widths), table.predict(space.max_widths)
+    candidates = R.solve_candidates(space, [costs], np.linspace(lo, hi, 6)[1:-1], ("uniform", "greedy", "ows", "exact"))
+    return dict(truth=truth, train=train, table=table, candidates=candidates)
+
+
+def by_round(space, ms_of, ref_of=lambda n: 1.0):
+    """A synthetic device that knows which round it is timing: ms_of(widths, round), ref_ms = ref_of(round)."""
+    state = {"round": 0}
+
+    def measure(ws):
+        state["round"] += 1
+        n = state["round"]
+        return [dict(record(space, w, ms_of(w, n)), ref_ms=ref_of(n)) for w in ws]
+    return measure
+
+
+def test_a_noisy_device_is_diagnosed_as_noise(space, plain):
+    """Timings 10% apart at random on a device the table fits exactly: the repeats within a round differ by as much
+    as the error that is left."""
+    rng = np.random.default_rng(0)
+    noisy = by_round(space, lambda w, n: plain["truth"].predict(w) * (1 + 0.10 * rng.standard_normal()))
+    _, rec = R.refine(plain["table"], plain["train"], plain["candidates"], noisy, rounds=4, repeats=3,
+                      log=lambda m: None)
+    assert not rec["converged"] and rec["blocked_by"] == "noise", rec.get("diagnosis")
+    ev = rec["evidence"]
+    assert ev["repeat_spread"] >= R.NOISE_SHARE * ev["left"] and ev["left"] == rec["max_abs_err_after"]
+    assert rec["diagnosis"].startswith(f"timings of the same configuration differ by {100 * ev['repeat_spread']:.1f}% "
+                                       "(range over median of its repeats in one round")
+    assert "the tolerance 3% is below this noise floor" in rec["diagnosis"]
+
+
+@pytest.mark.parametrize("seen_by", ["configurations", "reference"])
+def test_a_device_whose_speed_changes_each_round_is_a_moving_device(space, plain, seen_by):
+    """The device runs 15% fast, 12% slow, ... by round, its repeats within a round identical. Either the
+    configurations' timings move and the reference does not (it was not timed in the slow spell), or the reference
+    moves and the configurations do not (a load that slows the wide reference and not the small networks): both
+    move the drift-corrected timings the loop compares, by round."""
+    speed = {1: 1.15, 2: 0.88, 3: 1.15, 4: 0.88}
+    fixed = [space.to_widths(i) for i in ((0, 1, 2, 3), (3, 2, 1, 0), (1, 1, 2, 2), (2, 3, 0, 1))]
+    truth = plain["truth"].predict
+    dev = (by_round(space, lambda w, n: truth(w) * speed[n]) if seen_by == "configurations" else
+           by_round(space, lambda w, n: truth(w), ref_of=lambda n: 1 / speed[n]))
+    _, rec = R.refine(plain["table"], plain["train"], lambda t: fixed, dev, rounds=4, repeats=3, log=lambda m: None)
+    assert not rec["converged"] and rec["blocked_by"] == "moving device", rec.get("diagnosis")
+    ev = rec["evidence"]
+    assert ev["repeat_spread"] == 0.0
+    if seen_by == "configurations":
+        assert ev["level_move"] == 0.0 and ev["drift_configs"] == 4
+        assert abs(ev["config_drift"]) == pytest.approx(abs(0.88 / 1.15 - 1)) or abs(ev["config_drift"]) == (
+            pytest.approx(1.15 / 0.88 - 1))
+        assert rec["diagnosis"].startswith("the 4 configurations timed in rounds ")
+        assert rec["diagnosis"].endswith("more than the tolerance 3% and twice the 0.0% by which repeats within a "
+                                         "round differ")
+    else:
+        assert ev["level_move"] == pytest.approx(1.15 / 0.88 - 1)
+        assert ev["reference_levels_ms"] == pytest.approx([1 / speed[n] for n in range(1, 5)])
+        assert rec["diagnosis"] == (f"the reference level moved {100 * (1.15 / 0.88 - 1):.1f}% between rounds "
+                                    f"(0.8696 ms in round 1, 1.136 ms in round 2), more than the tolerance 3% and "
+                                    f"twice the 0.0% by which repeats within a round differ")
+
+
+def test_a_device_the_reference_tracks_converges_without_a_diagnosis(space, plain):
+    """The same moving device, but its reference slows with it: the drift correction removes the move."""
+    speed = {n: 1.15 if n % 2 else 0.88 for n in range(1, 9)}
+    fixed = [space.to_widths(i) for i in ((0, 1, 2, 3), (3, 2, 1, 0), (1, 1, 2, 2), (2, 3, 0, 1))]
+    dev = by_round(space, lambda w, n: plain["truth"].predict(w) * speed[n], ref_of=lambda n: speed[n])
+    _, rec = R.refine(plain["table"], plain["train"], lambda t: fixed, dev, rounds=8, repeats=3, log=lambda m: None)
+    assert rec["converged"] and "blocked_by" not in rec and "diagnosis" not in rec
+    assert R.outcome(rec).startswith(f"[refine] converged after {rec['rounds']} round(s): ")
+    assert "blocked" not in R.outcome(rec)
+
+
+def test_an_effect_no_chain_table_can_express_is_model_bias(space, plain):
+    """Layers 0 and 3 share no table entry, so any table predicts f(A) + f(D) = f(B) + f(C) for the four corners of
+    (first width, last width) with the middle fixed. The device costs 30% more at the wide-wide corner only: whatever
+    the weight, some corner stays a quarter of that off, the same way every round, while every timing agrees."""
+    truth = plain["truth"].predict
+    corners = [space.to_widths((a, 1, 1, b)) for a in (0, 3) for b in (0, 3)]
+    wide = corners[-1]
+    dev = by_round(space, lambda w, n: truth(w) * (1.3 if w == wide else 1.0))
+    _, rec = R.refine(plain["table"], plain["train"], lambda t: corners, dev, rounds=5, repeats=3,
+                      log=lambda m: None)
+    assert not rec["converged"] and rec["blocked_by"] == "model bias", rec.get("diagnosis")
+    ev = rec["evidence"]
+    assert ev["repeat_spread"] == 0.0 and ev["level_move"] == 0.0 and ev["config_drift"] in (None, 0.0)
+    last = rec["history"][-1]
+    worst = max(last["errors"], key=lambda r: abs(r["error"]))
+    signs = [np.sign(r["error"]) for h in rec["history"] for r in h["errors"] if r["widths"] == worst["widths"]]
+    assert len(signs) == 5 and len(set(signs[1:])) == 1  # off the same way in every round after its first timing
+    assert rec["diagnosis"] == (
+        f"timings agree to 0.0% (range over median), but the refit cannot fit them: worst "
+        f"{','.join(map(str, worst['widths']))} measured {worst['measured_ms']:.4f} ms, predicted "
+        f"{worst['predicted_ms']:.4f} ms ({100 * worst['error']:+.1f}%), off the same way in 4 of the 4 later "
+        f"round(s) although its timings were in the fit with weight 10")
+    assert rec["max_abs_err_after"] > 0.03
+    assert R.outcome(rec) == (f"[refine] NOT converged after 5 round(s): max |measured/predicted - 1| on the "
+                              f"candidates {100 * rec['max_abs_err_before']:.1f}% -> "
+                              f"{100 * rec['max_abs_err_after']:.1f}% (tolerance 3%); blocked by model bias: "
+                              f"{rec['diagnosis']}")
+
+
+def test_unconverged_reads_the_record_and_stops_only_well_above_the_tolerance(space, plain, tmp_path):
+    table = L.LatencyTable.from_json(plain["table"].to_json())
+    path = tmp_path / "t.json"
+    table.save(path)
+    assert R.unconverged(path) is None  # not refined
+    base = {"converged": False, "tol": 0.03, "rounds": 12, "max_abs_err_before": 0.4, "blocked_by": "noise",
+            "diagnosis": "d"}
+    assert R.stop_at(0.03) == R.STOP_ERR == 0.10 and R.stop_at(0.2) == pytest.approx(0.4)
+    for left, stop in ((0.062, False), (0.10, False), (0.101, True), (0.65, True)):
+        table.fit = dict(plain["table"].fit, refine=dict(base, max_abs_err_after=left))
+        table.save(path)
+        u = R.unconverged(path)
+        assert u["stop"] is stop and u["blocked_by"] == "noise" and u["max_abs_err_after"] == left
+    table.fit = dict(plain["table"].fit, refine=dict(base, converged=True, max_abs_err_after=0.02))
+    table.save(path)
+    assert R.unconverged(path) is None
+
+
+def test_a_worst_configuration_timed_only_in_the_last_round_is_named_so(space):
+    """Model bias of a loop whose answers kept moving: its worst configuration was new in the last round, so no refit
+    has seen it yet; and without any configuration timed twice, noise cannot be ruled out (and is said so)."""
+    a, b = [8, 8, 8, 8], [12, 12, 12, 12]
+    err = lambda w, m, p: {"widths": w, "measured_ms": m, "predicted_ms": p, "error": m / p - 1}  # noqa: E731
+    history = [{"errors": [err(a, 1.0, 1.0)], "worst": err(a, 1.0, 1.0), "max_abs_err": 0.0},
+               {"errors": [err(b, 1.2, 1.0)], "worst": err(b, 1.2, 1.0), "max_abs_err": 0.2}]
+    d = R.diagnose([[record(space, a, 1.0)], [record(space, b, 1.2)]], history, 0.03, 0.2)
+    assert d["blocked_by"] == "model bias" and d["evidence"]["repeat_spread"] is None
+    assert d["diagnosis"] == ("no configuration was timed twice, so noise is not ruled out, but the table misses where "
+                              "the solver went last: worst 12,12,12,12 measured 1.2000 ms, predicted 1.0000 ms "
+                              "(+20.0%), timed for the first time in the last round (the answers kept moving to "
+                              "configurations the fit had not seen)")

@@ -134,8 +134,8 @@ SPACE = dict(resolution=8, classes=10, levels=3, base=8, layers=4)
 QUICK = ["--dataset", "digits", "--batch-size", 32, "--train-limit", 256, "--target-mult", 1.5, "--probe-configs", 40,
          "--seed", 0,
          # ~2 us networks (timer resolution) and made-up device samples: the fit's verdict is often "too poor to
-         # solve on" here, which is not what these tests are about
-         "--accept-poor-table"]
+         # solve on" here, and the refinement rarely converges on them, which is not what these tests are about
+         "--accept-poor-table", "--accept-unconverged"]
 
 
 def pipeline_cmd(work, space_json, *extra):

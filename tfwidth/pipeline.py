@@ -124,6 +124,15 @@ class Pipeline:
         return True
 
 
+def stop_unless(accepted: bool, stage: str, problem: str, fix: str, flag: str) -> None:
+    """The pipeline's one gate on a stage's verdict: stop with one line naming ``problem``, the ``fix`` and the
+    ``flag`` that goes on anyway; with ``accepted`` (that flag given), warn in one line and go on. The stage's output
+    stays as it finished, so a rerun with the flag skips the stage."""
+    if not accepted:
+        raise UsageError(f"{problem}; {fix}, or add {flag} to go on with it")
+    print(f"[{stage}] warning: {problem}; going on ({flag})")
+
+
 def default_target(space: SearchSpace, table_path: Path, mult: float) -> float:
     """The table's prediction of the uniform ``mult`` network, rounded up to 0.1 us so that network still meets it."""
     from tfwidth.latency import LatencyTable
@@ -132,6 +141,7 @@ def default_target(space: SearchSpace, table_path: Path, mult: float) -> float:
 
 
 def main(argv=None) -> int:
+    from tfwidth import refine as refine_mod
     p = ArgumentParser(prog="python -m tfwidth.pipeline", description=(
         "Run every stage of tfwidth with this machine's CPU as the device: profile the latency table, train the "
         "supernet, solve the widths for a latency target, export and measure the .tflite. With no arguments it runs "
@@ -172,6 +182,13 @@ def main(argv=None) -> int:
                    "instead of stopping")
     p.add_argument("--accept-poor-table", action="store_true", help="go on with a table the fit judged too poor "
                    "to solve on (default: stop with its figures)")
+    p.add_argument("--refine-rounds", type=count(1, 1000), help=f"measurement rounds of the refinement at most "
+                   f"(tfwidth.latency refine --rounds; default {refine_mod.ROUNDS}); a rerun with more continues "
+                   f"from the rounds already timed")
+    p.add_argument("--accept-unconverged", action="store_true", help="go on to solve with a refined table whose "
+                   "loop did not converge (default: when its answers are still more than "
+                   f"{100 * refine_mod.stop_at(refine_mod.TOL):g}%% off, stop with what blocked it: noise, a moving "
+                   "device or model bias; the solve stage times its answer and re-aims it to the target either way)")
     p.add_argument("--dry-run", action="store_true", help="print the stage commands without running them")
     a = p.parse_args(argv)
 
@@ -235,13 +252,11 @@ def main(argv=None) -> int:
         for f in (work / "samples.jsonl", work / "val.jsonl", table):
             f.unlink(missing_ok=True)
         return main([x for x in (sys.argv[1:] if argv is None else [str(v) for v in argv]) if x != "--reprofile"])
-    if poor and not a.accept_poor_table:
-        fix = ("time them again on a quiet device" if a.device_samples else
-               "re-run when this machine is quiet, add --reprofile to delete the samples and profile again")
-        raise UsageError(f"the latency table {table} is too poor to solve on ({poor}); {fix}, or add "
-                         f"--accept-poor-table to go on with it")
     if poor:
-        print(f"[fit] warning: the table is too poor to solve on ({poor}); going on (--accept-poor-table)")
+        stop_unless(a.accept_poor_table, "fit", f"the latency table {table} is too poor to solve on ({poor})",
+                    "time them again on a quiet device" if a.device_samples else
+                    "re-run when this machine is quiet, add --reprofile to delete the samples and profile again",
+                    "--accept-poor-table")
 
     target = a.target_ms
     if target is None:
@@ -281,10 +296,30 @@ def main(argv=None) -> int:
         pl.stage("refine", "tfwidth.latency", ["refine", "--table", table, "--samples", work / "samples.jsonl",
                                                "--template", work / "template.tflite", "--stats", run / "stats.json",
                                                "--target-ms", target, "--validation", work / "val.jsonl",
-                                               "-o", refined] + ([] if a.cpus == "none" else ["--cpus", a.cpus]),
+                                               "-o", refined] + ([] if a.cpus == "none" else ["--cpus", a.cpus])
+                 + ([] if a.refine_rounds is None else ["--rounds", a.refine_rounds]),
                  [refined], inputs=[table, work / "samples.jsonl", work / "template.tflite", work / "template.json",
                                     run / "stats.json", work / "val.jsonl"])
         table = refined
+        left = None if a.dry_run else refine_mod.unconverged(refined)
+        if left:
+            problem = (f"the refinement of the latency table did not converge: its answers are still up to "
+                       f"{100 * left['max_abs_err_after']:.1f}% off after {left['rounds']} round(s) (tolerance "
+                       f"{100 * left['tol']:g}%), blocked by {left.get('blocked_by', 'something not diagnosed')}: "
+                       f"{left.get('diagnosis', 'a table refined by an older tfwidth')}")
+            if not left["stop"]:
+                print(f"[refine] note: {problem}; within the {100 * refine_mod.stop_at(left['tol']):g}% the pipeline "
+                      f"accepts, going on")
+            else:
+                # the refinement's timings are kept and a rerun with the same arguments would reuse them: to time
+                # again on a quiet machine both go; more rounds continue from the rounds already timed
+                again = (f"re-run when this machine is quiet after deleting {refined} and its timings "
+                         f"{refined.with_suffix('.refine')}/ (a rerun reuses them)")
+                fix = {"noise": again, "moving device": again,
+                       "model bias": f"raise --refine-rounds (now {a.refine_rounds or left['max_rounds']}: each round "
+                                     f"adds the answers' timings to the fit again)"}.get(
+                    left.get("blocked_by"), f"delete {refined} to refine again and learn what blocked it")
+                stop_unless(a.accept_unconverged, "refine", problem, fix, "--accept-unconverged")
         if a.target_ms is None and target is not None:
             from tfwidth import mrf
             from tfwidth.latency import LatencyTable
