@@ -59,15 +59,16 @@ def test_refinement_makes_the_solved_configurations_predictable(space, setup):
     assert max(before) > 0.3  # the plain fit is far off exactly where the solver chooses
     table, rec = R.refine(s["table"], s["train"], s["candidates"], s["measure"], tol=0.03, rounds=6, weight=10.0,
                           log=lambda m: None)
-    assert rec["converged"] and rec["rounds"] == 4 and rec["refits"] == 3
+    assert rec["converged"] and rec["rounds"] >= 2 and rec["refits"] == rec["rounds"] - 1
     assert rec["max_abs_err_before"] == pytest.approx(max(before))
     # the returned table's own answers, re-measured, are within the tolerance
     after = [abs(s["dev"](w) / table.predict(w) - 1) for w in R.unique(s["candidates"](table))]
     assert max(after) <= 0.03 and rec["max_abs_err_after"] == pytest.approx(max(after))
     # the record is in the table's fit metadata and survives a round trip, at the first fit's settings
     back = L.LatencyTable.from_json(json.loads(json.dumps(table.to_json())))
-    assert back.fit["refine"]["rounds"] == 4 and len(back.fit["refine"]["history"]) == 4
+    assert back.fit["refine"]["rounds"] == rec["rounds"] and len(back.fit["refine"]["history"]) == rec["rounds"]
     assert back.fit["reg"] == s["table"].fit["reg"] and back.fit["prior"] == s["table"].fit["prior"]
+    assert back.fit["scale"] == s["table"].fit["scale"]
     assert back.fit["ref_ms"] == s["table"].fit["ref_ms"] and back.space.space_hash == space.space_hash
 
 

@@ -25,7 +25,7 @@ from tfwidth.artifacts import check_space, read_json, write_json
 from device_profiler.checks import count, cpu_list, number, output_dir, output_file
 from tfwidth.errors import UsageError
 from tfwidth.latency import (DEFAULT_REG, PRIOR, LatencyTable, fit_table, format_metrics, load_samples, measured,
-                             read_records, reference_level)
+                             prior_table_of, read_records, reference_level)
 
 TOL = 0.03      # per-candidate |measured / predicted - 1| at which the table is accepted
 ROUNDS = 12     # measurement rounds at most (a round times ~10 configurations per answer: seconds here)
@@ -137,8 +137,11 @@ def refine(table: LatencyTable, samples: list[dict], candidates, measure, tol: f
         raise UsageError("refine needs rounds >= 1, a positive tolerance and weight, and slack >= 0")
     space = table.space
     base_fit = dict(table.fit)
+    # the first fit's model, whole: its weights, residual scale (tables of older tfwidths fitted absolute ones) and,
+    # for a few-shot table, the other device's table it was pulled towards
     opts = dict(reg=float(base_fit.get("reg", DEFAULT_REG)), prior=float(base_fit.get("prior", PRIOR)),
-                statistic=table.statistic, drift=table.drift, level=base_fit.get("ref_ms"))
+                statistic=table.statistic, drift=table.drift, level=base_fit.get("ref_ms"),
+                scale=base_fit.get("scale", "absolute"), prior_table=prior_table_of(table))
     aims = None if targets is None else [None if t is None else float(t) for t in targets]
     added: list[dict] = []
     wadd: list[float] = []
@@ -387,6 +390,7 @@ def sample_protocol(path) -> dict:
     configuration, and whether the reference was timed interleaved with every sample (--paired-reference: then a
     sample's ref_ms differs from the latest reference line's) or only every K samples."""
     runs, threads, cpus, runtimes, hosts, paired = [], set(), set(), set(), set(), False
+    precision, kernels = [], set()
     reference, last_ref = None, None
     for _, d in read_records(path, warn=lambda m: None):
         if d.get("status") != "ok" or not isinstance(d.get("ms"), dict) or d.get("kind") not in (
@@ -395,7 +399,11 @@ def sample_protocol(path) -> dict:
         if d.get("kind") == "reference":
             reference, last_ref = [int(w) for w in d["widths"]], d["ms"]["min"]
             continue
-        runs.append(int(d["ms"].get("count", 20)))
+        prec = d.get("precision") if isinstance(d.get("precision"), dict) else None
+        # timed to a precision: the count is blocks x invokes per block, and the refinement times the same way
+        runs.append(int(d["ms"].get("count", 20)) // (int(prec.get("blocks", 1)) if prec else 1))
+        precision.append(float(prec["target"]) if prec else 0.0)
+        kernels.add(d.get("kernels") or "default")
         threads.add(d.get("threads"))
         cpus.add(json.dumps(d.get("cpus")))
         runtimes.add(d.get("runtime"))
@@ -405,7 +413,8 @@ def sample_protocol(path) -> dict:
         raise UsageError(f"{path} holds no successful sample; profile the device first")
     return {"runs": int(np.median(runs)), "threads": threads.pop() if len(threads) == 1 else 1,
             "cpus": json.loads(cpus.pop()) if len(cpus) == 1 else None, "runtimes": runtimes, "hosts": hosts,
-            "paired": paired, "reference": reference}
+            "paired": paired, "reference": reference, "precision": float(np.median(precision)),
+            "kernels": kernels.pop() if len(kernels) == 1 else "default"}
 
 
 class HostDevice:
@@ -421,12 +430,13 @@ class HostDevice:
         self._dperr = DeviceUsageError
         try:
             self.maker = variants.load(template)
-            self.rt = runtimes.select(None)
+            self.rt = runtimes.select(None, protocol.get("kernels", "default"))
         except DeviceUsageError as e:
             raise UsageError(str(e)) from None
         self.timing, self.out_dir, self.protocol, self.log = timing, Path(out_dir), protocol, log
         self.session = Session(self.maker, self.rt, timing.Protocol(runs=protocol["runs"],
-                                                                    threads=protocol["threads"]),
+                                                                    threads=protocol["threads"],
+                                                                    precision=protocol.get("precision", 0.0)),
                                protocol["cpus"], seed)
         self.rounds = 0
 
@@ -580,7 +590,9 @@ def main(a) -> int:
     if proto["runtimes"] - {None, device.rt.name}:
         raise UsageError(f"the samples were timed with {', '.join(sorted(map(str, proto['runtimes'])))} but this "
                          f"machine would time with {device.rt.name}; refine where the samples were timed")
-    print(f"[refine] protocol of {a.samples}: min of {proto['runs']} invokes, {proto['threads']} thread(s), cpus "
+    how = (f"blocks of {proto['runs']} invokes until the minimum repeats within {100 * proto['precision']:g}%"
+           if proto["precision"] else f"min of {proto['runs']} invokes")
+    print(f"[refine] protocol of {a.samples}: {how}, {proto['kernels']} kernels, {proto['threads']} thread(s), cpus "
           f"{proto['cpus']}, reference {'paired with every sample' if proto['paired'] else 'every 25 samples'}")
     entries, answers = solve_answers(space, costs, a.target_ms, methods)
     refined, rec = refine(table, samples, answers, device, tol=a.tol, rounds=a.rounds, weight=a.weight,
