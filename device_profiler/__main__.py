@@ -120,6 +120,72 @@ class Session:
                     "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
         return rec
 
+    def record_many(self, items: list, ref_ms) -> list[dict]:
+        """Records of [(kind, index, widths)] (see record). With a precision to reach, in visits: every item is
+        timed one block of ``runs`` invokes per visit, in order, in a fresh interpreter; visits go on for the items
+        whose minimum has not yet been reached twice (timing.reached_precision of their visits' minima), at most
+        ``max_blocks`` visits and ``max_seconds`` of invokes per item, at least two each. Why visits and not blocks
+        in a row: on this shared machine the speed drifts over seconds, so consecutive blocks agree with each other
+        (2.8% median) and still miss the floor; the same invokes spread over visits halved the A/A difference of
+        the same networks timed twice (9.5% -> 5.5% median, 64 px, docs/benchmarks.md)."""
+        if self.protocol.precision <= 0:
+            return [self.record(k, i, w, ref_ms) for k, i, w in items]
+        one = dataclasses.replace(self.protocol, precision=0.0)
+        recs = [{"kind": k, "index": i, "space_hash": self.maker.manifest["space_hash"],
+                 "widths": [int(x) for x in w], "status": "ok", "error": None, "ms": None, "warmup_runs": 0}
+                for k, i, w in items]
+        state = [{"mins": [], "times": [], "ref": [], "warm": 0, "spent": 0.0} for _ in items]
+        p = self.protocol
+
+        def pending(j: int) -> bool:
+            st = state[j]
+            if recs[j]["status"] != "ok":
+                return False
+            if len(st["mins"]) < 2:
+                return True
+            return (timing.reached_precision(st["mins"]) > p.precision and len(st["mins"]) < p.max_blocks
+                    and st["spent"] < p.max_seconds)
+
+        while True:
+            todo = [j for j in range(len(items)) if pending(j)]
+            if not todo:
+                break
+            for j in todo:
+                kind, _, widths = items[j]
+                paired = self.reference if kind in ("sample", "repeat") else None
+                try:
+                    r = timing.time_model(self.runtime, self.maker.make(widths), one, self.rng, paired)
+                except (RuntimeError, ValueError) as e:
+                    recs[j]["status"], recs[j]["error"] = "failed", f"{type(e).__name__}: {e}".splitlines()[0][:500]
+                    continue
+                st = state[j]
+                st["times"] += r["times_ms"][0]
+                st["mins"].append(r["ms"]["min"])
+                st["warm"] += r["warmup_runs"]
+                st["spent"] += r["invoke_s"]
+                if paired is not None:
+                    st["ref"].append(r["ref_ms"]["min"])
+                self.invoke_s += r["invoke_s"]
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        for (kind, _, _), rec, st in zip(items, recs, state):
+            if rec["status"] == "ok":
+                reached = timing.reached_precision(st["mins"])
+                rec["ms"], rec["warmup_runs"] = timing.summarize(st["times"]), st["warm"]
+                rec["precision"] = {"target": p.precision, "reached": reached, "blocks": len(st["mins"]),
+                                    "visits": len(st["mins"]), "met": reached is not None and reached <= p.precision}
+            rec.update({"runtime": self.runtime.name, "runtime_version": self.runtime.version,
+                        "kernels": self.runtime.kernels, "threads": p.threads, "cpus": self.cpus,
+                        "format": self.maker.manifest["format"], "device": self.device,
+                        "ref_ms": (rec["ms"]["min"] if kind == "reference" and rec["ms"] else
+                                   min(st["ref"]) if st["ref"] else ref_ms), "time": now})
+        return recs
+
+
+def _measure(session, items: list, ref_ms) -> list[dict]:
+    """session.record_many where the session has it (the local runner); else one record at a time (adb)."""
+    many = getattr(session, "record_many", None)
+    return many(items, ref_ms) if many else [session.record(k, i, w, ref_ms) for k, i, w in items]
+
 
 @dataclasses.dataclass(frozen=True)
 class NoiseCheck:
@@ -186,31 +252,28 @@ def profile(session: Session, plan: dict, out: str, shard=(0, 1), reference_ever
 
     def time_window(indices: list, first: bool, repeats: dict | None = None) -> tuple[list, list, dict]:
         """Time these samples and the repeats due among them: (samples, [(first timing, repeat)], the repeats'
-        choices {position in the window: sample repeated}). The first attempt updates the bar and chooses the
-        repeats (an earlier window's sample, or one of this window in the first); a re-timing repeats the same."""
-        recs, reps = [], []
+        choices {position in the window: an earlier window's sample, or the position of one of this window's}).
+        The first attempt updates the bar and chooses the repeats; a re-timing repeats the same. Samples and
+        repeats are timed together (Session.record_many: in visits when timing to a precision)."""
         if repeats is None:
             repeats = {}
             every = noise.repeat_every if noise is not None else 0
             for p in range(len(indices)):
                 if every > 0 and (len(accepted) + p + 1) % every == 0:
-                    repeats[p] = None  # chosen once the window's samples before it are timed
-        for p, i in enumerate(indices):
-            rec = stamp(session.record("sample", i, plan["configs"][i], ref_ms))
-            recs.append(rec)
-            if first and bar:
+                    pool = [d for d in accepted if d["status"] == "ok"]
+                    repeats[p] = picker.choice(pool) if pool else picker.randrange(p + 1)
+        targets = {p: (indices[a] if isinstance(a, int) else a["index"]) for p, a in repeats.items()}
+        items = [("sample", i, plan["configs"][i]) for i in indices]
+        items += [("repeat", targets[p], plan["configs"][targets[p]]) for p in sorted(repeats)]
+        timed = [stamp(r) for r in _measure(session, items, ref_ms)]
+        recs = timed[:len(indices)]
+        if first and bar:
+            for _ in recs:
                 bar.update()
-            if p not in repeats:
-                continue
-            if repeats[p] is None:
-                pool = [d for d in accepted if d["status"] == "ok"] or [d for d in recs if d["status"] == "ok"]
-                if not pool:
-                    del repeats[p]
-                    continue
-                repeats[p] = picker.choice(pool)
+        reps = []
+        for p, rep in zip(sorted(repeats), timed[len(indices):]):
             a = repeats[p]
-            a = next((d for d in recs if d["index"] == a["index"]), a)  # this attempt's timing, if in the window
-            rep = stamp(session.record("repeat", a["index"], a["widths"], ref_ms))
+            a = recs[a] if isinstance(a, int) else next((d for d in recs if d["index"] == a["index"]), a)
             if rep["status"] == "ok" and a["status"] == "ok":
                 reps.append((a, rep))
         return recs, reps, repeats
@@ -372,14 +435,14 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=count(1, 10**6), default=20,
                    help="timed invokes per block (default 20); one block per configuration with --precision 0")
     p.add_argument("--precision", type=number(0, 1), default=None, metavar="F",
-                   help="time blocks of --runs invokes until the minimum is reached twice: the second-lowest "
-                        "block minimum within F of the lowest (default 0.01, i.e. 1%%; 0: one block). Each sample "
-                        "records the precision it reached (precision.reached); a device that cannot reach it within "
-                        "--max-seconds says so in the run's noise line")
+                   help="time each configuration in visits of --runs invokes, spread over its window of samples, "
+                        "until its minimum is reached twice: the second-lowest visit's minimum within F of the "
+                        "lowest (default 0.01, i.e. 1%%; 0: one block of --runs invokes). Each sample records the "
+                        "precision it reached (precision.reached); the run's noise line says how many reached F")
     p.add_argument("--max-seconds", type=number(0, 3600), default=timing.Protocol.max_seconds, metavar="S",
-                   help="stop adding blocks to one configuration after S seconds of timed invokes (default 2)")
+                   help="stop visiting one configuration after S seconds of its timed invokes (default 2)")
     p.add_argument("--max-blocks", type=count(2, 10**4), default=timing.Protocol.max_blocks, metavar="B",
-                   help="... or after B blocks (default 8)")
+                   help="... or after B visits (default 8)")
     p.add_argument("--warmup-runs", type=count(0, 10**6), default=2, help="minimum warm-up invokes (default 2)")
     p.add_argument("--warmup-seconds", type=number(0, 3600), default=0.0, help="minimum warm-up time in seconds (default 0)")
     p.add_argument("--reference-every", type=count(0), default=25, metavar="K",
@@ -464,8 +527,8 @@ def main(argv=None) -> int:
 
 
 # The precision a configuration is timed to by default: the A/A floor of the pinned min-of-N protocol here was
-# 0.7-0.9% at 64 px and a median 5.6% at 128 px on a bad day with one block of 20 (issue 17); 1% between two blocks'
-# minima brings every resolution to the quiet-day floor, at ~2 blocks per configuration when the device is quiet.
+# 0.7-0.9% at 64 px and a median 5.6% at 128 px on a bad day with one block of 20 (issue 17); asking two visits'
+# minima to agree within 1% costs ~2 visits per configuration on a quiet device and more where it drifts.
 DEFAULT_PRECISION = 0.01
 
 

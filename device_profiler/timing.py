@@ -67,7 +67,10 @@ def prepare(runtime, model: bytes, threads: int, rng: np.random.Generator):
 
 
 def time_model(runtime, model: bytes, protocol: Protocol, rng: np.random.Generator, reference=None) -> dict:
-    """Time one model; returns {"ms": stats, "warmup_runs", "invoke_s": seconds spent inside invokes}.
+    """Time one model; returns {"ms": stats, "warmup_runs", "invoke_s": seconds spent inside invokes, "times_ms":
+    [the model's invoke times, (the reference's)]}. Consecutive blocks (``protocol.precision``) are what one model
+    timed by itself gets (--benchmark); a plan's configurations are timed in visits spread over their window
+    instead (device_profiler.__main__.Session.record_many), which is what survives a device whose speed drifts.
 
     With a `reference` interpreter, its invokes alternate with the model's ({"ref_ms": its stats} is added): on a
     shared or throttling device the load changes from one second to the next, and a reference timed in the same
@@ -103,7 +106,7 @@ def time_model(runtime, model: bytes, protocol: Protocol, rng: np.random.Generat
         if reached is not None and (reached <= protocol.precision or len(block_mins) >= protocol.max_blocks
                                     or spent - timed0 >= protocol.max_seconds):
             break
-    r = {"ms": summarize(ms[0]), "warmup_runs": warm, "invoke_s": spent}
+    r = {"ms": summarize(ms[0]), "warmup_runs": warm, "invoke_s": spent, "times_ms": ms}
     if protocol.precision > 0:
         r["precision"] = {"target": protocol.precision, "reached": reached_precision(block_mins),
                           "blocks": len(block_mins), "met": reached_precision(block_mins) <= protocol.precision}

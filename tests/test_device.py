@@ -212,3 +212,37 @@ def test_builtin_kernels_are_timed_and_recorded(files, tmp_path):
     check_uniform([dict(samples[1], kernels="default"), default])
     with pytest.raises(UsageError, match="mix several kernels"):
         check_uniform([samples[0], default])
+
+
+def test_a_window_is_timed_in_visits_until_each_minimum_repeats(monkeypatch):
+    """Session.record_many: every item once per visit, in order; then only the items whose two lowest visit minima
+    are more than the precision apart, until max_blocks visits; each record holds all its visits' invokes."""
+    from device_profiler import timing
+    from device_profiler.__main__ import Session
+    # per configuration (first width) the minima its successive visits measure
+    mins = {1: [1.0, 1.004], 2: [2.0, 2.5, 2.01], 3: [3.0, 4.0, 5.0, 6.0]}
+    calls = []
+
+    class Maker:
+        manifest = {"space_hash": "h", "format": "fp32"}
+
+        def make(self, widths):
+            return bytes([widths[0]])
+
+    def fake_time_model(runtime, model, protocol, rng, reference=None):
+        w = model[0]
+        calls.append(w)
+        m = mins[w][sum(c == w for c in calls) - 1]
+        return {"ms": timing.summarize([m, m + 1]), "warmup_runs": 1, "invoke_s": 0.01,
+                "times_ms": [[m, m + 1]]}
+
+    monkeypatch.setattr(timing, "time_model", fake_time_model)
+    rt = type("RT", (), {"name": "fake", "version": "0", "kernels": "default"})()
+    s = Session(Maker(), rt, timing.Protocol(runs=2, precision=0.01, max_blocks=4), [0])
+    recs = s.record_many([("sample", 0, [1]), ("sample", 1, [2]), ("repeat", 0, [3])], ref_ms=0.5)
+    assert calls == [1, 2, 3, 1, 2, 3, 2, 3, 3]
+    assert [r["precision"]["visits"] for r in recs] == [2, 3, 4]
+    assert [r["precision"]["met"] for r in recs] == [True, True, False]
+    assert recs[1]["ms"]["min"] == 2.0 and recs[1]["ms"]["count"] == 6
+    assert recs[1]["precision"]["reached"] == pytest.approx(0.005)
+    assert recs[2]["kind"] == "repeat" and recs[2]["ref_ms"] == 0.5

@@ -695,6 +695,8 @@ MIN_WITHIN_10PCT = 0.75
 MAX_REPEAT_NOISE = 0.05
 # ... judged on at least this many repeats (the median of two pairs says little; 24 samples, a repeat every 10)
 MIN_REPEATS = 10
+# ... and a group of validation configurations (the ladder, the answers) by itself on at least this many
+MIN_GROUP = 5
 
 
 def file_noise(paths, statistic: str = "min") -> dict:
@@ -720,7 +722,7 @@ def judge(validation: dict | None, noise: dict | None, min_within: float = MIN_W
             reasons.append(f"{100 * validation['within_10pct']:.0f}% of {validation['n']} validation configurations "
                            f"within +-10% (needs {100 * min_within:.0f}%)")
     for g, m in (groups or {}).items():
-        if g != "random" and m.get("n") and m["within_10pct"] < min_within:
+        if g != "random" and m.get("n", 0) >= MIN_GROUP and m["within_10pct"] < min_within:
             reasons.append(f"{100 * m['within_10pct']:.0f}% of the {m['n']} {GROUP_NAMES[g]} within +-10% (needs "
                            f"{100 * min_within:.0f}%; worst {100 * m['worst_err']:+.0f}%)")
     rel = (noise or {}).get("repeat_rel_diff_median")
