@@ -442,7 +442,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-seconds", type=number(0, 3600), default=timing.Protocol.max_seconds, metavar="S",
                    help="stop visiting one configuration after S seconds of its timed invokes (default 2)")
     p.add_argument("--max-blocks", type=count(2, 10**4), default=timing.Protocol.max_blocks, metavar="B",
-                   help="... or after B visits (default 8)")
+                   help="... or after B visits (default 4)")
     p.add_argument("--warmup-runs", type=count(0, 10**6), default=2, help="minimum warm-up invokes (default 2)")
     p.add_argument("--warmup-seconds", type=number(0, 3600), default=0.0, help="minimum warm-up time in seconds (default 0)")
     p.add_argument("--reference-every", type=count(0), default=25, metavar="K",

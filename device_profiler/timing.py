@@ -25,7 +25,7 @@ class Protocol:
     threads: int = 1
     precision: float = 0.0
     max_seconds: float = 2.0
-    max_blocks: int = 8
+    max_blocks: int = 4
 
 
 def reached_precision(block_mins: list) -> float | None:

@@ -223,3 +223,92 @@ def test_validation_file_is_brought_to_the_training_reference_level(space):
     assert rep["ref_ms"] == 1.0 and table.fit["ref_ms"] == 1.0
     assert rep["validation"]["max_rel_err"] < 1e-2
     assert L.evaluate(table, fast)["max_rel_err"] < 1e-2
+
+
+def test_relative_scale_is_least_squares_on_relative_residuals(space):
+    """scale="relative" weights each row by (mean / y)^2: at reg 0 and prior 0 the fit is the bounded least-squares
+    solution of the rows scaled by mean / y (with the tiny anchor and ridge), which lsq_linear computes exactly."""
+    truth = true_table(space, seed=11)
+    samples = make_samples(space, truth, 80, noise=0.05, seed=12)
+    lay = L._Layout(space)
+    A, y = lay.design(L._indices(space, samples)), L.measured(samples)
+    table, rep = L.fit_table(samples, space, reg=0.0, prior=0.0, scale="relative")
+    assert rep["scale"] == "relative" and rep["choices"] == []
+    sw = np.mean(y) / y
+    rows = sp.vstack([sp.diags(sw) @ A, L.ANCHOR * lay.D, L.RIDGE * sp.identity(lay.n)]).tocsr()
+    ref = lsq_linear(rows.toarray(), np.r_[sw * y, np.zeros(rows.shape[0] - len(y))], bounds=(0, np.inf),
+                     method="bvls", tol=1e-14).x
+    idx = L._indices(space, samples)
+    assert np.allclose(table.predict_indices(idx), lay.table(ref).predict_indices(idx), rtol=2e-3)
+    absolute, _ = L.fit_table(samples, space, reg=0.0, prior=0.0, scale="absolute")
+    assert not np.allclose(absolute.predict_indices(idx), table.predict_indices(idx), rtol=2e-3)
+    with pytest.raises(L.UsageError, match="unknown scale"):
+        L.fit_table(samples, space, scale="log")
+
+
+def scaled_device(space, table, seed=0):
+    """Another device: every term of ``table`` scaled and shifted by its own factors (int8, other kernels)."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.uniform(0.4, 2.5, space.num_layers + 1), rng.uniform(0.0, 0.05, space.num_layers + 1)
+    return L.LatencyTable(space, a[0] * table.stem + b[0], [a[i] * blk + b[i] for i, blk in enumerate(table.blocks, 1)],
+                          a[-1] * table.head + b[-1])
+
+
+def test_prior_table_learns_a_new_device_from_few_samples(space, tmp_path):
+    """A new device whose terms are the old device's scaled per term: 16 of its samples and the old table as the
+    prior predict it within 2% everywhere; the same 16 samples alone cannot (fewer samples than entries). The prior's
+    entries travel in the table, so a refit (refine) uses the same model."""
+    old = true_table(space, seed=21)
+    new = scaled_device(space, old, seed=22)
+    train = make_samples(space, new, 16, noise=0.005, seed=23)
+    test = make_samples(space, new, 300, seed=24)
+    fewshot, rep = L.fit_table(train, space, prior_table=old)
+    alone, _ = L.fit_table(train, space)
+    assert rep["prior"] in L.PRIOR_TABLE_GRID
+    assert L.evaluate(fewshot, test)["max_rel_err"] < 0.02 < 0.1 < L.evaluate(alone, test)["max_rel_err"]
+    back = L.LatencyTable.from_json(json.loads(json.dumps(fewshot.to_json())))
+    lay = L._Layout(space)
+    assert np.allclose(lay.vector(L.prior_table_of(back)), lay.vector(old), atol=1e-6)
+    assert L.prior_table_of(alone) is None
+    # the CLI: the same fit from files, and a table of another network refused in one line
+    old.save(tmp_path / "old.json")
+    write_jsonl(tmp_path / "new.jsonl", train)
+    space.save(tmp_path / "space.json")
+    r = run_module("tfwidth.latency", "fit", "new.jsonl", "--space", "space.json", "--prior-table", "old.json",
+                   "-o", "t.json", cwd=tmp_path, timeout=120)
+    assert r.returncode == 0 and "pulled towards old.json" in r.stdout, r.stderr
+    assert L.evaluate(L.LatencyTable.load(tmp_path / "t.json"), test)["max_rel_err"] < 0.02
+    other = tiny_space(layers=5)
+    true_table(other).save(tmp_path / "other.json")
+    r = run_module("tfwidth.latency", "fit", "new.jsonl", "--space", "space.json", "--prior-table", "other.json",
+                   "-o", "t2.json", cwd=tmp_path, timeout=120)
+    assert_usage_error(r, "choices per layer")
+    assert not (tmp_path / "t2.json").exists()
+
+
+def test_validation_reports_the_ladder_against_the_same_networks_timed_twice(space, tmp_path):
+    """The uniform networks are in both files (every plan times them first): the fit reports them by themselves,
+    against the A/A of exactly those networks (their timings in the two files), beside the random configurations."""
+    truth = true_table(space, seed=31)
+    ladder = [list(w) for w in space.ladder()]
+
+    def with_ladder(samples, noise, seed):
+        rng = np.random.default_rng(seed)
+        extra = []
+        for w in ladder:
+            ms = truth.predict(w) * (1 + noise * rng.standard_normal())
+            extra.append(dict(samples[0], widths=w, ms={"min": ms, "median": ms, "mean": ms, "std": 0.0, "count": 20}))
+        return [dict(d, index=i) for i, d in enumerate(extra + samples)]
+    write_jsonl(tmp_path / "s.jsonl", with_ladder(make_samples(space, truth, 150, noise=0.01, seed=32), 0.01, 33))
+    write_jsonl(tmp_path / "v.jsonl", with_ladder(make_samples(space, truth, 40, noise=0.01, seed=34), 0.01, 35))
+    space.save(tmp_path / "space.json")
+    r = run_module("tfwidth.latency", "fit", "s.jsonl", "--validation", "v.jsonl", "--space", "space.json",
+                   "-o", "t.json", cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"uniform networks of the width levels ({len(ladder)}): RMSE" in r.stdout
+    assert "x the A/A of the same networks (timed in both files)" in r.stdout
+    fit = json.loads((tmp_path / "t.json").read_text())["fit"]
+    groups = fit["validation_groups"]
+    assert groups["ladder"]["n"] == len(ladder) and groups["random"]["n"] + len(ladder) == fit["validation"]["n"]
+    r = run_module("tfwidth.latency", "validate", "t.json", "v.jsonl", cwd=tmp_path, timeout=120)
+    assert r.returncode == 0 and f"uniform networks of the width levels ({len(ladder)})" in r.stdout, r.stderr

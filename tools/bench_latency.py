@@ -1,20 +1,23 @@
-"""Benchmark of on-device latency profiling on this machine (LiteRT, fp32, 1 thread pinned to one core).
+"""Benchmark of the latency model where the solver looks (issue 17), on this machine (LiteRT, 1 thread pinned).
 
-Measures, in one run:
-  1. variants generated per second from the template (flatbuffer patching) vs. one converter run;
-  2. fit accuracy vs. number of biased training samples, on held-out random configurations;
-  3. the noise floor: the held-out configurations timed twice (A/A), RMSE between the two timings;
-  4. profiling overhead: wall time / time spent inside timed and warm-up invokes.
-Bars (issue 3): >= 50 variants/s at 224 px; with <= 2000 biased samples >= 95% of held-out within +-5% and
-RMSE <= 1.3x the A/A RMSE; overhead <= 1.5x.
+Per resolution (32, 64, 128, 224 px), timed in one run with the profiler's defaults (python -m device_profiler, as a
+user runs it: blocks of 20 invokes until the minimum is reached twice within 1%, repeats and references):
+  - train: a stratified plan (the pipeline's kind) of up to 1,000 configurations after the uniform ladder;
+  - validation: 200 random configurations and the ladder: every choice of the fit (model, weights) is made here;
+  - test: 200 other random configurations and the ladder, timed twice (A/A): every figure below is computed here.
+Then, per training size, the fit chosen on the validation file predicts the test file: RMSE against the A/A RMSE of
+the same networks, share within +-5% of the mean of the two timings, the ladder's worst entry, for random
+configurations and the ladder separately. Few-shot (64 px): the fp32 table as the prior of int8 and of LiteRT's
+built-in kernels, and the 64 px table as the prior of 128 px, at 25..400 new samples, against the same samples
+without the prior. Variants/s against one converter run, timed in this run.
 
-    python tools/bench_latency.py            # ~20 min: 128 px, 2000 biased + 2 x 200 random, and 224 px variants/s
-    python tools/bench_latency.py --quick    # ~3 min: 500 biased + 2 x 60 random, no 224 px template
+    python tools/bench_latency.py                  # ~60 min: everything (resumable: run it again after a kill)
+    python tools/bench_latency.py --quick          # ~5 min: 32 and 64 px, 250 train / 60 val / 60 test
+    python tools/bench_latency.py --fit-only       # re-fit and re-score the timings in --workdir (any machine load)
 
-Timings share the CPU with whatever else runs: compare ratios from the same run. Work files (templates, plans,
-samples) and the report (report.json) go to --workdir; run the same command again to resume an interrupted run. The
-converter is timed in every run (the baseline of variants/s is never an earlier run's); a template and its timings
-are reused only when their key (tools/_cache.py: space, arguments, plan, template digest, code) matches.
+Work files (templates, plans, samples) and the report (report.json, report.md) go to --workdir. Timings are reused
+only when their key (tools/_cache.py: template digest, plan, protocol, profiler code) matches; the converter is
+timed in every run that times anything.
 """
 from __future__ import annotations
 
@@ -31,31 +34,38 @@ import numpy as np  # noqa: E402
 
 import _cache  # noqa: E402
 import tfwidth  # noqa: E402,F401
-from tfwidth.artifacts import atomic_write_bytes, read_json, write_json  # noqa: E402
+from tfwidth.artifacts import atomic_write_bytes, write_json  # noqa: E402
 from tfwidth.errors import UsageError, run_cli  # noqa: E402
 from tfwidth.space import preset  # noqa: E402
 
-
 TEMPLATE_CODE = ("tfwidth/profile.py", "tfwidth/convert.py", "tfwidth/mobilenet.py")
+FEWSHOT_SIZES = (25, 50, 100, 200, 400)
 
 
-def template(space, workdir: Path, tag: str) -> tuple[Path, float]:
-    """The fp32 max-width template and the seconds of one converter run, timed in this run (the baseline variants/s
-    is compared with). The workdir's template is kept when its key matches (space, code), so that timings made on it
-    stay valid; otherwise the one converted now replaces it."""
+def template(space, fmt: str, path: Path) -> float:
+    """Convert the max-width template (fmt) to ``path`` unless the one there has the same key; returns the seconds
+    of the converter run made now (None when the cached template was kept and no conversion was asked for)."""
     from tfwidth.profile import make_template
-    path = workdir / f"template_{tag}.tflite"
-    t0 = time.perf_counter()
-    tflite, manifest = make_template(space, "fp32")
-    seconds = time.perf_counter() - t0
-    parts = {"args": {"space_hash": space.space_hash, "format": "fp32"}, "code": _cache.code_digest(*TEMPLATE_CODE)}
+    parts = {"args": {"space_hash": space.space_hash, "format": fmt}, "code": _cache.code_digest(*TEMPLATE_CODE)}
     record = path.with_suffix(".key.json")
-    if not (path.exists() and path.with_suffix(".json").exists()
-            and _cache.check(record, parts, path.name, leftover=True)):
-        atomic_write_bytes(path, tflite)
-        write_json(path.with_suffix(".json"), manifest)
-        _cache.store(record, parts)
-    return path, seconds
+    if path.exists() and path.with_suffix(".json").exists() and _cache.check(record, parts, path.name, leftover=True):
+        return None
+    t0 = time.perf_counter()
+    tflite, manifest = make_template(space, fmt)
+    seconds = time.perf_counter() - t0
+    atomic_write_bytes(path, tflite)
+    write_json(path.with_suffix(".json"), manifest)
+    _cache.store(record, parts)
+    return seconds
+
+
+def converter_seconds(space) -> float:
+    """One converter run of the max-width model, timed now (the baseline variants/s is compared with)."""
+    from tfwidth.profile import convert, template_model
+    model = template_model(space)
+    t0 = time.perf_counter()
+    convert(model, "fp32")
+    return time.perf_counter() - t0
 
 
 def variants_per_second(path: Path, seconds: float = 5.0) -> float:
@@ -69,147 +79,68 @@ def variants_per_second(path: Path, seconds: float = 5.0) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def time_plan(tpl: Path, plan: dict, out: Path, runs: int, cpu: int, paired: bool) -> dict:
-    from device_profiler import runtime, timing, variants
-    from device_profiler.__main__ import Session, profile
-    session = Session(variants.load(tpl), runtime.select(), timing.Protocol(runs=runs, warmup_runs=2),
-                      timing.pin([cpu]), seed=0)
-    return profile(session, plan, str(out), reference_every=25, paired=paired)
+def timed(tpl: Path, plan: dict, out: Path, cpu: int, kernels: str = "default") -> dict:
+    """The plan timed into ``out`` by the profiler's own CLI with its defaults (what a user gets), resumed when the
+    key of what is already there matches; returns the profiler's figures read back (wall seconds)."""
+    from device_profiler.__main__ import main as profiler
+    plan_path = out.with_name(out.stem + ".plan.json")
+    parts = {"args": {"cpu": cpu, "kernels": kernels},
+             "inputs": {"template": _cache.file_digest(tpl), "plan": _cache.key_of(plan)},
+             "code": _cache.code_digest("device_profiler")}
+    record = out.with_suffix(".key.json")
+    if not _cache.check(record, parts, out.name, leftover=out.exists()):
+        out.unlink(missing_ok=True)
+        write_json(plan_path, plan, indent=None)
+        _cache.store(record, parts)
+    t0 = time.perf_counter()
+    profiler(["--template", str(tpl), "--plan", str(plan_path), "--out", str(out), "--cpus", str(cpu),
+              "--threads", "1", "--kernels", kernels, "--no-progress"])
+    return {"wall_s": time.perf_counter() - t0}
 
 
-def timings(a, space, workdir: Path, fig: dict, sizes: list[int], heldout: int) -> None:
+def device_sets(a) -> list[dict]:
+    """What is timed: one dict per device setting (name, resolution, format, kernels, plan sizes), in the order
+    they are timed (the cheap resolutions first, so a short session still has whole sets)."""
+    q = a.quick
+    n_train, n_val, n_test = (250, 60, 60) if q else (a.train, a.val, a.test)
+    sets, big = [], []
+    for r in a.resolutions:
+        half = r >= 224 and not q  # reported, no bar: half the sizes (each network takes ~3x the 128 px one)
+        (big if half else sets).append({"name": f"r{r}", "resolution": r, "format": "fp32", "kernels": "default",
+                                        "train": n_train // 2 if half else n_train, "val": n_val // 2 if half else n_val,
+                                        "test": n_test // 2 if half else n_test})
+    if a.fewshot and not q and 64 in a.resolutions:
+        for fmt, kernels in (("int8", "default"), ("fp32", "builtin")):
+            sets.append({"name": f"r64_{fmt}_{kernels}", "resolution": 64, "format": fmt, "kernels": kernels,
+                         "train": max(FEWSHOT_SIZES), "val": 0, "test": n_test})
+    return sets + big
+
+
+def time_all(a, workdir: Path, fig: dict) -> None:
     from tfwidth.profile import make_plan
-    # 1. variants/s vs converter
-    tpl, conv_s = template(space, workdir, f"{a.resolution}")
-    fig["convert_s"] = conv_s
-    fig["variants_per_s"] = {str(a.resolution): variants_per_second(tpl)}
-    if not a.quick and a.resolution != 224:
-        tpl224, conv224 = template(preset("mobilenet_v1", resolution=224), workdir, "224")
-        fig["convert_s_224"] = conv224
-        fig["variants_per_s"]["224"] = variants_per_second(tpl224)
-    for res, v in fig["variants_per_s"].items():
-        c = fig.get("convert_s_224" if res == "224" and res != str(a.resolution) else "convert_s")
-        print(f"variants: {v:.0f}/s at {res}px, {v * c:.0f}x the converter timed in this run ({c:.1f} s per model)",
-              flush=True)
-
-    # 2-4. timings: biased training samples, held-out random configurations timed twice
-    plans = {"biased": make_plan(space, max(sizes), "biased", seed=0),
-             "heldout": make_plan(space, heldout, "random", seed=1)}
-    plans["repeat"] = plans["heldout"]
-    summaries = {}
-    for name, plan in plans.items():
-        out = workdir / f"{name}.jsonl"
-        # timings resume only on the same template, plan, protocol and profiler code; otherwise timed afresh
-        parts = {"args": {"runs": a.runs, "cpu": a.cpu, "paired": not a.no_paired, "reference_every": 25},
-                 "inputs": {"template": _cache.file_digest(tpl), "plan": _cache.key_of(plan)},
-                 "code": _cache.code_digest("device_profiler")}
-        record = out.with_suffix(".key.json")
-        if not _cache.check(record, parts, out.name, leftover=out.exists()):
-            out.unlink(missing_ok=True)
-            _cache.store(record, parts)
-        print(f"timing {len(plan['configs'])} {name} configurations -> {out}", flush=True)
-        summaries[name] = time_plan(tpl, plan, out, a.runs, a.cpu, not a.no_paired)
-    wall = sum(s["wall_s"] for s in summaries.values())
-    inside = sum(s["invoke_s"] for s in summaries.values())
-    fresh = [s for s in summaries.values() if s["timed"]]
-    if fresh:
-        fig["overhead"] = sum(s["wall_s"] for s in fresh) / max(sum(s["invoke_s"] for s in fresh), 1e-9)
-        fig["profiling_wall_s"], fig["profiling_invoke_s"] = wall, inside
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smaller run (~3 min): 500 biased, 60 held-out, no 224 px")
-    p.add_argument("--resolution", type=int, default=128, help="profiled resolution (default 128)")
-    p.add_argument("--sizes", default=None, help="biased training sizes, comma-separated (default 250,500,1000,2000)")
-    p.add_argument("--heldout", type=int, default=None, help="held-out random configurations (default 200)")
-    p.add_argument("--runs", type=int, default=50, help="timed invokes per configuration (default 50; min of N)")
-    p.add_argument("--reg", type=float, default=None,
-                   help="fix the fit's regulariser weight (default: tfwidth.latency chooses it on a holdout)")
-    p.add_argument("--no-paired", action="store_true",
-                   help="reference re-timed only every 25 samples (default: timed alongside every sample, which "
-                        "tracks the load of a shared machine; the fit corrects each sample by it)")
-    p.add_argument("--cpu", type=int, default=0, help="core to pin to (default 0)")
-    p.add_argument("--workdir", default=None, help="work files and report.json, resumable (default "
-                                                   "./bench_latency_<px>[_quick][_paired])")
-    p.add_argument("--json", help="also write the figures here (they are always in WORKDIR/report.json)")
-    p.add_argument("--fit-only", action="store_true",
-                   help="re-fit and re-score from the timings already in --workdir: no template, no variants/s, no "
-                        "timing (for changes to the fit; the machine may be busy)")
-    a = p.parse_args(argv)
-    from tfwidth.latency import evaluate, fit_table, load_samples, measured, reference_level
-
-    sizes = [int(s) for s in (a.sizes or ("250,500" if a.quick else "250,500,1000,2000")).split(",")]
-    heldout = a.heldout or (60 if a.quick else 200)
-    space = preset("mobilenet_v1", resolution=a.resolution)
-    workdir = Path(a.workdir or f"bench_latency_{a.resolution}{'_quick' if a.quick else ''}"
-                                f"{'' if a.no_paired else '_paired'}")
-    workdir.mkdir(parents=True, exist_ok=True)
-    fig: dict = {"space": space.name, "resolution": a.resolution, "space_hash": space.space_hash, "runs": a.runs,
-                 "reg": a.reg, "paired_reference": not a.no_paired,
-                 "cpu": a.cpu, "load_avg_start": os.getloadavg()}
-    print(f"bench_latency: {space.name} {a.resolution}px, fp32, 1 thread pinned to cpu {a.cpu}, "
-          f"{a.runs} runs/config; workdir {_cache.relative(workdir)}; load average {fig['load_avg_start'][0]:.1f} on "
-          f"{os.cpu_count()} cores", flush=True)
-
-    if a.fit_only:
-        missing = [n for n in ("biased", "heldout", "repeat") if not (workdir / f"{n}.jsonl").exists()]
-        if missing:
-            raise UsageError(f"--fit-only: {', '.join(missing)}.jsonl missing in {workdir}; run without --fit-only")
-        fig["variants_per_s"] = {}
-    else:
-        timings(a, space, workdir, fig, sizes, heldout)
-
-    quiet = lambda msg: None  # noqa: E731
-    biased = load_samples(workdir / "biased.jsonl", warn=quiet)
-    by_index = {d["index"]: d for d in biased}
-    held = sorted(load_samples(workdir / "heldout.jsonl", warn=quiet), key=lambda d: d["index"])
-    rep = {d["index"]: d for d in load_samples(workdir / "repeat.jsonl", warn=quiet)}
-    pairs = [(d, rep[d["index"]]) for d in held if d["index"] in rep]
-    # the same drift correction the fit applies: both timings brought to the training samples' reference level (a
-    # level per file would hide the speed difference between the two runs that their references measured)
-    level = reference_level(biased)
-    a_ms = measured([x for x, _ in pairs], "min", True, level)
-    b_ms = measured([y for _, y in pairs], "min", True, level)
-    fig["aa_rmse_ms"] = float(np.sqrt(np.mean((a_ms - b_ms) ** 2)))
-    fig["aa_within_5pct"] = float(np.mean(np.abs(a_ms - b_ms) / b_ms <= 0.05))
-    fig["heldout_mean_ms"] = float(a_ms.mean())
-    print(f"A/A noise floor (drift-corrected) on {len(pairs)} configurations (mean {a_ms.mean():.2f} ms): RMSE {fig['aa_rmse_ms']:.3f} ms, "
-          f"{100 * fig['aa_within_5pct']:.1f}% within +-5% of each other", flush=True)
-
-    fig["fits"] = []
-    print(f"{'train':>6} {'RMSE ms':>8} {'xA/A':>6} {'<=5%':>7} {'<=10%':>7} {'max rel':>8} {'fit s':>6}")
-    for n in sizes:
-        train = [by_index[i] for i in range(n) if i in by_index]
-        table, report = fit_table(train, space, reg=a.reg)
-        m = evaluate(table, held)
-        row = {"n": len(train), "rmse_ms": m["rmse_ms"], "x_aa": m["rmse_ms"] / fig["aa_rmse_ms"],
-               "within_5pct": m["within_5pct"], "within_10pct": m["within_10pct"], "max_rel_err": m["max_rel_err"],
-               "fit_s": report["seconds"], "unconstrained": report["n_unconstrained"], "reg": report["reg"],
-               "prior": report["prior"]}
-        fig["fits"].append(row)
-        print(f"{row['n']:>6} {row['rmse_ms']:>8.3f} {row['x_aa']:>6.2f} {100 * row['within_5pct']:>6.1f}% "
-              f"{100 * row['within_10pct']:>6.1f}% {100 * row['max_rel_err']:>7.1f}% {row['fit_s']:>6.1f}", flush=True)
-
-    fig["load_avg_end"] = os.getloadavg()
-    best = min(fig["fits"], key=lambda r: r["rmse_ms"])
-    v224 = fig["variants_per_s"].get("224")
-    bars = [("variants/s at 224px >= 50", None if v224 is None else v224 >= 50, f"{v224:.0f}/s" if v224 else "not run"),
-            ("held-out within +-5% >= 95% (<= 2000 biased)", best["within_5pct"] >= 0.95,
-             f"{100 * best['within_5pct']:.1f}% at n={best['n']}"),
-            ("RMSE <= 1.3x A/A RMSE", best["x_aa"] <= 1.3, f"{best['x_aa']:.2f}x at n={best['n']}"),
-            ("overhead wall/invoke <= 1.5x", fig["overhead"] <= 1.5 if "overhead" in fig else None,
-             f"{fig['overhead']:.2f}x" if "overhead" in fig else "no fresh timings (resumed)")]
-    fig["bars"] = {name: {"pass": ok, "value": val} for name, ok, val in bars}
-    print("bars:")
-    for name, ok, val in bars:
-        print(f"  {'n/a ' if ok is None else 'PASS' if ok else 'FAIL'}  {name}: {val}")
-    print(load_sentence(fig["load_avg_start"][0], fig["load_avg_end"][0], os.cpu_count()))
-    write_json(workdir / "report.json", fig)
-    if a.json:
-        write_json(a.json, fig)
-    return 0
+    fig["timing"] = {}
+    for s in device_sets(a):
+        d = workdir / s["name"]
+        d.mkdir(parents=True, exist_ok=True)
+        space = preset("mobilenet_v1", resolution=s["resolution"])
+        tpl = d / "template.tflite"
+        conv = template(space, s["format"], tpl)
+        row = {"convert_s": conv}
+        if s["format"] == "fp32" and s["kernels"] == "default":
+            row["variants_per_s"] = variants_per_second(tpl)
+        plans = [("train", make_plan(space, s["train"], "stratified", seed=0))]
+        if s["val"]:
+            plans.append(("val", make_plan(space, s["val"], "random", seed=1)))
+        test = make_plan(space, s["test"], "random", seed=2)
+        plans += [("test_a", test), ("test_b", test)]
+        for name, plan in plans:
+            print(f"[{s['name']}] timing {len(plan['configs'])} {name} configurations ({s['format']}, "
+                  f"{s['kernels']} kernels)", flush=True)
+            row[f"{name}_wall_s"] = timed(tpl, plan, d / f"{name}.jsonl", a.cpu, s["kernels"])["wall_s"]
+        fig["timing"][s["name"]] = row
+    # the converter's baseline, timed in this run whatever the cache held
+    r = 224 if 224 in a.resolutions else max(a.resolutions)
+    fig["convert_s"] = {str(r): converter_seconds(preset("mobilenet_v1", resolution=r))}
 
 
 def load_sentence(start: float, end: float, cores: int, quiet: float = 0.5) -> str:
@@ -218,6 +149,203 @@ def load_sentence(start: float, end: float, cores: int, quiet: float = 0.5) -> s
     return (f"load average at start {start:.1f}, at end {end:.1f} ({cores} cores): "
             + ("other work shared this CPU (compare ratios from this run only)" if busy
                else "no other work to speak of beside this benchmark"))
+
+
+def _load(path: Path) -> list[dict]:
+    from tfwidth.latency import load_samples
+    return load_samples(path, warn=lambda m: None) if path.exists() else []
+
+
+def test_truth(space, test_a: list[dict], test_b: list[dict], level: float | None) -> dict:
+    """The test networks timed twice, at the training samples' reference level: per widths the first timing, the
+    mean of the two, and per group (random, ladder) the A/A RMSE and median difference of the same networks."""
+    from tfwidth.latency import groups_of, same_network_pairs
+    pairs = same_network_pairs(test_a, test_b, "min", True, level)
+    keys = list(pairs)
+    masks = groups_of(space, [{"widths": list(k)} for k in keys])
+    out = {"keys": keys, "first": np.array([pairs[k][0] for k in keys]),
+           "mean": np.array([0.5 * (pairs[k][0] + pairs[k][1]) for k in keys]), "masks": masks, "aa": {}}
+    for g in ("random", "ladder"):
+        m = masks[g]
+        if m.any():
+            x, y = np.array([pairs[k][0] for k in keys])[m], np.array([pairs[k][1] for k in keys])[m]
+            out["aa"][g] = {"n": int(m.sum()), "rmse_ms": float(np.sqrt(np.mean((x - y) ** 2))),
+                            "median_diff": float(np.median(np.abs(x - y) / (0.5 * (x + y))))}
+    return out
+
+
+def score(table, truth: dict) -> dict:
+    """Per group: RMSE against one timing (like the A/A RMSE it is compared with), x the A/A RMSE of the same
+    networks, share within +-5% of the mean of two timings, worst error (of the ladder, the one the bar names)."""
+    pred = table.predict_indices(np.array([table.space.to_indices(k) for k in truth["keys"]]))
+    out = {}
+    for g, aa in truth["aa"].items():
+        m = truth["masks"][g]
+        rmse = float(np.sqrt(np.mean((pred[m] - truth["first"][m]) ** 2)))
+        rel = pred[m] / truth["mean"][m] - 1.0
+        k = int(np.argmax(np.abs(rel)))
+        out[g] = {"n": int(m.sum()), "rmse_ms": rmse, "x_aa": rmse / aa["rmse_ms"], "aa_rmse_ms": aa["rmse_ms"],
+                  "aa_median_diff": aa["median_diff"], "within_5pct": float(np.mean(np.abs(rel) <= 0.05)),
+                  "within_10pct": float(np.mean(np.abs(rel) <= 0.10)), "worst_err": float(rel[k]),
+                  "errors": [round(float(e), 4) for e in rel] if g == "ladder" else None}
+    return out
+
+
+def _row(label: str, sc: dict) -> str:
+    cells = []
+    for g in ("random", "ladder"):
+        if g in sc:
+            r = sc[g]
+            cells.append(f"{r['rmse_ms']:.4f} ({r['x_aa']:.2f}x) {100 * r['within_5pct']:5.1f}% "
+                         f"{100 * r['worst_err']:+6.1f}%")
+        else:
+            cells.append("-")
+    return f"  {label:<34} {cells[0]:<32} {cells[1]}"
+
+
+def report(a, workdir: Path, fig: dict) -> None:
+    """Fit and score everything timed in ``workdir``; print the tables and bars, write report.json and report.md."""
+    from tfwidth.latency import LatencyTable, fit_table, reference_level
+    sets = {s["name"]: s for s in fig["sets"]}
+    fig["results"], tables = {}, {}
+    lines = []
+
+    def say(line: str = "") -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    sizes = [n for n in (250, 500, 1000) if n <= a.train] if not a.quick else [250]
+    for name, s in sets.items():
+        if s["val"] == 0:
+            continue
+        d = workdir / name
+        space = preset("mobilenet_v1", resolution=s["resolution"])
+        train, val = _load(d / "train.jsonl"), _load(d / "val.jsonl")
+        ta, tb = _load(d / "test_a.jsonl"), _load(d / "test_b.jsonl")
+        if not (train and val and ta and tb):
+            say(f"[{name}] not timed (yet): skipped")
+            continue
+        truth = test_truth(space, ta, tb, reference_level(train))
+        res = {"aa": truth["aa"], "fits": []}
+        aa = truth["aa"]
+        say(f"[{name}] {s['resolution']} px: test A/A (same networks timed twice): random {aa['random']['n']} "
+            f"RMSE {aa['random']['rmse_ms']:.4f} ms, median difference {100 * aa['random']['median_diff']:.1f}%; "
+            f"ladder {aa['ladder']['n']} RMSE {aa['ladder']['rmse_ms']:.4f} ms, median "
+            f"{100 * aa['ladder']['median_diff']:.1f}%")
+        say(f"  {'fit (choices on the validation file)':<34} {'random: RMSE (xA/A) <=5% worst':<32} ladder: same")
+        ladder = {tuple(w) for w in space.ladder()}
+        plan_order = sorted(train, key=lambda r: r["index"])
+        for n in sizes:
+            sub = [r for r in plan_order if r["index"] < n + len(ladder)]
+            variants = [("this model", dict()), ("absolute residuals (the old fit)", dict(scale="absolute")),
+                        ("without the ladder in training", dict(drop_ladder=True))]
+            for label, opt in variants:
+                tr = [r for r in sub if tuple(r["widths"]) not in ladder] if opt.pop("drop_ladder", False) else sub
+                t0 = time.perf_counter()
+                table, rep = fit_table(tr, space, validation=val, **opt)
+                sc = score(table, truth)
+                row = {"n": len(tr), "variant": label, "scale": rep["scale"], "reg": rep["reg"],
+                       "prior": rep["prior"], "fit_s": time.perf_counter() - t0, **sc}
+                res["fits"].append(row)
+                say(_row(f"{label}, {len(tr)} samples", sc))
+                if label == "this model" and n == sizes[-1]:
+                    tables[name] = table
+                    table.save(d / "table.json")
+        fig["results"][name] = res
+
+    # few-shot: another device's full table as the prior of a new device's first samples
+    pairs = [("fp32 -> int8 (64 px)", "r64", "r64_int8_default"),
+             ("XNNPACK -> built-in kernels (64 px)", "r64", "r64_fp32_builtin"),
+             ("64 px -> 128 px", "r64", "r128"), ("128 px -> 64 px", "r128", "r64")]
+    fig["fewshot"] = {}
+    for label, src, dst in pairs:
+        if src not in tables or dst not in sets or not (workdir / dst / "test_a.jsonl").exists():
+            continue
+        space = preset("mobilenet_v1", resolution=sets[dst]["resolution"])
+        train = sorted(_load(workdir / dst / "train.jsonl"), key=lambda r: r["index"])
+        ta, tb = _load(workdir / dst / "test_a.jsonl"), _load(workdir / dst / "test_b.jsonl")
+        if len(train) < max(FEWSHOT_SIZES) or not ta or not tb:
+            continue
+        truth = test_truth(space, ta, tb, reference_level(train))
+        prior = tables[src]
+        say(f"[few-shot] {label}: prior = the {src} table ({prior.fit['n_samples']} samples); test A/A median "
+            f"{100 * truth['aa']['random']['median_diff']:.1f}%")
+        rows = []
+        for n in FEWSHOT_SIZES:
+            sub = train[:n]
+            with_p, _ = fit_table(sub, space, prior_table=prior)
+            without, _ = fit_table(sub, space)
+            sw, so = score(with_p, truth), score(without, truth)
+            rows.append({"n": n, "with_prior": sw, "without": so})
+            say(_row(f"{n} samples, with the prior", sw))
+            say(_row(f"{n} samples, without", so))
+        fig["fewshot"][label] = rows
+
+    fig["load_avg_end"] = os.getloadavg()
+    bars = []
+    for name in ("r32", "r64", "r128"):
+        res = fig["results"].get(name)
+        if not res:
+            continue
+        mine = [f for f in res["fits"] if f["variant"] == "this model"]
+        best = min(mine, key=lambda f: f["random"]["x_aa"] + f["ladder"]["x_aa"])
+        quiet = max(res["aa"]["random"]["median_diff"], res["aa"]["ladder"]["median_diff"]) <= 0.015
+        tag = f"{name}, n={best['n']}"
+        bars += [(f"{name}: RMSE <= 1.3x A/A, random", best["random"]["x_aa"] <= 1.3,
+                  f"{best['random']['x_aa']:.2f}x ({tag})"),
+                 (f"{name}: RMSE <= 1.3x A/A, ladder", best["ladder"]["x_aa"] <= 1.3,
+                  f"{best['ladder']['x_aa']:.2f}x ({tag})"),
+                 (f"{name}: >= 95% of random within +-5% (quiet machine)", best["random"]["within_5pct"] >= 0.95
+                  if quiet else None, f"{100 * best['random']['within_5pct']:.1f}%" + ("" if quiet else
+                                                                                       " (A/A above 1.5%: not quiet)")),
+                 (f"{name}: >= 90% of the ladder within +-5% (quiet machine)", best["ladder"]["within_5pct"] >= 0.90
+                  if quiet else None, f"{100 * best['ladder']['within_5pct']:.1f}%" + ("" if quiet else
+                                                                                       " (not quiet)")),
+                 (f"{name}: no ladder entry off by more than 10%", abs(best["ladder"]["worst_err"]) <= 0.10,
+                  f"worst {100 * best['ladder']['worst_err']:+.1f}%")]
+    ok_pairs = [label for label, rows in fig["fewshot"].items()
+                if any(r["n"] <= 100 and r["with_prior"]["random"]["within_5pct"] >= 0.90 for r in rows)]
+    if fig["fewshot"]:
+        bars.append(("few-shot: >= 90% of random within +-5% with <= 100 samples, on >= 2 pairs",
+                     len(ok_pairs) >= 2, f"{len(ok_pairs)} pair(s): {', '.join(ok_pairs) or 'none'}"))
+    fig["bars"] = {n: {"pass": ok, "value": v} for n, ok, v in bars}
+    say("bars:")
+    for n, ok, v in bars:
+        say(f"  {'n/a ' if ok is None else 'PASS' if ok else 'FAIL'}  {n}: {v}")
+    say(load_sentence(fig["load_avg_start"][0], fig["load_avg_end"][0], os.cpu_count()))
+    write_json(workdir / "report.json", fig)
+    atomic_write_bytes(workdir / "report.md", ("\n".join(lines) + "\n").encode())
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="32 and 64 px, 250 train / 60 val / 60 test, no few-shot")
+    p.add_argument("--resolutions", default=None, help="comma-separated (default 32,64,128,224)")
+    p.add_argument("--train", type=int, default=1000, help="stratified training configurations (default 1000)")
+    p.add_argument("--val", type=int, default=200, help="random validation configurations (default 200)")
+    p.add_argument("--test", type=int, default=200, help="random test configurations, timed twice (default 200)")
+    p.add_argument("--no-fewshot", dest="fewshot", action="store_false", help="skip the few-shot devices")
+    p.add_argument("--cpu", type=int, default=0, help="core to pin to (default 0)")
+    p.add_argument("--workdir", default=None, help="work files and reports, resumable (default ./bench_latency"
+                                                   "[_quick])")
+    p.add_argument("--time-only", action="store_true", help="time everything, fit nothing")
+    p.add_argument("--fit-only", action="store_true", help="re-fit and re-score the timings in --workdir")
+    a = p.parse_args(argv)
+    a.resolutions = [int(r) for r in (a.resolutions or ("32,64" if a.quick else "32,64,128,224")).split(",")]
+    workdir = Path(a.workdir or ("bench_latency_quick" if a.quick else "bench_latency"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    fig: dict = {"resolutions": a.resolutions, "cpu": a.cpu, "load_avg_start": os.getloadavg(),
+                 "sets": device_sets(a)}
+    print(f"bench_latency: MobileNetV1 at {', '.join(map(str, a.resolutions))} px, LiteRT, 1 thread pinned to cpu "
+          f"{a.cpu}; workdir {_cache.relative(workdir)}; load average {fig['load_avg_start'][0]:.1f} on "
+          f"{os.cpu_count()} cores", flush=True)
+    if not a.fit_only:
+        time_all(a, workdir, fig)
+    if a.time_only:
+        return 0
+    report(a, workdir, fig)
+    return 0
 
 
 if __name__ == "__main__":
