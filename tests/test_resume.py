@@ -300,12 +300,12 @@ def test_pipeline_killed_while_profiling_times_each_configuration_once(tmp_path)
     log = kill_until_done(pipeline_cmd(work, tmp_path / "space.json", *extra), kills, seed=2,
                           log_path=tmp_path / "kills.log")
     assert "[profile] interrupted: resuming" in log, log[-6000:]
-    for name, count in (("samples.jsonl", 120), ("val.jsonl", 30)):
+    for name, plan in (("samples.jsonl", "plan.json"), ("val.jsonl", "val_plan.json")):
         lines = [json.loads(l) for l in (work / name).read_text().splitlines()]
         timed = sorted(d["index"] for d in lines if d["kind"] == "sample")
-        assert timed == list(range(count)), name  # none twice, none missing
+        assert timed == list(range(len(_json(work / plan)["configs"]))), name  # none twice, none missing
 
-    for name, count, kind, seed in (("plan", 120, "biased", 0), ("val_plan", 30, "random", 1)):
+    for name, count, kind, seed in (("plan", 120, "stratified", 0), ("val_plan", 30, "random", 1)):
         assert profile.main(["plan", "--space", str(tmp_path / "space.json"), "--count", str(count), "--kind", kind,
                              "--seed", str(seed), "-o", str(tmp_path / f"{name}.json")]) == 0
         assert _json(work / f"{name}.json") == _json(tmp_path / f"{name}.json"), name

@@ -200,7 +200,7 @@ def _row(label: str, sc: dict) -> str:
                          f"{100 * r['worst_err']:+6.1f}%")
         else:
             cells.append("-")
-    return f"  {label:<34} {cells[0]:<32} {cells[1]}"
+    return f"  {label:<48} {cells[0]:<32} {cells[1]}"
 
 
 def report(a, workdir: Path, fig: dict) -> None:
@@ -232,7 +232,7 @@ def report(a, workdir: Path, fig: dict) -> None:
             f"RMSE {aa['random']['rmse_ms']:.4f} ms, median difference {100 * aa['random']['median_diff']:.1f}%; "
             f"ladder {aa['ladder']['n']} RMSE {aa['ladder']['rmse_ms']:.4f} ms, median "
             f"{100 * aa['ladder']['median_diff']:.1f}%")
-        say(f"  {'fit (choices on the validation file)':<34} {'random: RMSE (xA/A) <=5% worst':<32} ladder: same")
+        say(f"  {'fit (choices on the validation file)':<48} {'random: RMSE (xA/A) <=5% worst':<32} ladder: same")
         ladder = {tuple(w) for w in space.ladder()}
         plan_order = sorted(train, key=lambda r: r["index"])
         for n in sizes:
