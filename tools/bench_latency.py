@@ -244,7 +244,8 @@ def report(a, workdir: Path, fig: dict) -> None:
         say(f"  {'fit (choices on the validation file)':<48} {'random: RMSE (xA/A) <=5% worst':<32} ladder: same")
         ladder = {tuple(w) for w in space.ladder()}
         plan_order = sorted(train, key=lambda r: r["index"])
-        for n in sizes:
+        # sizes the plan holds (the 224 px plan is half as long), and the whole plan
+        for n in sorted({min(n, s["train"]) for n in sizes}):
             sub = [r for r in plan_order if r["index"] < n + len(ladder)]
             variants = [("this model", dict()), ("absolute residuals (the old fit)", dict(scale="absolute")),
                         ("without the ladder in training", dict(drop_ladder=True))]
