@@ -107,11 +107,13 @@ def device_sets(a) -> list[dict]:
     for r in a.resolutions:
         half = r >= 224 and not q  # reported, no bar: half the sizes (each network takes ~3x the 128 px one)
         (big if half else sets).append({"name": f"r{r}", "resolution": r, "format": "fp32", "kernels": "default",
+                                        "space_hash": preset("mobilenet_v1", resolution=r).space_hash,
                                         "train": n_train // 2 if half else n_train, "val": n_val // 2 if half else n_val,
                                         "test": n_test // 2 if half else n_test})
     if a.fewshot and not q and 64 in a.resolutions:
         for fmt, kernels in (("int8", "default"), ("fp32", "builtin")):
             sets.append({"name": f"r64_{fmt}_{kernels}", "resolution": 64, "format": fmt, "kernels": kernels,
+                         "space_hash": preset("mobilenet_v1", resolution=64).space_hash,
                          "train": max(FEWSHOT_SIZES), "val": 0, "test": n_test})
     return sets + big
 
