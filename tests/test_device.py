@@ -160,7 +160,11 @@ def test_paired_reference_gives_every_sample_its_own_ref_ms(files, tmp_path):
     recs = lines(out)
     assert [r["kind"] for r in recs] == ["sample"] * 10 + ["repeat"] + ["sample"] * 2 + ["noise"]
     refs = [r["ref_ms"] for r in recs[:-1]]
-    assert all(x > 0 for x in refs) and len(set(refs)) == 13  # one fresh reference timing per sample and repeat
+    # every sample and repeat carries a reference timing although no reference line was written: it can only be its
+    # own paired one (distinct values are no proof: minima of ~10 us invokes tie at the timer's resolution, which
+    # failed this check on CI once in three fresh clones)
+    assert all(x is not None and x > 0 for x in refs) and len(refs) == 13
+    assert not any(r["kind"] == "reference" for r in recs)
 
 
 def test_precision_adds_blocks_until_the_minimum_repeats_and_records_what_it_reached():
