@@ -102,3 +102,42 @@ def test_claim_compares_each_answer_with_the_curve_at_its_own_latency(tmp_path):
                                                                                    "mean": 0.02})
     text = "\n".join(bench_e2e.claim_lines(cl, seeds))
     assert "| exact - uniform curve | -1.00 |" in text and "sqrt" not in text
+
+
+def test_report_renders_the_claim_and_the_curve(tmp_path, monkeypatch):
+    import json
+    import bench_e2e
+    from tfwidth.space import preset
+    work = tmp_path / "e2e"
+    n = 400
+    targets = [{"mult": 0.5, "measured_ms": 1.0}, {"mult": 1.0, "measured_ms": 2.0}]
+    (work).mkdir()
+    (work / "targets.json").write_text(json.dumps({"targets": targets}))
+    (work / "table.json").write_text("{}")
+    base = {"params": 1, "macs": 1, "widths": [8], "export_ms": None, "predicted_ms": 1.0, "inherited_top1": 0.4,
+            "val_delta": 0.2, "predicted_delta": 0.1, "pass_aa": 0.01}
+    for seed in (0, 1):
+        sd = work / f"seed{seed}"
+        curve, configs = [], []
+        for k, (m, ms, acc) in enumerate(((0.5, 1.0, 0.5), (1.0, 2.0, 0.6))):
+            y = np.arange(n) < acc * n
+            _write_preds(sd / f"preds/u{k}.npz", y)
+            curve.append(dict(base, mult=m, measured_ms=ms, finetuned_top1=acc, preds=f"preds/u{k}.npz"))
+            configs.append(dict(base, method="uniform", target_mult=m, target_ms=ms, measured_ms=ms,
+                                finetuned_top1=acc, preds=f"preds/u{k}.npz"))
+            _write_preds(sd / f"preds/x{k}.npz", np.arange(n) < (acc + 0.02) * n)
+            configs.append(dict(base, method="exact", target_mult=m, target_ms=ms, measured_ms=ms,
+                                finetuned_top1=acc + 0.02, export_pass_ms=ms * 1.01, preds=f"preds/x{k}.npz"))
+        (sd / "configs.json").write_text(json.dumps({"seed": seed, "configs": configs, "curve": curve,
+                                                     "report_key": "k"}))
+    a = bench_e2e.parser().parse_args(["--data", "cifar10.npz", "--work", str(work), "--no-aows"])
+    monkeypatch.chdir(tmp_path)
+    bench_e2e.write_report(work / "report.md", work, a, preset("mobilenet_v1_cifar"), "k")
+    text = (work / "report.md").read_text()
+    # +2 points on 400 images is 8 images per answer: the interval says so, and the bar is not called met
+    row = next(line for line in text.splitlines() if line.startswith("| exact - uniform curve | +2.00 | [+1."))
+    assert row.endswith("| +2.00, +2.00 | 0.5x +2.00, 1.0x +2.00 | 0 of 4 | >= +1.5: not met (mean above the bar, "
+                        "interval not, above 0) |")
+    assert "| 0.5x | 1.000 | 1.000 | 40.00 (40.00, 40.00) | 50.00 (50.00, 50.00) |" in text
+    assert "worst 1.010x (seed 0, 0.5x, exact; bar <= 1.05: met)" in text
+    assert "median 1.0%" in text

@@ -1001,9 +1001,20 @@ def write_report(path: Path, work: Path, a, space, rkey: str | None = None, upda
             if c.get("widths") is None or c.get("measured_ms") is None:
                 continue
             lines.append(f"| {s['seed']} | {c['target_mult']}x | {c['method']} | {c.get('aim_ms', c['target_ms']):.3f} | "
-                         f"{c['measured_ms']:.3f} | {c.get('export_ms', c['measured_ms']):.3f} | "
+                         f"{c['measured_ms']:.3f} | {c.get('export_ms') or c['measured_ms']:.3f} | "
                          f"{c['predicted_ms']:.3f} | {100 * c['inherited_top1']:.2f} | "
                          f"{100 * c['finetuned_top1']:.2f} | {','.join(map(str, c['widths']))} |")
+    if any(s.get("curve") for s in seeds):
+        lines += ["", "The uniform curve (OWS supernet's weights; every network timed in its seed's final pass):", "",
+                  "| multiplier | measured ms | predicted ms | inherited | fine-tuned | validation loss increase |",
+                  "|---|---|---|---|---|---|"]
+        for m in CURVE:
+            cs = [c for s in seeds for c in s.get("curve", []) if c["mult"] == m and c.get("measured_ms")]
+            if cs:
+                lines.append(f"| {m}x | {np.mean([c['measured_ms'] for c in cs]):.3f} | "
+                             f"{np.mean([c['predicted_ms'] for c in cs]):.3f} | "
+                             f"{_pm([c['inherited_top1'] for c in cs])} | {_pm([c['finetuned_top1'] for c in cs])} | "
+                             f"{_pm([c.get('val_delta') for c in cs], 1.0, 4)} |")
     lines.append("")
     text = "\n".join(lines)
     path.parent.mkdir(parents=True, exist_ok=True)
