@@ -74,7 +74,7 @@ def report_parts(a, data_digest: str) -> dict:
                                                 "epochs",
                                                 "batch_size", "sampling", "finetune_epochs", "calib_batches",
                                                 "aows_probe_configs", "estimator", "probe_configs", "refine_rounds",
-                                                "no_aows")},
+                                                "no_aows", "curve")},
             "inputs": {"data": data_digest}}
 
 
@@ -101,6 +101,17 @@ def ensure_probe(run: Path, model, st, a, timer=None) -> None:
         (timer or (lambda fn: fn()))(lambda: probe.probe_run(model, st, held, a.probe_configs, a.seed, source,
                                                              progress=True))
         st.save(run / "stats.json")
+
+
+def curve_mults(a) -> tuple:
+    """--curve as multipliers; the usage line names what was received."""
+    try:
+        out = tuple(float(x) for x in str(a.curve).split(",") if x.strip())
+    except ValueError:
+        out = ()
+    if len(out) < 2 or any(m <= 0 for m in out):
+        _cache.usage_error(f"--curve {a.curve}: give at least two positive width multipliers, e.g. 0.2,0.5,1.0")
+    return out
 
 
 def cache_key(targets, entries, extra=None) -> str:
@@ -164,6 +175,9 @@ def parser() -> argparse.ArgumentParser:
                    "update (tfwidth/aows.py); 0: the statistics accumulated over training")
     p.add_argument("--estimator", default="auto", choices=("auto", "regression", "pairwise"),
                    help="how the solver's costs are fitted to the probe (tfwidth/stats.py; auto = regression)")
+    p.add_argument("--curve", default=",".join(map(str, CURVE)), help="multipliers of the uniform curve the answers "
+                   "are compared with (comma-separated, each fine-tuned and timed like an answer; default "
+                   "%(default)s); keep it spanning the targets' answers, beyond its ends the comparison extrapolates")
     p.add_argument("--only", help="comma-separated labels to solve and evaluate (e.g. uniform,greedy,ows,exact,aows); "
                    "default all")
     p.add_argument("--probe-configs", type=int, default=500, help="random configurations the trained supernets "
@@ -186,7 +200,8 @@ def command(a, seed: int) -> str:
     default = parser().parse_args(["--data", "x"])
     out = [f"python tools/bench_e2e.py --data {Path(a.data).name} --work {Path(a.work).name} --seed {seed}"]
     keys = ("epochs", "train_limit", "eval_limit", "val_images", "finetune_epochs", "sampling", "batch_size", "calib_batches",
-            "plan_count", "val_count", "probe_configs", "aows_probe_configs", "estimator", "refine_rounds", "only")
+            "plan_count", "val_count", "probe_configs", "aows_probe_configs", "estimator", "refine_rounds", "curve",
+            "only")
     for k in keys:
         v = getattr(a, k, None)
         if v is not None and v != getattr(default, k):
@@ -456,7 +471,8 @@ def main(argv=None) -> int:
 
     # The baseline curve: uniform networks over the whole range (the targets' among them), with the OWS supernet's
     # weights, evaluated and timed exactly like the answers (tools/_claim.py compares with it at equal latency).
-    curve = [{"method": "uniform-curve", "mult": m, "run": "ows", "widths": list(space.uniform(m))} for m in CURVE]
+    curve = [{"method": "uniform-curve", "mult": m, "run": "ows", "widths": list(space.uniform(m))}
+             for m in curve_mults(a)]
 
     # an evaluation is the network's, of one supernet's weights, data, budget and code: any of them changed, another
     eval_parts = {kind: {"inputs": {"run": _cache.run_digest(run), "data": data_digest},
@@ -542,7 +558,7 @@ def main(argv=None) -> int:
     # each exported .tflite beside it in the same rounds, for the export bar.
     quiet_path = sd / "quiet.json"
     pass_key = _cache.key_of({"answers": read_json(solved_path).get("inputs"), "evaluations": eval_keys,
-                              "curve": CURVE, "rounds": PASS_ROUNDS,
+                              "curve": curve_mults(a), "rounds": PASS_ROUNDS,
                               "code": _cache.code_digest("tfwidth/export.py", "device_profiler")})
     q = read_json(quiet_path) if quiet_path.exists() else {}
     quiet = q["timings"] if q.get("inputs") == pass_key else {}
@@ -1008,7 +1024,7 @@ def write_report(path: Path, work: Path, a, space, rkey: str | None = None, upda
         lines += ["", "The uniform curve (OWS supernet's weights; every network timed in its seed's final pass):", "",
                   "| multiplier | measured ms | predicted ms | inherited | fine-tuned | validation loss increase |",
                   "|---|---|---|---|---|---|"]
-        for m in CURVE:
+        for m in curve_mults(a):
             cs = [c for s in seeds for c in s.get("curve", []) if c["mult"] == m and c.get("measured_ms")]
             if cs:
                 lines.append(f"| {m}x | {np.mean([c['measured_ms'] for c in cs]):.3f} | "
