@@ -998,9 +998,10 @@ def write_report(path: Path, work: Path, a, space, rkey: str | None = None, upda
                           f"{100 * b['same_pass_pred_errors'][0]:.1f}%"
                           for s, b in zip(seeds, per_seed) if b["same_pass_pred_errors"]),
               "",
-              (f"Latency table: fitted on {a.plan_count} biased samples, validated on {a.val_count} random "
-               f"configurations: RMSE {fit['rmse_ms']:.4f} ms, {100 * fit['within_5pct']:.1f}% within +-5%, "
-               f"{100 * fit['within_10pct']:.1f}% within +-10%, max error {100 * fit['max_rel_err']:.1f}%.")
+              (f"Latency table: fitted on {a.plan_count} stratified samples and the ladder, validated on "
+               f"{a.val_count} random configurations and the ladder: RMSE {fit['rmse_ms']:.4f} ms, "
+               f"{100 * fit['within_5pct']:.1f}% within +-5%, {100 * fit['within_10pct']:.1f}% within +-10%, max "
+               f"error {100 * fit['max_rel_err']:.1f}%.")
               if fit else "",
               "Then refined per seed on the solver's own answers (tfwidth/refine.py: every method's configuration "
               "for every target timed here, plus random neighbours, added to the fit and refitted; answers over "
