@@ -546,7 +546,7 @@ def main(argv=None) -> int:
             row["seconds"] = time.time() - t0
             put(row)
             print(f"[{n + 1}/{len(todo)}] {key}: inherited {inherited:.4f}, fine-tuned {row['finetuned_top1']:.4f}, "
-                  f"validation loss +{row['val_delta']:.4f}" + (f", export {row['export_ms']:.3f} ms"
+                  f"validation loss {row['val_delta']:+.4f}" + (f", export {row['export_ms']:.3f} ms"
                                                                   if "export_ms" in row else ""), flush=True)
     timed("evaluate (inherit, fine-tune, convert, measure)", evaluate_all)
 
