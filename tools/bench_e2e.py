@@ -85,10 +85,13 @@ def validation_batches(a, limit: int | None = None) -> tuple[list, str]:
     from tfwidth import probe
     raw = np.load(a.data)
     n = len(raw["y_train"])
-    lo = n - a.val_images
-    hi = n if limit is None else min(n, lo + limit)
+    # val_images 0: a run from before the validation split (tools/bench_probe.py reads those), whose probe took
+    # the images after --train-limit
+    lo = n - a.val_images if a.val_images else a.train_limit
+    hi = (n if a.val_images else lo + 512) if limit is None else min(n, lo + limit)
     return (probe.array_batches(raw["x_train"][lo:hi], raw["y_train"][lo:hi], a.batch_size),
-            f"{Path(a.data).name} x_train[{lo}:{hi}] (the validation split, held out of training)")
+            f"{Path(a.data).name} x_train[{lo}:{hi}] ("
+            + ("the validation split, " if a.val_images else "") + "held out of training)")
 
 
 def ensure_probe(run: Path, model, st, a, timer=None) -> None:
@@ -234,6 +237,8 @@ def main(argv=None) -> int:
         _cache.usage_error(f"--data {a.data}: no such file; give the CIFAR-10 npz")
     rkey = _cache.key_of(report_parts(a, data_digest))
     n_train = len(np.load(a.data)["y_train"])
+    if a.val_images < 512:
+        _cache.usage_error(f"--val-images {a.val_images}: the validation split needs at least 512 images (the probe's)")
     if a.train_limit + a.val_images > n_train:
         _cache.usage_error(f"--train-limit {a.train_limit} + --val-images {a.val_images} exceed the {n_train} training "
                            f"images: the validation split must stay out of training; lower one of them")

@@ -2,7 +2,8 @@
 
     python tools/bench_probe.py --work bench_e2e [--configs 200]     (after tools/bench_e2e.py for seeds 0 and 1)
 
-For every seed's OWS supernet in WORK (tools/bench_e2e.py, which probed it on x_train[L:L+512], L = --train-limit):
+For every seed's OWS supernet in WORK (tools/bench_e2e.py, which probed it on the first 512 images of its validation
+split, the last --val-images training images; runs from before that split probed x_train[L:L+512], L = --train-limit):
   * reliability: the correlation between two seeds' per-(layer, width) costs, probe view vs the training statistics'
     running view (same regression estimator). Costs that measure the widths, not noise, agree across seeds;
   * validity: ``--configs`` fresh random configurations (another seed than the probe's) measured on the probe's
@@ -38,7 +39,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", default="bench_e2e", help="tools/bench_e2e.py's work directory")
     p.add_argument("--data", required=True, help="the CIFAR-10 npz bench_e2e was run on")
-    p.add_argument("--train-limit", type=int, default=16000, help="as bench_e2e was run (the probe's images follow)")
+    p.add_argument("--train-limit", type=int, default=16000, help="as bench_e2e was run")
+    p.add_argument("--val-images", type=int, default=5000, help="as bench_e2e was run: the probe's images are the first "
+                   "512 of the last N training images; 0: a run from before the validation split, whose probe's "
+                   "images followed --train-limit")
     p.add_argument("--configs", type=int, default=200, help="fresh configurations measured per seed")
     p.add_argument("--probe-configs", type=int, default=500, help="as bench_e2e's --probe-configs")
     a = p.parse_args(argv)
@@ -60,7 +64,8 @@ def main(argv=None) -> int:
         run = work / f"seed{s}" / "run_ows"
         stats[s], models[s] = WidthStats.load(run / "stats.json", space), load_supernet(run, space)
         ensure_probe(run, models[s], stats[s], argparse.Namespace(
-            data=a.data, train_limit=a.train_limit, batch_size=128, probe_configs=a.probe_configs, seed=s))
+            data=a.data, train_limit=a.train_limit, val_images=a.val_images, batch_size=128,
+            probe_configs=a.probe_configs, seed=s))
     # (view, estimator): the training statistics' regression (the baseline), the probe's regression, and the probe
     # with the adjacent-shape terms (tfwidth/stats.py, estimator "pairwise")
     # "probe pinned": the probe's regression as it was before the free constant (the max network pinned at 0, no
@@ -93,7 +98,7 @@ def main(argv=None) -> int:
             print(f"  seeds {s} and {t}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items()))
 
     raw = np.load(a.data)
-    lo = a.train_limit
+    lo = len(raw["y_train"]) - a.val_images if a.val_images else a.train_limit
     sets = {name: probe.array_batches(x[i:i + n], y[i:i + n], 128) for name, x, y, i, n in (
         ("the probe's images", raw["x_train"], raw["y_train"], lo, 512),
         ("other held-out images", raw["x_train"], raw["y_train"], lo + 512, 512),
