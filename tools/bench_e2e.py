@@ -374,7 +374,7 @@ def main(argv=None) -> int:
     from tfwidth.errors import UsageError
     from tfwidth.solve import solve
     from tfwidth.stats import WidthStats
-    from tfwidth.convert import convert, keras_logits, top1
+    from tfwidth.convert import convert, keras_logits
     from tfwidth.export import initial_model, train as finetune, recalibrate_plain_bn
     rows, put = jsonl_cache(sd / "results.jsonl")
     xe, ye = data.eval_arrays()
@@ -607,12 +607,9 @@ def main(argv=None) -> int:
             c["predicted_ms"] = c.get("predicted_ms") or table.predict(c["widths"])
     st_costs = {kind: [np.asarray(x, np.float64) for x in cs] for kind, cs in costs.items()
                 if not hasattr(cs, "pairwise")}
-    for c in configs:  # what the solver believed: the cost model's predicted loss increase (up to its constant)
+    for c in configs + curve:  # what the solver believed: the cost model's predicted loss increase (up to its constant)
         if c["widths"] is not None and c["run"] in st_costs:
             c["predicted_delta"] = float(sum(x[i] for x, i in zip(st_costs[c["run"]], space.to_indices(c["widths"]))))
-    for c in curve:
-        c["predicted_delta"] = float(sum(x[i] for x, i in zip(st_costs["ows"], space.to_indices(c["widths"])))) \
-            if "ows" in st_costs else None
     write_json(sd / "configs.json", {"space_hash": space.space_hash, "seed": a.seed, "configs": configs,
                                      "curve": curve, "table": (table.fit or {}).get("refine"), "times": times,
                                      "report_key": rkey, "quiet_load_avg": load_avg})
@@ -794,20 +791,6 @@ def bars(configs, targets):
     out["uniform_vs_target"] = [c["measured_ms"] / c["target_ms"] for c in uni.values() if c.get("target_ms")]
     out["same_pass_pred_errors"] = sorted((abs(e) for _, e in same), reverse=True)
     return out
-
-
-def bar_value(per_seed: list, key: str, targets: list, bar: str) -> float | None:
-    """The figure a bar of the bars table is judged on: the fine-tuned difference, mean over targets and seeds, or
-    at the one target the bar names ('>= +0.5 at 0.75x')."""
-    rows = [b["finetuned_top1"].get(key) for b in per_seed if b["finetuned_top1"].get(key)]
-    if not rows:
-        return None
-    if " at " in bar:
-        mult = float(bar.split(" at ")[1].rstrip("x"))
-        idx = [i for i, t in enumerate(targets) if t["mult"] == mult]
-        v = [r[idx[0]] for r in rows if idx and len(r) == len(targets)]
-        return float(np.mean(v)) if v else None
-    return float(np.mean([np.mean(r) for r in rows]))
 
 
 def refine_lines(r) -> list[str]:
