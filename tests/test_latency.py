@@ -211,6 +211,34 @@ def test_prior_recovers_a_bilinear_table_from_few_samples(space):
     assert all(a.min() >= 0 for a in [table.stem, table.head, *table.blocks])
 
 
+def test_identical_blocks_share_one_table_in_the_prior():
+    """Blocks with one signature (same width choices, stride and map sizes) run the same kernels: a device whose
+    per-entry structure (a step at one channel pair, not bilinear) is the same in each of them is learnt from few
+    samples only when their samples pool. The choice is made on validation data and kept for refits."""
+    space = tiny_space(layers=7, levels=5)
+    lay = L._Layout(space)
+    assert lay.groups == [[4, 5, 6]]  # the three stride-1 blocks after the second stride 2
+    assert L._Layout(tiny_space()).groups == []  # no two blocks alike: the choice is not offered
+    ks = space.num_choices
+    n_own = lay.prior_basis().shape[1]
+    assert lay.prior_basis(shared=True).shape == (lay.n, n_own + ks[3] * ks[4])
+    truth = bilinear_table(space, seed=8)
+    bumps = np.random.default_rng(9).uniform(0.0, 0.15, (ks[3], ks[4]))  # per-entry structure, shared
+    for t in (4, 5, 6):
+        truth.blocks[t - 1] = truth.blocks[t - 1] + bumps
+    train = make_samples(space, truth, 60, noise=0.002, seed=10)
+    val = make_samples(space, truth, 60, noise=0.002, seed=11)
+    test = make_samples(space, truth, 300, seed=12)
+    table, rep = L.fit_table(train, space, validation=val)
+    per_layer, rep0 = L.fit_table(train, space, validation=val, shared=False)
+    assert {c["shared"] for c in rep["choices"]} == {False, True} and rep["shared"] and table.fit["shared"]
+    assert {c["shared"] for c in rep0["choices"]} == {False} and not rep0["shared"]
+    e_shared, e_own = L.evaluate(table, test)["rmse_ms"], L.evaluate(per_layer, test)["rmse_ms"]
+    assert e_shared < 0.7 * e_own, (e_shared, e_own)
+    back = L.LatencyTable.from_json(json.loads(json.dumps(table.to_json())))
+    assert back.fit["shared"] is True
+
+
 def test_validation_file_is_brought_to_the_training_reference_level(space):
     """A validation file timed while the device ran 4% faster (its references say so) is scaled to the speed the
     table was fitted at, not to its own median reference, which would leave a 4% systematic error."""

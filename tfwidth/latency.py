@@ -13,6 +13,7 @@ linear system, regularised towards "a wider layer is not faster".
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import sys
@@ -59,6 +60,15 @@ SCALE = "relative"
 # it on: few samples of a new device cannot hold out enough to choose anything (see PRIOR_TABLE_GRID).
 PRIOR_TABLE = 3.0
 PRIOR_TABLE_GRID = (1.0, 3.0, 10.0)
+# Whether blocks with the same signature (input and output width choices, stride, map sizes: the same layer, e.g.
+# MobileNetV1's five stride-1 blocks at the 512-channel level) share one table in the prior (_Layout.prior_basis):
+# chosen on validation data like the weights above (False first: a tie keeps the per-layer prior); False when there
+# is nothing to choose on. Why offer it: each of those blocks' 196 entries sits in ~5 samples per 1,000, and at
+# 128 px the table fits test configurations it was given far better than ones it was not (the per-entry structure
+# of the device, e.g. XNNPACK's kernels at each channel pair, is not the per-layer shape); identical layers run the
+# same kernels, so their samples can pool. Measured gain: docs/benchmarks.md (latency model).
+SHARED_CHOICES = (False, True)
+SHARED = False
 
 
 def _warn(msg: str) -> None:
@@ -312,14 +322,24 @@ class _Layout:
         # D @ x = x[small] - x[big]: > 0 where an entry is slower than its one-step-wider neighbour.
         self.D = sp.csr_matrix((np.r_[np.ones(m), -np.ones(m)], (np.r_[np.arange(m), np.arange(m)], np.r_[small, big])),
                                shape=(m, self.n))
+        # block terms (1..L-1) with the same signature: the same layer at another depth
+        sizes_px = space.feature_sizes()
+        sig: dict = {}
+        for t in range(1, len(ks)):
+            key = (tuple(space.choices[t - 1]), tuple(space.choices[t]), space.strides[t], sizes_px[t - 1],
+                   sizes_px[t])
+            sig.setdefault(key, []).append(t)
+        self.groups = [g for g in sig.values() if len(g) > 1]
 
-    def prior_basis(self) -> sp.csr_matrix:
+    def prior_basis(self, shared: bool = False) -> sp.csr_matrix:
         """[n, p]: per term a model with far fewer coefficients than entries. Stem and head: a + b*c. Block:
         u[cin] + v[cout] + d*cin*cout (widths scaled to the layer's widest), i.e. any per-input-width and
         per-output-width cost (the depthwise conv ~ cin*HW, per-op overheads, SIMD-tile steps along either width)
         plus the pointwise conv's cin*cout*HW work; only the interaction of the two widths is forced to be bilinear.
         Measured on the real samples (validation split of the training samples): lower RMSE at 250-2,000 samples
-        than a plain bilinear a + b*cin + c*cout + d*cin*cout (0.0465 vs 0.0554 ms at 1,000) or a quadratic."""
+        than a plain bilinear a + b*cin + c*cout + d*cin*cout (0.0465 vs 0.0554 ms at 1,000) or a quadratic.
+        ``shared``: blocks of one signature group (``groups``) also share a free table of their (cin, cout) entries,
+        i.e. each such block is that common table plus its own u, v, d (see SHARED)."""
         ks = self.ks
         ch = [np.asarray(c, float) / c[-1] for c in self.space.choices]
         rows, cols, vals = [], [], []
@@ -337,8 +357,15 @@ class _Layout:
             add(self.offsets[t], [ia == j for j in range(ks[t - 1])] + [ib == j for j in range(1, ks[t])]
                 + [ch[t - 1][ia] * ch[t][ib]])
         add(self.offsets[len(ks)], [np.ones(ks[-1]), ch[-1]])
-        return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                             shape=(self.n, len(cols)))
+        p = len(cols)
+        for g in (self.groups if shared else ()):
+            k = ks[g[0] - 1] * ks[g[0]]
+            for t in g:
+                rows.append(self.offsets[t] + np.arange(k))
+                cols.append(p + np.arange(k))
+                vals.append(np.ones(k))
+            p += k
+        return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(self.n, p))
 
     def vector(self, table: "LatencyTable") -> np.ndarray:
         """The entries of a table with this layout's shape as one vector (its constant folded into the stem), the
@@ -540,12 +567,14 @@ def fit_table(samples: list[dict], space: SearchSpace, reg: float | None = None,
               statistic: str = "min", drift: bool = True, validation: list[dict] | None = None,
               grid=REG_GRID, prior: float | None = None, prior_grid=None, weights=None,
               level: float | None = None, scale: str | None = None,
-              prior_table: "LatencyTable | None" = None) -> tuple[LatencyTable, dict]:
-    """Fit the table. Three choices are made on validation data unless given: the residual ``scale`` (SCALES), the
-    hinge weight ``reg`` (from ``grid``, at the default prior weight) and then the prior weight ``prior`` (from
-    ``prior_grid``; 0 turns the prior off), each minimising ``selection_score`` (relative error, per group: random
-    configurations and the uniform ladder count alike). Validated on ``validation`` samples if given, else on a
-    ``holdout`` share of ``samples`` (fitted on the rest; the final table is then refitted on all samples).
+              prior_table: "LatencyTable | None" = None, shared: bool | None = None) -> tuple[LatencyTable, dict]:
+    """Fit the table. Four choices are made on validation data unless given: whether identical blocks share a table
+    in the prior (``shared``, SHARED_CHOICES; only where the space has such blocks), the residual ``scale``
+    (SCALES), the hinge weight ``reg`` (from ``grid``, at the default prior weight) and then the prior weight
+    ``prior`` (from ``prior_grid``; 0 turns the prior off), each minimising ``selection_score`` (relative error,
+    per group: random configurations and the uniform ladder count alike). Validated on ``validation`` samples if
+    given, else on a ``holdout`` share of ``samples`` (fitted on the rest; the final table is then refitted on all
+    samples).
 
     The prior pulls each entry towards a low-dimensional model of its term: by default each layer's own shape
     (_Layout.prior_basis); with ``prior_table`` (another device's table of a space with the same choices) a scale
@@ -574,11 +603,12 @@ def fit_table(samples: list[dict], space: SearchSpace, reg: float | None = None,
         if user_w.shape != (len(samples),) or not np.isfinite(user_w).all() or (user_w <= 0).any():
             raise UsageError(f"fit weights must be {len(samples)} positive numbers, one per sample")
     if prior_table is not None:
-        B = lay.table_basis(prior_table)
+        bases = {False: lay.table_basis(prior_table)}  # another device's table: its terms already differ per block
         default_prior = PRIOR_TABLE
         prior_grid = PRIOR_TABLE_GRID if prior_grid is None else prior_grid
     else:
-        B = lay.prior_basis()
+        opts = (SHARED_CHOICES if shared is None else (bool(shared),)) if lay.groups else (False,)
+        bases = {sh: lay.prior_basis(sh) for sh in opts}
         default_prior = PRIOR
         prior_grid = PRIOR_GRID if prior_grid is None else prior_grid
 
@@ -589,7 +619,7 @@ def fit_table(samples: list[dict], space: SearchSpace, reg: float | None = None,
         return (sp.diags(sw) @ A[rows]).tocsr(), sw * y[rows]
 
     x_start = np.full(lay.n, float(np.mean(y)) / (space.num_layers + 1))
-    choose = reg is None or prior is None or scale is None
+    choose = reg is None or prior is None or scale is None or len(bases) > 1
 
     val_idx = val_y = val_masks = None
     train = np.arange(len(samples))
@@ -608,15 +638,15 @@ def fit_table(samples: list[dict], space: SearchSpace, reg: float | None = None,
     x0 = x_start
     if choose and val_idx is not None:
         best = None
-        for sc in (SCALES if scale is None else (scale,)):
+        for (sh, B), sc in itertools.product(bases.items(), SCALES if scale is None else (scale,)):
             A_tr, y_tr = system(train, sc)
             x = x_start
 
             def score(r: float, mu: float, x_from: np.ndarray):
                 x_new = _solve(A_tr, y_tr, lay.D, r, x_from, B=B, prior=mu)  # warm start from the previous weights
                 pred = lay.table(x_new).predict_indices(val_idx)
-                row = {"scale": sc, "reg": r, "prior": mu, "score": selection_score(pred, val_y, val_masks),
-                       "rmse_ms": _metrics(pred, val_y)["rmse_ms"]}
+                row = {"shared": sh, "scale": sc, "reg": r, "prior": mu,
+                       "score": selection_score(pred, val_y, val_masks), "rmse_ms": _metrics(pred, val_y)["rmse_ms"]}
                 scores.append(row)
                 return x_new, row
 
@@ -636,17 +666,20 @@ def fit_table(samples: list[dict], space: SearchSpace, reg: float | None = None,
                         at = (row, x)
             if best is None or at[0]["score"] < best[0]["score"] - 1e-12:
                 best = at
-        reg, prior, scale = best[0]["reg"], best[0]["prior"], best[0]["scale"]
+        reg, prior, scale, shared = best[0]["reg"], best[0]["prior"], best[0]["scale"], best[0]["shared"]
         x0 = best[1]  # the final fit on all samples starts from the chosen fit on most of them
     reg = DEFAULT_REG if reg is None else reg
     prior = default_prior if prior is None else prior
     scale = SCALE if scale is None else scale
+    if shared is None or shared not in bases:  # nothing chosen, or a space without identical blocks
+        shared = SHARED if SHARED in bases else next(iter(bases))
     A_all, y_all = system(np.arange(len(samples)), scale)
-    x = _solve(A_all, y_all, lay.D, float(reg), x0, B=B, prior=float(prior))
+    x = _solve(A_all, y_all, lay.D, float(reg), x0, B=bases[shared], prior=float(prior))
     counts = np.bincount(lay.columns(idx).ravel(), minlength=lay.n)
     unconstrained = [lay.entry(j) for j in np.flatnonzero(counts == 0)]
     first = samples[0]
-    info = {"reg": float(reg), "prior": float(prior), "scale": scale, "statistic": statistic, "drift": drift,
+    info = {"reg": float(reg), "prior": float(prior), "scale": scale, "shared": bool(shared), "statistic": statistic,
+            "drift": drift,
             "ref_ms": level, "n_samples": len(samples), "n_unknowns": lay.n,
             "n_unconstrained": len(unconstrained), "choices": scores}
     if prior_table is not None:
@@ -927,6 +960,7 @@ def main(argv=None) -> int:
         print(f"fitted {rep['n_unknowns']} entries from {rep['n_samples']} samples in {rep['seconds']:.1f} s"
               + (f" pulled towards {a.prior_table} (scale and offset per term)" if a.prior_table else "")
               + f"; {rep['scale']} residuals, hinge weight {rep['reg']:g}, prior weight {rep['prior']:g}"
+              + (", identical blocks sharing one table in the prior" if rep["shared"] else "")
               + (f" (chosen on {rep['validation_source']} among {len(rep['choices'])} settings by relative error "
                  f"per group)" if rep["choices"] else ""))
         print(format_metrics("train", rep["train"]))

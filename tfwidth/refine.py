@@ -141,7 +141,8 @@ def refine(table: LatencyTable, samples: list[dict], candidates, measure, tol: f
     # for a few-shot table, the other device's table it was pulled towards
     opts = dict(reg=float(base_fit.get("reg", DEFAULT_REG)), prior=float(base_fit.get("prior", PRIOR)),
                 statistic=table.statistic, drift=table.drift, level=base_fit.get("ref_ms"),
-                scale=base_fit.get("scale", "absolute"), prior_table=prior_table_of(table))
+                scale=base_fit.get("scale", "absolute"), prior_table=prior_table_of(table),
+                shared=bool(base_fit.get("shared", False)))
     aims = None if targets is None else [None if t is None else float(t) for t in targets]
     added: list[dict] = []
     wadd: list[float] = []
