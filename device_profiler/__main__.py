@@ -362,9 +362,10 @@ def profile(session: Session, plan: dict, out: str, shard=(0, 1), reference_ever
                     counts["noisy_windows"] += 1
                     verdict += f"; still above {noise.threshold:.0%}: the device is busy or throttling"
                 say(f"noise: samples {window[0]}-{window[-1]}: {what} > {noise.threshold:.0%}; {verdict}")
-            # In an order readers that pair a sample with the latest reference line before it understand: the
-            # discarded attempts' references, then the kept attempt's start reference, samples, repeats and end.
-            # The first window's start is not written yet; a later window's is the previous window's end.
+            # In an order readers that pair a sample with the latest reference line before it (skipping discarded
+            # ones) understand: the discarded attempts' references, then the kept attempt's start reference, samples,
+            # repeats and end. The first window's start is not written yet; a later window's is the previous
+            # window's end, already written, so when the first attempt is kept its discarded references follow it.
             block = []
             for k, (_, _, _, s_, _, _, e_) in enumerate(attempts):
                 if k != best:

@@ -95,8 +95,8 @@ def recover(path: str, space_hash: str, plan: str | None = None) -> tuple[set, f
                              f"write to another --out file")
         if kind == "sample":
             done.add(index)
-        elif kind == "reference" and d.get("status") == "ok":
-            ref = d["ms"]["min"]
+        elif kind == "reference" and d.get("status") == "ok" and not d.get("discarded"):
+            ref = d["ms"]["min"]  # a discarded attempt's reference corrected no sample: not the level to go on at
     # only now, once the file is known to be ours: cut the partial line, and end a last line that lacks its newline
     # (a hand-edited file) so the next record does not run into it
     if tail is not None:

@@ -85,6 +85,32 @@ def test_a_window_timed_while_the_device_was_busy_is_timed_again_and_said_so(tmp
     assert len(L.load_samples(out)) == 15  # the fit reads the new records as before
 
 
+def test_a_kept_first_attempt_reads_as_unpaired(tmp_path):
+    """Window 2's closing reference runs slow, and so does its re-timing's: the first attempt is kept, and its start
+    (window 1's end) is already in the file, so the re-timing's discarded references follow it. Readers skip them:
+    every sample still pairs with the latest kept reference, and the refinement reads the protocol as unpaired (it
+    once read it as paired and timed its candidates beside the reference, which biased a quickstart by 1.18x)."""
+    from tfwidth import refine
+    plan, out = plan_of(15), tmp_path / "s.jsonl"
+    r = profile(FakeSession(busy={12, 19}), plan, str(out), reference_every=5, progress=False,
+                noise=NoiseCheck(threshold=0.05, repeat_every=0, retries=1, budget=10.0), say=lambda m: None)
+    assert r["retimed_windows"] == 2  # window 3 too: it starts at window 2's slow end, and its re-timing is quiet
+    recs = records(out)
+    refs = [d.get("discarded", False) for d in recs if d["kind"] == "reference"]
+    assert refs[:4] == [False, False, True, True]  # window 1's start and end, then the re-timing's two
+    last_ref = None
+    for d in recs:
+        if d["kind"] == "reference" and not d.get("discarded"):
+            last_ref = d["ms"]["min"]
+        elif d["kind"] == "sample":
+            assert d["ref_ms"] == last_ref
+    proto = refine.sample_protocol(out)
+    assert proto["paired"] is False
+    # a resume goes on at the latest kept reference's level, not a discarded one's
+    kept = [d for d in recs if d["kind"] == "reference" and not d.get("discarded")]
+    assert dsamples.recover(str(out), SPACE.space_hash)[1] == pytest.approx(kept[-1]["ms"]["min"])
+
+
 def test_a_window_that_stays_noisy_is_kept_and_said_so(tmp_path):
     plan, out, said = plan_of(10), tmp_path / "s.jsonl", []
     session = FakeSession(busy=range(7, 1000))  # busy from the second window on, through every re-timing

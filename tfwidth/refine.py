@@ -398,7 +398,10 @@ def sample_protocol(path) -> dict:
                 "sample", "reference", None):  # repeats and noise summaries say nothing of the protocol
             continue
         if d.get("kind") == "reference":
-            reference, last_ref = [int(w) for w in d["widths"]], d["ms"]["min"]
+            # a re-timed window's discarded references can follow the kept window's start (the previous window's
+            # end, already written): no sample was corrected with them, so they say nothing of pairing
+            if not d.get("discarded"):
+                reference, last_ref = [int(w) for w in d["widths"]], d["ms"]["min"]
             continue
         prec = d.get("precision") if isinstance(d.get("precision"), dict) else None
         # timed to a precision: the count is blocks x invokes per block, and the refinement times the same way
@@ -479,7 +482,7 @@ class HostDevice:
             return samples
         refs = []
         for _, d in read_records(path, warn=lambda m: None):
-            if d.get("kind") == "reference" and d.get("status") == "ok":
+            if d.get("kind") == "reference" and d.get("status") == "ok" and not d.get("discarded"):
                 refs.append(float(d["ms"]["min"]))
         if not refs:
             return samples
