@@ -11,7 +11,7 @@ configurations and the ladder separately. Few-shot (64 px): the fp32 table as th
 built-in kernels, and the 64 px table as the prior of 128 px, at 25..400 new samples, against the same samples
 without the prior. Variants/s against one converter run, timed in this run.
 
-    python tools/bench_latency.py                  # ~60 min: everything (resumable: run it again after a kill)
+    python tools/bench_latency.py                  # 25 min quiet, ~80 busy: everything (resumable: run it again)
     python tools/bench_latency.py --quick          # ~5 min: 32 and 64 px, 250 train / 60 val / 60 test
     python tools/bench_latency.py --fit-only       # re-fit and re-score the timings in --workdir (any machine load)
 
@@ -164,11 +164,12 @@ def _load(path: Path) -> list[dict]:
     return load_samples(path, warn=lambda m: None) if path.exists() else []
 
 
-def test_truth(space, test_a: list[dict], test_b: list[dict], level: float | None) -> dict:
+def test_truth(space, test_a: list[dict], test_b: list[dict], level: float | None, drift: bool = True) -> dict:
     """The test networks timed twice, at the training samples' reference level: per widths the first timing, the
-    mean of the two, and per group (random, ladder) the A/A RMSE and median difference of the same networks."""
+    mean of the two, and per group (random, ladder) the A/A RMSE and median difference of the same networks.
+    ``drift=False``: the raw timings, no reference correction."""
     from tfwidth.latency import groups_of, same_network_pairs
-    pairs = same_network_pairs(test_a, test_b, "min", True, level)
+    pairs = same_network_pairs(test_a, test_b, "min", drift, level)
     keys = list(pairs)
     masks = groups_of(space, [{"widths": list(k)} for k in keys])
     out = {"keys": keys, "first": np.array([pairs[k][0] for k in keys]),
@@ -243,26 +244,39 @@ def report(a, workdir: Path, fig: dict) -> None:
             f"{100 * aa['random']['within_5pct']:.0f}% within +-5% of each other; ladder {aa['ladder']['n']} RMSE "
             f"{aa['ladder']['rmse_ms']:.4f} ms, median {100 * aa['ladder']['median_diff']:.1f}%, "
             f"{100 * aa['ladder']['within_5pct']:.0f}% within +-5%")
+        raw = test_truth(space, ta, tb, None, drift=False)["aa"]
+        res["aa_raw"] = raw
+        say(f"  without drift correction the same pairs differ by a median {100 * raw['random']['median_diff']:.2f}% "
+            f"(random) and {100 * raw['ladder']['median_diff']:.2f}% (ladder): what the references add or remove")
         say(f"  {'fit (choices on the validation file)':<48} {'random: RMSE (xA/A) <=5% worst':<32} ladder: same")
         ladder = {tuple(w) for w in space.ladder()}
         plan_order = sorted(train, key=lambda r: r["index"])
         # sizes the plan holds (the 224 px plan is half as long), and the whole plan
         for n in sorted({min(n, s["train"]) for n in sizes}):
             sub = [r for r in plan_order if r["index"] < n + len(ladder)]
-            variants = [("this model", dict()), ("absolute residuals (the old fit)", dict(scale="absolute")),
+            variants = [("this model", dict()), ("no shared table for identical blocks", dict(shared=False)),
+                        ("absolute residuals (the old fit)", dict(scale="absolute", shared=False)),
                         ("without the ladder in training", dict(drop_ladder=True))]
             for label, opt in variants:
                 tr = [r for r in sub if tuple(r["widths"]) not in ladder] if opt.pop("drop_ladder", False) else sub
                 t0 = time.perf_counter()
                 table, rep = fit_table(tr, space, validation=val, **opt)
                 sc = score(table, truth)
-                row = {"n": len(tr), "variant": label, "scale": rep["scale"], "reg": rep["reg"],
-                       "prior": rep["prior"], "fit_s": time.perf_counter() - t0, **sc}
+                row = {"n": len(tr), "variant": label, "scale": rep["scale"], "shared": rep["shared"],
+                       "reg": rep["reg"], "prior": rep["prior"], "fit_s": time.perf_counter() - t0, **sc}
                 res["fits"].append(row)
                 say(_row(f"{label}, {len(tr)} samples", sc))
                 if label == "this model" and n == sizes[-1]:
                     tables[name] = table
                     table.save(d / "table.json")
+        # what limits the model: the same fit given the test networks' first timings too. If it then predicts them
+        # near the A/A floor, the additive table can express the device and the error above is generalisation from
+        # the plan's samples (too few per entry), not a wrong model form or noise.
+        table, rep = fit_table(plan_order + ta, space, validation=val)
+        sc = score(table, truth)
+        res["fits"].append({"n": len(plan_order) + len(ta), "variant": "in-sample", "shared": rep["shared"],
+                            "prior": rep["prior"], **sc})
+        say(_row(f"in-sample: + the test's first timings, {len(plan_order) + len(ta)}", sc))
         fig["results"][name] = res
 
     # few-shot: another device's full table as the prior of a new device's first samples
@@ -301,7 +315,9 @@ def report(a, workdir: Path, fig: dict) -> None:
         if not res:
             continue
         mine = [f for f in res["fits"] if f["variant"] == "this model"]
-        best = min(mine, key=lambda f: f["random"]["x_aa"] + f["ladder"]["x_aa"])
+        # the bars' fit is the one the bar names (the largest plan, <= 1,000 biased samples after the ladder), not
+        # the best of the sizes on the test file: choosing among them there would be a decision taken on test data
+        best = max(mine, key=lambda f: f["n"])
         quiet = max(res["aa"]["random"]["median_diff"], res["aa"]["ladder"]["median_diff"]) <= 0.015
         tag = f"{name}, n={best['n']}"
         bars += [(f"{name}: RMSE <= 1.3x A/A, random", best["random"]["x_aa"] <= 1.3,
