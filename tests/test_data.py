@@ -67,6 +67,21 @@ def test_folder_of_pngs(tmp_path):
     assert xe.shape == (4, 16, 16, 3) and sorted(ye.tolist()) == [0, 0, 1, 1]
 
 
+def test_folder_eval_limit_takes_every_class(tmp_path):
+    # val/ is listed class by class: a limit that took its first files would test on the first classes only
+    import tensorflow as tf
+    for split in ("train", "val"):
+        for c in ("cat", "dog"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(4):
+                tf.io.write_file(str(tmp_path / split / c / f"{i}.png"), tf.io.encode_png(np.zeros((8, 8, 3), np.uint8)))
+    d = load_data(f"folder:{tmp_path}", tiny_space(resolution=8, classes=2), 2, eval_limit=4)
+    _, ye = d.eval_arrays()
+    assert d.num_eval == 4 and set(ye.tolist()) == {0, 1}
+    _, again = load_data(f"folder:{tmp_path}", tiny_space(resolution=8, classes=2), 2, eval_limit=4).eval_arrays()
+    np.testing.assert_array_equal(ye, again)  # a fixed subset
+
+
 @pytest.mark.parametrize("override,fragment", [
     (dict(x_train=np.zeros((40, 12), np.uint8)), "x_train has shape"),
     (dict(y_train=np.zeros(39, int)), "y_train has shape"),

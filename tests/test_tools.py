@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,3 +193,87 @@ def test_kill_schedule_spreads_over_the_run():
     s = bench_soak.kill_schedule(0, 5, 600.0)
     assert s == bench_soak.kill_schedule(0, 5, 600.0) and len(s) == 5 and min(s) >= 3.0
     assert 0.03 * 600 <= sum(s) <= 0.9 * 600 + 5 * 3.0  # the last kill before 90% of the uninterrupted run
+
+
+def _small_npz(path, n=24, m=9, classes=3, side=4):
+    rng = np.random.default_rng(0)
+    arrays = dict(x_train=rng.integers(0, 256, (n, side, side, 3), dtype=np.uint8), y_train=np.arange(n) % classes,
+                  x_test=rng.integers(0, 256, (m, side, side, 3), dtype=np.uint8), y_test=np.arange(m) % classes)
+    np.savez(path, **arrays)
+    return arrays
+
+
+def test_npz_to_folder_round_trip(tmp_path, capsys):
+    import tensorflow as tf
+    import npz_to_folder
+    from tfwidth.data import load_data
+    from tfwidth.space import tiny_space
+    arrays = _small_npz(tmp_path / "d.npz")
+    out = tmp_path / "f"
+    assert npz_to_folder.main(["--data", str(tmp_path / "d.npz"), "--out", str(out), "--resolution", "8",
+                               "--train", "20"]) == 0
+    assert sorted(p.name for p in (out / "train").iterdir()) == ["0", "1", "2"]
+    assert not (tmp_path / "f.partial").exists()
+    # each file is the npz image resized as tfwidth.data resizes, under its label's folder
+    want = tf.cast(tf.round(tf.image.resize(tf.cast(arrays["x_train"][:20], tf.float32), (8, 8), antialias=True)),
+                   tf.uint8).numpy()
+    for k in (0, 7, 19):
+        f = out / "train" / str(arrays["y_train"][k]) / f"{k:02d}.png"
+        np.testing.assert_array_equal(tf.io.decode_png(f.read_bytes()).numpy(), want[k])
+    d = load_data(f"folder:{out}", tiny_space(resolution=8, classes=3), 4)
+    assert (d.num_train, d.num_eval) == (20, 9)
+    _, ye = d.eval_arrays()
+    assert sorted(ye.tolist()) == sorted(arrays["y_test"].tolist())
+    # the same build again: nothing to do; another build onto it: refused in one line, the folder untouched
+    assert npz_to_folder.main(["--data", str(tmp_path / "d.npz"), "--out", str(out), "--resolution", "8",
+                               "--train", "20"]) == 0
+    assert "already holds this build" in capsys.readouterr().out
+    digest = _cache.dataset_digest(f"folder:{out}")
+    with pytest.raises(SystemExit) as e:
+        npz_to_folder.main(["--data", str(tmp_path / "d.npz"), "--out", str(out), "--resolution", "16"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "exists and is not this build" in err
+    assert _cache.dataset_digest(f"folder:{out}") == digest
+    # the folder's digest follows its files' names and bytes
+    f = out / "val" / "0" / "0.png"
+    f.rename(f.with_name("9.png"))
+    assert _cache.dataset_digest(f"folder:{out}") != digest
+    f.with_name("9.png").rename(f)
+    assert _cache.dataset_digest(f"folder:{out}") == digest
+    f.write_bytes(f.read_bytes() + b"\0")
+    assert _cache.dataset_digest(f"folder:{out}") != digest
+
+
+def test_e2e_validation_split_follows_the_training_subset(tmp_path, capsys):
+    import bench_e2e
+    from tfwidth.space import tiny_space
+    arrays = _small_npz(tmp_path / "d.npz", side=8)
+    a = bench_e2e.parser().parse_args(["--data", str(tmp_path / "d.npz"), "--train-limit", "12", "--val-images", "8",
+                                       "--batch-size", "4"])
+    data = bench_e2e.load_bench_data(a, tiny_space(resolution=8, classes=3))
+    assert data.num_train == 12 and data.holdout == 8
+    x = np.concatenate([b[0] for b in data.holdout_batches()])
+    np.testing.assert_allclose(x, arrays["x_train"][12:20] / 127.5 - 1, atol=1e-6)
+    a.val_images = 16
+    with pytest.raises(SystemExit) as e:
+        bench_e2e.load_bench_data(a, tiny_space(resolution=8, classes=3))
+    assert e.value.code == 2 and "exceed the 24 training images" in capsys.readouterr().err
+
+
+def test_e2e_folder_run_names_its_data_and_keeps_its_own_docs_section(tmp_path):
+    import bench_e2e
+    a = bench_e2e.parser().parse_args(["--data", f"folder:{tmp_path / 'cifar10_64'}", "--preset", "mobilenet_v1",
+                                       "--resolution", "64", "--work", str(tmp_path / "w")])
+    assert bench_e2e.command(a, 1) == ("python tools/bench_e2e.py --data folder:cifar10_64 --work w --seed 1 "
+                                       "--preset mobilenet_v1 --resolution 64")
+    assert bench_e2e.bench_space(a).space_hash == __import__("tfwidth.space").space.preset(
+        "mobilenet_v1", resolution=64, classes=10).space_hash
+    npz = bench_e2e.parser().parse_args(["--data", "cifar10.npz"])
+    docs = "# Benchmarks\n\n## End-to-end through folder: older\nold folder\n\n## End-to-end: npz\nold cifar\n\n" \
+           "## Latency model\nlat\n"
+    text = "# Benchmarks\n\n" + bench_e2e.section_marker(a) + ": folder\nnew\n"
+    out = bench_e2e.splice_section(docs, text, bench_e2e.section_marker(a))
+    assert "old cifar" in out and "new" in out and "lat" in out and "old folder" not in out
+    again = bench_e2e.splice_section(out, "# Benchmarks\n\n## End-to-end: npz\nnew cifar\n",
+                                     bench_e2e.section_marker(npz))
+    assert "old cifar" not in again and "new cifar" in again and ": folder\nnew" in again

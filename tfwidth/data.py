@@ -335,7 +335,9 @@ def _folder(path, space, train_limit, eval_limit, flip):
     if train_limit:
         ftr, ltr = ftr[:train_limit], ltr[:train_limit]
     if eval_limit:
-        fva, lva = fva[:eval_limit], lva[:eval_limit]
+        # val/ is listed class by class: a limit must take a fixed random subset, not the first classes
+        keep = np.sort(np.random.default_rng(1).permutation(len(fva))[:eval_limit])
+        fva, lva = [fva[i] for i in keep], [lva[i] for i in keep]
     files_t, labels_t = tf.constant(ftr), tf.constant(ltr, tf.int32)
     from device_profiler.errors import explain_with
     explain_with("folder images", functools.partial(_explain_decode_error, tuple(ftr) + tuple(fva)))

@@ -86,15 +86,6 @@ def data_batches(data, images: int) -> tuple[list, str]:
     return fixed_batches(data, images), f"{data.name} train, no augmentation"
 
 
-def array_batches(x, y, batch_size: int) -> list:
-    """uint8 images [N, H, W, C] and labels -> whole batches, normalised as tfwidth.data does (images already at the
-    space's resolution), e.g. training images a benchmark held out of training."""
-    from tfwidth.data import normalise
-    n = len(x) // batch_size * batch_size
-    return [(normalise(x[i:i + batch_size]).numpy(), np.asarray(y[i:i + batch_size], np.int32))
-            for i in range(0, n, batch_size)]
-
-
 def probe_run(model, stats, batches, configs: int, seed: int, source: str, progress: bool = False) -> None:
     """Measure ``configs`` random configurations on ``batches`` and store them as ``stats``'s probe view."""
     if configs < 1:

@@ -53,9 +53,18 @@ def run_digest(run) -> str | None:
 
 
 def dataset_digest(spec: str) -> str:
-    """A dataset spec as the CLIs take it: npz:PATH by the file's bytes; other kinds by their text."""
+    """A dataset spec as the CLIs take it: npz:PATH by the file's bytes, folder:PATH by every file's path (relative
+    to the folder) and bytes, so a renamed or re-encoded image changes it; other kinds by their text."""
     if spec.startswith("npz:"):
         return file_digest(spec[4:]) or f"missing {spec}"
+    if spec.startswith("folder:"):
+        root = Path(spec[7:])
+        if not root.is_dir():
+            return f"missing {spec}"
+        h = hashlib.sha256()
+        for p in sorted(f for f in root.rglob("*") if f.is_file()):
+            h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes())
+        return h.hexdigest()
     return spec
 
 

@@ -1,6 +1,9 @@
 """End-to-end benchmark on real CIFAR-10: does the optimal width search beat uniform and greedy widths at equal latency?
 
     python tools/bench_e2e.py --data cifar10.npz --work bench_e2e     [resumable: run it again]
+    python tools/npz_to_folder.py --data cifar10.npz --out cifar10_64 --resolution 64 --train 21000
+    python tools/bench_e2e.py --data folder:cifar10_64 --preset mobilenet_v1 --resolution 64 --work bench_e2e_folder
+                                              [the same through the folder: loader and the ImageNet-stride preset]
 
 Stages (each cached in WORK; a killed run continues where it stopped):
   1. latency: template, stratified plan (with the uniform ladder) + random validation plan, profiled on this CPU
@@ -8,7 +11,7 @@ Stages (each cached in WORK; a killed run continues where it stopped):
   2. targets: the *measured* latencies of uniform 0.3x, 0.5x, 0.75x and 1.0x networks (variants of the template);
   3. supernets: one trained with OWS (uniform) sampling, one with AOWS for the 0.75x target, same budget and seed;
   4. solve each target with uniform, greedy, ows, exact (OWS supernet's probe costs) and aows (AOWS supernet's);
-     the probe runs on the validation split (the last --val-images training images, never trained on);
+     the probe runs on the validation split (the --val-images training images after --train-limit, never trained on);
   5. evaluate every answer and a curve of uniform networks from 0.2x to 1.2x (a) with inherited supernet weights
      after BN recalibration and (b) after the same short fine-tuning budget, on the test images once (per-image
      results kept), the loss increase on the validation split, the answers converted to .tflite fp32; then every
@@ -70,36 +73,53 @@ LATENCY_FILES = ("template.tflite", "template.json", "plan.json", "val_plan.json
 
 def report_parts(a, data_digest: str) -> dict:
     """What a seed's configs.json must share with the others to be aggregated in one report (all but the seed)."""
-    return {"args": {k: getattr(a, k) for k in ("plan_count", "val_count", "train_limit", "eval_limit", "val_images",
-                                                "epochs",
+    return {"args": {k: getattr(a, k) for k in ("preset", "resolution", "classes", "plan_count", "val_count",
+                                                "train_limit", "eval_limit", "val_images", "epochs",
                                                 "batch_size", "sampling", "finetune_epochs", "calib_batches",
                                                 "aows_probe_configs", "estimator", "probe_configs", "refine_rounds",
                                                 "no_aows", "curve")},
             "inputs": {"data": data_digest}}
 
 
-def validation_batches(a, limit: int | None = None) -> tuple[list, str]:
-    """The validation split: the last --val-images training images, which no supernet or fine-tuning sees; every
-    method decision (the probe's costs, the cost model's check) is taken on it, never on the test images. ``limit``:
-    its first N images only. Returns (whole batches, description)."""
-    from tfwidth import probe
-    raw = np.load(a.data)
-    n = len(raw["y_train"])
-    # val_images 0: a run from before the validation split (tools/bench_probe.py reads those), whose probe took
-    # the images after --train-limit
-    lo = n - a.val_images if a.val_images else a.train_limit
-    hi = (n if a.val_images else lo + 512) if limit is None else min(n, lo + limit)
-    return (probe.array_batches(raw["x_train"][lo:hi], raw["y_train"][lo:hi], a.batch_size),
-            f"{Path(a.data).name} x_train[{lo}:{hi}] ("
-            + ("the validation split, " if a.val_images else "") + "held out of training)")
+def dataset_spec(data: str) -> str:
+    """--data as tfwidth.data's spec: npz:PATH and folder:PATH as given, a bare path as an npz."""
+    return data if data.startswith(("npz:", "folder:")) else f"npz:{data}"
 
 
-def ensure_probe(run: Path, model, st, a, timer=None) -> None:
+def dataset_label(a) -> str:
+    """The data as the report names it: CIFAR-10 for an npz (the only one here), else the folder's name and size."""
+    spec = dataset_spec(a.data)
+    if spec.startswith("npz:"):
+        return "CIFAR-10"
+    return f"an ImageNet-style folder ({Path(spec[7:]).name}, {a.resolution or preset(a.preset).resolution} px)"
+
+
+def bench_space(a):
+    """The search space of the run: --preset at --resolution with --classes (None: the preset's)."""
+    return preset(a.preset, resolution=a.resolution, classes=a.classes)
+
+
+def load_bench_data(a, space, seed: int | None = None):
+    """The run's data (tfwidth.data.load_data): the first --train-limit training images train, the next --val-images
+    are the validation split (held out: ``Data.holdout_batches``), the first --eval-limit test (npz) or val/ (folder)
+    images are the test set. The same mechanism for both kinds of data: the folder loader's training order is a fixed
+    shuffle, so its validation split is a random subset; CIFAR-10's order is already mixed."""
+    from tfwidth.data import load_data
+    data = load_data(dataset_spec(a.data), space, a.batch_size, seed=a.seed if seed is None else seed,
+                     train_limit=a.train_limit + a.val_images, eval_limit=a.eval_limit, holdout=a.val_images)
+    if data.num_train != a.train_limit:
+        _cache.usage_error(f"--train-limit {a.train_limit} + --val-images {a.val_images} exceed the "
+                           f"{data.source.num_train} training images of --data {a.data}: the validation split must "
+                           f"stay out of training; lower one of them")
+    return data
+
+
+def ensure_probe(run: Path, model, st, a, data, timer=None) -> None:
     """Probe a trained supernet (tfwidth/probe.py) on the first 512 images of the validation split, unless its
     stats.json already holds that probe; tools/bench_probe.py shares it. ``timer(fn)`` runs the probe when there is
     one to do (the stage-time bookkeeping), so a cached probe books no time."""
     from tfwidth import probe
-    held, source = validation_batches(a, 512)
+    held, source = probe.data_batches(data, 512)  # the validation split's first 512 images
     if not probe.is_current(st, a.probe_configs, a.seed, held):
         (timer or (lambda fn: fn()))(lambda: probe.probe_run(model, st, held, a.probe_configs, a.seed, source,
                                                              progress=True))
@@ -157,18 +177,26 @@ def jsonl_cache(path: Path):
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="CIFAR-10 npz (x_train, y_train, x_test, y_test)")
+    p.add_argument("--data", required=True, help="the CIFAR-10 npz (x_train, y_train, x_test, y_test; npz:PATH or "
+                   "PATH), or folder:PATH, an ImageNet-style folder (train/<class>/*.png, val/<class>/*.png; "
+                   "tools/npz_to_folder.py builds one from the npz), the path ImageNet users take")
+    p.add_argument("--preset", default="mobilenet_v1_cifar", choices=("mobilenet_v1_cifar", "mobilenet_v1"),
+                   help="the search space (default %(default)s; mobilenet_v1 has ImageNet strides)")
+    p.add_argument("--resolution", type=int, help="input side in pixels (default: the preset's)")
+    p.add_argument("--classes", type=int, default=10, help="classes of the data (default 10)")
     p.add_argument("--work", default="bench_e2e")
     p.add_argument("--report", help="the report's markdown (default WORK/report.md; the plot beside it)")
     p.add_argument("--update-docs", action="store_true", help="also write the report into docs/benchmarks.md (its "
-                   "end-to-end section only) and the plot to docs/benchmarks_e2e.png")
+                   "end-to-end section of this kind of data only) and the plot to docs/benchmarks_e2e.png "
+                   "(benchmarks_e2e_folder.png for folder: data)")
     p.add_argument("--plan-count", type=int, default=1000)
     p.add_argument("--val-count", type=int, default=200)
-    p.add_argument("--train-limit", type=int, default=16000, help="training subset (of 50,000)")
+    p.add_argument("--train-limit", type=int, default=16000, help="training subset: the first N training images")
     p.add_argument("--eval-limit", type=int, default=10000, help="test images (of 10,000), each configuration "
                    "evaluated on them once, for the report only")
-    p.add_argument("--val-images", type=int, default=5000, help="the validation split: the last N training images, "
-                   "never trained on; the probe (costs) and every check of the method use it, never the test set")
+    p.add_argument("--val-images", type=int, default=5000, help="the validation split: the N training images after "
+                   "the training subset, never trained on; the probe (costs) and every check of the method use it, "
+                   "never the test set")
     p.add_argument("--epochs", type=int, default=8, help="supernet epochs over the subset")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--sampling", default="all-layers", choices=("one-layer", "all-layers"))
@@ -201,8 +229,10 @@ def command(a, seed: int) -> str:
     """The command that reproduces one seed of this report: every argument the report key holds, where it is not
     the default, and --only / --no-aows; the data and work directory by their names (no machine's paths)."""
     default = parser().parse_args(["--data", "x"])
-    out = [f"python tools/bench_e2e.py --data {Path(a.data).name} --work {Path(a.work).name} --seed {seed}"]
-    keys = ("epochs", "train_limit", "eval_limit", "val_images", "finetune_epochs", "sampling", "batch_size", "calib_batches",
+    spec = dataset_spec(a.data)
+    data = f"folder:{Path(spec[7:]).name}" if spec.startswith("folder:") else Path(spec[4:]).name
+    out = [f"python tools/bench_e2e.py --data {data} --work {Path(a.work).name} --seed {seed}"]
+    keys = ("preset", "resolution", "classes", "epochs", "train_limit", "eval_limit", "val_images", "finetune_epochs", "sampling", "batch_size", "calib_batches",
             "plan_count", "val_count", "probe_configs", "aows_probe_configs", "estimator", "refine_rounds", "curve",
             "only")
     for k in keys:
@@ -230,27 +260,23 @@ def main(argv=None) -> int:
         write_json(times_path, times)
         return out
 
-    space = preset("mobilenet_v1_cifar")
-    dataset = f"npz:{a.data}"
-    data_digest = _cache.file_digest(a.data)
-    if data_digest is None:
-        _cache.usage_error(f"--data {a.data}: no such file; give the CIFAR-10 npz")
+    space = bench_space(a)
+    spec = dataset_spec(a.data)
+    if not (Path(spec[4:]).is_file() if spec.startswith("npz:") else Path(spec[7:]).is_dir()):
+        _cache.usage_error(f"--data {a.data}: no such " + ("file; give the CIFAR-10 npz" if spec.startswith("npz:")
+                                                          else "folder; build one with tools/npz_to_folder.py"))
+    data_digest = _cache.dataset_digest(spec)
     rkey = _cache.key_of(report_parts(a, data_digest))
-    n_train = len(np.load(a.data)["y_train"])
     if a.val_images < 512:
         _cache.usage_error(f"--val-images {a.val_images}: the validation split needs at least 512 images (the probe's)")
-    if a.train_limit + a.val_images > n_train:
-        _cache.usage_error(f"--train-limit {a.train_limit} + --val-images {a.val_images} exceed the {n_train} training "
-                           f"images: the validation split must stay out of training; lower one of them")
     report_path = Path(a.report) if a.report else work / "report.md"
     if a.report_only:
         write_report(report_path, work, a, space, rkey, a.update_docs)
         return 0
 
     # 1. the OWS supernet first: training tolerates a loaded machine, timing does not --------------------------
-    from tfwidth.data import load_data
     from tfwidth.train import read_sidecar, train
-    data = load_data(dataset, space, a.batch_size, seed=a.seed, train_limit=a.train_limit, eval_limit=a.eval_limit)
+    data = load_bench_data(a, space)
     print(data.describe())
     runs = {"ows": sd / "run_ows"}
     if not a.no_aows:
@@ -382,7 +408,7 @@ def main(argv=None) -> int:
     # The solver's costs: the trained supernets probed on training images the supernets never saw (the ones after
     # --train-limit), every configuration on the same images (tfwidth/probe.py); stored in each run's stats.json.
     for kind, st in stats.items():
-        ensure_probe(runs[kind], models[kind], st, a, lambda fn, k=kind: timed(f"probe {k} supernet", fn))
+        ensure_probe(runs[kind], models[kind], st, a, data, lambda fn, k=kind: timed(f"probe {k} supernet", fn))
     costs = {kind: st.costs("probe", a.estimator) for kind, st in stats.items()}
     # (label, supernet, costs, solver method): the four methods on the OWS supernet, ows on the AOWS one, and exact
     # with the paper's split-mean costs on the same OWS supernet (what the regression estimator changes)
@@ -512,7 +538,7 @@ def main(argv=None) -> int:
 
     def evaluate_all():
         from tfwidth import probe
-        val = validation_batches(a)[0]
+        val = data.holdout_batches()  # the validation split
         todo = list({result_key(c): c for c in everything if result_key(c) not in rows}.values())
         # the cost model's own quantity on the validation split, for every configuration to evaluate at once (one
         # trace per supernet): the loss increase over the max network, batch statistics, as the probe measures it
@@ -876,15 +902,17 @@ def write_report(path: Path, work: Path, a, space, rkey: str | None = None, upda
     ids = [s["seed"] for s in seeds]
     methods = list(dict.fromkeys(c["method"] for s in seeds for c in s["configs"]))
     lines = ["# Benchmarks", "",
-             "## End-to-end: optimal widths vs. uniform and greedy on CIFAR-10 (tools/bench_e2e.py)", "",
+             f"{section_marker(a).rstrip(':')}: optimal widths vs. uniform and greedy on {dataset_label(a)} "
+             f"(tools/bench_e2e.py)",
+             "",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; device = this CPU, LiteRT "
              f"fp32, 1 thread pinned to core 0. Space: {space.name} ({space.space_hash}), {space.resolution}px.",
              f"Budget: per seed, {'one supernet (OWS)' if a.no_aows else 'two supernets (OWS and AOWS)'} trained "
-             f"{a.epochs} epochs on the first {a.train_limit} training images of {Path(a.data).name} (batch "
+             f"{a.epochs} epochs on the first {a.train_limit} training images of {data_name(a)} (batch "
              f"{a.batch_size}, sampling {a.sampling}); fine-tuning {a.finetune_epochs} epoch(s) of the same subset for "
              f"every configuration. Protocol: every decision of the method (the probe's costs, the checks of the cost "
-             f"model) is taken on the validation split, the last {a.val_images} training images, which nothing "
-             f"trains on; the first {a.eval_limit} test images are evaluated once per configuration, for this "
+             f"model) is taken on the validation split, the {a.val_images} training images after those, which "
+             f"nothing trains on; {test_images(a)} are evaluated once per configuration, for this "
              f"report only. Seeds: "
              f"{', '.join(map(str, ids))}"
              + (f" (seeds {', '.join(map(str, left_out))} in {Path(a.work).name} were run with other arguments or "
@@ -997,7 +1025,7 @@ def write_report(path: Path, work: Path, a, space, rkey: str | None = None, upda
                   f"seed {s['seed']}: " + " ".join(refine_lines(s.get("table"))) for s in seeds) + ".", "",
               "Stage wall times: " + "; ".join(f"seed {s['seed']}: " + ", ".join(
                   f"{k} {v / 60:.1f} min" for k, v in (s.get("times") or {}).items()) for s in seeds), "",
-              "![accuracy vs measured latency](benchmarks_e2e.png)", "",
+              f"![accuracy vs measured latency]({plot_name(a)})", "",
               "Per seed and configuration:", "",
               "| seed | target | method | aimed ms | measured ms | export ms | predicted ms | inherited | fine-tuned | widths |",
               "|---|---|---|---|---|---|---|---|---|---|"]
@@ -1024,17 +1052,19 @@ def write_report(path: Path, work: Path, a, space, rkey: str | None = None, upda
     text = "\n".join(lines)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, text.encode())
-    plot(path.parent / "benchmarks_e2e.png", seeds, targets, methods)
+    plot(path.parent / plot_name(a), seeds, targets, methods, dataset_label(a))
     print(text)
-    print(f"report: {_cache.relative(path)} (and benchmarks_e2e.png beside it)")
+    print(f"report: {_cache.relative(path)} (and {plot_name(a)} beside it)")
     if update_docs:  # deliberate: the repository's docs change only when asked
         docs = ROOT / "docs" / "benchmarks.md"
-        atomic_write_bytes(docs, splice_section(docs.read_text() if docs.exists() else "", text).encode())
-        plot(docs.parent / "benchmarks_e2e.png", seeds, targets, methods)
-        print("updated docs/benchmarks.md (end-to-end section) and docs/benchmarks_e2e.png")
+        atomic_write_bytes(docs, splice_section(docs.read_text() if docs.exists() else "", text,
+                                                section_marker(a)).encode())
+        png = docs.parent / plot_name(a)
+        plot(png, seeds, targets, methods, dataset_label(a))
+        print(f"updated docs/benchmarks.md ({section_marker(a)[3:]} section) and docs/{png.name}")
 
 
-def splice_section(old: str, text: str, marker: str = "## End-to-end") -> str:
+def splice_section(old: str, text: str, marker: str = "## End-to-end:") -> str:
     """``old`` with this benchmark's section (from ``marker`` up to the next "## ") replaced by the one in ``text``."""
     new = text[text.index(marker):] if marker in text else text
     if marker not in old:
@@ -1044,7 +1074,30 @@ def splice_section(old: str, text: str, marker: str = "## End-to-end") -> str:
     return head.rstrip() + "\n\n" + new.rstrip("\n") + "\n" + tail
 
 
-def plot(path, seeds, targets, methods):
+def section_marker(a) -> str:
+    """The heading that starts this run's section of docs/benchmarks.md: one section per kind of data, so the folder
+    run does not overwrite the CIFAR-10 one."""
+    return "## End-to-end:" if dataset_spec(a.data).startswith("npz:") else "## End-to-end through folder:"
+
+
+def test_images(a) -> str:
+    """The test set as the report names it."""
+    if dataset_spec(a.data).startswith("npz:"):
+        return f"the first {a.eval_limit} test images"
+    return f"{a.eval_limit} images of the folder's val/ (a fixed random subset when it holds more)"
+
+
+def plot_name(a) -> str:
+    return "benchmarks_e2e.png" if dataset_spec(a.data).startswith("npz:") else "benchmarks_e2e_folder.png"
+
+
+def data_name(a) -> str:
+    """--data by its file or folder name (no machine's paths in a report)."""
+    spec = dataset_spec(a.data)
+    return Path(spec.partition(":")[2]).name
+
+
+def plot(path, seeds, targets, methods, label: str = "CIFAR-10"):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -1078,7 +1131,7 @@ def plot(path, seeds, targets, methods):
             ax.axvline(t["measured_ms"], color="grey", lw=0.6, ls=":")
         ax.set_title(title + (f" (mean, range over {len(seeds)} seeds)" if len(seeds) > 1 else ""), fontsize=9)
         ax.set_xlabel("measured latency on this CPU (ms)")
-        ax.set_ylabel("CIFAR-10 top-1 (%)")
+        ax.set_ylabel(f"{label} top-1 (%)")
         ax.grid(alpha=0.3)
     axes[0].legend()
     fig.tight_layout()

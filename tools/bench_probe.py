@@ -3,7 +3,7 @@
     python tools/bench_probe.py --work bench_e2e [--configs 200]     (after tools/bench_e2e.py for seeds 0 and 1)
 
 For every seed's OWS supernet in WORK (tools/bench_e2e.py, which probed it on the first 512 images of its validation
-split, the last --val-images training images; runs from before that split probed x_train[L:L+512], L = --train-limit):
+split, the --val-images training images after --train-limit):
   * reliability: the correlation between two seeds' per-(layer, width) costs, probe view vs the training statistics'
     running view (same regression estimator). Costs that measure the widths, not noise, agree across seeds;
   * validity: ``--configs`` fresh random configurations (another seed than the probe's) measured on the probe's
@@ -11,8 +11,8 @@ split, the last --val-images training images; runs from before that split probed
     increase (training statistics; probe with the additive regression, pinned at the max network as before or
     with the free constant that is the default now; probe with the pairwise estimator);
   * the solver's exact answer for each benchmark target under each probe model: predicted against measured loss
-    increase, beside the uniform network, on the probe's images, other held-out ones, and 4,096 test images that
-    tools/bench_e2e.py never evaluates on.
+    increase, beside the uniform network, on the probe's images, 512 other held-out ones, and the next 3,968 of
+    the validation split (never the test images: this benchmark informs decisions).
 Prints each figure beside its baseline (the training statistics) from the same run.
 """
 from __future__ import annotations
@@ -29,7 +29,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 import tfwidth  # noqa: E402,F401
-from tfwidth.space import preset  # noqa: E402
 
 
 ANSWERS = ("probe pinned", "probe", "probe pairwise")  # the models whose exact answers are measured
@@ -38,22 +37,25 @@ ANSWERS = ("probe pinned", "probe", "probe pairwise")  # the models whose exact 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", default="bench_e2e", help="tools/bench_e2e.py's work directory")
-    p.add_argument("--data", required=True, help="the CIFAR-10 npz bench_e2e was run on")
+    p.add_argument("--data", required=True, help="the data bench_e2e was run on (its --data)")
+    p.add_argument("--preset", default="mobilenet_v1_cifar", help="as bench_e2e was run")
+    p.add_argument("--resolution", type=int, help="as bench_e2e was run")
+    p.add_argument("--classes", type=int, default=10, help="as bench_e2e was run")
     p.add_argument("--train-limit", type=int, default=16000, help="as bench_e2e was run")
     p.add_argument("--val-images", type=int, default=5000, help="as bench_e2e was run: the probe's images are the first "
-                   "512 of the last N training images; 0: a run from before the validation split, whose probe's "
-                   "images followed --train-limit")
+                   "512 of the N training images after --train-limit")
     p.add_argument("--configs", type=int, default=200, help="fresh configurations measured per seed")
     p.add_argument("--probe-configs", type=int, default=500, help="as bench_e2e's --probe-configs")
     a = p.parse_args(argv)
 
-    from bench_e2e import ensure_probe
+    from bench_e2e import bench_space, ensure_probe, load_bench_data
     from tfwidth import probe
     from tfwidth.export import load_supernet
     from tfwidth.latency import LatencyTable
     from tfwidth.solve import acc_chain, solve
     from tfwidth.stats import WidthStats, regression_costs
-    space = preset("mobilenet_v1_cifar")
+    space = bench_space(a)
+    data = load_bench_data(argparse.Namespace(**vars(a), batch_size=128, eval_limit=1, seed=0), space)
     work = Path(a.work)
     seeds = sorted(int(d.name[4:]) for d in work.glob("seed*") if (d / "run_ows" / "ckpt").exists())
     if not seeds:
@@ -63,9 +65,7 @@ def main(argv=None) -> int:
     for s in seeds:  # probed as tools/bench_e2e.py probes (and stored for it), if it has not been yet
         run = work / f"seed{s}" / "run_ows"
         stats[s], models[s] = WidthStats.load(run / "stats.json", space), load_supernet(run, space)
-        ensure_probe(run, models[s], stats[s], argparse.Namespace(
-            data=a.data, train_limit=a.train_limit, val_images=a.val_images, batch_size=128,
-            probe_configs=a.probe_configs, seed=s))
+        ensure_probe(run, models[s], stats[s], argparse.Namespace(probe_configs=a.probe_configs, seed=s), data)
     # (view, estimator): the training statistics' regression (the baseline), the probe's regression, and the probe
     # with the adjacent-shape terms (tfwidth/stats.py, estimator "pairwise")
     # "probe pinned": the probe's regression as it was before the free constant (the max network pinned at 0, no
@@ -97,13 +97,9 @@ def main(argv=None) -> int:
                  for k in ("training statistics", "probe pinned", "probe")}
             print(f"  seeds {s} and {t}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items()))
 
-    raw = np.load(a.data)
-    lo = len(raw["y_train"]) - a.val_images if a.val_images else a.train_limit
-    sets = {name: probe.array_batches(x[i:i + n], y[i:i + n], 128) for name, x, y, i, n in (
-        ("the probe's images", raw["x_train"], raw["y_train"], lo, 512),
-        ("other held-out images", raw["x_train"], raw["y_train"], lo + 512, 512),
-        # test images bench_e2e never evaluates on (it takes the first --eval-limit 5000)
-        ("test images 5000-9095", raw["x_test"], raw["y_test"], 5000, 4096))}
+    held = data.holdout_batches()  # 128-image batches
+    sets = {"the probe's images": held[:4], "other held-out images": held[4:8],
+            "the rest of the validation split": held[8:40]}
     print(f"validity: correlation of each model's prediction with the measured loss increase of {a.configs} fresh "
           f"random configurations")
     for s in seeds:
