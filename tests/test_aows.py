@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from tfwidth import aows, mrf
-from tfwidth.solve import acc_chain
+from tfwidth.stats import acc_chain
 from tfwidth.space import tiny_space
 
 

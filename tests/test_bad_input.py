@@ -26,7 +26,7 @@ SPACE = tiny_space()
 MODULES = {
     "space": "tfwidth.space", "data": "tfwidth.data", "profile": "tfwidth.profile", "latency": "tfwidth.latency",
     "train": "tfwidth.train", "probe": "tfwidth.probe", "solve": "tfwidth.solve", "export": "tfwidth.export",
-    "pipeline": "tfwidth.pipeline", "device": "device_profiler.__main__",
+    "pipeline": "tfwidth.pipeline", "device": "device_profiler.__main__", "refine": "tfwidth.refine",
 }
 
 
@@ -163,7 +163,7 @@ SETUPS = {
 }
 
 # common command lines (G: the good directory, T: the row's directory)
-REFINE = ["refine", "--table", "G/table.json", "--samples", "G/samples.jsonl", "--template", "G/template.tflite",
+REFINE = ["--table", "G/table.json", "--samples", "G/samples.jsonl", "--template", "G/template.tflite",
           "--stats", "G/stats.json", "--target-ms", "1.0", "-o", "T/r.json"]
 SOLVE = ["--stats", "G/stats.json", "--latency", "G/table.json", "--target-ms", "2", "-o", "T/w.json"]
 EXPORT = ["--widths", "G/widths.json", "--run", "T/run", "--dataset", "digits", "--init", "scratch", "--epochs", "0",
@@ -198,9 +198,9 @@ ROWS = [
     ("plan-count-text", "profile", _set(PLAN, "--count", "abc"), "none", ["--count", "'abc'"]),
     ("plan-reference-nan", "profile", PLAN + ["--reference", "nan"], "none", ["--reference", "multiplier"]),
     ("fit-holdout-nan", "latency", FIT + ["--holdout", "nan"], "none", ["--holdout", "finite"]),
-    ("refine-cpus-text", "latency", REFINE + ["--cpus", "abc"], "none", ["--cpus", "'abc'"]),
-    ("refine-target-negative", "latency", _set(REFINE, "--target-ms", "-1"), "none", ["--target-ms", "'-1'"]),
-    ("refine-tol-inf", "latency", REFINE + ["--tol", "inf"], "none", ["--tol", "'inf'"]),
+    ("refine-cpus-text", "refine", REFINE + ["--cpus", "abc"], "none", ["--cpus", "'abc'"]),
+    ("refine-target-negative", "refine", _set(REFINE, "--target-ms", "-1"), "none", ["--target-ms", "'-1'"]),
+    ("refine-tol-inf", "refine", REFINE + ["--tol", "inf"], "none", ["--tol", "'inf'"]),
     ("train-epochs-0", "train", _set(TRAIN, "--epochs", "0"), "none", ["--epochs", "'0'"]),
     ("train-lr-inf", "train", TRAIN + ["--lr", "inf"], "none", ["--lr", "'inf'"]),
     ("train-batch-0", "train", _set(TRAIN, "--batch-size", "0"), "none", ["--batch-size"]),
@@ -227,7 +227,7 @@ ROWS = [
     ("template-manifest-dir", "profile", ["template", "--space", "G/space.json", "-o", "T/d.tflite"], "dir_json",
      ["d.json", "directory"]),
     ("fit-out-dir", "latency", _set(FIT, "-o", "T/d"), "dir", ["-o/--output", "is a directory"]),
-    ("refine-out-dir", "latency", _set(REFINE, "-o", "T/d"), "dir", ["-o/--output", "is a directory"]),
+    ("refine-out-dir", "refine", _set(REFINE, "-o", "T/d"), "dir", ["-o/--output", "is a directory"]),
     ("solve-out-dir", "solve", _set(SOLVE, "-o", "T/d"), "dir", ["-o/--output", "is a directory"]),
     ("export-out-dir", "export", _set(EXPORT, "-o", "T/d.tflite"), "dir_tflite", ["-o/--output", "is a directory"]),
     ("train-out-file", "train", _set(TRAIN, "--out", "T/f"), "file", ["--out", "not a directory"]),
@@ -252,10 +252,10 @@ ROWS = [
     ("solve-table-strings", "solve", _set(SOLVE, "--latency", "T/tab.json"), "table_strings", ["tab.json"]),
     ("solve-stats-missing-key", "solve", _set(SOLVE, "--stats", "T/st.json"), "stats_missing", ["st.json", "count"]),
     ("solve-plan-for-stats", "solve", _set(SOLVE, "--stats", "G/plan.json"), "none", ["plan.json"]),
-    ("refine-stats-missing-key", "latency", _set(REFINE, "--stats", "T/st.json"), "stats_missing", ["st.json"]),
-    ("refine-template-not-flatbuffer", "latency", _set(REFINE, "--template", "T/bad.tflite"), "bad_template",
+    ("refine-stats-missing-key", "refine", _set(REFINE, "--stats", "T/st.json"), "stats_missing", ["st.json"]),
+    ("refine-template-not-flatbuffer", "refine", _set(REFINE, "--template", "T/bad.tflite"), "bad_template",
      ["bad.tflite"]),
-    ("refine-manifest-malformed", "latency", _set(REFINE, "--template", "T/tpl.tflite"), "bad_manifest",
+    ("refine-manifest-malformed", "refine", _set(REFINE, "--template", "T/tpl.tflite"), "bad_manifest",
      ["tpl.json"]),
     ("data-npz-object-arrays", "data", ["npz:T/obj.npz"], "object_npz", ["obj.npz", "object"]),
     ("data-npz-empty", "data", ["npz:T/e.npz"], "empty_npz", ["e.npz"]),

@@ -243,7 +243,8 @@ def supernet_run(tmp_path_factory):
 
 def test_rebuild_equals_supernet_at_those_widths(supernet_run):
     from tfwidth.data import load_data
-    from tfwidth.export import initial_model, load_supernet
+    from tfwidth.export import initial_model
+    from tfwidth.training import load_supernet
     data = load_data("digits", SPACE, 32, train_limit=64, eval_limit=64)
     plain, teacher = initial_model(SPACE, WIDTHS, "supernet", supernet_run, data, calib_batches=2, distill=True)
     assert [l.__class__.__module__.split(".")[0] for l in plain.layers].count("tfwidth") == 0

@@ -192,7 +192,7 @@ def test_probe_holdout_measures_images_kept_out_of_training(tmp_path, runmod):
     a resume that would train on other images is refused in one line."""
     from conftest import assert_usage_error
     from tfwidth.data import load_data
-    from tfwidth.export import load_supernet
+    from tfwidth.training import load_supernet
     rng = np.random.default_rng(0)
     path = tmp_path / "tiny.npz"
     np.savez(path, x_train=rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8), y_train=np.arange(64) % 10,

@@ -6,6 +6,7 @@ import pytest
 
 import tfwidth.latency as L
 from tfwidth import refine as R
+from tfwidth import solve as S
 from tfwidth.space import tiny_space
 
 from conftest import assert_usage_error, run_module
@@ -108,12 +109,14 @@ def test_weighted_fit_follows_the_heavy_samples(space, setup):
 def test_bad_arguments_are_one_line(space, tmp_path):
     with pytest.raises(L.UsageError, match="rounds"):
         R.refine(None, [], lambda t: [], lambda w: [], rounds=0)
-    proc = run_module("tfwidth.latency", "refine", "--table", tmp_path / "none.json", "--samples", "s.jsonl",
+    proc = run_module("tfwidth.refine", "--table", tmp_path / "none.json", "--samples", "s.jsonl",
                       "--template", "t.tflite", "--stats", "st.json", "--target-ms", "1", "-o", tmp_path / "o.json")
     assert_usage_error(proc, "does not exist")
-    proc = run_module("tfwidth.latency", "refine", "--table", "x", "--samples", "s", "--template", "t",
+    proc = run_module("tfwidth.refine", "--table", "x", "--samples", "s", "--template", "t",
                       "--stats", "s", "--target-ms", "1", "--methods", "fastest", "-o", tmp_path / "o.json")
     assert_usage_error(proc, "--methods")
+    # the refinement's old place in the latency CLI points to its own command, in one line
+    assert_usage_error(run_module("tfwidth.latency", "refine", "--table", "x"), "python -m tfwidth.refine")
 
 
 def test_samples_timed_elsewhere_are_refused(space, setup, tmp_path):
@@ -122,7 +125,7 @@ def test_samples_timed_elsewhere_are_refused(space, setup, tmp_path):
     s["table"].save(table_path)
     samples = [dict(d, device={"hostname": "a-raspberry-pi"}) for d in s["train"]]
     (tmp_path / "s.jsonl").write_text("".join(json.dumps(d) + "\n" for d in samples))
-    proc = run_module("tfwidth.latency", "refine", "--table", table_path, "--samples", tmp_path / "s.jsonl",
+    proc = run_module("tfwidth.refine", "--table", table_path, "--samples", tmp_path / "s.jsonl",
                       "--template", tmp_path / "t.tflite", "--stats", "st.json", "--target-ms", "1",
                       "-o", tmp_path / "o.json")
     assert_usage_error(proc, "a-raspberry-pi", "run it on that device")
@@ -141,7 +144,7 @@ def test_protocol_is_read_from_the_samples(tmp_path):
 
 
 def test_meet_target_aims_lower_by_the_measured_miss():
-    from tfwidth.refine import meet_target
+    from tfwidth.solve import meet_target
     # a "solver" whose answer is the aim itself and a device 10% slower than predicted below 5 ms, exact above
     device = lambda w: w[0] * (1.10 if w[0] < 5 else 1.0)  # noqa: E731
     r = meet_target(lambda aim: (aim,), device, 4.0)
@@ -204,12 +207,12 @@ def test_recorded_aim_finds_the_answer_of_the_same_statistics_method_and_target(
     costs = [np.linspace(0.3, 0.0, k) for k in space.num_choices]
     table = L.LatencyTable.from_json(setup["table"].to_json())
     table.fit = dict(table.fit, refine={"answers": [
-        {"costs": R.costs_hash(costs), "method": "ows", "target_ms": 2.0, "aim_ms": 1.9, "met": True}]})
-    assert R.recorded_aim(table, costs, "ows", 2.0) == 1.9
-    assert R.recorded_aim(table, costs, "exact", 2.0) is None
-    assert R.recorded_aim(table, costs, "ows", 2.1) is None
-    assert R.recorded_aim(table, [c + 0.01 for c in costs], "ows", 2.0) is None
-    r = R.meet_target(lambda aim: (aim,), lambda w: w[0], 2.0, aim_ms=1.9)
+        {"costs": S.costs_hash(costs), "method": "ows", "target_ms": 2.0, "aim_ms": 1.9, "met": True}]})
+    assert S.recorded_aim(table, costs, "ows", 2.0) == 1.9
+    assert S.recorded_aim(table, costs, "exact", 2.0) is None
+    assert S.recorded_aim(table, costs, "ows", 2.1) is None
+    assert S.recorded_aim(table, [c + 0.01 for c in costs], "ows", 2.0) is None
+    r = S.meet_target(lambda aim: (aim,), lambda w: w[0], 2.0, aim_ms=1.9)
     assert r["met"] and [a["aim_ms"] for a in r["attempts"]] == [1.9]
 
 

@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from tfwidth import mrf
-from tfwidth.solve import acc_chain
+from tfwidth.stats import acc_chain
 from tfwidth.space import ChainCost, SearchSpace
 
 # (fraction of training, temperature); the warm-up ends at the second point, T is log-linear between points.

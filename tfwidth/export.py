@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import shutil
 import sys
@@ -31,7 +30,9 @@ from tfwidth.convert import FORMATS, INTEGER_FORMATS, IO_TYPES, LiteModel, agree
     keras_logits, latency_format, quantize_for_training, top1
 from device_profiler.checks import count, cpu_list, number, output_dir, output_file
 from tfwidth.errors import ArgumentParser, UsageError, run_cli
+from tfwidth.host import measure_latency, parse_cpus
 from tfwidth.space import SearchSpace
+from tfwidth.training import load_supernet, run_space
 
 # The issue's bars for Keras vs .tflite agreement, per format (fp16 weights round logits to ~1e-3 relative).
 FP32_MAX_ABS_DIFF = 1e-4
@@ -53,42 +54,6 @@ def load_widths(path) -> tuple[SearchSpace, tuple, dict]:
     check_space(d, space, f"widths file {path}")
     widths = space.validate(d["widths"], what=f"widths file {path}")
     return space, widths, d
-
-
-def run_space(run_dir: Path) -> tuple[dict | None, str | None]:
-    """The space a run directory was made for (from any space-stamped JSON in it), and which file said so."""
-    for name in ("space.json", "ckpt/checkpoint.json", "ckpt.json", "run.json", "stats.json"):
-        p = run_dir / name
-        if p.is_file():
-            try:
-                d = json.loads(p.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            if isinstance(d, dict) and "space_hash" in d:
-                return d, str(p)
-    return None, None
-
-
-def load_supernet(run_dir: Path, space: SearchSpace):
-    """The supernet of a `python -m tfwidth.train --out RUN_DIR` run, at its last finished epoch."""
-    import tensorflow as tf
-    from tfwidth.supernet import Supernet
-    from tfwidth.train import SIDECAR, read_sidecar
-    side = read_sidecar(run_dir) if Path(run_dir).is_dir() else None
-    if side is None or not side.get("checkpoint"):
-        raise UsageError(f"run directory {run_dir} holds no supernet checkpoint ({Path(run_dir) / 'ckpt' / SIDECAR} "
-                         f"is missing); train one with `python -m tfwidth.train --out {run_dir}`, or use --init "
-                         f"scratch")
-    check_space(side, space, f"supernet checkpoint in {run_dir}")
-    model = Supernet(space)
-    path = Path(run_dir) / "ckpt" / side["checkpoint"]
-    try:
-        tf.train.Checkpoint(model=model).restore(str(path)).expect_partial().assert_existing_objects_matched()
-    except (tf.errors.OpError, AssertionError, ValueError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"cannot read the supernet checkpoint {path} ({msg}); resume or redo the training") \
-            from None
-    return model
 
 
 def load_latency_table(path, space: SearchSpace):
@@ -157,7 +122,7 @@ def train(model, data, *, epochs: int, lr: float = 0.05, warmup_epochs: float = 
     import tensorflow as tf
     from tqdm import tqdm
 
-    from tfwidth.train import _is_chief, cosine_warmup, reproducible_graphs
+    from tfwidth.training import cosine_warmup, is_chief, reproducible_graphs
     if epochs <= 0:
         return []
     reproducible_graphs()
@@ -166,7 +131,7 @@ def train(model, data, *, epochs: int, lr: float = 0.05, warmup_epochs: float = 
     net = model if strategy is default else replica_copy(model, strategy)
     guide = None if teacher is None or strategy is default else replica_copy(teacher, strategy)
     guide = teacher if guide is None else guide
-    chief = _is_chief(strategy)
+    chief = is_chief(strategy)
     steps = data.steps_per_epoch
     global_batch = data.batch_size
     with strategy.scope():
@@ -319,36 +284,6 @@ def initial_model(space: SearchSpace, widths, init: str, run_dir: Path, data, *,
 
 
 # ---- latency ------------------------------------------------------------------------------------------------------
-def measure_latency(content: bytes, threads: int = 1, runs: int = 20, warmup: int = 2, repeats: int = 5,
-                    cpus=(0,), seed: int = 0) -> dict:
-    """Time the .tflite with the device profiler's protocol (device_profiler.timing: one interpreter, warm-up, N
-    timed invokes, min of N, pinned), ``repeats`` times with a fresh interpreter; the statistic is the median of
-    the repeats' minima (a new interpreter moves the min by ~2% here, so one repeat would be noisier than the
-    profiler's own samples). The process's CPU affinity is restored afterwards."""
-    from device_profiler import runtime as rt_mod, timing
-    rt = rt_mod.select()
-    old = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    try:
-        try:
-            pinned = timing.pin(list(cpus) if cpus is not None else None)
-        except OSError as e:
-            raise UsageError(f"cannot pin the timing to cores {list(cpus)} ({e}); this machine has cores {old}: "
-                             f"pass --cpus with one of them, or --cpus none") from None
-        protocol = timing.Protocol(runs=runs, warmup_runs=warmup, threads=threads)
-        rng = np.random.default_rng(seed)
-        per = [timing.time_model(rt, content, protocol, rng)["ms"] for _ in range(repeats)]
-    finally:
-        if old is not None:
-            os.sched_setaffinity(0, set(old))
-    mins = [p["min"] for p in per]
-    return {"status": "ok", "ms": {"min": float(np.median(mins)), "best": float(min(mins)),
-                                   "median": float(np.median([p["median"] for p in per])),
-                                   "repeat_min": mins, "count": runs},
-            "statistic": f"median over {repeats} interpreters of the min of {runs} invokes",
-            "warmup_runs": warmup, "threads": threads, "cpus": pinned, "runtime": rt.name,
-            "runtime_version": rt.version, "device": timing.describe_device()}
-
-
 def latency_section(measured: dict, table, table_path, fmt: str, widths, target_ms) -> dict:
     out = {"measured": measured, "target_ms": target_ms, "compared_format": latency_format(fmt),
            "device_hint": f"on the device: python -m device_profiler --template <the {latency_format(fmt)} "
@@ -534,15 +469,6 @@ def _check_args(a) -> None:
         raise UsageError(f"--keras-out {a.keras_out} should end in .keras (tf_keras picks the format by suffix)")
 
 
-def parse_cpus(text: str):
-    if text.strip().lower() == "none":
-        return None
-    try:
-        return tuple(int(c) for c in text.split(","))
-    except ValueError:
-        raise UsageError(f"--cpus {text!r} should be comma-separated core numbers, e.g. 0, or none") from None
-
-
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     _check_args(a)
@@ -565,7 +491,7 @@ def main(argv=None) -> int:
             raise UsageError("--resume with no training to resume (--epochs 0); drop --resume")
         if not (first / "checkpoint.json").is_file():
             raise UsageError(f"--resume: no checkpoint in {first}; drop --resume to start fresh")
-    from tfwidth.train import _is_chief, make_strategy
+    from tfwidth.training import is_chief, make_strategy
     strategy = make_strategy(a.strategy)
     replicas = strategy.num_replicas_in_sync
     if a.batch_size % replicas:
@@ -603,7 +529,7 @@ def main(argv=None) -> int:
                             distill_weight=a.distill_weight, temperature=a.temperature, ckpt_dir=work / "qat",
                             desc="qat", signature=dict(sig, float_epochs=a.epochs),
                             resume=a.resume and (work / "qat" / "checkpoint.json").is_file(), **common)
-    if not _is_chief(strategy):
+    if not is_chief(strategy):
         print(f"worker {strategy.cluster_resolver.task_id}: training done; the chief converts and writes the outputs")
         return 0
 

@@ -8,7 +8,7 @@ linear system, regularised towards "a wider layer is not faster".
 
     python -m tfwidth.latency fit samples.jsonl -o table.json [--validation val.jsonl | --holdout 0.1] [--plot fit.png]
     python -m tfwidth.latency validate table.json samples.jsonl
-    python -m tfwidth.latency refine --table table.json --samples samples.jsonl --template template.tflite \
+    python -m tfwidth.refine --table table.json --samples samples.jsonl --template template.tflite \
         --stats run/stats.json --target-ms 3.0 -o table_refined.json        (tfwidth/refine.py)
 """
 from __future__ import annotations
@@ -876,6 +876,8 @@ def _print_unconstrained(table: LatencyTable, limit: int = 20) -> None:
 
 
 def main(argv=None) -> int:
+    if (sys.argv[1:] if argv is None else list(argv))[:1] == ["refine"]:
+        raise UsageError("the refinement is its own command now: python -m tfwidth.refine (the same options)")
     p = ArgumentParser(prog="python -m tfwidth.latency", description=(
         "Fit the per-layer latency table from whole-network timings (samples.jsonl from device_profiler), or check "
         "a table against any samples file."))
@@ -918,18 +920,8 @@ def main(argv=None) -> int:
     v.add_argument("samples")
     v.add_argument("--plot", type=output_file, help="write a predicted-vs-measured plot here (PNG)")
     v.add_argument("--allow-mixed", action="store_true", help="accept samples of several runtimes/formats")
-    r = sub.add_parser("refine", help="time the solver's answers on this machine and refit until the table "
-                                      "predicts them within a tolerance",
-                       description="Solve every target with every method and statistics file, time those "
-                                   "configurations here (cut from the template, the samples' protocol), add the "
-                                   "timings to the fit with a higher weight and refit; repeat until every answer is "
-                                   "predicted within --tol. See tfwidth/refine.py.")
-    from tfwidth import refine
-    refine.add_arguments(r)
     a = p.parse_args(argv)
 
-    if a.cmd == "refine":
-        return refine.main(a)
     if a.cmd == "fit":
         if not 0 <= a.holdout < 1:
             raise UsageError(f"--holdout must be in [0, 1), got {a.holdout}")

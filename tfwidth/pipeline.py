@@ -183,7 +183,7 @@ def main(argv=None) -> int:
     p.add_argument("--accept-poor-table", action="store_true", help="go on with a table the fit judged too poor "
                    "to solve on (default: stop with its figures)")
     p.add_argument("--refine-rounds", type=count(1, 1000), help=f"measurement rounds of the refinement at most "
-                   f"(tfwidth.latency refine --rounds; default {refine_mod.ROUNDS}); a rerun with more continues "
+                   f"(tfwidth.refine --rounds; default {refine_mod.ROUNDS}); a rerun with more continues "
                    f"from the rounds already timed")
     p.add_argument("--accept-unconverged", action="store_true", help="go on to solve with a refined table whose "
                    "loop did not converge (default: when its answers are still more than "
@@ -276,7 +276,7 @@ def main(argv=None) -> int:
         train_args += ["--probe-configs", a.probe_configs]
     if a.aows:
         train_args += ["--aows", "--latency", table, "--target-ms", target]
-    # Resumed from its last finished epoch when it has a checkpoint (exact: tfwidth/train.py); any other run deletes
+    # Resumed from its last finished epoch when it has a checkpoint (exact: tfwidth/training.py); any other run deletes
     # run/ first: tfwidth.train refuses to start over a checkpointed run, and a stale stats.json must not survive.
     train_inputs = [space_path] + ([table] if a.aows else []) + (
         [a.dataset[len("npz:"):]] if a.dataset.startswith("npz:") else [])
@@ -288,12 +288,12 @@ def main(argv=None) -> int:
     # exactly where the solver likes to go, and its miss there is what the exported model pays
     if a.device_samples:
         print("[refine] skipped: the samples come from another device (--device-samples) and refinement times the "
-              "candidates on this machine; run python -m tfwidth.latency refine on that device")
+              "candidates on this machine; run python -m tfwidth.refine on that device")
     elif a.no_refine:
         print("[refine] skipped (--no-refine)")
     else:
         refined = work / "table_refined.json"
-        pl.stage("refine", "tfwidth.latency", ["refine", "--table", table, "--samples", work / "samples.jsonl",
+        pl.stage("refine", "tfwidth.refine", ["--table", table, "--samples", work / "samples.jsonl",
                                                "--template", work / "template.tflite", "--stats", run / "stats.json",
                                                "--target-ms", target, "--validation", work / "val.jsonl",
                                                "-o", refined] + ([] if a.cpus == "none" else ["--cpus", a.cpus])

@@ -130,12 +130,12 @@ def main(argv=None) -> int:
     if not (run / "stats.json").exists():
         raise UsageError(f"{run / 'stats.json'} does not exist; train first: python -m tfwidth.train --out {run}")
     from tfwidth.data import load_data
-    from tfwidth.export import load_supernet
+    from tfwidth.training import load_supernet
     from tfwidth.stats import WidthStats
     stats = WidthStats.load(run / "stats.json")
     space = stats.space
     model = load_supernet(run, space)
-    from tfwidth.train import read_sidecar
+    from tfwidth.training import read_sidecar
     side = read_sidecar(run) or {}
     if a.holdout is None:
         a.holdout = int(side.get("holdout", 0))

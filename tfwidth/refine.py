@@ -7,7 +7,7 @@ exactly the configurations whose latency the table under-predicts most: on the C
 ran 8-17% over their prediction although 90% of random configurations were within +-5%. Timing the solver's own
 answers and giving them weight in the fit fixes the table there, which is the only place its error matters.
 
-    python -m tfwidth.latency refine --table table.json --samples samples.jsonl --template template.tflite \\
+    python -m tfwidth.refine --table table.json --samples samples.jsonl --template template.tflite \\
         --stats run/stats.json --target-ms 0.18 0.49 -o table_refined.json
 
 The loop (``refine``) is pure logic: ``candidates(table)`` and ``measure(widths)`` are passed in, so tests drive it
@@ -23,9 +23,10 @@ import numpy as np
 
 from tfwidth.artifacts import check_space, read_json, write_json
 from device_profiler.checks import count, cpu_list, number, output_dir, output_file
-from tfwidth.errors import UsageError
+from tfwidth.errors import ArgumentParser, UsageError
 from tfwidth.latency import (DEFAULT_REG, PRIOR, LatencyTable, fit_table, format_metrics, load_samples, measured,
                              prior_table_of, read_records, reference_level)
+from tfwidth.solve import costs_hash
 
 TOL = 0.03      # per-candidate |measured / predicted - 1| at which the table is accepted
 ROUNDS = 12     # measurement rounds at most (a round times ~10 configurations per answer: seconds here)
@@ -360,30 +361,6 @@ def _settled(table: LatencyTable, target, tried: list[dict], slack: float) -> di
             "attempts": len(tried)}
 
 
-def meet_target(solve_at, measure_ms, target_ms: float, rounds: int = 4, slack: float = 0.0,
-                aim_ms: float | None = None) -> dict:
-    """Solve at the target, time the answer on the device, and while it runs over ``target_ms * (1 + slack)`` aim
-    lower by the measured miss (aim *= target / measured) and solve again, ``rounds`` times at most.
-
-    Why: even a refined table is off by a few percent somewhere, and the solver sits right at the budget, so an
-    answer predicted at 100% of the target can run at 104%; a user's budget is a measured one. ``solve_at(aim_ms)``
-    returns widths or None (nothing that fast); ``measure_ms(widths)`` times them. ``aim_ms``: where to aim first
-    (a refined table records the aim whose answer it timed within the target, see ``refine``). Returns the last
-    answer with ``met`` and every attempt (aim, widths, measured)."""
-    aim, history = float(aim_ms or target_ms), []
-    for _ in range(max(1, int(rounds))):
-        w = solve_at(aim)
-        if w is None:
-            break
-        m = float(measure_ms(w))
-        history.append({"aim_ms": aim, "widths": [int(x) for x in w], "measured_ms": m})
-        if m <= target_ms * (1 + slack):
-            return {"widths": history[-1]["widths"], "measured_ms": m, "met": True, "attempts": history}
-        aim *= target_ms / m
-    last = history[-1] if history else {"widths": None, "measured_ms": None}
-    return {"widths": last["widths"], "measured_ms": last["measured_ms"], "met": False, "attempts": history}
-
-
 # ---- this machine as the device --------------------------------------------------------------------------------
 def sample_protocol(path) -> dict:
     """How the samples in a samples.jsonl were timed, so refinement timings are comparable with them: invokes per
@@ -490,17 +467,6 @@ class HostDevice:
         return [dict(d, ref_ms=level, ref_ms_latest=d.get("ref_ms")) for d in samples]
 
 
-def costs_hash(costs) -> str:
-    """Short hash of a supernet's width costs (rounded), so a refined table's answers can be matched to the statistics
-    they were solved with."""
-    import hashlib
-    h = hashlib.sha256()
-    # a ChainCost (pairwise estimator) hashes its unary and pairwise arrays; a plain list is the old hash unchanged
-    for c in (tuple(costs.unary) + tuple(costs.pairwise)) if hasattr(costs, "pairwise") else costs:
-        h.update(np.round(np.asarray(c, dtype=np.float64), 9).tobytes())
-    return h.hexdigest()[:16]
-
-
 def solve_answers(space, costs_list, targets, methods):
     """(entries, candidates): one entry (statistics index, target, method) per combination, and
     ``candidates(table, aims=None)``, every entry's answer solved at its aim (the target by default); None where
@@ -555,8 +521,16 @@ def add_arguments(r) -> None:
     r.add_argument("--cpus", type=cpu_list, help="override the samples' cores, e.g. 0 ('none': do not pin)")
 
 
-def main(a) -> int:
-    """`python -m tfwidth.latency refine` (parsed there)."""
+def main(argv=None) -> int:
+    p = ArgumentParser(prog="python -m tfwidth.refine", description=(
+        "Solve every target with every method and statistics file, time those configurations here (cut from the "
+        "template, the samples' protocol), add the timings to the fit with a higher weight and refit; repeat until "
+        "every answer is predicted within --tol."))
+    add_arguments(p)
+    return _run(p.parse_args(argv))
+
+
+def _run(a) -> int:
     import socket
     from tfwidth.solve import METHODS
     from tfwidth.stats import WidthStats
@@ -619,13 +593,7 @@ def main(a) -> int:
     return 0
 
 
-
-def recorded_aim(table: LatencyTable, costs, method: str, target_ms: float) -> float | None:
-    """The aim at which ``refine`` timed this statistics' ``method`` answer within ``target_ms`` (None: not refined
-    for it). Solving there with the refined table gives that timed answer again."""
-    h = costs_hash(costs)
-    for r in ((table.fit or {}).get("refine") or {}).get("answers", []):
-        if (r.get("costs") == h and r.get("method") == method and r.get("met") and r.get("aim_ms")
-                and abs(float(r["target_ms"]) - float(target_ms)) <= 1e-9 * max(1.0, float(target_ms))):
-            return float(r["aim_ms"])
-    return None
+if __name__ == "__main__":
+    import sys
+    from tfwidth.errors import run_cli
+    sys.exit(run_cli(main))

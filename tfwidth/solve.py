@@ -23,34 +23,10 @@ from tfwidth.artifacts import atomic_write_bytes, write_json
 from device_profiler.checks import count, cpu_list, number, output_file
 from tfwidth.errors import ArgumentParser, SpaceMismatch, UsageError
 from tfwidth.latency import LatencyTable
-from tfwidth.space import ChainCost, SearchSpace
-from tfwidth.stats import WidthStats
+from tfwidth.space import SearchSpace
+from tfwidth.stats import WidthStats, acc_chain
 
 METHODS = ("exact", "ows", "greedy", "uniform")
-
-
-def acc_chain(space: SearchSpace, stats_costs) -> ChainCost:
-    """Score chain: minus the loss increases (higher is better). ``stats_costs``: per-layer arrays (no pairwise
-    terms), or a ChainCost of loss increases with pairwise terms (WidthStats.costs(estimator="pairwise"))."""
-    if isinstance(stats_costs, ChainCost):
-        c = stats_costs
-        ok = len(c.unary) == space.num_layers and len(c.pairwise) == space.num_layers - 1 and all(
-            np.shape(u) == (k,) for u, k in zip(c.unary, space.num_choices)) and all(
-            np.shape(p) == (a, b) for p, a, b in zip(c.pairwise, space.num_choices, space.num_choices[1:]))
-        if not ok:
-            raise UsageError("width statistics do not have the shape of the search space; regenerate them")
-        if not all(np.isfinite(x).all() for x in c.unary + c.pairwise):
-            raise UsageError("width statistics contain NaN or infinite costs; the training diverged: retrain or "
-                             "use an earlier stats.json")
-        return c.scale(-1.0)
-    costs = [np.asarray(c, float) for c in stats_costs]
-    if len(costs) != space.num_layers or any(c.shape != (k,) for c, k in zip(costs, space.num_choices)):
-        raise UsageError("width statistics do not have the shape of the search space; regenerate them")
-    if not all(np.isfinite(c).all() for c in costs):
-        raise UsageError("width statistics contain NaN or infinite costs; the training diverged: retrain or "
-                         "use an earlier stats.json")
-    return ChainCost(tuple(-c for c in costs), tuple(np.zeros((a, b)) for a, b in
-                                                       zip(space.num_choices, space.num_choices[1:])))
 
 
 @functools.lru_cache(maxsize=8)
@@ -177,13 +153,59 @@ def write_pareto(prefix, rows: list[dict], methods) -> tuple[Path, Path]:
     return csv_path, png_path
 
 
+# ---- meeting a measured target ----------------------------------------------------------------------------------
+def costs_hash(costs) -> str:
+    """Short hash of a supernet's width costs (rounded), so a refined table's answers can be matched to the statistics
+    they were solved with."""
+    import hashlib
+    h = hashlib.sha256()
+    # a ChainCost (pairwise estimator) hashes its unary and pairwise arrays; a plain list is the old hash unchanged
+    for c in (tuple(costs.unary) + tuple(costs.pairwise)) if hasattr(costs, "pairwise") else costs:
+        h.update(np.round(np.asarray(c, dtype=np.float64), 9).tobytes())
+    return h.hexdigest()[:16]
+
+
+def meet_target(solve_at, measure_ms, target_ms: float, rounds: int = 4, slack: float = 0.0,
+                aim_ms: float | None = None) -> dict:
+    """Solve at the target, time the answer on the device, and while it runs over ``target_ms * (1 + slack)`` aim
+    lower by the measured miss (aim *= target / measured) and solve again, ``rounds`` times at most.
+
+    Why: even a refined table is off by a few percent somewhere, and the solver sits right at the budget, so an
+    answer predicted at 100% of the target can run at 104%; a user's budget is a measured one. ``solve_at(aim_ms)``
+    returns widths or None (nothing that fast); ``measure_ms(widths)`` times them. ``aim_ms``: where to aim first
+    (a refined table records the aim whose answer it timed within the target, see ``refine``). Returns the last
+    answer with ``met`` and every attempt (aim, widths, measured)."""
+    aim, history = float(aim_ms or target_ms), []
+    for _ in range(max(1, int(rounds))):
+        w = solve_at(aim)
+        if w is None:
+            break
+        m = float(measure_ms(w))
+        history.append({"aim_ms": aim, "widths": [int(x) for x in w], "measured_ms": m})
+        if m <= target_ms * (1 + slack):
+            return {"widths": history[-1]["widths"], "measured_ms": m, "met": True, "attempts": history}
+        aim *= target_ms / m
+    last = history[-1] if history else {"widths": None, "measured_ms": None}
+    return {"widths": last["widths"], "measured_ms": last["measured_ms"], "met": False, "attempts": history}
+
+
+def recorded_aim(table: LatencyTable, costs, method: str, target_ms: float) -> float | None:
+    """The aim at which ``refine`` timed this statistics' ``method`` answer within ``target_ms`` (None: not refined
+    for it). Solving there with the refined table gives that timed answer again."""
+    h = costs_hash(costs)
+    for r in ((table.fit or {}).get("refine") or {}).get("answers", []):
+        if (r.get("costs") == h and r.get("method") == method and r.get("met") and r.get("aim_ms")
+                and abs(float(r["target_ms"]) - float(target_ms)) <= 1e-9 * max(1.0, float(target_ms))):
+            return float(r["aim_ms"])
+    return None
+
+
 def _verified(space, costs, table, a, method) -> dict:
-    """describe() of the answer that ``tfwidth.refine.meet_target`` settles on, timing variants of the template on
+    """describe() of the answer that ``meet_target`` settles on, timing variants of the template on
     this machine with the export's protocol (the statistic the exported model is judged by)."""
     from device_profiler.errors import UsageError as DeviceUsageError
     from device_profiler.variants import load as load_template
-    from tfwidth.export import measure_latency
-    from tfwidth.refine import meet_target, recorded_aim
+    from tfwidth.host import measure_latency
     try:
         maker = load_template(a.verify_template)
     except DeviceUsageError as e:

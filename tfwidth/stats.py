@@ -56,7 +56,7 @@ import numpy as np
 
 from tfwidth.artifacts import check_space, read_json, write_json
 from tfwidth.errors import UsageError
-from tfwidth.space import SearchSpace
+from tfwidth.space import ChainCost, SearchSpace
 
 ESTIMATORS = ("auto", "regression", "mean", "pairwise")
 # the least cost of one width step down, relative to the data's mean loss increase: a tie-break towards the wider
@@ -411,3 +411,27 @@ class WidthStats:
     @classmethod
     def load(cls, path, space: SearchSpace | None = None) -> "WidthStats":
         return cls.from_json(read_json(path, "stats"), space, f"stats {path}")
+
+
+def acc_chain(space: SearchSpace, stats_costs) -> ChainCost:
+    """Score chain: minus the loss increases (higher is better). ``stats_costs``: per-layer arrays (no pairwise
+    terms), or a ChainCost of loss increases with pairwise terms (WidthStats.costs(estimator="pairwise"))."""
+    if isinstance(stats_costs, ChainCost):
+        c = stats_costs
+        ok = len(c.unary) == space.num_layers and len(c.pairwise) == space.num_layers - 1 and all(
+            np.shape(u) == (k,) for u, k in zip(c.unary, space.num_choices)) and all(
+            np.shape(p) == (a, b) for p, a, b in zip(c.pairwise, space.num_choices, space.num_choices[1:]))
+        if not ok:
+            raise UsageError("width statistics do not have the shape of the search space; regenerate them")
+        if not all(np.isfinite(x).all() for x in c.unary + c.pairwise):
+            raise UsageError("width statistics contain NaN or infinite costs; the training diverged: retrain or "
+                             "use an earlier stats.json")
+        return c.scale(-1.0)
+    costs = [np.asarray(c, float) for c in stats_costs]
+    if len(costs) != space.num_layers or any(c.shape != (k,) for c, k in zip(costs, space.num_choices)):
+        raise UsageError("width statistics do not have the shape of the search space; regenerate them")
+    if not all(np.isfinite(c).all() for c in costs):
+        raise UsageError("width statistics contain NaN or infinite costs; the training diverged: retrain or "
+                         "use an earlier stats.json")
+    return ChainCost(tuple(-c for c in costs), tuple(np.zeros((a, b)) for a, b in
+                                                       zip(space.num_choices, space.num_choices[1:])))

@@ -23,7 +23,7 @@ Random widths are drawn statelessly from (seed, optimizer step) and from ``sampl
 default; AOWS sets it with ``set_sampling``). The width statistic is each example's loss on the true labels at the
 random configuration minus the max network's, split evenly over the layers it is attributed to, accumulated in
 variables (so checkpoints hold it) and rolled per epoch by ``end_stats_epoch``; ``width_stats()`` -> WidthStats.
-The CLI and checkpointing live in tfwidth/train.py.
+The training loop and checkpointing live in tfwidth/training.py, the CLI in tfwidth/train.py.
 """
 from __future__ import annotations
 

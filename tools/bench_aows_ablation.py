@@ -39,7 +39,9 @@ def main(argv=None) -> int:
     from tfwidth.artifacts import read_json, write_json
     from tfwidth.convert import convert, keras_logits, top1
     from tfwidth.data import load_data
-    from tfwidth.export import initial_model, load_supernet, measure_latency, recalibrate_plain_bn
+    from tfwidth.export import initial_model, recalibrate_plain_bn
+    from tfwidth.host import measure_latency
+    from tfwidth.training import load_supernet
     from tfwidth.export import train as finetune
     from tfwidth.latency import LatencyTable
     from tfwidth.solve import solve

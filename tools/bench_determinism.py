@@ -1,4 +1,4 @@
-"""The price of reproducible training: Grappler's arithmetic optimizer on vs off (tfwidth.train.reproducible_graphs).
+"""The price of reproducible training: Grappler's arithmetic optimizer on vs off (tfwidth.training.reproducible_graphs).
 
     python tools/bench_determinism.py --data cifar10.npz [--pairs 2]
 
@@ -24,7 +24,7 @@ import tensorflow as tf
 import tf_keras as keras
 mode, data, out = sys.argv[1:4]
 if mode == "off":
-    from tfwidth.train import reproducible_graphs
+    from tfwidth.training import reproducible_graphs
     reproducible_graphs()
 from tfwidth.data import load_data
 from tfwidth.space import preset

@@ -147,7 +147,7 @@ def cache_key(targets, entries, extra=None) -> str:
 
 def costs_key(c):
     """An entry's costs as the cache sees them: per-layer lists rounded; ChainCosts by their hash."""
-    from tfwidth.refine import costs_hash
+    from tfwidth.solve import costs_hash
     return costs_hash(c) if hasattr(c, "pairwise") else [np.round(x, 8).tolist() for x in c]
 
 
@@ -275,7 +275,8 @@ def main(argv=None) -> int:
         return 0
 
     # 1. the OWS supernet first: training tolerates a loaded machine, timing does not --------------------------
-    from tfwidth.train import read_sidecar, train
+    from tfwidth.train import train
+    from tfwidth.training import read_sidecar
     data = load_bench_data(a, space)
     print(data.describe())
     runs = {"ows": sd / "run_ows"}
@@ -355,7 +356,7 @@ def main(argv=None) -> int:
 
     # targets: measured latencies of uniform networks ---------------------------------------------------------
     from device_profiler.variants import VariantMaker
-    from tfwidth.export import measure_latency
+    from tfwidth.host import measure_latency
     maker = VariantMaker(tpl.read_bytes(), json.loads(tpl.with_suffix(".json").read_text()))
     tpath = work / "targets.json"
     target_parts = {"args": {"mults": MULTS, "runs": 20, "repeats": 5, "cpus": [0]},

@@ -50,9 +50,10 @@ def main(argv=None) -> int:
 
     from bench_e2e import bench_space, ensure_probe, load_bench_data
     from tfwidth import probe
-    from tfwidth.export import load_supernet
+    from tfwidth.training import load_supernet
     from tfwidth.latency import LatencyTable
-    from tfwidth.solve import acc_chain, solve
+    from tfwidth.solve import solve
+    from tfwidth.stats import acc_chain
     from tfwidth.stats import WidthStats, regression_costs
     space = bench_space(a)
     data = load_bench_data(argparse.Namespace(**vars(a), batch_size=128, eval_limit=1, seed=0), space)
