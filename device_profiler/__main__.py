@@ -20,7 +20,7 @@ import numpy as np
 
 from device_profiler import runtime as runtimes
 from device_profiler import adb, samples, timing, variants
-from device_profiler.checks import count, number, output_file
+from device_profiler.checks import cores, count, number, output_file
 from device_profiler.errors import ArgumentParser, UsageError, run_cli
 
 
@@ -501,7 +501,7 @@ def main(argv=None) -> int:
         raise UsageError("--use-gpu, --use-xnnpack and --serial are options of --runner adb (an Android phone); "
                          "add --runner adb or drop them")
     try:
-        cpus = None if a.cpus is None else [int(c) for c in a.cpus.split(",")]
+        cpus = cores(a.cpus)
     except ValueError:
         raise UsageError(f"--cpus {a.cpus!r} should be comma-separated core numbers, e.g. 0") from None
     shard = parse_shard(a.shard)

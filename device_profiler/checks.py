@@ -106,13 +106,23 @@ def output_dir(text: str) -> str:
 
 def cpu_list(text: str) -> str:
     """type= for cores to pin to: comma-separated core numbers (e.g. 0 or 0,1) or 'none' (do not pin). Returns the
-    text unchanged, for the callers' own parsing."""
-    if str(text).strip() != "none":
-        try:
-            cores = [int(c) for c in str(text).split(",")]
-        except ValueError:
-            cores = None
-        if not cores or any(c < 0 or c > 4095 for c in cores):
-            raise argparse.ArgumentTypeError(f"expected comma-separated core numbers (e.g. 0 or 0,1) or 'none', "
-                                             f"got {text!r}")
+    text unchanged (artefacts record it as given); ``cores`` reads it."""
+    try:
+        cores(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return text
+
+
+def cores(text: str | None) -> list[int] | None:
+    """The cores a --cpus value names: None (do not pin) for 'none' or no value, else the core numbers; ValueError
+    with the message to show when it is neither."""
+    if text is None or str(text).strip() == "none":
+        return None
+    try:
+        got = [int(c) for c in str(text).split(",")]
+    except ValueError:
+        got = None
+    if not got or any(c < 0 or c > 4095 for c in got):
+        raise ValueError(f"expected comma-separated core numbers (e.g. 0 or 0,1) or 'none', got {text!r}")
+    return got

@@ -252,3 +252,16 @@ def test_cpus_and_command():
                    "--use_xnnpack=true")
     assert "--use_gpu=true" in benchmark_command("b", "g", use_gpu=True)
     assert "taskset" not in benchmark_command("b", "g") and "xnnpack" not in benchmark_command("b", "g")
+
+
+def test_one_reader_of_host_cpus_values():
+    # device_profiler.checks.cores reads every host --cpus value (the phone's taskset form above is adb's own)
+    import argparse
+    from device_profiler.checks import cores, cpu_list
+    assert cores("0") == [0] and cores("0,1") == [0, 1] and cores("none") is None and cores(None) is None
+    for bad in ("abc", "", "-1", "0,,1"):
+        with pytest.raises(ValueError, match="comma-separated core numbers"):
+            cores(bad)
+        with pytest.raises(argparse.ArgumentTypeError, match=repr(bad)):
+            cpu_list(bad)
+    assert cpu_list("0,1") == "0,1"

@@ -28,9 +28,9 @@ import tfwidth  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from tfwidth.artifacts import check_space, json_bytes, read_json, write_json, write_set
 from tfwidth.convert import FORMATS, INTEGER_FORMATS, IO_TYPES, LiteModel, agreement, check_format, convert, \
     keras_logits, latency_format, quantize_for_training, top1
-from device_profiler.checks import count, cpu_list, number, output_dir, output_file
+from device_profiler.checks import cores, count, cpu_list, number, output_dir, output_file
 from tfwidth.errors import ArgumentParser, UsageError, run_cli
-from tfwidth.host import measure_latency, parse_cpus
+from tfwidth.host import measure_latency
 from tfwidth.space import SearchSpace
 from tfwidth.training import load_supernet, run_space
 
@@ -472,7 +472,7 @@ def _check_args(a) -> None:
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     _check_args(a)
-    cpus = parse_cpus(a.cpus)
+    cpus = cores(a.cpus)
     space, widths, wdoc = load_widths(a.widths)
     run_dir = Path(a.run)
     rdoc, rfile = run_space(run_dir) if run_dir.is_dir() else (None, None)

@@ -1,5 +1,6 @@
-"""Host-side timing: a .tflite timed on this machine with the device profiler's protocol, and the --cpus option of
-the host's CLIs. Below every stage that times a model (the solver's --verify-template, the export's check)."""
+"""Host-side timing: a .tflite timed on this machine with the device profiler's protocol. Below every stage that
+times a model (the solver's --verify-template, the export's check); --cpus values are read by
+device_profiler.checks.cores."""
 from __future__ import annotations
 
 import os
@@ -37,12 +38,3 @@ def measure_latency(content: bytes, threads: int = 1, runs: int = 20, warmup: in
             "statistic": f"median over {repeats} interpreters of the min of {runs} invokes",
             "warmup_runs": warmup, "threads": threads, "cpus": pinned, "runtime": rt.name,
             "runtime_version": rt.version, "device": timing.describe_device()}
-
-
-def parse_cpus(text: str):
-    if text.strip().lower() == "none":
-        return None
-    try:
-        return tuple(int(c) for c in text.split(","))
-    except ValueError:
-        raise UsageError(f"--cpus {text!r} should be comma-separated core numbers, e.g. 0, or none") from None

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from tfwidth.artifacts import check_space, read_json, write_json
-from device_profiler.checks import count, cpu_list, number, output_dir, output_file
+from device_profiler.checks import cores, count, cpu_list, number, output_dir, output_file
 from tfwidth.errors import ArgumentParser, UsageError
 from tfwidth.latency import (DEFAULT_REG, PRIOR, LatencyTable, fit_table, format_metrics, load_samples, measured,
                              prior_table_of, read_records, reference_level)
@@ -560,7 +560,7 @@ def _run(a) -> int:
         raise UsageError(f"the samples were timed on {', '.join(sorted(h for h in proto['hosts'] if h))}, not on "
                          f"this machine ({here}): refinement times candidates here, so run it on that device")
     if a.cpus is not None:
-        proto["cpus"] = None if a.cpus == "none" else [int(c) for c in a.cpus.split(",")]
+        proto["cpus"] = cores(a.cpus)
     costs = [WidthStats.load(s, space).costs(a.stats_view) for s in a.stats]
     val = load_samples(a.validation) if a.validation else None
     timings = Path(a.timings) if a.timings else Path(a.output).with_suffix(".refine")

@@ -20,7 +20,7 @@ import numpy as np
 
 from tfwidth import mrf
 from tfwidth.artifacts import atomic_write_bytes, write_json
-from device_profiler.checks import count, cpu_list, number, output_file
+from device_profiler.checks import cores, count, cpu_list, number, output_file
 from tfwidth.errors import ArgumentParser, SpaceMismatch, UsageError
 from tfwidth.latency import LatencyTable
 from tfwidth.space import SearchSpace
@@ -214,7 +214,7 @@ def _verified(space, costs, table, a, method) -> dict:
         raise SpaceMismatch(f"template {a.verify_template} is for space {maker.manifest.get('space_hash')}, the stats "
                             f"for {space.space_hash}; pass the template the table's samples were cut from")
     try:
-        cpus = None if a.cpus == "none" else [int(c) for c in a.cpus.split(",")]
+        cpus = cores(a.cpus)
     except ValueError:
         raise UsageError(f"--cpus {a.cpus!r}: give core numbers like 0 or 0,1, or none") from None
     sols = {}
