@@ -23,6 +23,7 @@ import warnings
 import numpy as np
 
 import tfwidth  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+from device_profiler.runtime import select as select_runtime
 from tfwidth.errors import UsageError
 
 FORMATS = ("fp32", "fp16", "int8", "qat")
@@ -84,23 +85,15 @@ def convert(model, fmt: str, representative: np.ndarray | None = None, io: str =
 
 
 def runtime() -> tuple[str, str]:
-    """(name, version) of the interpreter used for verification: LiteRT when installed, else TensorFlow's."""
-    try:
-        import ai_edge_litert
-        from ai_edge_litert import interpreter  # noqa: F401
-        return "ai_edge_litert", getattr(ai_edge_litert, "__version__", "?")
-    except ImportError:
-        import tensorflow as tf
-        return "tensorflow.lite", tf.__version__
+    """(name, version) of the interpreter used for verification: the one the device profiler times with
+    (device_profiler.runtime.select: LiteRT, then tflite_runtime, then TensorFlow's), so a verified model and its
+    timings share one runtime."""
+    rt = select_runtime()
+    return rt.name, rt.version
 
 
 def _interpreter_class():
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        import tensorflow as tf
-        Interpreter = tf.lite.Interpreter
-    return Interpreter
+    return select_runtime().interpreter_class
 
 
 class LiteModel:

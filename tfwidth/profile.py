@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from tfwidth.artifacts import atomic_write_bytes, check_space, read_json, write_json
+from tfwidth.convert import convert as convert_model
 from device_profiler.checks import count, output_file
 from tfwidth.errors import ArgumentParser, UsageError, run_cli
 from tfwidth.space import ChainCost, SearchSpace
@@ -50,18 +51,15 @@ def sliced_model(max_model, space: SearchSpace, widths):
 
 
 def convert(model, fmt: str = "fp32", seed: int = 0, calibration_batches: int = 32) -> bytes:
-    import tensorflow as tf
+    """The template's conversion (tfwidth.convert.convert), int8 calibrated on ``calibration_batches`` random images:
+    a template's weights are random too, only its graph and shapes are timed."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    rep = None
     if fmt == "int8":
-        shape = (1,) + tuple(model.input_shape[1:])
         rng = np.random.default_rng(seed)
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = lambda: ([rng.normal(size=shape).astype(np.float32)]
-                                               for _ in range(calibration_batches))
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    return bytes(conv.convert())
+        rep = np.concatenate([rng.normal(size=(1,) + tuple(model.input_shape[1:])) for _ in range(calibration_batches)])
+    return convert_model(model, fmt, representative=rep)
 
 
 def _schema():
