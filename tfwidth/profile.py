@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfwidth import mrf
 from tfwidth.artifacts import atomic_write_bytes, check_space, read_json, write_json
 from tfwidth.convert import convert as convert_model
 from device_profiler.checks import count, output_file
@@ -227,21 +228,6 @@ def make_template(space: SearchSpace, fmt: str = "fp32", seed: int = 0, model=No
 
 
 # ---- plans ------------------------------------------------------------------------------------------------------
-def _min_path(cost: ChainCost, noise: ChainCost) -> tuple:
-    """Viterbi: the index path minimising the chain's total (cost + tie-breaking noise)."""
-    n = len(cost.unary)
-    acc = cost.unary[0] + noise.unary[0]
-    back = []
-    for i in range(1, n):
-        tot = acc[:, None] + cost.pairwise[i - 1] + noise.pairwise[i - 1]
-        back.append(np.argmin(tot, axis=0))
-        acc = tot.min(axis=0) + cost.unary[i] + noise.unary[i]
-    idx = [int(np.argmin(acc))]
-    for b in reversed(back):
-        idx.append(int(b[idx[-1]]))
-    return tuple(reversed(idx))
-
-
 def biased_configs(space: SearchSpace, count: int, rng: np.random.Generator, bands=None) -> list[tuple]:
     """Each next configuration covers the least-measured latency-table entries (stem, block pairs, head).
 
@@ -263,7 +249,7 @@ def biased_configs(space: SearchSpace, count: int, rng: np.random.Generator, ban
                                         tuple(np.zeros_like(p) for p in pairwise))
         noise = ChainCost(tuple(rng.uniform(0, eps, n) for n in k),
                           tuple(rng.uniform(0, eps, p.shape) for p in pairwise))
-        idx = _min_path(counts, noise)
+        idx = mrf.min_total(mrf.combine([(1.0, counts), (1.0, noise)]))[0]
         # stem (3 -> c_1) and head (pool + classifier on c_last) are unary entries; the blocks are pairs
         unary[0][idx[0]] += 1
         unary[-1][idx[-1]] += 1
