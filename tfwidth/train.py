@@ -30,11 +30,11 @@ def train(space: SearchSpace, data, out_dir, epochs: int, *, probe_configs: int 
     configurations of the trained supernet measured on ``probe_images`` fixed training images (tfwidth/probe.py; the
     held-out ones if ``data`` holds some out) into stats.json's probe view, which the solver prefers; a probe already
     there for this epoch count and these settings is kept. Returns the training's result with those statistics."""
+    import tensorflow as tf
     from tfwidth import probe
     from tfwidth.stats import WidthStats
     from tfwidth.training import is_chief
     result = train_supernet(space, data, out_dir, epochs, seed=seed, strategy=strategy, verbose=verbose, **kw)
-    import tensorflow as tf
     if probe_configs and is_chief(strategy or tf.distribute.get_strategy()):
         out, stats = Path(out_dir), result.stats
         old = WidthStats.load(out / "stats.json", space) if (out / "stats.json").exists() else None
