@@ -262,12 +262,12 @@ def test_e2e_validation_split_follows_the_training_subset(tmp_path, capsys):
 
 def test_e2e_folder_run_names_its_data_and_keeps_its_own_docs_section(tmp_path):
     import bench_e2e
+    from tfwidth.space import preset
     a = bench_e2e.parser().parse_args(["--data", f"folder:{tmp_path / 'cifar10_64'}", "--preset", "mobilenet_v1",
                                        "--resolution", "64", "--work", str(tmp_path / "w")])
     assert bench_e2e.command(a, 1) == ("python tools/bench_e2e.py --data folder:cifar10_64 --work w --seed 1 "
                                        "--preset mobilenet_v1 --resolution 64")
-    assert bench_e2e.bench_space(a).space_hash == __import__("tfwidth.space").space.preset(
-        "mobilenet_v1", resolution=64, classes=10).space_hash
+    assert bench_e2e.bench_space(a).space_hash == preset("mobilenet_v1", resolution=64, classes=10).space_hash
     npz = bench_e2e.parser().parse_args(["--data", "cifar10.npz"])
     docs = "# Benchmarks\n\n## End-to-end through folder: older\nold folder\n\n## End-to-end: npz\nold cifar\n\n" \
            "## Latency model\nlat\n"
