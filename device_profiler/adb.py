@@ -389,9 +389,9 @@ class AdbBenchmark:
         shutil.rmtree(self._tmpdir, ignore_errors=True)
 
 
-# ---- a profiling session (the interface of device_profiler.__main__.Session) ------------------------------------
+# ---- a profiling session (the interface of device_profiler.session.Session) -------------------------------------
 class AdbSession:
-    """Widths -> sample records, timed on the phone. Drop-in for the local Session in ``__main__.profile``, which
+    """Widths -> sample records, timed on the phone. Drop-in for the local Session in ``session.profile``, which
     does resume, the reference re-timing every K samples and the progress bar the same way for both runners."""
 
     def __init__(self, maker, bench: AdbBenchmark, device: dict, runtime_version: str):
@@ -480,29 +480,3 @@ def add_arguments(p) -> None:
     d.add_argument("--use-gpu", action="store_true", help="time with the GPU delegate (--use_gpu=true)")
     d.add_argument("--use-xnnpack", action="store_true",
                    help="force the XNNPACK delegate (--use_xnnpack=true); default: the binary's default CPU path")
-
-
-def cli(a, load_plan, parse_shard, profile, benchmark, report_noise=lambda r: None) -> int:
-    """``python -m device_profiler --runner adb ...``: the local CLI's flow with an AdbSession (same samples file,
-    same resume and reference re-timing, from ``__main__.profile``). --cpus takes a list or ranges (taskset)."""
-    from device_profiler import variants
-    shard = parse_shard(a.shard)
-    maker = variants.load(a.template)
-    plan = load_plan(a.plan, maker) if a.benchmark is None else None
-    session = open_session(maker, binary=a.benchmark_binary, serial=a.serial, threads=a.threads, cpus=a.cpus,
-                           runs=a.runs, warmup_runs=a.warmup_runs, warmup_seconds=a.warmup_seconds,
-                           use_gpu=a.use_gpu, use_xnnpack=a.use_xnnpack, remote_dir=a.remote_dir)
-    try:
-        dev = session.device
-        where = f"{dev['machine']} ({dev['cpu']}, {dev['os']}, {dev['hostname']})"
-        if a.benchmark is not None:
-            return benchmark(session, maker, a.benchmark,
-                             f"benchmark_model on {where}, {session.threads} thread(s), cpus {session.cpus}")
-        print(f"profiling on {where} with {a.benchmark_binary}", file=sys.stderr)
-        r = profile(session, plan, a.out, shard, a.reference_every, not a.no_progress)
-    finally:
-        session.close()
-    print(f"timed {r['timed']} configurations ({r['failed']} failed), skipped {r['skipped']} already in {a.out}; "
-          f"wall {r['wall_s']:.1f} s, {r['invoke_s']:.1f} s inside benchmark_model's runs")
-    report_noise(r)
-    return 0

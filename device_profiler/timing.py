@@ -70,7 +70,7 @@ def time_model(runtime, model: bytes, protocol: Protocol, rng: np.random.Generat
     """Time one model; returns {"ms": stats, "warmup_runs", "invoke_s": seconds spent inside invokes, "times_ms":
     [the model's invoke times, (the reference's)]}. Consecutive blocks (``protocol.precision``) are what one model
     timed by itself gets (--benchmark); a plan's configurations are timed in visits spread over their window
-    instead (device_profiler.__main__.Session.record_many), which is what survives a device whose speed drifts.
+    instead (device_profiler.session.Session.record_many), which is what survives a device whose speed drifts.
 
     With a `reference` interpreter, its invokes alternate with the model's ({"ref_ms": its stats} is added): on a
     shared or throttling device the load changes from one second to the next, and a reference timed in the same

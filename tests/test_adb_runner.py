@@ -327,7 +327,7 @@ def test_no_adb_on_path(tiny, phone, tmp_path):
 
 def test_device_lost_mid_run_stops_resumably(tiny, phone, tmp_path, monkeypatch):
     from device_profiler import adb as adbmod, variants
-    from device_profiler.__main__ import load_plan, profile
+    from device_profiler.session import load_plan, profile
     for k, v in phone.env().items():
         monkeypatch.setenv(k, v)
     maker = variants.load(tiny / "template.tflite")

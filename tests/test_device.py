@@ -224,7 +224,7 @@ def test_a_window_is_timed_in_visits_until_each_minimum_repeats(monkeypatch):
     """Session.record_many: every item once per visit, in order; then only the items whose two lowest visit minima
     are more than the precision apart, until max_blocks visits; each record holds all its visits' invokes."""
     from device_profiler import timing
-    from device_profiler.__main__ import Session
+    from device_profiler.session import Session
     # per configuration (first width) the minima its successive visits measure
     mins = {1: [1.0, 1.004], 2: [2.0, 2.5, 2.01], 3: [3.0, 4.0, 5.0, 6.0]}
     calls = []

@@ -15,7 +15,7 @@ import tfwidth  # noqa: F401
 import tfwidth.latency as L
 from conftest import assert_usage_error, run_module
 from device_profiler import samples as dsamples
-from device_profiler.__main__ import NoiseCheck, profile
+from device_profiler.session import NoiseCheck, profile
 from device_profiler.errors import UsageError as DeviceUsageError
 from tfwidth.artifacts import atomic_write_bytes, write_json
 from tfwidth.space import tiny_space
@@ -26,7 +26,7 @@ SPACE = tiny_space()
 # ---- the profiler's noise check, on a fake device ------------------------------------------------------------------
 class FakeSession:
     """Times every configuration at sum(widths) us, slowed by ``factor`` for the calls in ``busy`` (call numbers):
-    a device that another job slows down for a while. The interface of device_profiler.__main__.Session."""
+    a device that another job slows down for a while. The interface of device_profiler.session.Session."""
 
     def __init__(self, busy=(), factor=1.3):
         self.maker = SimpleNamespace(manifest={"space_hash": SPACE.space_hash, "format": "fp32"})

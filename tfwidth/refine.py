@@ -406,7 +406,7 @@ class HostDevice:
 
     def __init__(self, template, out_dir, protocol: dict, seed: int = 0, log=print):
         from device_profiler import runtime as runtimes, timing, variants
-        from device_profiler.__main__ import Session
+        from device_profiler.session import Session
         from device_profiler.errors import UsageError as DeviceUsageError
         self._dperr = DeviceUsageError
         try:
@@ -422,7 +422,7 @@ class HostDevice:
         self.rounds = 0
 
     def __call__(self, configs: list[tuple]) -> list[dict]:
-        from device_profiler.__main__ import profile
+        from device_profiler.session import profile
         self.rounds += 1
         plan = {"kind": "plan", "space_hash": self.maker.manifest["space_hash"], "plan_kind": "refine",
                 "reference": self.protocol["reference"] or list(configs[0]),

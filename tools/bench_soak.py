@@ -106,7 +106,7 @@ def profiler_soak(a, work: Path) -> dict:
     d = work / "profiler"
     tpl, plan_path = template_and_plan(d, a.variants, a.seed, env_with_path())
     from device_profiler import runtime, timing, variants
-    from device_profiler.__main__ import Session, profile
+    from device_profiler.session import Session, profile
     plan = json.loads(plan_path.read_text())
     out = d / "samples.jsonl"
     out.unlink(missing_ok=True)  # the point is one process timing them all: never resumed
