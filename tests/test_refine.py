@@ -373,3 +373,53 @@ def test_a_worst_configuration_timed_only_in_the_last_round_is_named_so(space):
                               "the solver went last: worst 12,12,12,12 measured 1.2000 ms, predicted 1.0000 ms "
                               "(+20.0%), timed for the first time in the last round (the answers kept moving to "
                               "configurations the fit had not seen)")
+
+
+def test_refine_table_is_the_loop_on_the_solvers_answers_saved(space, setup, tmp_path, monkeypatch):
+    """The refine stage's library function, with a stand-in for this machine: the same loop as ``refine`` with
+    ``solve_answers``' candidates and targets, its answers labelled with their method and statistics, the table
+    saved where asked."""
+    from tfwidth.stats import WidthStats
+    s = setup
+    s["table"].save(tmp_path / "table.json")
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps(d) + "\n" for d in s["train"]))
+    st = WidthStats(space)
+    rng = np.random.default_rng(0)
+    choices = np.stack([rng.integers(0, k, 300) for k in space.num_choices], 1)
+    st.update(choices, ((np.array(space.num_choices) - 1 - choices) * 0.1).sum(1))
+    st.end_epoch()
+    st.save(tmp_path / "stats.json")
+
+    class Here:
+        def __init__(self, template, out_dir, protocol):
+            self.rt = type("RT", (), {"name": "ai_edge_litert"})()
+            self.protocol = protocol
+
+        def __call__(self, configs):
+            return s["measure"](configs)
+    monkeypatch.setattr(R, "HostDevice", Here)
+    lo, hi = s["table"].predict(space.min_widths), s["table"].predict(space.max_widths)
+    targets = [float(t) for t in np.linspace(lo, hi, 5)[1:-1]]
+    lines = []
+    got = R.refine_table(tmp_path / "table.json", tmp_path / "s.jsonl", tmp_path / "t.tflite",
+                         [tmp_path / "stats.json"], targets, tmp_path / "refined.json", methods=("ows", "exact"),
+                         rounds=3, cpus=None, log=lines.append)
+    entries, answers = R.solve_answers(space, [st.costs()], targets, ("ows", "exact"))
+    table, rec = R.refine(s["table"], L.load_samples(tmp_path / "s.jsonl"), answers, s["measure"], rounds=3,
+                          repeats=3, explore=R.EXPLORE, targets=[t for _, t, _ in entries], log=lambda m: None)
+    assert [r["widths"] for r in got.record["answers"]] == [r["widths"] for r in rec["answers"]]
+    assert [(r["method"], r["stats"]) for r in got.record["answers"]] == [
+        (m, str(tmp_path / "stats.json")) for _, _, m in entries]
+    saved = L.LatencyTable.load(tmp_path / "refined.json")
+    assert saved.predict(space.max_widths) == pytest.approx(table.predict(space.max_widths))
+    assert got.output == tmp_path / "refined.json" and got.timings == tmp_path / "refined.refine"
+    assert got.validation is None and lines[0].startswith("[refine] protocol of") and "cpus None" in lines[0]
+
+
+def test_answer_solver_answers_fixed_entries_with_their_widths(space, setup):
+    costs = [np.linspace(0.3, 0.0, k) * (i + 1) for i, k in enumerate(space.num_choices)]
+    t = float(setup["table"].predict(space.uniform(0.75)))
+    entries = [(costs, t, "ows"), (costs, None, "exact"), (costs, t, "exact")]
+    answers = R.answer_solver(space, entries, fixed={1: space.uniform(0.5)})(setup["table"], [t, None, t])
+    solved = R.solve_candidates(space, [costs], [t], ("ows", "exact"))(setup["table"])
+    assert answers == [solved[0], space.uniform(0.5), solved[1]]

@@ -132,3 +132,26 @@ def test_cli_all_methods_pareto_and_errors(space, tmp_path):
                    "-o", "x.json", cwd=tmp_path)
     assert_usage_error(r, "NaN")
     assert not (tmp_path / "x.json").exists()
+
+
+def test_solve_widths_is_what_the_cli_writes(space, tmp_path):
+    """The solve stage's library function returns the answers the CLI prints and writes: its document() is the
+    widths.json of the same arguments; an infeasible answer comes back as such instead of raising."""
+    from tfwidth.errors import run_cli
+    from tfwidth.solve import Answer, main, solve_widths
+    table = make_table(space)
+    table.save(tmp_path / "table.json")
+    make_stats(space).save(tmp_path / "stats.json")
+    lo, hi = latency_range(table)
+    target = (lo + hi) / 2
+    args = dict(stats=str(tmp_path / "stats.json"), latency=str(tmp_path / "table.json"))
+    assert run_cli(main, ["--stats", args["stats"], "--latency", args["latency"], "--target-ms", str(target),
+                          "--method", "all", "-o", str(tmp_path / "w.json")]) == 0
+    r = solve_widths(args["stats"], args["latency"], target, method="all")
+    assert json.loads(json.dumps(r.document())) == json.loads((tmp_path / "w.json").read_text())
+    assert [a.method for a in r.answers] == list(METHODS) and r.best.method == "exact"
+    assert isinstance(r.best, Answer) and r.best.predicted_ms <= target
+    assert r.best.widths == space.to_widths(solve(space, make_stats(space).costs(), table, target, "exact").indices)
+    tiny = solve_widths(args["stats"], args["latency"], target, method="greedy", max_params=space.params(
+        space.min_widths) * 1.0001)
+    assert tiny.best.widths in (None, tuple(space.min_widths))

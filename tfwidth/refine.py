@@ -15,6 +15,7 @@ with a synthetic device and the CLI (``main``) with this machine timed by the de
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -407,13 +408,9 @@ class HostDevice:
     def __init__(self, template, out_dir, protocol: dict, seed: int = 0, log=print):
         from device_profiler import runtime as runtimes, timing, variants
         from device_profiler.session import Session
-        from device_profiler.errors import UsageError as DeviceUsageError
-        self._dperr = DeviceUsageError
-        try:
-            self.maker = variants.load(template)
-            self.rt = runtimes.select(None, protocol.get("kernels", "default"))
-        except DeviceUsageError as e:
-            raise UsageError(str(e)) from None
+        # the profiler's errors are UsageErrors too (tfwidth's derive from them): they reach the user as one line
+        self.maker = variants.load(template)
+        self.rt = runtimes.select(None, protocol.get("kernels", "default"))
         self.timing, self.out_dir, self.protocol, self.log = timing, Path(out_dir), protocol, log
         self.session = Session(self.maker, self.rt, timing.Protocol(runs=protocol["runs"],
                                                                     threads=protocol["threads"],
@@ -439,8 +436,6 @@ class HostDevice:
                 self.session.pair_with(plan["reference"])
             r = profile(self.session, plan, str(out), reference_every=REFERENCE_EVERY, progress=False,
                         paired=self.protocol["paired"])
-        except self._dperr as e:
-            raise UsageError(str(e)) from None
         except OSError as e:
             raise UsageError(f"cannot pin the timing to cores {self.protocol['cpus']} ({e})") from None
         finally:
@@ -467,24 +462,33 @@ class HostDevice:
         return [dict(d, ref_ms=level, ref_ms_latest=d.get("ref_ms")) for d in samples]
 
 
-def solve_answers(space, costs_list, targets, methods):
-    """(entries, candidates): one entry (statistics index, target, method) per combination, and
-    ``candidates(table, aims=None)``, every entry's answer solved at its aim (the target by default); None where
-    nothing is that fast."""
-    from tfwidth.solve import solve
-    entries = [(ci, float(t), m) for ci in range(len(costs_list)) for t in targets for m in methods]
+def answer_solver(space, entries, fixed: dict | None = None):
+    """``candidates(table, aims=None)`` for ``refine`` with targets: the answer of every entry (costs, target_ms,
+    method), solved with that table at its aim (its target by default; tfwidth.solve.solve_at), None where nothing is
+    that fast; an entry whose index is in ``fixed`` is answered with those widths, not solved (a baseline that is
+    timed with the others, or an answer kept from an earlier loop)."""
+    from tfwidth.solve import solve_at
+    fixed = fixed or {}
 
     def candidates(table, aims=None):
         out = []
-        for (ci, t, m), aim in zip(entries, aims if aims is not None else [e[1] for e in entries]):
-            try:
-                sol = solve(space, costs_list[ci], table, float(aim), m)
-            except UsageError:  # the aim is below the fastest configuration
-                out.append(None)
+        for i, ((costs, target, method), aim) in enumerate(zip(entries, aims if aims is not None
+                                                               else [e[1] for e in entries])):
+            if i in fixed:
+                out.append(fixed[i])
                 continue
-            out.append(space.to_widths(sol.indices) if sol.feasible else None)
+            sol = solve_at(space, costs, table, float(aim), method)
+            out.append(None if sol is None else space.to_widths(sol.indices))
         return out
-    return entries, candidates
+    return candidates
+
+
+def solve_answers(space, costs_list, targets, methods):
+    """(entries, candidates): one entry (statistics index, target, method) per combination, and
+    ``candidates(table, aims=None)``, every entry's answer solved at its aim (the target by default); None where
+    nothing is that fast (answer_solver)."""
+    entries = [(ci, float(t), m) for ci in range(len(costs_list)) for t in targets for m in methods]
+    return entries, answer_solver(space, [(costs_list[ci], t, m) for ci, t, m in entries])
 
 
 def solve_candidates(space, costs_list, targets, methods):
@@ -521,74 +525,110 @@ def add_arguments(r) -> None:
     r.add_argument("--cpus", type=cpu_list, help="override the samples' cores, e.g. 0 ('none': do not pin)")
 
 
-def main(argv=None) -> int:
-    p = ArgumentParser(prog="python -m tfwidth.refine", description=(
-        "Solve every target with every method and statistics file, time those configurations here (cut from the "
-        "template, the samples' protocol), add the timings to the fit with a higher weight and refit; repeat until "
-        "every answer is predicted within --tol."))
-    add_arguments(p)
-    return _run(p.parse_args(argv))
+# The cores refine_table pins its timings to by default: the samples' own (sample_protocol)
+AS_SAMPLED = "as sampled"
 
 
-def _run(a) -> int:
+@dataclasses.dataclass
+class Refined:
+    """What ``refine_table`` did: the refined table (saved at ``output``), the loop's record (its
+    ``fit["refine"]``: rounds, convergence, per target and method the answer timed, see ``refine``), where the
+    refinement timings are kept, and the refined table's validation figures (None: no validation samples)."""
+    table: LatencyTable
+    record: dict
+    output: Path
+    timings: Path
+    validation: dict | None
+
+    @property
+    def late(self) -> list[dict]:
+        """The answers still measured over their target."""
+        return [r for r in self.record["answers"] if r["widths"] is not None and not r["met"]]
+
+
+def refine_table(table, samples, template, stats: list, target_ms: list, output, *,
+                 methods=("uniform", "greedy", "ows", "exact"), stats_view: str = "auto", validation=None,
+                 timings=None, tol: float = TOL, rounds: int = ROUNDS, weight: float = WEIGHT, repeats: int = 3,
+                 explore: int = EXPLORE, slack: float = 0.0, cpus=AS_SAMPLED, log=print) -> Refined:
+    """The refine stage: refine the table at ``table`` (fitted from the samples.jsonl at ``samples``) on this machine
+    (``refine`` with targets): every method of ``methods`` solves every target of ``target_ms`` with the statistics
+    at each path of ``stats`` (``stats_view``), the answers are timed here as variants of ``template`` (the
+    samples' template) with the samples' protocol, pinned to their cores unless ``cpus`` says otherwise (core
+    numbers, or None: not pinned), and refitted. Timings are kept in ``timings`` (default: ``output`` without its
+    suffix + .refine/), so a rerun re-times nothing; ``validation`` samples are reported for the refined table.
+    Writes the refined table to ``output``; ``log`` gets the progress lines."""
     import socket
-    from tfwidth.solve import METHODS
     from tfwidth.stats import WidthStats
-    if a.rounds < 1 or a.repeats < 1 or not 0 < a.tol < 1 or a.weight <= 0 or not 0 <= a.slack < 1:
+    if rounds < 1 or repeats < 1 or not 0 < tol < 1 or weight <= 0 or not 0 <= slack < 1:
         raise UsageError("--rounds and --repeats must be >= 1, --tol in (0, 1), --weight > 0, --slack in [0, 1)")
-    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
-    bad = [m for m in methods if m not in METHODS]
-    if bad or not methods:
-        raise UsageError(f"--methods {a.methods!r}: choose from {', '.join(METHODS)}")
-    if any(not t > 0 for t in a.target_ms):
+    if any(not t > 0 for t in target_ms):
         raise UsageError("--target-ms must be positive numbers of ms")
-    table = LatencyTable.load(a.table)
+    table = LatencyTable.load(table)
     space = table.space
-    samples = load_samples(a.samples)
-    if samples:
-        check_space(samples[0], space, f"samples {a.samples}")
-    manifest_path = Path(a.template).with_suffix(".json")
+    rows = load_samples(samples)
+    if rows:
+        check_space(rows[0], space, f"samples {samples}")
+    manifest_path = Path(template).with_suffix(".json")
     if manifest_path.exists():
         man = read_json(manifest_path, "template manifest")
-        check_space(man, space, f"template {a.template}")
+        check_space(man, space, f"template {template}")
         if table.format is not None and man.get("format") != table.format:
-            raise UsageError(f"template {a.template} is {man.get('format')} but the table was fitted on {table.format} "
+            raise UsageError(f"template {template} is {man.get('format')} but the table was fitted on {table.format} "
                              f"timings; pass the template the samples were cut from")
-    proto = sample_protocol(a.samples)
+    proto = sample_protocol(samples)
     here = socket.gethostname()
     if proto["hosts"] - {None, here}:
         raise UsageError(f"the samples were timed on {', '.join(sorted(h for h in proto['hosts'] if h))}, not on "
                          f"this machine ({here}): refinement times candidates here, so run it on that device")
-    if a.cpus is not None:
-        proto["cpus"] = cores(a.cpus)
-    costs = [WidthStats.load(s, space).costs(a.stats_view) for s in a.stats]
-    val = load_samples(a.validation) if a.validation else None
-    timings = Path(a.timings) if a.timings else Path(a.output).with_suffix(".refine")
-    device = HostDevice(a.template, timings, proto)
+    if not (isinstance(cpus, str) and cpus == AS_SAMPLED):
+        proto["cpus"] = None if cpus is None else list(cpus)
+    costs = [WidthStats.load(s, space).costs(stats_view) for s in stats]
+    val = load_samples(validation) if validation else None
+    timings = Path(timings) if timings else Path(output).with_suffix(".refine")
+    device = HostDevice(template, timings, proto)
     if proto["runtimes"] - {None, device.rt.name}:
         raise UsageError(f"the samples were timed with {', '.join(sorted(map(str, proto['runtimes'])))} but this "
                          f"machine would time with {device.rt.name}; refine where the samples were timed")
     how = (f"blocks of {proto['runs']} invokes until the minimum repeats within {100 * proto['precision']:g}%"
            if proto["precision"] else f"min of {proto['runs']} invokes")
-    print(f"[refine] protocol of {a.samples}: {how}, {proto['kernels']} kernels, {proto['threads']} thread(s), cpus "
-          f"{proto['cpus']}, reference {'paired with every sample' if proto['paired'] else 'every 25 samples'}")
-    entries, answers = solve_answers(space, costs, a.target_ms, methods)
-    refined, rec = refine(table, samples, answers, device, tol=a.tol, rounds=a.rounds, weight=a.weight,
-                          validation=val, explore=a.explore, repeats=a.repeats,
-                          targets=[t for _, t, _ in entries], slack=a.slack)
+    log(f"[refine] protocol of {samples}: {how}, {proto['kernels']} kernels, {proto['threads']} thread(s), cpus "
+        f"{proto['cpus']}, reference {'paired with every sample' if proto['paired'] else 'every 25 samples'}")
+    entries, answers = solve_answers(space, costs, target_ms, methods)
+    refined, rec = refine(table, rows, answers, device, tol=tol, rounds=rounds, weight=weight,
+                          validation=val, explore=explore, repeats=repeats,
+                          targets=[t for _, t, _ in entries], slack=slack, log=log)
     hashes = [costs_hash(c) for c in costs]
     for r, (ci, _, m) in zip(rec["answers"], entries):
-        r.update(method=m, stats=str(a.stats[ci]), costs=hashes[ci])
-    refined.fit["refine"].update(samples=str(a.samples), timings=str(timings),
-                                 targets_ms=list(a.target_ms), methods=methods, stats=[str(s) for s in a.stats])
-    refined.save(a.output)
-    print(outcome(rec))
-    late = [r for r in rec["answers"] if r["widths"] is not None and not r["met"]]
+        r.update(method=m, stats=str(stats[ci]), costs=hashes[ci])
+    refined.fit["refine"].update(samples=str(samples), timings=str(timings),
+                                 targets_ms=list(target_ms), methods=list(methods), stats=[str(s) for s in stats])
+    refined.save(output)
+    return Refined(refined, rec, Path(output), timings, (refined.fit.get("validation") or {}) if val else None)
+
+
+def main(argv=None) -> int:
+    from tfwidth.solve import METHODS
+    p = ArgumentParser(prog="python -m tfwidth.refine", description=(
+        "Solve every target with every method and statistics file, time those configurations here (cut from the "
+        "template, the samples' protocol), add the timings to the fit with a higher weight and refit; repeat until "
+        "every answer is predicted within --tol."))
+    add_arguments(p)
+    a = p.parse_args(argv)
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise UsageError(f"--methods {a.methods!r}: choose from {', '.join(METHODS)}")
+    r = refine_table(a.table, a.samples, a.template, a.stats, a.target_ms, a.output, methods=methods,
+                     stats_view=a.stats_view, validation=a.validation, timings=a.timings, tol=a.tol,
+                     rounds=a.rounds, weight=a.weight, repeats=a.repeats, explore=a.explore, slack=a.slack,
+                     cpus=AS_SAMPLED if a.cpus is None else cores(a.cpus))
+    print(outcome(r.record))
+    late = r.late
     if late:
         print(f"[refine] {len(late)} answer(s) still measured over their target, e.g. {late[0]['method']} at "
               f"{late[0]['target_ms']:g} ms: {late[0]['measured_ms']:.4f} ms; raise --rounds or lower the target")
-    if val:
-        print(format_metrics("validation (refined table)", refined.fit.get("validation")))
+    if r.validation is not None:
+        print(format_metrics("validation (refined table)", r.validation))
     print(f"wrote {a.output}")
     return 0
 

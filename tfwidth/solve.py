@@ -10,6 +10,7 @@ exact (constrained DP), greedy (AutoSlim-like), uniform (one width multiplier); 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import io
 import math
@@ -81,18 +82,51 @@ def solve(space: SearchSpace, stats_costs, table: LatencyTable, target_ms: float
     return sol
 
 
+@dataclasses.dataclass
+class Answer:
+    """One method's answer for a target: the widths (None: no configuration meets the budgets), the table's
+    prediction, the objective (minus the summed loss increases), parameters and MACs; ``gamma`` (the Lagrange
+    multiplier of ows), ``certified`` and ``gap`` (exact), and ``verified`` when the answer was timed on this machine
+    (measured_ms, met, attempts: see ``meet_target``)."""
+    method: str
+    widths: tuple | None
+    predicted_ms: float | None = None
+    objective: float | None = None
+    params: int | None = None
+    macs: int | None = None
+    gamma: float | None = None
+    certified: bool | None = None
+    gap: float | None = None
+    verified: dict | None = None
+
+    @classmethod
+    def of(cls, space: SearchSpace, sol: mrf.Solution) -> "Answer":
+        if not sol.feasible:
+            return cls(sol.method, None)
+        w = space.to_widths(sol.indices)
+        exact = sol.method == "exact"
+        return cls(sol.method, tuple(w), sol.latency, sol.objective, space.params(w), space.macs(w), sol.gamma,
+                   sol.certified if exact else None, sol.gap if exact else None)
+
+    def to_json(self) -> dict:
+        """The answer as widths.json and the pareto rows hold it."""
+        if self.widths is None:
+            return {"method": self.method, "widths": None, "predicted_ms": None, "objective": None, "params": None,
+                    "macs": None}
+        d = {"method": self.method, "widths": list(self.widths), "predicted_ms": self.predicted_ms,
+             "objective": self.objective, "params": self.params, "macs": self.macs}
+        if self.gamma is not None:
+            d["gamma"] = self.gamma
+        if self.method == "exact":
+            d["certified"], d["gap"] = self.certified, self.gap
+        if self.verified is not None:
+            d["verified"] = self.verified
+        return d
+
+
 def describe(space: SearchSpace, sol: mrf.Solution) -> dict:
-    if not sol.feasible:
-        return {"method": sol.method, "widths": None, "predicted_ms": None, "objective": None, "params": None,
-                "macs": None}
-    w = space.to_widths(sol.indices)
-    d = {"method": sol.method, "widths": list(w), "predicted_ms": sol.latency, "objective": sol.objective,
-         "params": space.params(w), "macs": space.macs(w)}
-    if sol.gamma is not None:
-        d["gamma"] = sol.gamma
-    if sol.method == "exact":
-        d["certified"], d["gap"] = sol.certified, sol.gap
-    return d
+    """``sol`` as a row of widths.json (Answer.to_json)."""
+    return Answer.of(space, sol).to_json()
 
 
 def _table_lines(rows: list[dict]) -> str:
@@ -200,44 +234,140 @@ def recorded_aim(table: LatencyTable, costs, method: str, target_ms: float) -> f
     return None
 
 
-def _verified(space, costs, table, a, method) -> dict:
-    """describe() of the answer that ``meet_target`` settles on, timing variants of the template on
-    this machine with the export's protocol (the statistic the exported model is judged by)."""
-    from device_profiler.errors import UsageError as DeviceUsageError
+def solve_at(space: SearchSpace, costs, table: LatencyTable, aim_ms: float, method: str,
+             max_params: float | None = None) -> mrf.Solution | None:
+    """``solve`` aimed at ``aim_ms``, or None when nothing is that fast (an aim below the fastest configuration, or no
+    feasible answer): what a loop that aims lower than the target (``meet_target``, tfwidth.refine) solves with."""
+    try:
+        sol = solve(space, costs, table, aim_ms, method, max_params)
+    except UsageError:  # aimed below the fastest configuration
+        return None
+    return sol if sol.feasible else None
+
+
+def load_verify_template(path, space: SearchSpace):
+    """The template (device_profiler.variants) whose variants ``verified_answer`` times; refuses one of another
+    space."""
     from device_profiler.variants import load as load_template
-    from tfwidth.host import measure_latency
-    try:
-        maker = load_template(a.verify_template)
-    except DeviceUsageError as e:
-        raise UsageError(str(e)) from None
+    maker = load_template(path)  # a device_profiler UsageError: tfwidth's derives from it, run_cli shows either
     if maker.manifest.get("space_hash") != space.space_hash:
-        raise SpaceMismatch(f"template {a.verify_template} is for space {maker.manifest.get('space_hash')}, the stats "
+        raise SpaceMismatch(f"template {path} is for space {maker.manifest.get('space_hash')}, the stats "
                             f"for {space.space_hash}; pass the template the table's samples were cut from")
-    try:
-        cpus = cores(a.cpus)
-    except ValueError:
-        raise UsageError(f"--cpus {a.cpus!r}: give core numbers like 0 or 0,1, or none") from None
+    return maker
+
+
+def verified_answer(space: SearchSpace, costs, table: LatencyTable, target_ms: float, method: str, maker, *,
+                    rounds: int = 4, cpus=(0,), max_params: float | None = None) -> Answer:
+    """The answer that ``meet_target`` settles on, timing variants of the template ``maker`` (load_verify_template)
+    on this machine with the export's protocol (the statistic the exported model is judged by), pinned to ``cpus``
+    (None: not pinned), at most ``rounds`` times; its ``verified`` holds the timings. Starts at the aim a refined
+    table recorded for these statistics, method and target (recorded_aim), unless ``max_params`` constrains it."""
+    from tfwidth.host import measure_latency
     sols = {}
 
     def at(aim_ms):
-        try:
-            sol = solve(space, costs, table, aim_ms, method, a.max_params)
-        except UsageError:  # aimed below the fastest configuration: keep the last answer
-            return None
-        if not sol.feasible:
+        sol = solve_at(space, costs, table, aim_ms, method, max_params)
+        if sol is None:  # keep the last answer
             return None
         w = space.to_widths(sol.indices)
         sols[w] = sol
         return w
 
-    r = meet_target(at, lambda w: measure_latency(maker.make(w), threads=table.threads or 1, cpus=cpus)["ms"]["min"],
-                    a.target_ms, rounds=a.verify_rounds,
-                    aim_ms=None if a.max_params else recorded_aim(table, costs, method, a.target_ms))
+    r = meet_target(at, lambda w: measure_latency(maker.make(w), threads=table.threads or 1,
+                                                  cpus=None if cpus is None else list(cpus))["ms"]["min"],
+                    target_ms, rounds=rounds,
+                    aim_ms=None if max_params else recorded_aim(table, costs, method, target_ms))
     if r["widths"] is None:
-        return describe(space, solve(space, costs, table, a.target_ms, method, a.max_params))
-    d = describe(space, sols[tuple(r["widths"])])
-    d["verified"] = {"measured_ms": r["measured_ms"], "met": r["met"], "attempts": r["attempts"]}
-    return d
+        return Answer.of(space, solve(space, costs, table, target_ms, method, max_params))
+    ans = Answer.of(space, sols[tuple(r["widths"])])
+    ans.verified = {"measured_ms": r["measured_ms"], "met": r["met"], "attempts": r["attempts"]}
+    return ans
+
+
+@dataclasses.dataclass
+class Solved:
+    """What ``solve_widths`` found: one Answer per method asked (exact's first with method "all"), for ``target_ms``
+    and ``max_params``, with what they were solved from. ``document()`` is widths.json."""
+    space: SearchSpace
+    table: LatencyTable
+    target_ms: float
+    max_params: float | None
+    method: str
+    answers: list
+    stats: str
+    latency: str
+    stats_view: str
+    stats_estimator: str
+
+    @property
+    def best(self) -> Answer:
+        """The answer widths.json holds: the method asked for, exact's with "all"."""
+        return self.answers[0]
+
+    def unconstrained(self) -> list[dict]:
+        """The latency table entries the best answer uses that no sample measured (its prediction is interpolated
+        there)."""
+        return self.table.unconstrained_on(self.best.widths) if self.best.widths is not None else []
+
+    def document(self) -> dict:
+        best = self.best.to_json()
+        out = {"kind": "widths", "space_hash": self.space.space_hash, "space": self.space.to_json(),
+               "method": best["method"], "target_ms": self.target_ms, "widths": best["widths"],
+               "predicted_ms": best["predicted_ms"], "objective": best["objective"], "params": best["params"],
+               "macs": best["macs"], "max_params": self.max_params, "table": self.latency, "stats": self.stats,
+               "stats_view": self.stats_view, "stats_estimator": self.stats_estimator}
+        if self.method == "all":
+            out["results"] = [a.to_json() for a in self.answers]
+        if "verified" in best:
+            out["verified"] = best["verified"]
+        return out
+
+
+def load_inputs(stats, latency, stats_view: str = "auto", stats_estimator: str = "auto"):
+    """(statistics, latency table, costs) from the stats.json and table.json at these paths, refused unless they are
+    of the same space; the costs are the statistics' ``stats_view`` and ``stats_estimator`` (WidthStats.costs)."""
+    st = WidthStats.load(stats)
+    table = LatencyTable.load(latency)
+    if table.space.space_hash != st.space.space_hash:
+        raise SpaceMismatch(f"stats {stats} are for space {st.space.space_hash} but table {latency} is for "
+                            f"{table.space.space_hash}; use a table fitted on the space the supernet was trained in")
+    return st, table, st.costs(stats_view, stats_estimator)
+
+
+def solve_widths(stats, latency, target_ms: float, *, method: str = "exact", max_params: float | None = None,
+                 stats_view: str = "auto", stats_estimator: str = "auto", verify_template=None,
+                 verify_rounds: int = 4, cpus=(0,)) -> Solved:
+    """The solve stage: the widths that maximise the statistics at ``stats`` (a run's stats.json; ``stats_view`` and
+    ``stats_estimator`` as WidthStats.costs) under ``target_ms`` on the table at ``latency`` (and at most
+    ``max_params`` parameters), with ``method`` (one of METHODS, or "all": every one, exact's answer first). With
+    ``verify_template`` (the template the table's samples were cut from) each answer is timed on this machine,
+    pinned to ``cpus``, and re-aimed while it runs over the target (verified_answer, ``verify_rounds`` attempts at
+    most). An infeasible answer is returned as such (Answer.widths None), not raised; nothing is written: write
+    ``document()`` to widths.json."""
+    if method not in METHODS + ("all",):
+        raise UsageError(f"unknown method {method!r}; choose one of {', '.join(METHODS)} or all")
+    st, table, costs = load_inputs(stats, latency, stats_view, stats_estimator)
+    space = st.space
+    methods = METHODS if method == "all" else (method,)
+    if verify_template:
+        maker = load_verify_template(verify_template, space)
+        answers = [verified_answer(space, costs, table, target_ms, m, maker, rounds=verify_rounds, cpus=cpus,
+                                   max_params=max_params) for m in methods]
+    else:
+        answers = [Answer.of(space, solve(space, costs, table, target_ms, m, max_params)) for m in methods]
+    return Solved(space, table, target_ms, max_params, method, answers, str(stats), str(latency),
+                  st.resolve_view(stats_view), stats_estimator)
+
+
+def solve_pareto(stats, latency, *, method: str = "exact", points: int = 50, max_params: float | None = None,
+                 stats_view: str = "auto", stats_estimator: str = "auto") -> tuple[list[dict], tuple]:
+    """The --pareto stage: ``pareto`` of the statistics and table at these paths for ``method`` (or "all"): (the
+    rows, the methods swept). Write them with ``write_pareto``."""
+    st, table, costs = load_inputs(stats, latency, stats_view, stats_estimator)
+    if points < 2:
+        raise UsageError(f"--points must be >= 2, got {points}")
+    methods = METHODS if method == "all" else (method,)
+    return pareto(st.space, costs, table, methods, points, max_params), methods
 
 
 def main(argv=None) -> int:
@@ -271,54 +401,38 @@ def main(argv=None) -> int:
     v.add_argument("--cpus", default="0", type=cpu_list, help="cores to pin the timing to (default 0; 'none': no pinning)")
     a = p.parse_args(argv)
 
-    stats = WidthStats.load(a.stats)
-    table = LatencyTable.load(a.latency)
-    if table.space.space_hash != stats.space.space_hash:
-        raise SpaceMismatch(f"stats {a.stats} are for space {stats.space.space_hash} but table {a.latency} is for "
-                            f"{table.space.space_hash}; use a table fitted on the space the supernet was trained in")
-    space, costs = stats.space, stats.costs(a.stats_view, a.stats_estimator)
-    methods = METHODS if a.method == "all" else (a.method,)
+    views = dict(stats_view=a.stats_view, stats_estimator=a.stats_estimator)
     if a.pareto:
-        if a.points < 2:
-            raise UsageError(f"--points must be >= 2, got {a.points}")
-        rows = pareto(space, costs, table, methods, a.points, a.max_params)
+        rows, methods = solve_pareto(a.stats, a.latency, method=a.method, points=a.points, max_params=a.max_params,
+                                     **views)
         csv_path, png_path = write_pareto(a.output, rows, methods)
         print(f"{a.points} targets x {len(methods)} method(s): wrote {csv_path} and {png_path}")
         return 0
     if a.target_ms is None:
+        load_inputs(a.stats, a.latency, **views)  # their errors first
         raise UsageError("give --target-ms (or --pareto to sweep targets)")
-    if a.verify_template:
-        results = [_verified(space, costs, table, a, m) for m in methods]
-    else:
-        results = [describe(space, solve(space, costs, table, a.target_ms, m, a.max_params)) for m in methods]
+    r = solve_widths(a.stats, a.latency, a.target_ms, method=a.method, max_params=a.max_params,
+                     verify_template=a.verify_template, verify_rounds=a.verify_rounds, cpus=cores(a.cpus), **views)
+    table = r.table
     print(f"target {a.target_ms:g} ms" + (f", at most {a.max_params:g} parameters" if a.max_params else "")
           + f"  (table: {table.runtime or '?'} {table.format or '?'}, {table.threads or '?'} thread(s))")
-    print(_table_lines(results))
-    best = results[0]  # exact when --method all
-    if best["widths"] is None:
-        raise UsageError(f"{best['method']} found no configuration within {a.target_ms:g} ms"
+    print(_table_lines([x.to_json() for x in r.answers]))
+    best = r.best
+    if best.widths is None:
+        raise UsageError(f"{best.method} found no configuration within {a.target_ms:g} ms"
                          + (f" and {a.max_params:g} parameters together; relax one of them" if a.max_params else
                             "; raise --target-ms or try --method exact"))
-    used = table.unconstrained_on(best["widths"])
+    used = r.unconstrained()
     if used:
         print(f"warning: the chosen widths use {len(used)} latency table entr{'y' if len(used) == 1 else 'ies'} that "
               f"no sample measured ({', '.join(u['term'] + ' ' + 'x'.join(map(str, u['widths'])) for u in used[:5])}"
               f"{', ...' if len(used) > 5 else ''}); the prediction there is interpolated: time more configurations",
               file=sys.stderr)
-    out = {"kind": "widths", "space_hash": space.space_hash, "space": space.to_json(), "method": best["method"],
-           "target_ms": a.target_ms, "widths": best["widths"], "predicted_ms": best["predicted_ms"],
-           "objective": best["objective"], "params": best["params"], "macs": best["macs"],
-           "max_params": a.max_params, "table": str(a.latency), "stats": str(a.stats), "stats_view": stats.resolve_view(a.stats_view),
-           "stats_estimator": a.stats_estimator}
-    if a.method == "all":
-        out["results"] = results
-    if "verified" in best:
-        out["verified"] = best["verified"]
-        if not best["verified"]["met"]:
-            print(f"warning: measured {best['verified']['measured_ms']:.4f} ms here, over the {a.target_ms:g} ms target "
-                  f"after {len(best['verified']['attempts'])} attempts; lower --target-ms or refine the table",
-                  file=sys.stderr)
-    write_json(a.output, out)
+    if best.verified is not None and not best.verified["met"]:
+        print(f"warning: measured {best.verified['measured_ms']:.4f} ms here, over the {a.target_ms:g} ms target "
+              f"after {len(best.verified['attempts'])} attempts; lower --target-ms or refine the table",
+              file=sys.stderr)
+    write_json(a.output, r.document())
     print(f"wrote {a.output}")
     return 0
 
