@@ -255,3 +255,27 @@ def test_regression_at_t_times_layers_equals_split_means_at_t():
     assert sr.widths == sm.widths
     for a, b in zip(sm.probs, sr.probs):
         np.testing.assert_allclose(a, b, atol=2e-2)
+
+
+def test_aows_callback_is_the_sampler_the_cli_trains_with(tmp_path):
+    """tfwidth.train.aows_callback: the live probe measures the images the data holds out (or, asked, its first
+    training images), none without a live probe; a target below the fastest configuration is refused."""
+    from tfwidth import mrf, probe
+    from tfwidth.data import load_data
+    from tfwidth.errors import UsageError
+    from tfwidth.train import aows_callback
+    space = tiny_space(resolution=8, classes=10, levels=4, base=8, layers=4)
+    table = _table(space, tmp_path / "table.json")
+    data = load_data("digits", space, 32, train_limit=160, eval_limit=32, holdout=64)
+    target = table.predict(space.uniform(1.0))
+    cb = aows_callback(space, data, table, target, 40, tmp_path / "run", every=3, probe_configs=5, probe_images=64,
+                       seed=3)
+    assert (cb.target_ms, cb.total_steps, cb.every, cb.probe_configs, cb.seed) == (target, 40, 3, 5, 3)
+    for got, want in ((cb.probe_batches, data.holdout_batches()),
+                      (aows_callback(space, data, table, target, 40, None, probe_configs=5, probe_images=64,
+                                     probe_holdout=False).probe_batches, probe.fixed_batches(data, 64))):
+        assert len(got) == len(want) and all(np.array_equal(a[0], b[0]) for a, b in zip(got, want))
+    off = aows_callback(space, data, table, target, 40, None, probe_configs=0)
+    assert off.probe_batches is None and off.probe_configs == 1
+    with pytest.raises(UsageError, match="below the fastest"):
+        aows_callback(space, data, table, 0.5 * mrf.min_total(table.chain())[1], 40, None)

@@ -214,5 +214,10 @@ def test_probe_holdout_measures_images_kept_out_of_training(tmp_path, runmod):
     again = WidthStats.load(tmp_path / "run" / "stats.json", SPACE)
     assert again.probe_info["source"] == st.probe_info["source"]
     np.testing.assert_allclose(again.probe_delta, st.probe_delta, atol=1e-5)
+    # the probe stage's library function measures what its CLI measured
+    direct = probe.probe_supernet(tmp_path / "run", f"npz:{path}", configs=6, images=32, batch_size=16,
+                                  progress=False)
+    assert direct.probe_info["source"] == st.probe_info["source"] and direct.probe_info["configs"] == 6
+    np.testing.assert_allclose(direct.probe_delta, st.probe_delta, atol=1e-5)
     assert_usage_error(runmod("tfwidth.train", *common, "--out", tmp_path / "run", "--resume", "--epochs", "2"),
                        "--probe-holdout")

@@ -106,6 +106,40 @@ def is_current(stats, configs: int, seed: int, batches) -> bool:
         and i.get("seed") == seed and i.get("images") == sum(len(y) for _, y in batches)
 
 
+def probe_supernet(run_dir, dataset: str, *, configs: int = CONFIGS, images: int = IMAGES, batch_size: int = 128,
+                   train_limit: int | None = None, seed: int = 0, holdout: int | None = None,
+                   progress: bool = True):
+    """The probe stage: measure ``configs`` random configurations of the supernet trained in ``run_dir`` on
+    ``images`` images of ``dataset`` (its spec, tfwidth.data) in batches of ``batch_size`` (probe_run), and store
+    them as RUN_DIR/stats.json's probe view. ``holdout`` and ``train_limit`` (None: what the run's checkpoint
+    records) say which images the run held out of training: the probe measures those when there are some. Returns
+    the statistics (WidthStats, saved); their ``probe_info`` says what was measured."""
+    if configs < 1 or images < 1:
+        raise UsageError("--configs and --images must be >= 1")
+    run = Path(run_dir)
+    if not (run / "stats.json").exists():
+        raise UsageError(f"{run / 'stats.json'} does not exist; train first: python -m tfwidth.train --out {run}")
+    from tfwidth.data import load_data
+    from tfwidth.training import load_supernet
+    from tfwidth.stats import WidthStats
+    stats = WidthStats.load(run / "stats.json")
+    space = stats.space
+    model = load_supernet(run, space)
+    from tfwidth.training import read_sidecar
+    side = read_sidecar(run) or {}
+    if holdout is None:
+        holdout = int(side.get("holdout", 0))
+    if train_limit is None:  # the held-out images are the last ones of the run's training subset
+        train_limit = (side.get("args") or {}).get("train_limit")
+    if holdout < 0:
+        raise UsageError(f"--holdout must be >= 0, got {holdout}")
+    data = load_data(dataset, space, batch_size, seed=seed, train_limit=train_limit, holdout=holdout)
+    batches, source = data_batches(data, images)
+    probe_run(model, stats, batches, configs, seed, source, progress=progress)
+    stats.save(run / "stats.json")
+    return stats
+
+
 def main(argv=None) -> int:
     p = ArgumentParser(prog="python -m tfwidth.probe", description=(
         "Measure the loss increase of random width configurations of a trained supernet on fixed training images "
@@ -124,30 +158,9 @@ def main(argv=None) -> int:
                    "(tfwidth.train --probe-holdout); default: what the run's checkpoint records")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
-    if a.configs < 1 or a.images < 1:
-        raise UsageError("--configs and --images must be >= 1")
     run = Path(a.run)
-    if not (run / "stats.json").exists():
-        raise UsageError(f"{run / 'stats.json'} does not exist; train first: python -m tfwidth.train --out {run}")
-    from tfwidth.data import load_data
-    from tfwidth.training import load_supernet
-    from tfwidth.stats import WidthStats
-    stats = WidthStats.load(run / "stats.json")
-    space = stats.space
-    model = load_supernet(run, space)
-    from tfwidth.training import read_sidecar
-    side = read_sidecar(run) or {}
-    if a.holdout is None:
-        a.holdout = int(side.get("holdout", 0))
-    if a.train_limit is None:  # the held-out images are the last ones of the run's training subset
-        a.train_limit = (side.get("args") or {}).get("train_limit")
-    if a.holdout < 0:
-        raise UsageError(f"--holdout must be >= 0, got {a.holdout}")
-    data = load_data(a.dataset, space, a.batch_size, seed=a.seed, train_limit=a.train_limit, holdout=a.holdout)
-    batches, source = data_batches(data, a.images)
-    probe_run(model, stats, batches, a.configs, a.seed, source, progress=not a.quiet)
-    stats.save(run / "stats.json")
-    i = stats.probe_info
+    i = probe_supernet(run, a.dataset, configs=a.configs, images=a.images, batch_size=a.batch_size,
+                       train_limit=a.train_limit, seed=a.seed, holdout=a.holdout, progress=not a.quiet).probe_info
     print(f"probed {i['configs']} configurations on {i['images']} images in {i['seconds']} s; "
           f"wrote the probe view into {run / 'stats.json'}")
     return 0

@@ -47,31 +47,30 @@ def train(space: SearchSpace, data, out_dir, epochs: int, *, probe_configs: int 
     return result
 
 
-# ---- CLI ----------------------------------------------------------------------------------------------------------
-def aows_callbacks(a, space: SearchSpace, total_steps: int, data) -> tuple:
-    if not a.aows:
-        if a.latency or a.target_ms is not None:
-            raise UsageError("--latency and --target-ms only matter with --aows; add --aows or drop them")
-        return ()
-    if not a.latency or a.target_ms is None:
-        raise UsageError("--aows needs --latency table.json and --target-ms T (the target to focus training on)")
-    from tfwidth import mrf
+def aows_callback(space: SearchSpace, data, table, target_ms: float, total_steps: int, out_dir, *, every: int = 0,
+                  probe_configs: int = 200, probe_images: int = 256, probe_holdout: bool = True, seed: int = 0):
+    """The AOWS sampler for a supernet trained ``total_steps`` steps into ``out_dir``: widths drawn from the marginals
+    of the solver's MRF for ``target_ms`` on the latency table ``table`` (tfwidth/aows.py), updated every ``every``
+    steps (0: at each epoch start). ``probe_configs`` > 0: each update after the warm-up measures that many random
+    configurations on ``probe_images`` images (the ones ``data`` holds out when it holds some and ``probe_holdout``,
+    else its first training images, tfwidth/probe.py); 0: the statistics accumulated over training. Refuses a target
+    below the table's fastest configuration. Pass it to ``train`` in ``extra_callbacks``."""
+    from tfwidth import mrf, probe
     from tfwidth.aows import AOWSCallback
-    from tfwidth.latency import LatencyTable
-    table = LatencyTable.load(a.latency, space)
     lat = table.chain()
     fastest = mrf.min_total(lat)[1]
-    if a.target_ms < fastest:
-        raise UsageError(f"--target-ms {a.target_ms:g} is below the fastest predicted configuration "
+    if target_ms < fastest:
+        raise UsageError(f"--target-ms {target_ms:g} is below the fastest predicted configuration "
                          f"({fastest:.4f} ms); raise it")
     probe_batches = None
-    if a.aows_probe_configs:
-        from tfwidth import probe
-        probe_batches, _ = probe.data_batches(data, a.aows_probe_images)
-    return (AOWSCallback(space, lat, a.target_ms, total_steps, a.out, every=a.aows_every,
-                         probe_batches=probe_batches, probe_configs=a.aows_probe_configs or 1, seed=a.seed),)
+    if probe_configs:
+        probe_batches = (probe.data_batches(data, probe_images)[0] if probe_holdout
+                         else probe.fixed_batches(data, probe_images))
+    return AOWSCallback(space, lat, target_ms, total_steps, out_dir, every=every, probe_batches=probe_batches,
+                        probe_configs=probe_configs or 1, seed=seed)
 
 
+# ---- CLI ----------------------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
     p = ArgumentParser(prog="python -m tfwidth.train", description=(
         "Train the slimmable MobileNetV1 supernet (sandwich rule with in-place distillation) and measure, for each "
@@ -144,7 +143,18 @@ def main(argv=None) -> int:
                      eval_limit=a.eval_limit, holdout=a.probe_images if a.probe_holdout else 0)
     print(space.describe().splitlines()[0])
     print(data.describe())
-    callbacks = aows_callbacks(a, space, a.epochs * data.steps_per_epoch, data)
+    callbacks = ()
+    if not a.aows:
+        if a.latency or a.target_ms is not None:
+            raise UsageError("--latency and --target-ms only matter with --aows; add --aows or drop them")
+    elif not a.latency or a.target_ms is None:
+        raise UsageError("--aows needs --latency table.json and --target-ms T (the target to focus training on)")
+    else:
+        from tfwidth.latency import LatencyTable
+        callbacks = (aows_callback(space, data, LatencyTable.load(a.latency, space), a.target_ms,
+                                   a.epochs * data.steps_per_epoch, a.out, every=a.aows_every,
+                                   probe_configs=a.aows_probe_configs, probe_images=a.aows_probe_images,
+                                   seed=a.seed),)
     res = train(space, data, a.out, a.epochs, lr=a.lr, warmup_epochs=a.warmup_epochs, weight_decay=a.weight_decay,
                 label_smoothing=a.label_smoothing, sampling=a.sampling, random_configs=a.random_configs,
                 seed=a.seed, strategy=strategy, resume=a.resume, calib_batches=a.calib_batches,
