@@ -315,6 +315,41 @@ def test_resume_of_a_finished_training_gives_the_same_model(tmp_path):
     assert (tmp_path / "a.tflite").read_bytes() == (tmp_path / "b.tflite").read_bytes()
 
 
+
+def test_export_model_returns_what_the_cli_writes(tmp_path):
+    """The export stage's library function: the same training, model and report as the CLI of the same arguments,
+    returned (ExportReport) with the paths it wrote."""
+    from tfwidth.export import ExportReport, export_model
+    wf = _widths_file(tmp_path / "w.json")
+    argv = ["--widths", str(wf), "--run", str(tmp_path / "run"), "--dataset", "digits", "--init", "scratch",
+            "--epochs", "1", "--train-limit", "64", "--batch-size", "32", "--calib-batches", "2", "--no-measure",
+            "--no-progress"]
+    assert main([*argv, "-o", str(tmp_path / "cli.tflite")]) == 0
+    r = export_model(wf, tmp_path / "run", "digits", tmp_path / "lib.tflite", init="scratch", epochs=1,
+                     train_limit=64, batch_size=32, calib_batches=2, measure=False, progress=False)
+    assert isinstance(r, ExportReport) and r.worker is None
+    assert (r.tflite, r.keras, r.report_path) == (tmp_path / "lib.tflite", tmp_path / "lib.keras",
+                                                  tmp_path / "lib.report.json")
+    cli = json.loads((tmp_path / "cli.report.json").read_text())
+    assert json.loads(r.report_path.read_text()) == json.loads(json.dumps(r.report))
+    for key in ("widths", "init", "epochs", "format", "keras", "tflite", "agreement", "size_bytes", "training"):
+        assert json.loads(json.dumps(r.report[key])) == cli[key], key
+    assert r.latency["measured"] == {"status": "skipped", "error": "--no-measure"}
+    assert r.tflite_top1 == cli["tflite"]["top1"] and r.keras_top1 == cli["keras"]["top1"]
+    assert r.tflite.read_bytes() == (tmp_path / "cli.tflite").read_bytes()
+
+
+def test_fine_tune_without_checkpoints_trains_and_recalibrates():
+    from tfwidth.data import load_data
+    from tfwidth.export import fine_tune
+    data = load_data("digits", SPACE, 32, train_limit=64, eval_limit=32)
+    t = fine_tune(SPACE, WIDTHS, data, init="scratch", epochs=1, calib_batches=2, progress=False,
+                  eval_each_epoch=False)
+    assert t.deployed is t.model and t.teacher is None and t.qat_history == [] and t.recalibrated == 2
+    assert (t.lr, t.warmup_epochs) == (0.05 * 32 / 64, 0.1)
+    assert len(t.history) == 1 and "eval_top1" not in t.history[0]
+    assert t.model.get_layer("b1_pw").filters == WIDTHS[1]
+
 MIRRORED = textwrap.dedent("""
     import json, sys
     import tfwidth, tensorflow as tf

@@ -15,6 +15,7 @@ RUN_DIR/export/).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import os
 import shutil
@@ -283,6 +284,59 @@ def initial_model(space: SearchSpace, widths, init: str, run_dir: Path, data, *,
     return supernet.to_plain(widths), teacher
 
 
+@dataclasses.dataclass
+class FineTuned:
+    """What ``fine_tune`` made: the float Keras model (BatchNorm re-estimated after training), the model to convert
+    (the same, or its quantization-aware copy for qat), the teacher it was distilled from (or None), each epoch's
+    figures of the float and QAT training, the batches BatchNorm was re-estimated on, and the learning rate and
+    warm-up it trained with."""
+    model: object
+    deployed: object
+    teacher: object
+    history: list
+    qat_history: list
+    recalibrated: int
+    lr: float
+    warmup_epochs: float
+
+
+def fine_tune(space: SearchSpace, widths, data, *, init: str = "supernet", run_dir=None, epochs: int = 1,
+              fmt: str = "fp32", lr: float | None = None, warmup_epochs: float | None = None,
+              label_smoothing: float = 0.1, weight_decay: float = 4e-5, distill: bool = False,
+              distill_weight: float = 0.5, temperature: float = 4.0, qat_epochs: int = 1, calib_batches: int = 20,
+              seed: int = 0, checkpoints=None, signature: dict | None = None, resume: bool = False, strategy=None,
+              tensorboard: str | None = None, progress: bool = True, eval_each_epoch: bool = True) -> FineTuned:
+    """The export's training recipe, on ``data`` (tfwidth.data): the plain model at ``widths`` initialised as
+    ``init`` says (initial_model: the supernet in ``run_dir``, or scratch), trained ``epochs`` epochs (``train``;
+    ``lr`` default 0.01 for supernet, 0.05 for scratch, x batch/64; ``warmup_epochs`` default 0 for supernet,
+    min(1, epochs/10) for scratch; optional distillation from the supernet's max network), BatchNorm re-estimated on
+    ``calib_batches`` batches after any training, and for ``fmt`` qat ``qat_epochs`` more with fake quantization at
+    a tenth of the rate. ``checkpoints``: the directory of the training's checkpoints (train/ and qat/ below it;
+    None: none), which ``resume`` continues and ``signature`` (what they belong to) guards. Returns the models and
+    the training's figures (FineTuned)."""
+    model, teacher = initial_model(space, widths, init, run_dir, data, calib_batches=calib_batches, distill=distill,
+                                   seed=seed)
+    lr = lr if lr is not None else (0.01 if init == "supernet" else 0.05) * data.batch_size / 64
+    warm = warmup_epochs if warmup_epochs is not None else (0.0 if init == "supernet" else min(1.0, epochs / 10))
+    common = dict(label_smoothing=label_smoothing, weight_decay=weight_decay, tensorboard=tensorboard,
+                  progress=progress, strategy=strategy, eval_each_epoch=eval_each_epoch, teacher=teacher,
+                  distill_weight=distill_weight, temperature=temperature)
+    work = None if checkpoints is None else Path(checkpoints)
+    history = train(model, data, epochs=epochs, lr=lr, warmup_epochs=warm, desc="train", signature=signature,
+                    ckpt_dir=None if work is None else work / "train", resume=resume, **common)
+    # Also after a resume that found the training finished: the restored weights need their statistics too.
+    recalibrated = recalibrate_plain_bn(model, data, calib_batches) if epochs and calib_batches else 0
+    deployed, qat_history = model, []
+    if fmt == "qat":
+        deployed = quantize_for_training(model)
+        qat_history = train(deployed, data, epochs=qat_epochs, lr=lr * 0.1, warmup_epochs=0.0, desc="qat",
+                            signature=dict(signature or {}, float_epochs=epochs),
+                            ckpt_dir=None if work is None else work / "qat",
+                            resume=resume and work is not None and (work / "qat" / "checkpoint.json").is_file(),
+                            **common)
+    return FineTuned(model, deployed, teacher, history, qat_history, recalibrated, lr, warm)
+
+
 # ---- latency ------------------------------------------------------------------------------------------------------
 def latency_section(measured: dict, table, table_path, fmt: str, widths, target_ms) -> dict:
     out = {"measured": measured, "target_ms": target_ms, "compared_format": latency_format(fmt),
@@ -448,137 +502,175 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_args(a) -> None:
-    check_format(a.format)
-    if a.init not in ("supernet", "scratch"):
-        raise UsageError(f"unknown --init {a.init!r}; use supernet or scratch")
-    if a.io not in IO_TYPES:
-        raise UsageError(f"unknown --io {a.io!r}; use float or int8")
-    for name in ("epochs", "qat_epochs", "calib_batches"):
-        if getattr(a, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(a, name)}")
-    if a.batch_size < 1 or a.runs < 1 or (a.threads is not None and a.threads < 1) or a.repeats < 1 or a.warmup < 0:
+@dataclasses.dataclass
+class ExportReport:
+    """What ``export_model`` did: the report (report.json's document: widths, training, Keras and .tflite top-1,
+    agreement, the latency section, sizes) and the paths it wrote: the .tflite, the plain .keras model and the
+    report. On a worker of a multi-worker strategy that is not the chief nothing is converted or written:
+    ``report`` is None and ``worker`` its task id."""
+    report: dict | None
+    tflite: Path
+    keras: Path
+    report_path: Path
+    worker: int | None = None
+
+    @property
+    def latency(self) -> dict | None:
+        return None if self.report is None else self.report["latency"]
+
+    @property
+    def tflite_top1(self) -> float | None:
+        return None if self.report is None else self.report["tflite"]["top1"]
+
+    @property
+    def keras_top1(self) -> float | None:
+        return None if self.report is None else self.report["keras"]["top1"]
+
+
+def export_model(widths, run_dir, dataset: str, output, *, init: str = "supernet", epochs: int = 1,
+                 fmt: str = "fp32", io: str = "float", latency=None, keras_out=None, report=None,
+                 batch_size: int = 64, lr: float | None = None, warmup_epochs: float | None = None,
+                 label_smoothing: float = 0.1, weight_decay: float = 4e-5, distill: bool = False,
+                 distill_weight: float = 0.5, temperature: float = 4.0, qat_epochs: int = 1,
+                 calib_batches: int = 20, resume: bool = False, strategy: str = "default",
+                 tensorboard: str | None = None, seed: int = 0, train_limit: int | None = None,
+                 eval_limit: int | None = None, progress: bool = True, representative: int = 200,
+                 threads: int | None = None, runs: int = 20, warmup: int = 2, repeats: int = 5, cpus=(0,),
+                 measure: bool = True) -> ExportReport:
+    """The export stage: the widths of the widths.json at ``widths`` as a deployable ``output`` .tflite. Rebuilds the
+    plain model, initialises and trains it on ``dataset`` (a tfwidth.data spec) with ``fine_tune``'s recipe (the
+    supernet of ``run_dir`` for init supernet; checkpoints in RUN_DIR/export/, continued with ``resume``; on the
+    tf.distribute ``strategy`` of tfwidth.training.make_strategy), converts it to ``fmt`` (``io``: int8 in and out
+    for integer formats; ``representative`` training images calibrate int8), checks the .tflite against Keras on the
+    evaluation images, times it here with the profiler's protocol (``threads``, default the table's; ``runs``,
+    ``warmup``, ``repeats``, pinned to ``cpus``; not with ``measure`` False) and compares with the latency table at
+    ``latency``. Writes ``output``, the plain model (``keras_out``, default OUTPUT with .keras) and the report
+    (``report``, default OUTPUT stem + .report.json) last and atomically, the report last of all. Returns them
+    (ExportReport)."""
+    check_format(fmt)
+    if init not in ("supernet", "scratch"):
+        raise UsageError(f"unknown --init {init!r}; use supernet or scratch")
+    if io not in IO_TYPES:
+        raise UsageError(f"unknown --io {io!r}; use float or int8")
+    for name, v in (("epochs", epochs), ("qat_epochs", qat_epochs), ("calib_batches", calib_batches)):
+        if v < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {v}")
+    if batch_size < 1 or runs < 1 or (threads is not None and threads < 1) or repeats < 1 or warmup < 0:
         raise UsageError("--batch-size, --runs, --repeats and --threads must be >= 1 and --warmup >= 0")
-    if a.format == "int8" and a.representative < 1:
+    if fmt == "int8" and representative < 1:
         raise UsageError("--format int8 needs --representative N >= 1 training images to calibrate with")
-    if not 0 <= a.label_smoothing < 1 or not 0 <= a.distill_weight <= 1 or a.temperature <= 0:
+    if not 0 <= label_smoothing < 1 or not 0 <= distill_weight <= 1 or temperature <= 0:
         raise UsageError("--label-smoothing must be in [0, 1), --distill-weight in [0, 1], --temperature > 0")
-    if Path(a.output).suffix != ".tflite":
-        raise UsageError(f"output {a.output} should end in .tflite")
-    if a.keras_out and Path(a.keras_out).suffix != ".keras":
-        raise UsageError(f"--keras-out {a.keras_out} should end in .keras (tf_keras picks the format by suffix)")
-
-
-def main(argv=None) -> int:
-    a = build_parser().parse_args(argv)
-    _check_args(a)
-    cpus = cores(a.cpus)
-    space, widths, wdoc = load_widths(a.widths)
-    run_dir = Path(a.run)
+    if Path(output).suffix != ".tflite":
+        raise UsageError(f"output {output} should end in .tflite")
+    if keras_out and Path(keras_out).suffix != ".keras":
+        raise UsageError(f"--keras-out {keras_out} should end in .keras (tf_keras picks the format by suffix)")
+    space, ws, wdoc = load_widths(widths)
+    run_dir = Path(run_dir)
     rdoc, rfile = run_space(run_dir) if run_dir.is_dir() else (None, None)
     if rdoc is not None:
         check_space(wdoc, SearchSpace.from_dict(rdoc["space"]) if isinstance(rdoc.get("space"), dict)
-                    else _HashOnly(rdoc["space_hash"]), f"widths file {a.widths} (run {rfile})")
-    if a.init == "supernet" and not run_dir.is_dir():
+                    else _HashOnly(rdoc["space_hash"]), f"widths file {widths} (run {rfile})")
+    if init == "supernet" and not run_dir.is_dir():
         raise UsageError(f"run directory {run_dir} does not exist; pass the --run of `python -m tfwidth.train`, "
                          f"or use --init scratch")
-    table = load_latency_table(a.latency, space) if a.latency else None
-    work = export_work_dir(run_dir, a.init, widths)
-    if a.resume:
+    table = load_latency_table(latency, space) if latency else None
+    work = export_work_dir(run_dir, init, ws)
+    if resume:
         # The first stage that trains must have a checkpoint; a later stage (QAT) not yet begun starts fresh.
-        first = work / ("train" if a.epochs > 0 else "qat")
-        if a.epochs + (a.qat_epochs if a.format == "qat" else 0) == 0:
+        first = work / ("train" if epochs > 0 else "qat")
+        if epochs + (qat_epochs if fmt == "qat" else 0) == 0:
             raise UsageError("--resume with no training to resume (--epochs 0); drop --resume")
         if not (first / "checkpoint.json").is_file():
             raise UsageError(f"--resume: no checkpoint in {first}; drop --resume to start fresh")
     from tfwidth.training import is_chief, make_strategy
-    strategy = make_strategy(a.strategy)
+    strategy_name, strategy = strategy, make_strategy(strategy)
     replicas = strategy.num_replicas_in_sync
-    if a.batch_size % replicas:
-        raise UsageError(f"batch size {a.batch_size} does not split evenly over the {replicas} devices of the "
+    if batch_size % replicas:
+        raise UsageError(f"batch size {batch_size} does not split evenly over the {replicas} devices of the "
                          f"strategy; use a --batch-size multiple of {replicas}")
-    threads = a.threads or (getattr(table, "threads", None) if table is not None else None) or 1
-    output = Path(a.output)
-    keras_out = Path(a.keras_out) if a.keras_out else default_paths(output)[0]
-    report_out = Path(a.report) if a.report else default_paths(output)[1]
+    threads = threads or (getattr(table, "threads", None) if table is not None else None) or 1
+    output = Path(output)
+    keras_out = Path(keras_out) if keras_out else default_paths(output)[0]
+    report_out = Path(report) if report else default_paths(output)[1]
 
     from tfwidth.data import load_data
-    data = load_data(a.dataset, space, a.batch_size, seed=a.seed, train_limit=a.train_limit,
-                     eval_limit=a.eval_limit)
+    data = load_data(dataset, space, batch_size, seed=seed, train_limit=train_limit, eval_limit=eval_limit)
     print(data.describe())
-    model, teacher = initial_model(space, widths, a.init, run_dir, data, calib_batches=a.calib_batches,
-                                   distill=a.distill, seed=a.seed)
-    lr = a.lr if a.lr is not None else (0.01 if a.init == "supernet" else 0.05) * a.batch_size / 64
-    warm = a.warmup_epochs if a.warmup_epochs is not None else (0.0 if a.init == "supernet"
-                                                               else min(1.0, a.epochs / 10))
-    common = dict(label_smoothing=a.label_smoothing, weight_decay=a.weight_decay, tensorboard=a.tensorboard,
-                  progress=not a.no_progress, strategy=strategy)
-    sig = {"widths": list(widths), "init": a.init, "dataset": a.dataset, "space_hash": space.space_hash,
-           "seed": a.seed, "batch_size": a.batch_size, "train_limit": a.train_limit}
-    history = train(model, data, epochs=a.epochs, lr=lr, warmup_epochs=warm, teacher=teacher,
-                    distill_weight=a.distill_weight, temperature=a.temperature, ckpt_dir=work / "train",
-                    desc="train", signature=sig, resume=a.resume, **common)
-    # Also after a resume that found the training finished: the restored weights need their statistics too.
-    recalibrated = recalibrate_plain_bn(model, data, a.calib_batches) if a.epochs and a.calib_batches else 0
-    float_model = model
-    deployed = model
-    qat_history = []
-    if a.format == "qat":
-        deployed = quantize_for_training(model)
-        qat_history = train(deployed, data, epochs=a.qat_epochs, lr=lr * 0.1, warmup_epochs=0.0, teacher=teacher,
-                            distill_weight=a.distill_weight, temperature=a.temperature, ckpt_dir=work / "qat",
-                            desc="qat", signature=dict(sig, float_epochs=a.epochs),
-                            resume=a.resume and (work / "qat" / "checkpoint.json").is_file(), **common)
+    sig = {"widths": list(ws), "init": init, "dataset": dataset, "space_hash": space.space_hash,
+           "seed": seed, "batch_size": batch_size, "train_limit": train_limit}
+    tuned = fine_tune(space, ws, data, init=init, run_dir=run_dir, epochs=epochs, fmt=fmt, lr=lr,
+                      warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, weight_decay=weight_decay,
+                      distill=distill, distill_weight=distill_weight, temperature=temperature, qat_epochs=qat_epochs,
+                      calib_batches=calib_batches, seed=seed, checkpoints=work, signature=sig, resume=resume,
+                      strategy=strategy, tensorboard=tensorboard, progress=progress)
     if not is_chief(strategy):
-        print(f"worker {strategy.cluster_resolver.task_id}: training done; the chief converts and writes the outputs")
-        return 0
+        return ExportReport(None, output, keras_out, report_out, worker=strategy.cluster_resolver.task_id)
+    float_model, deployed = tuned.model, tuned.deployed
 
     xe, ye = data.eval_arrays()
-    rep = data.representative(a.representative) if a.format == "int8" else None
-    print(f"converting to {a.format} ...")
-    content = convert(deployed, a.format, representative=rep, io=a.io)
-    lite = LiteModel(content, a.format)
+    rep = data.representative(representative) if fmt == "int8" else None
+    print(f"converting to {fmt} ...")
+    content = convert(deployed, fmt, representative=rep, io=io)
+    lite = LiteModel(content, fmt)
     ref = keras_logits(deployed, xe)
     got = lite.predict(xe)
     agree = agreement(ref, got)
-    tol = tolerance(a.format)
-    agree.update(reference=f"keras {'qat (fake-quant)' if a.format == 'qat' else 'float'} model",
+    tol = tolerance(fmt)
+    agree.update(reference=f"keras {'qat (fake-quant)' if fmt == 'qat' else 'float'} model",
                  tolerance=tol, within_tolerance=within(agree, tol))
-    if a.format in INTEGER_FORMATS:
+    if fmt in INTEGER_FORMATS:
         agree["float_keras_top1_agreement"] = agreement(keras_logits(float_model, xe), got)["top1_agreement"] \
             if deployed is not float_model else agree["top1_agreement"]
 
-    measured = {"status": "skipped", "error": "--no-measure"} if a.no_measure else \
-        measure_latency(content, threads=threads, runs=a.runs, warmup=a.warmup, repeats=a.repeats, cpus=cpus)
-    lat = latency_section(measured, table, a.latency, a.format, widths, wdoc.get("target_ms"))
+    measured = {"status": "skipped", "error": "--no-measure"} if not measure else \
+        measure_latency(content, threads=threads, runs=runs, warmup=warmup, repeats=repeats, cpus=cpus)
+    lat = latency_section(measured, table, latency, fmt, ws, wdoc.get("target_ms"))
 
-    report = {
+    doc = {
         "kind": "export_report", "space_hash": space.space_hash, "space": space.to_json(),
-        "widths": list(widths), "widths_file": str(a.widths), "method": wdoc.get("method"),
-        "init": a.init, "epochs": a.epochs, "qat_epochs": a.qat_epochs if a.format == "qat" else 0,
-        "distill": bool(a.distill), "format": a.format, "io": a.io if a.format in INTEGER_FORMATS else "float",
-        "dataset": a.dataset, "eval_images": int(len(ye)),
+        "widths": list(ws), "widths_file": str(widths), "method": wdoc.get("method"),
+        "init": init, "epochs": epochs, "qat_epochs": qat_epochs if fmt == "qat" else 0,
+        "distill": bool(distill), "format": fmt, "io": io if fmt in INTEGER_FORMATS else "float",
+        "dataset": dataset, "eval_images": int(len(ye)),
         "keras": {"top1": top1(ref, ye), "float_top1": top1(keras_logits(float_model, xe), ye)
                   if deployed is not float_model else top1(ref, ye),
-                  "model": "qat" if a.format == "qat" else "float", "params": int(float_model.count_params())},
+                  "model": "qat" if fmt == "qat" else "float", "params": int(float_model.count_params())},
         "tflite": {"top1": top1(got, ye), "runtime": lite.runtime, "runtime_version": lite.runtime_version,
                    "input_dtype": lite.input_dtype, "output_dtype": lite.output_dtype,
                    "input_quantization": lite.input_quantization},
         "agreement": agree, "latency": lat,
-        "size_bytes": len(content), "params": space.params(widths), "macs": space.macs(widths),
+        "size_bytes": len(content), "params": space.params(ws), "macs": space.macs(ws),
         "max_params": space.params(space.max_widths),
-        "training": {"lr": lr, "warmup_epochs": warm, "batch_size": a.batch_size, "strategy": a.strategy,
-                     "replicas": replicas,
-                     "label_smoothing": a.label_smoothing, "weight_decay": a.weight_decay,
-                     "bn_recalibrated_batches": recalibrated, "history": history, "qat_history": qat_history},
+        "training": {"lr": tuned.lr, "warmup_epochs": tuned.warmup_epochs, "batch_size": batch_size,
+                     "strategy": strategy_name, "replicas": replicas,
+                     "label_smoothing": label_smoothing, "weight_decay": weight_decay,
+                     "bn_recalibrated_batches": tuned.recalibrated, "history": tuned.history,
+                     "qat_history": tuned.qat_history},
         "outputs": {"tflite": str(output), "keras": str(keras_out), "report": str(report_out)},
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     # Written last, as a set: all to temporaries, then renamed into place, the report last of all, so its presence
     # means the export completed and the .keras and .tflite beside it are the ones it describes.
-    write_set([(keras_out, keras_bytes(float_model)), (output, content), (report_out, json_bytes(report))])
-    print(format_report(report))
-    print(f"wrote {output}, {keras_out}, {report_out}")
+    write_set([(keras_out, keras_bytes(float_model)), (output, content), (report_out, json_bytes(doc))])
+    return ExportReport(doc, output, keras_out, report_out)
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    r = export_model(a.widths, a.run, a.dataset, a.output, init=a.init, epochs=a.epochs, fmt=a.format, io=a.io,
+                     latency=a.latency, keras_out=a.keras_out, report=a.report, batch_size=a.batch_size, lr=a.lr,
+                     warmup_epochs=a.warmup_epochs, label_smoothing=a.label_smoothing, weight_decay=a.weight_decay,
+                     distill=a.distill, distill_weight=a.distill_weight, temperature=a.temperature,
+                     qat_epochs=a.qat_epochs, calib_batches=a.calib_batches, resume=a.resume, strategy=a.strategy,
+                     tensorboard=a.tensorboard, seed=a.seed, train_limit=a.train_limit, eval_limit=a.eval_limit,
+                     progress=not a.no_progress, representative=a.representative, threads=a.threads, runs=a.runs,
+                     warmup=a.warmup, repeats=a.repeats, cpus=cores(a.cpus), measure=not a.no_measure)
+    if r.report is None:
+        print(f"worker {r.worker}: training done; the chief converts and writes the outputs")
+        return 0
+    print(format_report(r.report))
+    print(f"wrote {r.tflite}, {r.keras}, {r.report_path}")
     return 0
 
 
