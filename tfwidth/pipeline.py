@@ -18,6 +18,7 @@ redoes its stage.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shlex
@@ -140,6 +141,212 @@ def default_target(space: SearchSpace, table_path: Path, mult: float) -> float:
     return math.ceil(float(table.predict(space.uniform(mult))) * 1e4) / 1e4
 
 
+@dataclasses.dataclass
+class PipelineRun:
+    """What ``run_pipeline`` left in ``work``: the widths.json, the exported model and its report, the latency
+    target it solved for (None when it could not be derived: a dry run), and its wall time. A dry run wrote
+    nothing of the stages."""
+    work: Path
+    widths: Path
+    model: Path
+    report: Path
+    target_ms: float | None
+    seconds: float
+    dry_run: bool = False
+
+
+def run_pipeline(work="work", *, dataset: str = "digits", preset_name: str = "mobilenet_v1_cifar", space_file=None,
+                 resolution: int | None = None, target_ms: float | None = None, target_mult: float = 0.5,
+                 device_samples=None, device_val=None, plan_count: int = 400, val_count: int = 100, runs: int = 30,
+                 cpus: str = "0", epochs: int = 8, batch_size: int = 64, train_limit: int | None = None,
+                 sampling: str = "all-layers", aows: bool = False, probe_holdout: bool = False,
+                 probe_configs: int | None = None, method: str = "all", finetune_epochs: int = 2, fmt: str = "fp32",
+                 seed: int = 0, refine: bool = True, reprofile: bool = False, accept_poor_table: bool = False,
+                 refine_rounds: int | None = None, accept_unconverged: bool = False,
+                 dry_run: bool = False) -> PipelineRun:
+    """Every stage in ``work`` with this machine's CPU as the device (or the timings of ``device_samples``): the
+    space (``space_file``, else the ``preset_name`` preset at ``resolution``), template, plans, profile, fit, the
+    supernet, the refinement (unless ``refine`` is False), solve and export, each run as its own CLI with the
+    arguments it prints (Pipeline.stage: skipped when up to date, resumed when interrupted). The keyword arguments
+    are ``python -m tfwidth.pipeline``'s options (``cpus`` as its --cpus text: core numbers or none); see its --help.
+    Stops with a UsageError on a table too poor to solve on (unless ``accept_poor_table``, or ``reprofile``: profile
+    once more) and on a refinement that ended well off (unless ``accept_unconverged``). Returns where the results
+    are (PipelineRun)."""
+    options = dict(locals())
+    from tfwidth import refine as refine_mod
+    work = Path(work)
+    t_start = time.time()
+
+    # 1. space
+    if space_file:
+        space = SearchSpace.load(space_file)
+    else:
+        space = preset(preset_name, resolution=resolution)
+    space_path = work / "space.json"
+    if space_path.exists() and SearchSpace.load(space_path) != space:
+        raise UsageError(f"{work} holds the work of another space ({SearchSpace.load(space_path).space_hash}, "
+                         f"here {space.space_hash}); use another --work directory")
+    pl = Pipeline(work, space.space_hash, dry_run)
+    space.save(space_path)
+    print(space.describe())
+
+    # 2-5. latency table
+    table = work / "table.json"
+    template_format = "int8" if fmt in ("int8", "qat") else "fp32"
+    if device_samples:
+        fit_args = ["fit", device_samples, "--space", space_path, "-o", table, "--plot", work / "fit.png"]
+        fit_args += ["--validation", device_val] if device_val else ["--holdout", "0.1"]
+        fit_inputs = [device_samples] + ([device_val] if device_val else [])
+    else:
+        tpl = work / "template.tflite"
+        pl.stage("template", "tfwidth.profile",
+                 ["template", "--space", space_path, "-o", tpl, "--quantize", "int8" if template_format == "int8"
+                  else "none", "--seed", seed], [tpl, tpl.with_suffix(".json")], inputs=[space_path])
+        pl.stage("plan", "tfwidth.profile", ["plan", "--space", space_path, "--count", plan_count, "--kind",
+                                             "stratified", "--seed", seed, "-o", work / "plan.json"],
+                 [work / "plan.json"], inputs=[space_path])
+        pl.stage("val_plan", "tfwidth.profile", ["plan", "--space", space_path, "--count", val_count, "--kind",
+                                                 "random", "--seed", seed + 1, "-o", work / "val_plan.json"],
+                 [work / "val_plan.json"], inputs=[space_path])
+        pin = [] if cpus == "none" else ["--cpus", cpus]
+        # The reference is timed on its own every few samples, not paired with each (--paired-reference): paired
+        # invokes share the caches, and at 32 px the reference read 0.85 ms beside the widest network, 0.69 beside the
+        # 0.5x one and 0.65 alone (tools/bench_reference.py), so dividing by it scaled small networks up (this
+        # pipeline's table then predicted its exported model 16% slower than it ran, 0.184 vs 0.159 ms; the CIFAR
+        # benchmark, unpaired, within 2%).
+        # The profiler resumes by itself: it appends to --out and skips the plan indices already there
+        # (device_profiler/samples.py), so an interrupted profile runs again as it was; any other rerun (a new plan
+        # or template, an edited samples file) deletes the old samples first, or they would be kept as timed.
+        for name, plan, out in (("profile", "plan.json", "samples.jsonl"), ("profile_val", "val_plan.json", "val.jsonl")):
+            pl.stage(name, "device_profiler.__main__",
+                     ["--template", tpl, "--plan", work / plan, "--out", work / out, "--threads", 1, "--runs", runs,
+                      "--no-progress"] + pin, [work / out], inputs=[tpl, tpl.with_suffix(".json"), work / plan],
+                     resumable=(work / out).is_file, partial=[work / out])
+        fit_args = ["fit", work / "samples.jsonl", "--space", space_path, "--validation", work / "val.jsonl", "-o", table,
+                    "--plot", work / "fit.png"]
+        fit_inputs = [work / "samples.jsonl", work / "val.jsonl"]
+    pl.stage("fit", "tfwidth.latency", fit_args, [table], inputs=[space_path] + fit_inputs)
+    from tfwidth.latency import poor_table
+    poor = None if dry_run else poor_table(table)
+    if poor and reprofile and not device_samples:  # once: the flag is dropped for the second round
+        print(f"[fit] the table is too poor to solve on ({poor}); --reprofile: deleting the samples and profiling "
+              f"again", flush=True)
+        for f in (work / "samples.jsonl", work / "val.jsonl", table):
+            f.unlink(missing_ok=True)
+        return run_pipeline(**dict(options, reprofile=False))
+    if poor:
+        stop_unless(accept_poor_table, "fit", f"the latency table {table} is too poor to solve on ({poor})",
+                    "time them again on a quiet device" if device_samples else
+                    "re-run when this machine is quiet, add --reprofile to delete the samples and profile again",
+                    "--accept-poor-table")
+
+    target = target_ms
+    if target is None:
+        target = default_target(space, table, target_mult) if table.exists() else None
+        if target is not None:
+            print(f"latency target: {target} ms (the table's prediction of the uniform {target_mult}x network)")
+
+    # 6. supernet
+    run = work / "run"
+    train_args = ["--space", space_path, "--dataset", dataset, "--epochs", epochs, "--batch-size", batch_size,
+                  "--sampling", sampling, "--seed", seed, "--out", run]
+    if train_limit:
+        train_args += ["--train-limit", train_limit]
+    if probe_holdout:
+        train_args += ["--probe-holdout"]
+    if probe_configs is not None:
+        train_args += ["--probe-configs", probe_configs]
+    if aows:
+        train_args += ["--aows", "--latency", table, "--target-ms", target]
+    # Resumed from its last finished epoch when it has a checkpoint (exact: tfwidth/training.py); any other run deletes
+    # run/ first: tfwidth.train refuses to start over a checkpointed run, and a stale stats.json must not survive.
+    train_inputs = [space_path] + ([table] if aows else []) + (
+        [dataset[len("npz:"):]] if dataset.startswith("npz:") else [])
+    pl.stage("train", "tfwidth.train", train_args,
+             [run / "stats.json", run / "summary.json", run / "ckpt" / "checkpoint.json"], inputs=train_inputs,
+             resume_flag="--resume", resumable=(run / "ckpt" / "checkpoint.json").is_file, partial=[run])
+
+    # 7. refine the table on the solver's own answers, timed here (tfwidth/refine.py): the fitted table is smoothest
+    # exactly where the solver likes to go, and its miss there is what the exported model pays
+    if device_samples:
+        print("[refine] skipped: the samples come from another device (--device-samples) and refinement times the "
+              "candidates on this machine; run python -m tfwidth.refine on that device")
+    elif (not refine):
+        print("[refine] skipped (--no-refine)")
+    else:
+        refined = work / "table_refined.json"
+        pl.stage("refine", "tfwidth.refine", ["--table", table, "--samples", work / "samples.jsonl",
+                                               "--template", work / "template.tflite", "--stats", run / "stats.json",
+                                               "--target-ms", target, "--validation", work / "val.jsonl",
+                                               "-o", refined] + ([] if cpus == "none" else ["--cpus", cpus])
+                 + ([] if refine_rounds is None else ["--rounds", refine_rounds]),
+                 [refined], inputs=[table, work / "samples.jsonl", work / "template.tflite", work / "template.json",
+                                    run / "stats.json", work / "val.jsonl"])
+        table = refined
+        left = None if dry_run else refine_mod.unconverged(refined)
+        if left:
+            problem = (f"the refinement of the latency table did not converge: its answers are still up to "
+                       f"{100 * left['max_abs_err_after']:.1f}% off after {left['rounds']} round(s) (tolerance "
+                       f"{100 * left['tol']:g}%), blocked by {left.get('blocked_by', 'something not diagnosed')}: "
+                       f"{left.get('diagnosis', 'a table refined by an older tfwidth')}")
+            if not left["stop"]:
+                print(f"[refine] note: {problem}; within the {100 * refine_mod.stop_at(left['tol']):g}% the pipeline "
+                      f"accepts, going on")
+            else:
+                # the refinement's timings are kept and a rerun with the same arguments would reuse them: to time
+                # again on a quiet machine both go; more rounds continue from the rounds already timed
+                again = (f"re-run when this machine is quiet after deleting {refined} and its timings "
+                         f"{refined.with_suffix('.refine')}/ (a rerun reuses them)")
+                fix = {"noise": again, "moving device": again,
+                       "model bias": f"raise --refine-rounds (now {refine_rounds or left['max_rounds']}: each round "
+                                     f"adds the answers' timings to the fit again)"}.get(
+                    left.get("blocked_by"), f"delete {refined} to refine again and learn what blocked it")
+                stop_unless(accept_unconverged, "refine", problem, fix, "--accept-unconverged")
+        if target_ms is None and target is not None:
+            from tfwidth import mrf
+            from tfwidth.latency import LatencyTable
+            fastest = mrf.min_total(LatencyTable.load(table, space).chain())[1]
+            if fastest > target:
+                # the derived target is "the table's prediction of the uniform network": when the refined table puts
+                # it below every configuration (tiny networks near the timer's resolution), derive it again there
+                target = default_target(space, table, target_mult)
+                print(f"latency target: {target} ms (the refined table's prediction of the uniform "
+                      f"{target_mult}x network; the fitted table's was below the refined table's fastest)")
+
+    # 8. solve
+    widths = work / "widths.json"
+    # With this CPU as the device the answer is timed too and re-aimed if it runs over the target (the budget is
+    # a measured one); samples from another device can only be checked there (device_profiler --benchmark).
+    verify = [] if device_samples else ["--verify-template", work / "template.tflite"] + (
+        [] if cpus == "none" else ["--cpus", cpus])
+    pl.stage("solve", "tfwidth.solve", ["--stats", run / "stats.json", "--latency", table, "--target-ms", target,
+                                        "--method", method, "-o", widths] + verify, [widths],
+             inputs=[run / "stats.json", table]
+             + ([work / "template.tflite", work / "template.json"] if verify else []))
+
+    # 9. export and measure
+    model = work / f"model_{fmt}.tflite"
+    from tfwidth.export import default_paths
+    keras_model, report = default_paths(model)
+
+    def export_resumable() -> bool:
+        from tfwidth.export import export_work_dir, load_widths
+        if not finetune_epochs or not widths.is_file():
+            return False
+        return (export_work_dir(run, "supernet", load_widths(widths)[1]) / "train" / "checkpoint.json").is_file()
+
+    # The report is renamed into place last (tfwidth/export.py): the export finished when it is there.
+    pl.stage("export", "tfwidth.export", ["--widths", widths, "--run", run, "--dataset", dataset, "--init",
+                                          "supernet", "--epochs", finetune_epochs, "--format", fmt,
+                                          "--latency", table, "-o", model]
+             + (["--train-limit", train_limit] if train_limit else []), [report, model, keras_model],
+             inputs=[widths, run / "stats.json", run / "ckpt" / "checkpoint.json", table], resume_flag="--resume",
+             resumable=export_resumable)
+    return PipelineRun(work, widths, model, report, target, time.time() - t_start, dry_run)
+
+
+
+
 def main(argv=None) -> int:
     from tfwidth import refine as refine_mod
     p = ArgumentParser(prog="python -m tfwidth.pipeline", description=(
@@ -191,180 +398,17 @@ def main(argv=None) -> int:
                    "device or model bias; the solve stage times its answer and re-aims it to the target either way)")
     p.add_argument("--dry-run", action="store_true", help="print the stage commands without running them")
     a = p.parse_args(argv)
-
-    work = Path(a.work)
-    t_start = time.time()
-
-    # 1. space
-    if a.space:
-        space = SearchSpace.load(a.space)
-    else:
-        space = preset(a.preset, resolution=a.resolution)
-    space_path = work / "space.json"
-    if space_path.exists() and SearchSpace.load(space_path) != space:
-        raise UsageError(f"{work} holds the work of another space ({SearchSpace.load(space_path).space_hash}, "
-                         f"here {space.space_hash}); use another --work directory")
-    pl = Pipeline(work, space.space_hash, a.dry_run)
-    space.save(space_path)
-    print(space.describe())
-
-    # 2-5. latency table
-    table = work / "table.json"
-    template_format = "int8" if a.format in ("int8", "qat") else "fp32"
-    if a.device_samples:
-        fit_args = ["fit", a.device_samples, "--space", space_path, "-o", table, "--plot", work / "fit.png"]
-        fit_args += ["--validation", a.device_val] if a.device_val else ["--holdout", "0.1"]
-        fit_inputs = [a.device_samples] + ([a.device_val] if a.device_val else [])
-    else:
-        tpl = work / "template.tflite"
-        pl.stage("template", "tfwidth.profile",
-                 ["template", "--space", space_path, "-o", tpl, "--quantize", "int8" if template_format == "int8"
-                  else "none", "--seed", a.seed], [tpl, tpl.with_suffix(".json")], inputs=[space_path])
-        pl.stage("plan", "tfwidth.profile", ["plan", "--space", space_path, "--count", a.plan_count, "--kind",
-                                             "stratified", "--seed", a.seed, "-o", work / "plan.json"],
-                 [work / "plan.json"], inputs=[space_path])
-        pl.stage("val_plan", "tfwidth.profile", ["plan", "--space", space_path, "--count", a.val_count, "--kind",
-                                                 "random", "--seed", a.seed + 1, "-o", work / "val_plan.json"],
-                 [work / "val_plan.json"], inputs=[space_path])
-        pin = [] if a.cpus == "none" else ["--cpus", a.cpus]
-        # The reference is timed on its own every few samples, not paired with each (--paired-reference): paired
-        # invokes share the caches, and at 32 px the reference read 0.85 ms beside the widest network, 0.69 beside the
-        # 0.5x one and 0.65 alone (tools/bench_reference.py), so dividing by it scaled small networks up (this
-        # pipeline's table then predicted its exported model 16% slower than it ran, 0.184 vs 0.159 ms; the CIFAR
-        # benchmark, unpaired, within 2%).
-        # The profiler resumes by itself: it appends to --out and skips the plan indices already there
-        # (device_profiler/samples.py), so an interrupted profile runs again as it was; any other rerun (a new plan
-        # or template, an edited samples file) deletes the old samples first, or they would be kept as timed.
-        for name, plan, out in (("profile", "plan.json", "samples.jsonl"), ("profile_val", "val_plan.json", "val.jsonl")):
-            pl.stage(name, "device_profiler.__main__",
-                     ["--template", tpl, "--plan", work / plan, "--out", work / out, "--threads", 1, "--runs", a.runs,
-                      "--no-progress"] + pin, [work / out], inputs=[tpl, tpl.with_suffix(".json"), work / plan],
-                     resumable=(work / out).is_file, partial=[work / out])
-        fit_args = ["fit", work / "samples.jsonl", "--space", space_path, "--validation", work / "val.jsonl", "-o", table,
-                    "--plot", work / "fit.png"]
-        fit_inputs = [work / "samples.jsonl", work / "val.jsonl"]
-    pl.stage("fit", "tfwidth.latency", fit_args, [table], inputs=[space_path] + fit_inputs)
-    from tfwidth.latency import poor_table
-    poor = None if a.dry_run else poor_table(table)
-    if poor and a.reprofile and not a.device_samples:  # once: the flag is dropped for the second round
-        print(f"[fit] the table is too poor to solve on ({poor}); --reprofile: deleting the samples and profiling "
-              f"again", flush=True)
-        for f in (work / "samples.jsonl", work / "val.jsonl", table):
-            f.unlink(missing_ok=True)
-        return main([x for x in (sys.argv[1:] if argv is None else [str(v) for v in argv]) if x != "--reprofile"])
-    if poor:
-        stop_unless(a.accept_poor_table, "fit", f"the latency table {table} is too poor to solve on ({poor})",
-                    "time them again on a quiet device" if a.device_samples else
-                    "re-run when this machine is quiet, add --reprofile to delete the samples and profile again",
-                    "--accept-poor-table")
-
-    target = a.target_ms
-    if target is None:
-        target = default_target(space, table, a.target_mult) if table.exists() else None
-        if target is not None:
-            print(f"latency target: {target} ms (the table's prediction of the uniform {a.target_mult}x network)")
-
-    # 6. supernet
-    run = work / "run"
-    train_args = ["--space", space_path, "--dataset", a.dataset, "--epochs", a.epochs, "--batch-size", a.batch_size,
-                  "--sampling", a.sampling, "--seed", a.seed, "--out", run]
-    if a.train_limit:
-        train_args += ["--train-limit", a.train_limit]
-    if a.probe_holdout:
-        train_args += ["--probe-holdout"]
-    if a.probe_configs is not None:
-        train_args += ["--probe-configs", a.probe_configs]
-    if a.aows:
-        train_args += ["--aows", "--latency", table, "--target-ms", target]
-    # Resumed from its last finished epoch when it has a checkpoint (exact: tfwidth/training.py); any other run deletes
-    # run/ first: tfwidth.train refuses to start over a checkpointed run, and a stale stats.json must not survive.
-    train_inputs = [space_path] + ([table] if a.aows else []) + (
-        [a.dataset[len("npz:"):]] if a.dataset.startswith("npz:") else [])
-    pl.stage("train", "tfwidth.train", train_args,
-             [run / "stats.json", run / "summary.json", run / "ckpt" / "checkpoint.json"], inputs=train_inputs,
-             resume_flag="--resume", resumable=(run / "ckpt" / "checkpoint.json").is_file, partial=[run])
-
-    # 7. refine the table on the solver's own answers, timed here (tfwidth/refine.py): the fitted table is smoothest
-    # exactly where the solver likes to go, and its miss there is what the exported model pays
-    if a.device_samples:
-        print("[refine] skipped: the samples come from another device (--device-samples) and refinement times the "
-              "candidates on this machine; run python -m tfwidth.refine on that device")
-    elif a.no_refine:
-        print("[refine] skipped (--no-refine)")
-    else:
-        refined = work / "table_refined.json"
-        pl.stage("refine", "tfwidth.refine", ["--table", table, "--samples", work / "samples.jsonl",
-                                               "--template", work / "template.tflite", "--stats", run / "stats.json",
-                                               "--target-ms", target, "--validation", work / "val.jsonl",
-                                               "-o", refined] + ([] if a.cpus == "none" else ["--cpus", a.cpus])
-                 + ([] if a.refine_rounds is None else ["--rounds", a.refine_rounds]),
-                 [refined], inputs=[table, work / "samples.jsonl", work / "template.tflite", work / "template.json",
-                                    run / "stats.json", work / "val.jsonl"])
-        table = refined
-        left = None if a.dry_run else refine_mod.unconverged(refined)
-        if left:
-            problem = (f"the refinement of the latency table did not converge: its answers are still up to "
-                       f"{100 * left['max_abs_err_after']:.1f}% off after {left['rounds']} round(s) (tolerance "
-                       f"{100 * left['tol']:g}%), blocked by {left.get('blocked_by', 'something not diagnosed')}: "
-                       f"{left.get('diagnosis', 'a table refined by an older tfwidth')}")
-            if not left["stop"]:
-                print(f"[refine] note: {problem}; within the {100 * refine_mod.stop_at(left['tol']):g}% the pipeline "
-                      f"accepts, going on")
-            else:
-                # the refinement's timings are kept and a rerun with the same arguments would reuse them: to time
-                # again on a quiet machine both go; more rounds continue from the rounds already timed
-                again = (f"re-run when this machine is quiet after deleting {refined} and its timings "
-                         f"{refined.with_suffix('.refine')}/ (a rerun reuses them)")
-                fix = {"noise": again, "moving device": again,
-                       "model bias": f"raise --refine-rounds (now {a.refine_rounds or left['max_rounds']}: each round "
-                                     f"adds the answers' timings to the fit again)"}.get(
-                    left.get("blocked_by"), f"delete {refined} to refine again and learn what blocked it")
-                stop_unless(a.accept_unconverged, "refine", problem, fix, "--accept-unconverged")
-        if a.target_ms is None and target is not None:
-            from tfwidth import mrf
-            from tfwidth.latency import LatencyTable
-            fastest = mrf.min_total(LatencyTable.load(table, space).chain())[1]
-            if fastest > target:
-                # the derived target is "the table's prediction of the uniform network": when the refined table puts
-                # it below every configuration (tiny networks near the timer's resolution), derive it again there
-                target = default_target(space, table, a.target_mult)
-                print(f"latency target: {target} ms (the refined table's prediction of the uniform "
-                      f"{a.target_mult}x network; the fitted table's was below the refined table's fastest)")
-
-    # 8. solve
-    widths = work / "widths.json"
-    # With this CPU as the device the answer is timed too and re-aimed if it runs over the target (the budget is
-    # a measured one); samples from another device can only be checked there (device_profiler --benchmark).
-    verify = [] if a.device_samples else ["--verify-template", work / "template.tflite"] + (
-        [] if a.cpus == "none" else ["--cpus", a.cpus])
-    pl.stage("solve", "tfwidth.solve", ["--stats", run / "stats.json", "--latency", table, "--target-ms", target,
-                                        "--method", a.method, "-o", widths] + verify, [widths],
-             inputs=[run / "stats.json", table]
-             + ([work / "template.tflite", work / "template.json"] if verify else []))
-
-    # 9. export and measure
-    model = work / f"model_{a.format}.tflite"
-    from tfwidth.export import default_paths
-    keras_model, report = default_paths(model)
-
-    def export_resumable() -> bool:
-        from tfwidth.export import export_work_dir, load_widths
-        if not a.finetune_epochs or not widths.is_file():
-            return False
-        return (export_work_dir(run, "supernet", load_widths(widths)[1]) / "train" / "checkpoint.json").is_file()
-
-    # The report is renamed into place last (tfwidth/export.py): the export finished when it is there.
-    pl.stage("export", "tfwidth.export", ["--widths", widths, "--run", run, "--dataset", a.dataset, "--init",
-                                          "supernet", "--epochs", a.finetune_epochs, "--format", a.format,
-                                          "--latency", table, "-o", model]
-             + (["--train-limit", a.train_limit] if a.train_limit else []), [report, model, keras_model],
-             inputs=[widths, run / "stats.json", run / "ckpt" / "checkpoint.json", table], resume_flag="--resume",
-             resumable=export_resumable)
-    if a.dry_run:
-        return 0
-
-    # 10. the final table
-    print_summary(work, model, time.time() - t_start)
+    r = run_pipeline(a.work, dataset=a.dataset, preset_name=a.preset, space_file=a.space, resolution=a.resolution,
+                     target_ms=a.target_ms, target_mult=a.target_mult, device_samples=a.device_samples,
+                     device_val=a.device_val, plan_count=a.plan_count, val_count=a.val_count, runs=a.runs,
+                     cpus=a.cpus, epochs=a.epochs, batch_size=a.batch_size, train_limit=a.train_limit,
+                     sampling=a.sampling, aows=a.aows, probe_holdout=a.probe_holdout,
+                     probe_configs=a.probe_configs, method=a.method, finetune_epochs=a.finetune_epochs,
+                     fmt=a.format, seed=a.seed, refine=not a.no_refine, reprofile=a.reprofile,
+                     accept_poor_table=a.accept_poor_table, refine_rounds=a.refine_rounds,
+                     accept_unconverged=a.accept_unconverged, dry_run=a.dry_run)
+    if not r.dry_run:
+        print_summary(r.work, r.model, r.seconds)
     return 0
 
 
