@@ -340,3 +340,25 @@ def test_validation_reports_the_ladder_against_the_same_networks_timed_twice(spa
     assert groups["ladder"]["n"] == len(ladder) and groups["random"]["n"] + len(ladder) == fit["validation"]["n"]
     r = run_module("tfwidth.latency", "validate", "t.json", "v.jsonl", cwd=tmp_path, timeout=120)
     assert r.returncode == 0 and f"uniform networks of the width levels ({len(ladder)})" in r.stdout, r.stderr
+
+
+def test_fit_samples_and_validate_table_are_the_cli(space, tmp_path):
+    """The fit and validate stages' library functions: the table the fit CLI writes (its entries and fit record),
+    the figures it prints, and validate's figures of it."""
+    truth = true_table(space)
+    space.save(tmp_path / "space.json")
+    write_jsonl(tmp_path / "s.jsonl", make_samples(space, truth, 80, noise=0.01))
+    write_jsonl(tmp_path / "v.jsonl", make_samples(space, truth, 30, seed=4, noise=0.01))
+    r = run("fit", "s.jsonl", "-o", "cli.json", "--space", "space.json", "--validation", "v.jsonl", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    got = L.fit_samples(tmp_path / "s.jsonl", tmp_path / "lib.json", space=tmp_path / "space.json",
+                        validation=tmp_path / "v.jsonl")
+    cli, lib = (json.loads((tmp_path / n).read_text()) for n in ("cli.json", "lib.json"))
+    assert lib == json.loads(json.dumps(got.table.to_json()))
+    assert cli["stem"] == lib["stem"] and cli["blocks"] == lib["blocks"] and cli["head"] == lib["head"]
+    assert cli["fit"] == lib["fit"]
+    assert L.format_metrics("validation", got.report["validation"]) in r.stdout
+    assert got.statistic == "min" and got.plot is None and got.output == tmp_path / "lib.json"
+    assert [g for g, *_ in got.groups] == list(got.report["validation_groups"])
+    v = L.validate_table(tmp_path / "lib.json", tmp_path / "v.jsonl")
+    assert v.metrics == got.report["validation"] and v.verdict["poor"] == got.verdict["poor"]

@@ -196,3 +196,17 @@ def test_refine_rounds_reach_the_refinement_only_when_given(tmp_path, monkeypatc
     assert "[refine] running again: its arguments changed" in capsys.readouterr().out and ran[0] == "refine"
     argv_refine = json.loads((tmp_path / "w" / "pipeline.json").read_text())["stages"]["refine"]["argv"]
     assert argv_refine[argv_refine.index("--rounds") + 1] == "20"
+
+
+def test_run_pipeline_dry_run_says_where_the_results_go(tmp_path, capsys):
+    """The pipeline's library function: a dry run prints every stage's command, runs none of them, and returns where
+    the widths, model and report of a real run go."""
+    from tfwidth.pipeline import PipelineRun, run_pipeline
+    tiny_space(resolution=8, classes=10, levels=3, base=8, layers=4).save(tmp_path / "space.json")
+    work = tmp_path / "w"
+    r = run_pipeline(work, space_file=tmp_path / "space.json", target_ms=1.0, fmt="int8", dry_run=True)
+    assert r == PipelineRun(work, work / "widths.json", work / "model_int8.tflite", work / "model_int8.report.json",
+                            1.0, r.seconds, True)
+    out = capsys.readouterr().out
+    assert "[export] python -m tfwidth.export" in out and "--format int8" in out
+    assert not (work / "widths.json").exists() and not (work / "template.tflite").exists()

@@ -13,6 +13,7 @@ linear system, regularised towards "a wider layer is not faster".
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -875,6 +876,120 @@ def _print_unconstrained(table: LatencyTable, limit: int = 20) -> None:
         print(f"  ... and {len(u) - limit} more (all listed in the table's 'unconstrained')")
 
 
+@dataclasses.dataclass
+class Fitted:
+    """What ``fit_samples`` did: the table (saved at ``output``; its ``fit`` holds the figures below), the fit's
+    report (fit_table: settings chosen, train and validation figures, per validation group), the profiler's noise
+    in the timings, the verdict on them (judge), the statistic fitted, per validation group its figures beside the
+    A/A RMSE of the same networks (group, metrics, A/A RMSE or None, what that A/A is), and the plot written, if
+    any."""
+    table: LatencyTable
+    report: dict
+    noise: dict
+    verdict: dict
+    statistic: str
+    groups: list
+    output: Path
+    plot: Path | None = None
+
+
+def fit_samples(samples, output, *, space=None, validation=None, holdout: float = 0.1, reg: float | None = None,
+                prior: float | None = None, scale: str | None = None, prior_table=None, statistic: str = "min",
+                drift: bool = True, seed: int = 0, plot=None, allow_mixed: bool = False,
+                min_within_10pct: float = MIN_WITHIN_10PCT, max_repeat_noise: float = MAX_REPEAT_NOISE) -> Fitted:
+    """The fit stage: the table fitted (fit_table) from the samples.jsonl at ``samples`` for the space of ``space``
+    (a space.json or plan.json; default find_space's), its settings chosen on the ``validation`` samples file or a
+    ``holdout`` share of the samples unless given (``reg``, ``prior``, ``scale``), pulled towards another device's
+    table at ``prior_table`` if given; judged against the profiler's noise (the verdict "too poor to solve on" at
+    ``min_within_10pct`` / ``max_repeat_noise``, which the pipeline stops on). ``allow_mixed``: accept samples of
+    several spaces, runtimes, formats or thread counts. Writes the table to ``output`` (and a predicted-vs-measured
+    plot to ``plot``). Returns it with its figures (Fitted)."""
+    if not 0 <= holdout < 1:
+        raise UsageError(f"--holdout must be in [0, 1), got {holdout}")
+    rows = load_samples(samples, allow_mixed)
+    space = find_space(samples, rows, space)
+    if not allow_mixed:
+        check_space(rows[0] if rows else {"space_hash": space.space_hash}, space, f"samples {samples}")
+    val = load_samples(validation, allow_mixed) if validation else None
+    if val and rows and not allow_mixed:
+        check_uniform(rows[:1] + val)
+    statistic = usable_statistic(statistic, rows + (val or []))
+    other = None
+    if prior_table:
+        other = LatencyTable.load(prior_table)
+        if tuple(other.space.num_choices) != tuple(space.num_choices):
+            raise UsageError(f"--prior-table {prior_table} is a table of a space with {other.space.num_choices}"
+                             f" choices per layer, the samples' space has {space.num_choices}; give a table of "
+                             f"the same network (any resolution, format or kernels)")
+    table, rep = fit_table(rows, space, reg=reg, prior=prior, holdout=holdout, seed=seed, statistic=statistic,
+                           drift=drift, validation=val, scale=scale, prior_table=other)
+    noise = file_noise([samples] + ([validation] if validation else []), statistic)
+    verdict = judge(rep["validation"], noise, min_within_10pct, max_repeat_noise, rep["validation_groups"])
+    table.fit.update(noise=noise, verdict=verdict)
+    if prior_table:
+        table.fit["prior_table"]["path"] = str(prior_table)
+    table.save(output)
+    groups = []
+    if rep["validation_groups"]:
+        pairs = same_network_pairs(rows, val, statistic, drift, table.fit.get("ref_ms")) if val else {}
+        vmask = groups_of(space, val) if val else None
+        for g, m in rep["validation_groups"].items():
+            keys = [tuple(d["widths"]) for d, k in zip(val, vmask[g]) if k] if val else []
+            aa = aa_rmse(pairs, keys) if keys and any(k in pairs for k in keys) else None
+            what = "the same networks (timed in both files)"
+            if aa is None and noise.get("repeat_rmse_ms"):
+                aa, what = noise["repeat_rmse_ms"], "the profiler's repeats"
+            groups.append((g, m, aa, what))
+    if plot:
+        level = table.fit.get("ref_ms")
+        series = [("train", measured(rows, statistic, drift, level), table.predict_indices(_indices(space, rows)))]
+        if val:
+            series.append(("validation", measured(val, statistic, drift, level),
+                           table.predict_indices(_indices(space, val))))
+        plot_fit(plot, series)
+    return Fitted(table, rep, noise, verdict, statistic, groups, Path(output), Path(plot) if plot else None)
+
+
+@dataclasses.dataclass
+class Validated:
+    """What ``validate_table`` found: the table, its figures on the samples (evaluate) and per group, the noise they
+    are judged against (the samples' repeats, else the table's own samples'), the verdict, and the plot written."""
+    table: LatencyTable
+    metrics: dict
+    groups: dict
+    noise: dict
+    verdict: dict
+    plot: Path | None = None
+
+
+def validate_table(table, samples, *, allow_mixed: bool = False, plot=None) -> Validated:
+    """The validate stage: how well the table at ``table`` predicts the samples.jsonl at ``samples`` (refused when
+    they were timed with another space, runtime, format or thread count unless ``allow_mixed``), judged against the
+    noise as the fit judges (the table's own thresholds); writes a predicted-vs-measured plot to ``plot`` if
+    given."""
+    t = LatencyTable.load(table)
+    rows = load_samples(samples, allow_mixed)
+    if not allow_mixed and rows:
+        check_space(rows[0], t.space, f"samples {samples}")
+        for key, mine in (("runtime", t.runtime), ("format", t.format), ("threads", t.threads)):
+            theirs = rows[0].get(key)
+            if mine is not None and theirs is not None and theirs != mine:
+                raise UsageError(f"samples were timed with {key} {theirs} but the table was fitted for {mine}; "
+                                 f"use samples of the same setting or pass --allow-mixed")
+    m = evaluate(t, rows)
+    noise = file_noise([samples], t.statistic)
+    if not noise.get("repeats"):
+        noise = t.fit.get("noise") or noise  # the noise the table's own samples were timed with
+    v = t.fit.get("verdict") or {}
+    groups = evaluate_groups(t, rows)
+    verdict = judge(m, noise, v.get("min_within_10pct", MIN_WITHIN_10PCT), v.get("max_repeat_noise", MAX_REPEAT_NOISE),
+                    groups)
+    if plot:
+        y = measured(rows, t.statistic, t.drift, t.fit.get("ref_ms"))
+        plot_fit(plot, [(Path(samples).name, y, t.predict_indices(_indices(t.space, rows)))])
+    return Validated(t, m, groups, noise, verdict, Path(plot) if plot else None)
+
+
 def main(argv=None) -> int:
     if (sys.argv[1:] if argv is None else list(argv))[:1] == ["refine"]:
         raise UsageError("the refinement is its own command now: python -m tfwidth.refine (the same options)")
@@ -923,32 +1038,11 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
 
     if a.cmd == "fit":
-        if not 0 <= a.holdout < 1:
-            raise UsageError(f"--holdout must be in [0, 1), got {a.holdout}")
-        samples = load_samples(a.samples, a.allow_mixed)
-        space = find_space(a.samples, samples, a.space)
-        if not a.allow_mixed:
-            check_space(samples[0] if samples else {"space_hash": space.space_hash}, space, f"samples {a.samples}")
-        val = load_samples(a.validation, a.allow_mixed) if a.validation else None
-        if val and samples and not a.allow_mixed:
-            check_uniform(samples[:1] + val)
-        a.statistic = usable_statistic(a.statistic, samples + (val or []))
-        prior_table = None
-        if a.prior_table:
-            prior_table = LatencyTable.load(a.prior_table)
-            if tuple(prior_table.space.num_choices) != tuple(space.num_choices):
-                raise UsageError(f"--prior-table {a.prior_table} is a table of a space with {prior_table.space.num_choices}"
-                                 f" choices per layer, the samples' space has {space.num_choices}; give a table of "
-                                 f"the same network (any resolution, format or kernels)")
-        table, rep = fit_table(samples, space, reg=a.reg, prior=a.prior, holdout=a.holdout, seed=a.seed,
-                               statistic=a.statistic, drift=not a.no_drift, validation=val, scale=a.scale,
-                               prior_table=prior_table)
-        noise = file_noise([a.samples] + ([a.validation] if a.validation else []), a.statistic)
-        verdict = judge(rep["validation"], noise, a.min_within_10pct, a.max_repeat_noise, rep["validation_groups"])
-        table.fit.update(noise=noise, verdict=verdict)
-        if a.prior_table:
-            table.fit["prior_table"]["path"] = str(a.prior_table)
-        table.save(a.output)
+        r = fit_samples(a.samples, a.output, space=a.space, validation=a.validation, holdout=a.holdout, reg=a.reg,
+                        prior=a.prior, scale=a.scale, prior_table=a.prior_table, statistic=a.statistic,
+                        drift=not a.no_drift, seed=a.seed, plot=a.plot, allow_mixed=a.allow_mixed,
+                        min_within_10pct=a.min_within_10pct, max_repeat_noise=a.max_repeat_noise)
+        rep = r.report
         print(f"fitted {rep['n_unknowns']} entries from {rep['n_samples']} samples in {rep['seconds']:.1f} s"
               + (f" pulled towards {a.prior_table} (scale and offset per term)" if a.prior_table else "")
               + f"; {rep['scale']} residuals, hinge weight {rep['reg']:g}, prior weight {rep['prior']:g}"
@@ -957,54 +1051,23 @@ def main(argv=None) -> int:
                  f"per group)" if rep["choices"] else ""))
         print(format_metrics("train", rep["train"]))
         print(format_metrics("validation", rep["validation"]))
-        print(f"statistic {a.statistic}; " + format_against_noise("validation", rep["validation"], noise, verdict))
-        if rep["validation_groups"]:
-            pairs = same_network_pairs(samples, val, a.statistic, not a.no_drift, table.fit.get("ref_ms")) if val else {}
-            vmask = groups_of(space, val) if val else None
-            for g, m in rep["validation_groups"].items():
-                keys = [tuple(d["widths"]) for d, k in zip(val, vmask[g]) if k] if val else []
-                aa = aa_rmse(pairs, keys) if keys and any(k in pairs for k in keys) else None
-                what = "the same networks (timed in both files)"
-                if aa is None and noise.get("repeat_rmse_ms"):
-                    aa, what = noise["repeat_rmse_ms"], "the profiler's repeats"
-                print(format_group(g, m, aa, what))
-        _print_unconstrained(table)
-        if a.plot:
-            level = table.fit.get("ref_ms")
-            series = [("train", measured(samples, a.statistic, not a.no_drift, level),
-                       table.predict_indices(_indices(space, samples)))]
-            if val:
-                series.append(("validation", measured(val, a.statistic, not a.no_drift, level),
-                               table.predict_indices(_indices(space, val))))
-            plot_fit(a.plot, series)
+        print(f"statistic {r.statistic}; " + format_against_noise("validation", rep["validation"], r.noise,
+                                                                  r.verdict))
+        for g, m, aa, what in r.groups:
+            print(format_group(g, m, aa, what))
+        _print_unconstrained(r.table)
+        if r.plot:
             print(f"wrote {a.plot}")
         print(f"wrote {a.output}")
     else:
-        table = LatencyTable.load(a.table)
-        samples = load_samples(a.samples, a.allow_mixed)
-        if not a.allow_mixed and samples:
-            check_space(samples[0], table.space, f"samples {a.samples}")
-            for key, mine in (("runtime", table.runtime), ("format", table.format), ("threads", table.threads)):
-                theirs = samples[0].get(key)
-                if mine is not None and theirs is not None and theirs != mine:
-                    raise UsageError(f"samples were timed with {key} {theirs} but the table was fitted for {mine}; "
-                                     f"use samples of the same setting or pass --allow-mixed")
-        m = evaluate(table, samples)
-        print(format_metrics(Path(a.samples).name, m))
-        noise = file_noise([a.samples], table.statistic)
-        if not noise.get("repeats"):
-            noise = table.fit.get("noise") or noise  # the noise the table's own samples were timed with
-        v = table.fit.get("verdict") or {}
-        groups = evaluate_groups(table, samples)
-        print(f"statistic {table.statistic}; " + format_against_noise(
-            Path(a.samples).name, m, noise, judge(m, noise, v.get("min_within_10pct", MIN_WITHIN_10PCT),
-                                                  v.get("max_repeat_noise", MAX_REPEAT_NOISE), groups)))
-        for g, gm in groups.items():
-            print(format_group(g, gm, noise.get("repeat_rmse_ms"), "the profiler's repeats"))
-        _print_unconstrained(table)
-        if a.plot:
-            y = measured(samples, table.statistic, table.drift, table.fit.get("ref_ms"))
-            plot_fit(a.plot, [(Path(a.samples).name, y, table.predict_indices(_indices(table.space, samples)))])
+        r = validate_table(a.table, a.samples, allow_mixed=a.allow_mixed, plot=a.plot)
+        print(format_metrics(Path(a.samples).name, r.metrics))
+        print(f"statistic {r.table.statistic}; " + format_against_noise(Path(a.samples).name, r.metrics, r.noise,
+                                                                        r.verdict))
+        for g, gm in r.groups.items():
+            print(format_group(g, gm, r.noise.get("repeat_rmse_ms"), "the profiler's repeats"))
+        _print_unconstrained(r.table)
+        if r.plot:
             print(f"wrote {a.plot}")
     return 0
 
