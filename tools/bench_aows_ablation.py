@@ -39,10 +39,9 @@ def main(argv=None) -> int:
     from tfwidth.artifacts import read_json, write_json
     from tfwidth.convert import convert, keras_logits, top1
     from tfwidth.data import load_data
-    from tfwidth.export import initial_model, recalibrate_plain_bn
+    from tfwidth.export import fine_tune
     from tfwidth.host import measure_latency
     from tfwidth.training import load_supernet
-    from tfwidth.export import train as finetune
     from tfwidth.latency import LatencyTable
     from tfwidth.solve import solve
     from tfwidth.space import preset
@@ -80,10 +79,9 @@ def main(argv=None) -> int:
                                       target["measured_ms"], "ows").indices)
             t0 = time.time()
             inherited = load_supernet(run, space).evaluate_widths(w, data, calib_batches=a.calib_batches)
-            model, _ = initial_model(space, w, "supernet", run, data, calib_batches=a.calib_batches, seed=s)
-            finetune(model, data, epochs=a.finetune_epochs, lr=0.01 * a.batch_size / 64, warmup_epochs=0.0,
-                     label_smoothing=0.1, weight_decay=4e-5, progress=False)
-            recalibrate_plain_bn(model, data, a.calib_batches)
+            # the export's recipe, as bench_e2e fine-tunes (init supernet: lr 0.01 x batch/64, no warm-up)
+            model = fine_tune(space, w, data, run_dir=run, epochs=a.finetune_epochs, calib_batches=a.calib_batches,
+                              seed=s, progress=False).model
             rec = {"space_hash": space.space_hash, "seed": s, "widths": list(w), "predicted_ms": table.predict(w), "inherited": inherited,
                    "finetuned": top1(keras_logits(model, xe), ye),
                    "measured_ms": measure_latency(convert(model, "fp32"), runs=20, repeats=5, cpus=(0,))["ms"]["min"],

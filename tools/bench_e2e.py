@@ -384,13 +384,12 @@ def main(argv=None) -> int:
 
     # 3. the AOWS supernet, for the middle target ------------------------------------------------------------------
     if "aows" in runs:
-        from tfwidth.aows import AOWSCallback
+        from tfwidth.train import aows_callback
         aows_target = next(t["measured_ms"] for t in targets if t["mult"] == AOWS_MULT)
-        from tfwidth import probe
-        live = probe.fixed_batches(data, 256) if a.aows_probe_configs else None
-        supernet("aows", (AOWSCallback(space, table.chain(), aows_target, a.epochs * data.steps_per_epoch,
-                                       runs["aows"], probe_batches=live, probe_configs=a.aows_probe_configs or 1,
-                                       seed=a.seed),),
+        # the live probe on the first 256 training images (the validation split stays for the evaluation)
+        supernet("aows", (aows_callback(space, data, table, aows_target, a.epochs * data.steps_per_epoch,
+                                        runs["aows"], probe_configs=a.aows_probe_configs, probe_images=256,
+                                        probe_holdout=False, seed=a.seed),),
                  extra={"args": {"aows_target": aows_target, "aows_probe_configs": a.aows_probe_configs},
                         "inputs": {"table": _cache.file_digest(work / "table.json")}})
 
@@ -398,11 +397,9 @@ def main(argv=None) -> int:
         return 0
 
     # 4-5. solve, evaluate inherited, fine-tune, convert, measure --------------------------------------------------
-    from tfwidth.errors import UsageError
-    from tfwidth.solve import solve
     from tfwidth.stats import WidthStats
     from tfwidth.convert import convert, keras_logits
-    from tfwidth.export import initial_model, train as finetune, recalibrate_plain_bn
+    from tfwidth.export import fine_tune
     rows, put = jsonl_cache(sd / "results.jsonl")
     xe, ye = data.eval_arrays()
     stats = {kind: WidthStats.load(run / "stats.json", space) for kind, run in runs.items()}
@@ -453,23 +450,12 @@ def main(argv=None) -> int:
                   f"{_cache.describe_change(old.get('parts'), solve_parts(targets, entries, loop))}"
                   + ("" if not fixed else " (the OWS supernet's answers kept)"))
         plan = [(t, e) for t in targets for e in entries]
-
-        def answers(tbl, aims):
-            out = []
-            for (t, (label, kind, c, method)), aim in zip(plan, aims):
-                if (t["mult"], label) in fixed:
-                    out.append(fixed[t["mult"], label])
-                    continue
-                if label == "uniform":  # the network whose measured latency is the target, not a solver's guess
-                    out.append(space.uniform(t["mult"]))
-                    continue
-                try:
-                    sol = solve(space, c, tbl, aim, method)
-                except UsageError:  # aimed below the fastest configuration
-                    out.append(None)
-                    continue
-                out.append(space.to_widths(sol.indices) if sol.feasible else None)
-            return out
+        # every (target, entry) solved at its aim, but the uniform network whose measured latency is the target (not
+        # a solver's guess) and the answers kept
+        answers = refine_mod.answer_solver(
+            space, [(c, t["measured_ms"], method) for t, (label, kind, c, method) in plan],
+            fixed={i: fixed[t["mult"], label] if (t["mult"], label) in fixed else space.uniform(t["mult"])
+                   for i, (t, (label, *_)) in enumerate(plan) if (t["mult"], label) in fixed or label == "uniform"})
 
         def settle():
             # one directory per set of inputs: a killed settle resumes, another set of answers starts afresh
@@ -555,11 +541,11 @@ def main(argv=None) -> int:
             t0 = time.time()
             net = models[c["run"]]
             inherited = net.evaluate_widths(w, data, calib_batches=a.calib_batches)
-            model, _ = initial_model(space, w, "supernet", runs[c["run"]], data, calib_batches=a.calib_batches,
-                                     seed=a.seed)
-            finetune(model, data, epochs=a.finetune_epochs, lr=0.01 * a.batch_size / 64, warmup_epochs=0.0,
-                     label_smoothing=0.1, weight_decay=4e-5, progress=False, eval_each_epoch=False)
-            recalibrate_plain_bn(model, data, a.calib_batches)
+            # the export's recipe (init supernet: lr 0.01 x batch/64, no warm-up), without checkpoints or an
+            # evaluation per epoch
+            model = fine_tune(space, w, data, run_dir=runs[c["run"]], epochs=a.finetune_epochs,
+                              calib_batches=a.calib_batches, seed=a.seed, progress=False,
+                              eval_each_epoch=False).model
             correct = keras_logits(model, xe).argmax(1) == np.asarray(ye)  # the test images, once
             preds_path(c).parent.mkdir(exist_ok=True)
             buf = __import__("io").BytesIO()
