@@ -150,11 +150,9 @@ def _run(a, opened) -> int:
             return 0
         if on_phone:
             print(f"profiling on {where} with {a.benchmark_binary}", file=sys.stderr)
-            # benchmark_model times one model per run: nothing is paired with it
-            r = profile(session, plan, a.out, shard, a.reference_every, not a.no_progress, noise=noise_check(a))
-        else:
-            r = profile(session, plan, a.out, shard, a.reference_every, not a.no_progress, a.paired_reference,
-                        noise_check(a))
+        # (never paired on a phone: main refuses --paired-reference with --runner adb)
+        r = profile(session, plan, a.out, shard, a.reference_every, not a.no_progress, a.paired_reference,
+                    noise_check(a))
     finally:
         if on_phone:
             session.close()
