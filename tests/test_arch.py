@@ -1,0 +1,110 @@
+"""The architecture seam: what must not change when MobileNetV1 moves behind tfwidth.arch (issue 19, item 3).
+
+Pinned: the presets' space hashes (every artefact records one), and a supernet run directory written by the code
+before the seam (commit BASE) loads, resumes and exports with identical outputs."""
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tfwidth.space import preset, tiny_space
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = "9ace758"  # the last commit before the seam
+
+# space_hash of each preset, computed by the code at BASE: the hash is what every artefact is checked against
+PINNED = {
+    ("mobilenet_v1", 224): "bebcee09900c904f",
+    ("mobilenet_v1", 128): "d36fadeda57744c9",
+    ("mobilenet_v1", 64): "d6a569be6787386b",
+    ("mobilenet_v1_cifar", 32): "723350a3a4c77cc2",
+    ("mobilenet_v1_cifar", 16): "a3d99f06f94a21d9",
+}
+
+
+@pytest.mark.parametrize("name,resolution", sorted(PINNED))
+def test_preset_hashes_are_unchanged(name, resolution):
+    assert preset(name, resolution=resolution).space_hash == PINNED[name, resolution]
+
+
+def test_tiny_space_hashes_are_unchanged():
+    assert tiny_space().space_hash == "7cb9257f98008b2b"
+    assert tiny_space(layers=7, levels=5).space_hash == "292831ad635f79ab"
+
+
+# ---- a run directory of the code before the seam ---------------------------------------------------------------
+OLD_RUN = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from tfwidth.data import load_data
+    from tfwidth.space import tiny_space
+    from tfwidth.training import train_supernet
+    space = tiny_space(resolution=8, levels=3, base=8, layers=4)
+    npz, run, out = sys.argv[1:4]
+    data = load_data("npz:" + npz, space, 16, seed=0)
+    model = train_supernet(space, data, run, 1, lr=0.1, warmup_epochs=0.5, verbose=0, tensorboard=False,
+                           validate=False, summary=False).model
+    x = np.random.default_rng(3).normal(size=(5, 8, 8, 3)).astype(np.float32)
+    widths = [space.max_widths, space.min_widths, space.random_widths(np.random.default_rng(4))]
+    np.savez(out, x=x, widths=np.array(widths),
+             logits=np.stack([model.predict_widths(x, w).numpy() for w in widths]),
+             plain=np.stack([model.to_plain(w)(x, training=False).numpy() for w in widths]))
+""")
+
+
+@pytest.fixture(scope="module")
+def old_run(tmp_path_factory):
+    """A run directory (1 epoch on random images) and reference outputs, written by the code at BASE."""
+    tmp = tmp_path_factory.mktemp("old")
+    try:
+        blob = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", BASE, "tfwidth", "device_profiler"],
+                              capture_output=True, check=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        pytest.skip(f"the code at {BASE} is not available (no git checkout)")
+    (tmp / "old.tar").write_bytes(blob)
+    with tarfile.open(tmp / "old.tar") as t:
+        t.extractall(tmp / "code")
+    rng = np.random.default_rng(0)
+    np.savez(tmp / "tiny.npz", x_train=rng.integers(0, 256, (48, 8, 8, 3), dtype=np.uint8),
+             y_train=np.arange(48) % 10, x_test=rng.integers(0, 256, (10, 8, 8, 3), dtype=np.uint8),
+             y_test=np.arange(10) % 10)
+    env = dict(os.environ, PYTHONPATH=str(tmp / "code"))
+    p = subprocess.run([sys.executable, "-c", OLD_RUN, str(tmp / "tiny.npz"), str(tmp / "run"), str(tmp / "ref.npz")],
+                       cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return tmp
+
+
+@pytest.mark.slow
+def test_an_old_run_directory_loads_with_identical_outputs(old_run):
+    from tfwidth.training import load_supernet
+    space = tiny_space(resolution=8, levels=3, base=8, layers=4)
+    ref = np.load(old_run / "ref.npz")
+    model = load_supernet(old_run / "run", space)
+    for w, logits, plain in zip(ref["widths"], ref["logits"], ref["plain"]):
+        w = tuple(int(c) for c in w)
+        np.testing.assert_array_equal(model.predict_widths(ref["x"], w).numpy(), logits)
+        np.testing.assert_allclose(model.to_plain(w)(ref["x"], training=False).numpy(), plain, rtol=1e-6,
+                                   atol=1e-6)
+
+
+@pytest.mark.slow
+def test_an_old_run_directory_resumes(old_run, tmp_path):
+    """Resuming restores the model and the optimizer (assert_existing_objects_matched): every variable is found."""
+    import shutil
+    from tfwidth.data import load_data
+    from tfwidth.training import train_supernet
+    space = tiny_space(resolution=8, levels=3, base=8, layers=4)
+    run = tmp_path / "run"
+    shutil.copytree(old_run / "run", run)
+    data = load_data(f"npz:{old_run / 'tiny.npz'}", space, 16, seed=0)
+    res = train_supernet(space, data, run, 2, lr=0.1, warmup_epochs=0.5, verbose=0, tensorboard=False,
+                         validate=False, summary=False, resume=True)
+    assert json.loads((run / "ckpt" / "checkpoint.json").read_text())["epoch"] == 2
+    assert int(res.model.stats_epochs.numpy()) == 2
