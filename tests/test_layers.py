@@ -79,7 +79,7 @@ def test_no_import_cycle():
 
 
 # tfwidth's modules in the order of the data flow (README, Layout): each imports only modules before it
-ORDER = ("errors", "artifacts", "space", "mrf", "data", "mobilenet", "convert", "profile", "host", "latency", "stats",
+ORDER = ("errors", "artifacts", "cost", "space", "mrf", "data", "mobilenet", "convert", "profile", "host", "latency", "stats",
          "supernet", "training", "probe", "solve", "aows", "refine", "export", "train", "pipeline")
 
 

@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from device_profiler.checks import count, number, output_file
+from tfwidth.cost import ChainCost, GraphCost  # noqa: F401  (GraphCost's home is tfwidth.cost; imported from here too)
 from tfwidth.errors import ArgumentParser, UsageError
 
 BASE_WIDTHS = (32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)
@@ -33,25 +34,6 @@ PRESETS = {
     "mobilenet_v1": dict(base_widths=BASE_WIDTHS, strides=IMAGENET_STRIDES, resolution=224, classes=1000),
     "mobilenet_v1_cifar": dict(base_widths=BASE_WIDTHS, strides=CIFAR_STRIDES, resolution=32, classes=10),
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class ChainCost:
-    """A cost that splits into per-variable and per-edge terms: total = sum unary[i][w_i] + sum pairwise[i][w_i, w_i+1]."""
-    unary: tuple  # n arrays, shape (k_i,)
-    pairwise: tuple  # n-1 arrays, shape (k_i, k_i+1)
-
-    def total(self, idx: Sequence[int]) -> float:
-        s = sum(float(u[i]) for u, i in zip(self.unary, idx))
-        s += sum(float(p[idx[i], idx[i + 1]]) for i, p in enumerate(self.pairwise))
-        return s
-
-    def __add__(self, other: "ChainCost") -> "ChainCost":
-        return ChainCost(tuple(a + b for a, b in zip(self.unary, other.unary)),
-                         tuple(a + b for a, b in zip(self.pairwise, other.pairwise)))
-
-    def scale(self, s: float) -> "ChainCost":
-        return ChainCost(tuple(a * s for a in self.unary), tuple(a * s for a in self.pairwise))
 
 
 def round_channels(c: float, divisor: int) -> int:
