@@ -108,3 +108,52 @@ def test_an_old_run_directory_resumes(old_run, tmp_path):
                          validate=False, summary=False, resume=True)
     assert json.loads((run / "ckpt" / "checkpoint.json").read_text())["epoch"] == 2
     assert int(res.model.stats_epochs.numpy()) == 2
+
+
+# ---- the registry ------------------------------------------------------------------------------------------------
+def test_registry_finds_architectures_and_presets_by_name():
+    from tfwidth import arch
+    from tfwidth.errors import UsageError
+    assert "mobilenet_v1" in arch.names()
+    v1 = arch.get("mobilenet_v1")
+    assert isinstance(v1, arch.Architecture) and preset("mobilenet_v1_cifar").architecture is v1
+    assert tiny_space().architecture is arch.get(arch.DEFAULT_ARCH)
+    got = arch.presets()
+    assert got["mobilenet_v1"][0] == got["mobilenet_v1_cifar"][0] == "mobilenet_v1"
+    assert {arch.DEFAULT_PRESET, arch.SPACE_PRESET} <= set(got)
+    with pytest.raises(UsageError, match="unknown architecture 'resnet'; known: mobilenet_v1"):
+        arch.get("resnet")
+    with pytest.raises(ValueError, match="taken"):
+        arch.register(v1)
+
+
+def test_a_space_records_a_non_default_architecture(monkeypatch):
+    """A space of another architecture hashes its name (the default one's spaces leave it out, keeping their
+    hashes), and its file says which architecture to read it with."""
+    from tfwidth import arch
+    from tfwidth.arch import base
+    from tfwidth.errors import UsageError
+    from tfwidth.space import SearchSpace
+
+    class Other(type(arch.get("mobilenet_v1"))):
+        name, presets = "other_chain", {}
+
+    monkeypatch.setitem(base._REGISTRY, "other_chain", Other())
+    v1 = tiny_space()
+    other = SearchSpace(**{**v1.to_dict(), "arch": "other_chain"})
+    assert "arch" not in v1.to_dict() and other.to_dict()["arch"] == "other_chain"
+    assert other.space_hash != v1.space_hash and other.architecture.name == "other_chain"
+    assert SearchSpace.from_dict(other.to_json()) == other
+    with pytest.raises(UsageError, match="unknown architecture 'gone'"):
+        SearchSpace.from_dict({**v1.to_dict(), "arch": "gone"})
+
+
+def test_cli_lists_architectures_and_presets():
+    from conftest import run_module
+    p = run_module("tfwidth.space", "--list")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].startswith("mobilenet_v1  MobileNetV1")
+    for (name, res), h in PINNED.items():
+        if res == {"mobilenet_v1": 224, "mobilenet_v1_cifar": 32}[name]:
+            assert any(l.split()[0] == name and l.endswith(f"hash {h}") for l in lines[1:]), (name, p.stdout)
