@@ -1,7 +1,8 @@
 """The architecture seam: what must not change when MobileNetV1 moves behind tfwidth.arch (issue 19, item 3).
 
-Pinned: the presets' space hashes (every artefact records one), and a supernet run directory written by the code
-before the seam (commit BASE) loads, resumes and exports with identical outputs."""
+Pinned: the presets' space hashes (every artefact records one); a supernet run directory written by the code before
+the seam (commit BASE) loads, resumes and exports with identical outputs, and training is bit-equal to it. Then the
+registry, and that an architecture's pieces agree with each other and nothing outside tfwidth/arch knows them."""
 import json
 import os
 import subprocess
@@ -108,6 +109,21 @@ def test_an_old_run_directory_resumes(old_run, tmp_path):
                          validate=False, summary=False, resume=True)
     assert json.loads((run / "ckpt" / "checkpoint.json").read_text())["epoch"] == 2
     assert int(res.model.stats_epochs.numpy()) == 2
+
+
+@pytest.mark.slow
+def test_training_is_bit_equal_to_the_code_before_the_seam(old_run, tmp_path):
+    """The same epoch trained by this code: the same weights to the bit (same initial weights, same layer and
+    variable order, same arithmetic), so the architecture moved without changing a number."""
+    from tfwidth.data import load_data
+    from tfwidth.training import train_supernet
+    space = tiny_space(resolution=8, levels=3, base=8, layers=4)
+    ref = np.load(old_run / "ref.npz")
+    data = load_data(f"npz:{old_run / 'tiny.npz'}", space, 16, seed=0)
+    model = train_supernet(space, data, tmp_path / "run", 1, lr=0.1, warmup_epochs=0.5, verbose=0, tensorboard=False,
+                           validate=False, summary=False).model
+    for w, logits in zip(ref["widths"], ref["logits"]):
+        np.testing.assert_array_equal(model.predict_widths(ref["x"], tuple(int(c) for c in w)).numpy(), logits)
 
 
 # ---- the registry ------------------------------------------------------------------------------------------------
