@@ -6,8 +6,8 @@
 The device (``python -m device_profiler``) cuts every configuration of a plan out of the template without the
 converter, guided by the manifest (template.json beside the .tflite): for each width variable, which tensors and
 which axis of each it cuts. The manifest is found here by following the data flow of the converted graph; the only
-names used are the Keras layer names of the conv/FC ops (to know which variable a conv's outputs belong to), and
-every cut axis is checked against the variable's max width.
+names used are the Keras layer names of the conv/FC ops (the architecture's ``layer_variables`` says which variable
+a conv's outputs belong to), and every cut axis is checked against the variable's max width.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from tfwidth import mrf
 from tfwidth.artifacts import atomic_write_bytes, check_space, read_json, write_json
-from tfwidth.convert import convert as convert_model
+from tfwidth.convert import convert as convert_model, randomise_statistics
 from device_profiler.checks import count, output_file
 from tfwidth.errors import ArgumentParser, UsageError, run_cli
 from tfwidth.space import ChainCost, SearchSpace
@@ -30,24 +30,23 @@ FORMATS = ("fp32", "int8")
 
 # ---- template ---------------------------------------------------------------------------------------------------
 def template_model(space: SearchSpace, seed: int = 0):
-    """Max-width MobileNetV1 with random, non-trivial BatchNorm and classifier bias.
+    """The architecture's plain model at max widths with random, non-trivial BatchNorm and classifier bias.
 
     Zero biases would be dropped by the converter and identical constants merged into one buffer; random statistics
     give every folded bias its own non-zero values (and a realistic graph to time).
     """
     import tf_keras as keras
-    from tfwidth.mobilenet import build_mobilenet, randomise_statistics
     keras.utils.set_random_seed(seed)
-    return randomise_statistics(build_mobilenet(space, space.max_widths), seed)
+    return randomise_statistics(space.architecture.build(space, space.max_widths), seed)
 
 
 def sliced_model(max_model, space: SearchSpace, widths):
     """The plain model at `widths` whose weights are the first channels of `max_model`'s (the slimmable convention)."""
-    from tfwidth.mobilenet import build_mobilenet
-    small = build_mobilenet(space, widths)
+    from tfwidth.arch.slim import corner
+    small = space.architecture.build(space, widths)
     for layer in small.layers:
         big = max_model.get_layer(layer.name).get_weights()
-        layer.set_weights([w[tuple(slice(0, n) for n in s.shape)] for w, s in zip(big, layer.get_weights())])
+        layer.set_weights([corner(w, s.shape) for w, s in zip(big, layer.get_weights())])
     return small
 
 
@@ -68,17 +67,6 @@ def _schema():
     return schema_py_generated
 
 
-def _layer_variables(space: SearchSpace) -> dict:
-    """Keras layer name -> the width variable its output channels belong to (None: output not cut).
-
-    Depthwise convs keep their input's channels: the data flow gives their variable, so they map to "follow"."""
-    out = {"stem_conv": 0, "classifier": None}
-    for i in range(1, space.num_layers):
-        out[f"b{i}_pw"] = i
-        out[f"b{i}_dw"] = "follow"
-    return out
-
-
 def build_manifest(model_obj, space: SearchSpace, fmt: str) -> dict:
     """Which tensors (and which axis) each width variable cuts, found by following the graph's data flow."""
     S = _schema()
@@ -87,7 +75,7 @@ def build_manifest(model_obj, space: SearchSpace, fmt: str) -> dict:
     weight_axes = {ops.CONV_2D: (0, 3), ops.DEPTHWISE_CONV_2D: (3, None), ops.FULLY_CONNECTED: (0, 1)}
     graph = model_obj.subgraphs[0]
     tensors = graph.tensors
-    layer_var = _layer_variables(space)
+    layer_var = space.architecture.layer_variables(space)
     name = lambda t: tensors[t].name.decode()  # noqa: E731
     shape = lambda t: [int(s) for s in tensors[t].shape]  # noqa: E731
     cuts: dict[tuple, int] = {}  # (tensor, axis) -> variable
@@ -112,7 +100,8 @@ def build_manifest(model_obj, space: SearchSpace, fmt: str) -> dict:
             layers = [n for n in layer_var if n in tokens]
             if len(layers) != 1:
                 raise UsageError(f"cannot tell which layer the weight tensor {name(w)!r} belongs to (matches "
-                                 f"{layers}); the template must come from tfwidth.mobilenet.build_mobilenet")
+                                 f"{layers}); the template must come from its architecture's plain model "
+                                 f"({space.arch}: tfwidth.arch)")
             layer = layers[0]
             seen_layers.add(layer)
             out_var = in_var if layer_var[layer] == "follow" else layer_var[layer]
@@ -135,8 +124,8 @@ def build_manifest(model_obj, space: SearchSpace, fmt: str) -> dict:
                 roles[o] = "activation"
     missing = sorted(set(layer_var) - seen_layers)
     if missing:
-        raise UsageError(f"the converted template has no op for layers {missing}; the template must come from "
-                         f"tfwidth.mobilenet.build_mobilenet")
+        raise UsageError(f"the converted template has no op for layers {missing}; the template must come from its "
+                         f"architecture's plain model ({space.arch}: tfwidth.arch)")
     variables = [{"name": n, "max": m, "cuts": []} for n, m in zip(space.layer_names, space.max_widths)]
     described = {}
     for (t, axis), var in sorted(cuts.items()):
