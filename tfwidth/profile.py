@@ -23,7 +23,7 @@ from tfwidth.artifacts import atomic_write_bytes, check_space, read_json, write_
 from tfwidth.convert import convert as convert_model, randomise_statistics
 from device_profiler.checks import count, output_file
 from tfwidth.errors import ArgumentParser, UsageError, run_cli
-from tfwidth.space import ChainCost, SearchSpace
+from tfwidth.space import GraphCost, SearchSpace
 
 FORMATS = ("fp32", "int8")
 
@@ -218,32 +218,33 @@ def make_template(space: SearchSpace, fmt: str = "fp32", seed: int = 0, model=No
 
 # ---- plans ------------------------------------------------------------------------------------------------------
 def biased_configs(space: SearchSpace, count: int, rng: np.random.Generator, bands=None) -> list[tuple]:
-    """Each next configuration covers the least-measured latency-table entries (stem, block pairs, head).
+    """Each next configuration covers the least-measured latency-table entries (the terms of the space's
+    architecture, e.g. MobileNetV1's stem, block pairs and head).
 
     Counts are integers, so noise below 1/(terms+1) per term only ever breaks ties, and breaks them at random.
     ``bands`` (one (centre, half-width) per configuration, in level fractions 0 = narrowest .. 1 = widest): each
     layer's level is kept within that band (a level outside costs 1e3 per level fraction beyond it, so a layer whose
     levels all lie outside takes the nearest)."""
-    k = space.num_choices
+    k, edges = space.num_choices, space.edges
     unary = [np.zeros(n) for n in k]
-    pairwise = [np.zeros((k[i], k[i + 1])) for i in range(len(k) - 1)]
+    pairwise = [np.zeros((k[a], k[b])) for a, b in edges]
+    # each term's count sits on its variable (unary) or on its edge (pairwise)
+    where = [(unary[t.variables[0]], t.variables) if len(t.variables) == 1 else
+             (pairwise[edges.index(t.variables)], t.variables) for t in space.architecture.latency_terms(space)]
     eps = 1.0 / (2 * len(k) + 2)
     pos = [np.linspace(0.0, 1.0, n) if n > 1 else np.full(1, 0.5) for n in k]
     out = []
     for j in range(count):
-        counts = ChainCost(tuple(unary), tuple(pairwise))
+        counts = GraphCost(tuple(unary), tuple(pairwise), edges)
         if bands is not None:
             t, h = bands[j]
-            counts = counts + ChainCost(tuple(1e3 * np.maximum(np.abs(x - t) - h, 0.0) for x in pos),
-                                        tuple(np.zeros_like(p) for p in pairwise))
-        noise = ChainCost(tuple(rng.uniform(0, eps, n) for n in k),
-                          tuple(rng.uniform(0, eps, p.shape) for p in pairwise))
+            counts = counts + GraphCost(tuple(1e3 * np.maximum(np.abs(x - t) - h, 0.0) for x in pos),
+                                        tuple(np.zeros_like(p) for p in pairwise), edges)
+        noise = GraphCost(tuple(rng.uniform(0, eps, n) for n in k),
+                          tuple(rng.uniform(0, eps, p.shape) for p in pairwise), edges)
         idx = mrf.min_total(mrf.combine([(1.0, counts), (1.0, noise)]))[0]
-        # stem (3 -> c_1) and head (pool + classifier on c_last) are unary entries; the blocks are pairs
-        unary[0][idx[0]] += 1
-        unary[-1][idx[-1]] += 1
-        for i, p in enumerate(pairwise):
-            p[idx[i], idx[i + 1]] += 1
+        for table, variables in where:
+            table[tuple(idx[v] for v in variables)] += 1
         out.append(space.to_widths(idx))
     return out
 
