@@ -173,3 +173,106 @@ def test_cli_lists_architectures_and_presets():
     for (name, res), h in PINNED.items():
         if res == {"mobilenet_v1": 224, "mobilenet_v1_cifar": 32}[name]:
             assert any(l.split()[0] == name and l.endswith(f"hash {h}") for l in lines[1:]), (name, p.stdout)
+
+
+# ---- nothing outside the architecture's module knows MobileNetV1 ---------------------------------------------------
+# Its numbers and layer names, in the source text or as string constants. Allowed: its own module, and the package's
+# __init__, which names the defaults (the architecture of spaces without one, the CLIs' default presets).
+ALLOWED = {"tfwidth/arch/mobilenet_v1.py", "tfwidth/arch/__init__.py"}
+V1_TEXT = [r"32,\s*64,\s*128,\s*128,\s*256",  # the base widths
+           r"2,\s*1,\s*2,\s*1,\s*2,\s*1,\s*2,\s*1,\s*1,\s*1,\s*1,\s*1,\s*2,\s*1",  # the ImageNet strides
+           r"1,\s*1,\s*2,\s*1,\s*2,\s*1,\s*2,\s*1,\s*1,\s*1,\s*1,\s*1,\s*1,\s*1",  # the CIFAR strides
+           r"b\{[^}]*\}_(dw|pw)", r"\bb\d+_(dw|pw)", r"conv_pw", r"stem_(conv|bn|relu)"]  # layer names
+
+
+def _v1_constants():
+    from tfwidth import arch
+    layers = {"stem_conv", "stem_bn", "stem_relu", "classifier"}
+    return layers | set(arch.presets()) | {"mobilenet_v1"}
+
+
+def test_no_module_outside_the_architecture_names_mobilenet_v1():
+    import ast
+    import re
+    names = _v1_constants()
+    found = []
+    for p in sorted((ROOT / "tfwidth").rglob("*.py")):
+        rel = p.relative_to(ROOT).as_posix()
+        if rel in ALLOWED:
+            continue
+        text = p.read_text()
+        found += [f"{rel}: {m.group(0)!r}" for pat in V1_TEXT for m in re.finditer(pat, text)]
+        found += [f"{rel}:{n.lineno}: {n.value!r}" for n in ast.walk(ast.parse(text))
+                  if isinstance(n, ast.Constant) and isinstance(n.value, str)
+                  and (n.value in names or re.fullmatch(r"_(dw|pw)(_bn|_relu)?", n.value))]
+    assert not found, "MobileNetV1 specifics outside tfwidth/arch/mobilenet_v1.py:\n" + "\n".join(found)
+
+
+def test_the_check_sees_what_it_looks_for():
+    import re
+    text = (ROOT / "tfwidth" / "arch" / "mobilenet_v1.py").read_text()
+    assert all(re.search(pat, text) for pat in V1_TEXT if pat not in (r"conv_pw", r"\bb\d+_(dw|pw)"))
+    assert re.search(V1_TEXT[3], 'f"b{i}_pw"') and re.search(V1_TEXT[4], '"b3_dw_bn"')
+    assert {"stem_conv", "classifier", "mobilenet_v1_cifar"} <= _v1_constants()
+
+
+# ---- an architecture's pieces agree with each other (every registered one, on each of its presets, made small) -----
+def _small_presets():
+    from tfwidth import arch
+    return sorted(arch.presets())
+
+
+def _small(name):
+    return preset(name, resolution=32, min_mult=0.2, max_mult=0.5, levels=3)
+
+
+@pytest.mark.parametrize("name", _small_presets())
+def test_the_graph_the_costs_and_the_latency_terms_agree(name):
+    space = _small(name)
+    a, L, ks = space.architecture, space.num_layers, space.num_choices
+    assert len(space.layer_names) == len(set(space.layer_names)) == L
+    assert all(0 <= i < j < L for i, j in space.edges) and len(set(space.edges)) == len(space.edges)
+    for cost in (space.param_chain(), space.mac_chain()):
+        assert cost.edges == space.edges and [u.shape for u in cost.unary] == [(k,) for k in ks]
+        assert [p.shape for p in cost.pairwise] == [(ks[i], ks[j]) for i, j in space.edges]
+    terms = a.latency_terms(space)
+    assert all(len(t.variables) == 1 or tuple(t.variables) in space.edges for t in terms)
+    covered = sorted(i for _, at in a.table_layout(space)
+                     for i in (range(len(terms))[at] if isinstance(at, slice) else [at]))
+    assert covered == list(range(len(terms)))  # table.json holds every term once
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _small_presets())
+def test_the_plain_model_the_counts_the_template_and_the_supernet_agree(name):
+    """params: the plain model's parameters with BatchNorm folded (4 per channel -> 1 bias); MACs: counted from its
+    layers' shapes; the template map names exactly its conv and dense layers; the supernet's layers are its weighted
+    layers and compute what it computes."""
+    import tensorflow as tf
+    import tf_keras as keras
+    from tfwidth.supernet import Supernet
+    space = _small(name)
+    rng = np.random.default_rng(0)
+    widths = space.random_widths(rng)
+    plain = space.architecture.build(space, widths)
+    bn = [l for l in plain.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert space.params(widths) == plain.count_params() - 3 * sum(l.gamma.shape[0] for l in bn)
+    macs = 0
+    for l in plain.layers:
+        out = l.output_shape
+        if isinstance(l, keras.layers.DepthwiseConv2D):
+            macs += out[1] * out[2] * int(np.prod(l.kernel_size)) * out[3]
+        elif isinstance(l, keras.layers.Conv2D):
+            macs += out[1] * out[2] * int(np.prod(l.kernel.shape))
+        elif isinstance(l, keras.layers.Dense):
+            macs += int(np.prod(l.kernel.shape))
+    assert space.macs(widths) == macs
+    convs = {l.name for l in plain.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
+                                                             keras.layers.Dense))}
+    assert set(space.architecture.layer_variables(space)) == convs
+    tf.random.set_seed(0)
+    net = Supernet(space)
+    assert {l.name for l in net.slim_layers()} == {l.name for l in plain.layers if l.weights}
+    x = rng.normal(size=(2, space.resolution, space.resolution, space.in_channels)).astype(np.float32)
+    np.testing.assert_allclose(net.predict_widths(x, widths).numpy(), net.to_plain(widths)(x).numpy(),
+                               rtol=1e-5, atol=1e-5)
