@@ -138,8 +138,9 @@ class Supernet(keras.Model):
         else:
             masks = [tf.sequence_mask(ex_widths[:, l], widths[l], dtype=x.dtype) for l in range(L)]
 
-        def post(h, bn, l):
-            h = _relu6(bn(h, widths[l], training, masks[l], bn_update))
+        def post(h, bn, l, relu=True):
+            h = bn(h, widths[l], training, masks[l], bn_update)
+            h = _relu6(h) if relu else h
             return h if masks[l] is None else h * masks[l][:, None, None, :]
 
         return self.space.architecture.slim_forward(self.space, self, x, widths, post)

@@ -101,8 +101,9 @@ class Architecture(abc.ABC):
     @abc.abstractmethod
     def slim_forward(self, space, layers, x, widths, post):
         """Logits of the slimmable layers (attributes of ``layers``, as ``slim_layers`` named them) on images ``x``
-        at ``widths`` ([L] int32 tensor or tuple of ints). ``post(h, bn, v)`` applies BatchNorm layer ``bn`` at
-        variable v's width, the activation and the per-example channel mask of variable v."""
+        at ``widths`` ([L] int32 tensor or tuple of ints). ``post(h, bn, v, relu=True)`` applies BatchNorm layer
+        ``bn`` at variable v's width, then ReLU6 (unless ``relu`` is False: a linear bottleneck) and variable v's
+        per-example channel mask."""
 
 
 _REGISTRY: dict[str, Architecture] = {}
