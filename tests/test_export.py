@@ -14,7 +14,6 @@ from tfwidth.artifacts import write_json
 from tfwidth.convert import LiteModel, agreement, convert, keras_logits
 from tfwidth.errors import run_cli
 from tfwidth.export import FP32_MAX_ABS_DIFF, latency_section, main, recalibrate_plain_bn
-from tfwidth.mobilenet import build_mobilenet
 from tfwidth.space import tiny_space
 
 from conftest import assert_usage_error, run_module
@@ -27,9 +26,9 @@ WIDTHS = (12, 8, 12, 4)
 def _randomised(widths=WIDTHS, seed=0):
     """A plain model with non-trivial BN and bias, so folding or dropping mistakes in conversion show."""
     import tf_keras as keras
-    from tfwidth.mobilenet import randomise_statistics
+    from tfwidth.convert import randomise_statistics
     keras.utils.set_random_seed(seed)
-    return randomise_statistics(build_mobilenet(SPACE, widths), seed, bias_std=0.5, kernel_scale=4)
+    return randomise_statistics(SPACE.architecture.build(SPACE, widths), seed, bias_std=0.5, kernel_scale=4)
 
 
 def _images(n=64, seed=1):
@@ -295,12 +294,12 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
     data = load_data("digits", SPACE, 32, train_limit=64, eval_limit=32)
     kw = dict(epochs=1, ckpt_dir=tmp_path / "ck", progress=False, eval_each_epoch=False, signature={"w": 1})
     with pytest.raises(UsageError, match="no checkpoint in"):
-        train(build_mobilenet(SPACE, WIDTHS), data, resume=True, **kw)
-    train(build_mobilenet(SPACE, WIDTHS), data, **kw)
-    again = train(build_mobilenet(SPACE, WIDTHS), data, resume=True, **kw)
+        train(SPACE.architecture.build(SPACE, WIDTHS), data, resume=True, **kw)
+    train(SPACE.architecture.build(SPACE, WIDTHS), data, **kw)
+    again = train(SPACE.architecture.build(SPACE, WIDTHS), data, resume=True, **kw)
     assert again == []  # the checkpoint already holds the finished epoch
     with pytest.raises(UsageError, match="lr differ"):
-        train(build_mobilenet(SPACE, WIDTHS), data, resume=True, **dict(kw, lr=0.5))
+        train(SPACE.architecture.build(SPACE, WIDTHS), data, resume=True, **dict(kw, lr=0.5))
 
 
 def test_resume_of_a_finished_training_gives_the_same_model(tmp_path):
@@ -359,7 +358,6 @@ MIRRORED = textwrap.dedent("""
     from tfwidth.data import load_data
     from tfwidth.errors import run_cli
     from tfwidth.export import main, train
-    from tfwidth.mobilenet import build_mobilenet
     from tfwidth.space import tiny_space
     space = tiny_space(resolution=8, levels=3, base=8, layers=4)
     widths, tmp, wf = (12, 8, 12, 4), sys.argv[1], sys.argv[2]
@@ -367,7 +365,8 @@ MIRRORED = textwrap.dedent("""
     res = {}
     for name, strategy in (("one", None), ("two", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
         keras.utils.set_random_seed(0)
-        model, teacher = build_mobilenet(space, widths), build_mobilenet(space, space.max_widths)
+        build = space.architecture.build
+        model, teacher = build(space, widths), build(space, space.max_widths)
         h = train(model, data, epochs=1, lr=0.1, teacher=teacher, progress=False, eval_each_epoch=False,
                   strategy=strategy)
         res[name] = {"loss": h[0]["loss"], "weights": {w.name: w.numpy().ravel().tolist() for w in model.weights}}

@@ -183,3 +183,19 @@ def test_infeasible_target_and_nan_inputs():
     bad = ChainCost((np.array([np.nan, 0, 0]),) + acc.unary[1:], acc.pairwise)
     with pytest.raises(ValueError, match="NaN"):
         mrf.ows(bad, lat, 10.0)
+
+
+def test_costs_carry_their_graph_and_the_solvers_take_chains_only():
+    """A GraphCost's pairwise terms sit on its edges (default: the chain); the chain solvers refuse another graph
+    rather than read its pairwise terms as a chain's."""
+    ks = (2, 3, 2)
+    chain = ChainCost(tuple(np.arange(k, dtype=float) for k in ks), (np.ones((2, 3)), np.ones((3, 2))))
+    assert chain.edges == ((0, 1), (1, 2)) and chain.is_chain
+    star = ChainCost(chain.unary, (np.ones((2, 3)), np.full((2, 2), 5.0)), edges=((0, 1), (0, 2)))
+    assert not star.is_chain and star.total((1, 2, 1)) == 1 + 2 + 1 + 1 + 5
+    with pytest.raises(ValueError, match="not the chain"):
+        mrf.viterbi(star)
+    with pytest.raises(ValueError, match="different graphs"):
+        chain + star
+    with pytest.raises(ValueError, match="pairwise terms"):
+        ChainCost(chain.unary, chain.pairwise[:1])

@@ -55,7 +55,7 @@ import numpy as np
 
 from tfwidth import mrf
 from tfwidth.stats import acc_chain
-from tfwidth.space import ChainCost, SearchSpace
+from tfwidth.space import GraphCost, SearchSpace
 
 # (fraction of training, temperature); the warm-up ends at the second point, T is log-linear between points.
 SCHEDULE = ((0.0, 1.0), (0.25, 1.0), (0.30, 0.01), (0.50, 0.001), (1.0, 0.0005))
@@ -104,7 +104,7 @@ class SamplingState:
                 "explore": self.explore, "entropy": self.entropy(), "probs": [p.round(6).tolist() for p in self.probs]}
 
 
-def sampling_state(space: SearchSpace, costs: list, latency: ChainCost, target_ms: float, progress: float,
+def sampling_state(space: SearchSpace, costs: list, latency: GraphCost, target_ms: float, progress: float,
                    schedule=SCHEDULE, scale: float = 1.0, explore: float = EXPLORE) -> SamplingState:
     """``scale`` multiplies the schedule's temperature (see the module docstring: L for regression costs);
     ``explore`` in [0, 1] mixes the marginals with the uniform distribution (the exploration floor)."""
@@ -135,7 +135,7 @@ class AOWSCallback(_keras_callback_base()):
     epoch start), and logs temperature, gamma, entropies and the current OWS configuration each epoch
     (RUN_DIR/aows.jsonl and TensorBoard). ``explore``: the exploration floor (module docstring)."""
 
-    def __init__(self, space: SearchSpace, latency: ChainCost, target_ms: float, total_steps: int,
+    def __init__(self, space: SearchSpace, latency: GraphCost, target_ms: float, total_steps: int,
                  run_dir=None, every: int = 0, schedule=SCHEDULE, view: str = "running", explore: float = EXPLORE,
                  probe_batches=None, probe_configs: int = PROBE_CONFIGS, seed: int = 0):
         super().__init__()

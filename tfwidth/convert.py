@@ -57,6 +57,26 @@ def _quiet():
         yield
 
 
+def randomise_statistics(model, seed: int = 0, bias_std: float = 0.2, kernel_scale: float = 1.0):
+    """Give every BatchNorm of a tf_keras model non-trivial statistics and every Dense layer a random bias (and its
+    kernel times ``kernel_scale``), in place; returns the model.
+
+    A freshly built model has identity BatchNorm and zero biases, which the converter folds into identical or
+    all-zero constants (merged into one buffer, or dropped): a template or a conversion test built from it would
+    not exercise the per-channel slicing it is meant to check."""
+    import tf_keras as keras
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c), rng.normal(0, 0.2, c),
+                               rng.uniform(0.5, 1.5, c)])
+        elif isinstance(layer, keras.layers.Dense) and layer.use_bias:
+            kernel, bias = layer.get_weights()
+            layer.set_weights([kernel * kernel_scale, rng.normal(0, bias_std, bias.shape)])
+    return model
+
+
 def convert(model, fmt: str, representative: np.ndarray | None = None, io: str = "float") -> bytes:
     """Convert a tf_keras model. ``representative``: float images (N,H,W,C) for int8 calibration."""
     import tensorflow as tf

@@ -3,7 +3,7 @@
     python -m tfwidth.export --widths widths.json --run RUN_DIR --dataset D [--init supernet|scratch] [--epochs N]
                              [--format fp32|fp16|int8|qat] [--latency table.json] -o model.tflite
 
-Steps: rebuild the plain MobileNetV1 (tfwidth.mobilenet, standard tf_keras layers only) at the solved widths;
+Steps: rebuild the architecture's plain model (tfwidth.arch, standard tf_keras layers only) at the solved widths;
 initialise it from the supernet (sliced weights + BatchNorm re-estimated for these widths) or from scratch; train it
 (cosine schedule with warm-up, label smoothing, optional distillation from the supernet's max network, resumable
 with --resume, on any tf.distribute strategy of tfwidth.train with --strategy, progress bars, optional TensorBoard);
@@ -268,12 +268,11 @@ def initial_model(space: SearchSpace, widths, init: str, run_dir: Path, data, *,
                   distill: bool = False, seed: int = 0):
     """(plain model at widths, teacher or None). supernet: sliced weights, BN re-estimated for these widths."""
     import tf_keras as keras
-    from tfwidth.mobilenet import build_mobilenet
     keras.utils.set_random_seed(seed)
     if init == "scratch":
         if distill:
             raise UsageError("--distill needs a supernet to distil from; use it with --init supernet")
-        return build_mobilenet(space, widths), None
+        return space.architecture.build(space, widths), None
     supernet = load_supernet(run_dir, space)
     teacher = None
     if distill:

@@ -1,6 +1,9 @@
 """The latency model: a table of per-layer times fitted from whole-network timings on the device. numpy/scipy only.
 
-latency(w) = T_stem[c_1] + sum_i T_block_i[c_(i-1), c_i] + T_head[c_n]  (+ a constant, folded into T_stem)
+latency(w) = sum_t T_t[c of the 1 or 2 width variables term t touches]  (+ a constant, folded into the first term)
+
+The terms are the architecture's (``space.architecture.latency_terms``): MobileNetV1's are
+T_stem[c_1] + sum_i T_block_i[c_(i-1), c_i] + T_head[c_n].
 
 Layers are never timed alone (that misses caching, fusion and threading effects): the device times whole variants
 (samples.jsonl, see docs/interfaces.md) and the table is the non-negative least-squares solution of the resulting
@@ -28,7 +31,8 @@ from scipy.optimize import minimize
 from tfwidth.artifacts import atomic_write_bytes, check_space, read_json, write_json
 from device_profiler.checks import count, number, output_file
 from tfwidth.errors import ArgumentParser, UsageError
-from tfwidth.space import ChainCost, SearchSpace, preset
+from tfwidth import arch
+from tfwidth.space import GraphCost, SearchSpace, preset
 
 STATISTICS = ("min", "median", "mean")
 MIX_KEYS = ("space_hash", "runtime", "format", "threads", "kernels")
@@ -39,7 +43,7 @@ DEFAULT_REG = 3.0  # used when there is nothing to choose it on (no holdout, no 
 # no sample or only a sum of several entries determines get their neighbours' values instead of arbitrary ones.
 ANCHOR = 1e-2
 RIDGE = 1e-4
-# Weight of the pull of every entry towards its layer's low-dimensional model (see _Layout.prior_basis). The table
+# Weight of the pull of every entry towards its term's low-dimensional model (see _Layout.prior_basis). The table
 # has ~2,400 entries for ~2,000 samples, so without a prior the entries a sample mix leaves loosely determined take
 # whatever the noise says. Measured on real samples (MobileNetV1 128 px, LiteRT fp32, min of 50; 200 held-out random
 # configurations): the held-out RMSE at 250 biased samples fell from 0.127 to 0.064 ms, at 2,000 from 0.047 to
@@ -61,8 +65,9 @@ SCALE = "relative"
 # it on: few samples of a new device cannot hold out enough to choose anything (see PRIOR_TABLE_GRID).
 PRIOR_TABLE = 3.0
 PRIOR_TABLE_GRID = (1.0, 3.0, 10.0)
-# Whether blocks with the same signature (input and output width choices, stride, map sizes: the same layer, e.g.
-# MobileNetV1's five stride-1 blocks at the 512-channel level) share one table in the prior (_Layout.prior_basis):
+# Whether terms with the same signature (LatencyTerm.signature; a MobileNetV1 block's: input and output width
+# choices, stride, map sizes: the same layer, e.g. its five stride-1 blocks at the 512-channel level) share one
+# table in the prior (_Layout.prior_basis):
 # chosen on validation data like the weights above (False first: a tie keeps the per-layer prior); False when there
 # is nothing to choose on. Why offer it: each of those blocks' 196 entries sits in ~5 samples per 1,000, and at
 # 128 px the table fits test configurations it was given far better than ones it was not (the per-entry structure
@@ -202,7 +207,7 @@ def find_space(samples_path, samples: list[dict], space_path=None) -> SearchSpac
         s = SearchSpace.load(plan)
         if s.space_hash in hashes:
             return s
-    for name in ("mobilenet_v1", "mobilenet_v1_cifar"):
+    for name in arch.presets():
         for res in (None, 32, 64, 96, 128, 160, 192, 224, 256):
             s = preset(name, resolution=res)
             if s.space_hash in hashes:
@@ -213,34 +218,67 @@ def find_space(samples_path, samples: list[dict], space_path=None) -> SearchSpac
 
 # ---- the table -----------------------------------------------------------------------------------------------------
 class LatencyTable:
-    """Per-layer latency terms in ms: stem[c_1] (k_1,), blocks[i-1][c_(i-1), c_i] (k_(i-1), k_i), head[c_n] (k_n,)."""
+    """Latency in ms as one table per term of the space's architecture (``space.architecture.latency_terms``): a
+    vector over the choices of the term's one width variable, or a matrix over its two. MobileNetV1: stem[c_1] (k_1,),
+    blocks[i-1][c_(i-1), c_i] (k_(i-1), k_i), head[c_n] (k_n,).
 
-    def __init__(self, space: SearchSpace, stem, blocks, head, const: float = 0.0, format: str | None = None,
+    Built from the terms grouped as table.json holds them (``parts``, the architecture's ``table_layout``;
+    MobileNetV1: ``LatencyTable(space, stem, blocks, head, const=...)``); each group is also an attribute
+    (``table.stem``, ``table.blocks``, ``table.head``) and ``terms`` lists them all in the architecture's order."""
+
+    def __init__(self, space: SearchSpace, *parts, const: float = 0.0, format: str | None = None,
                  runtime: str | None = None, runtime_version: str | None = None, threads=None,
                  statistic: str = "min", drift: bool = True, unconstrained=(), fit: dict | None = None):
         self.space = space
-        self.stem = np.asarray(stem, float)
-        self.blocks = [np.asarray(b, float) for b in blocks]
-        self.head = np.asarray(head, float)
+        self._spec = space.architecture.latency_terms(space)
+        self._layout = space.architecture.table_layout(space)
+        if len(parts) != len(self._layout):
+            raise UsageError(f"a latency table of {space.arch} has {len(self._layout)} parts "
+                             f"({', '.join(k for k, _ in self._layout)}), not {len(parts)}")
+        self.parts = {key: [np.asarray(p, float) for p in part] if isinstance(at, slice) else np.asarray(part, float)
+                      for (key, at), part in zip(self._layout, parts)}
         self.const = float(const)
         self.format, self.runtime, self.runtime_version, self.threads = format, runtime, runtime_version, threads
         self.statistic, self.drift = statistic, drift
         self.unconstrained = [dict(u) for u in unconstrained]
         self.fit = dict(fit or {})
         ks = space.num_choices
-        shapes_ok = (self.stem.shape == (ks[0],) and self.head.shape == (ks[-1],) and len(self.blocks) == len(ks) - 1
-                     and all(b.shape == (a, c) for b, a, c in zip(self.blocks, ks, ks[1:])))
-        if not shapes_ok:
+        terms = self.terms
+        if len(terms) != len(self._spec) or any(
+                a is None or a.shape != tuple(ks[v] for v in t.variables) for a, t in zip(terms, self._spec)):
             raise UsageError("latency table does not have the shape of its search space; regenerate it")
-        if not all(np.isfinite(a).all() for a in [self.stem, self.head, *self.blocks]) or not math.isfinite(self.const):
+        if not all(np.isfinite(a).all() for a in terms) or not math.isfinite(self.const):
             raise UsageError("latency table has NaN or infinite entries; refit it with python -m tfwidth.latency fit")
 
-    def chain(self) -> ChainCost:
-        """The table as a chain cost in ms; total(indices) == predict(widths)."""
+    def __getattr__(self, name):
+        # the parts by name (table.stem, ...); only called for names that are not ordinary attributes
+        parts = self.__dict__.get("parts", {})
+        if name in parts:
+            return parts[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    @property
+    def terms(self) -> list:
+        """One array per latency term, in the order of ``space.architecture.latency_terms``."""
+        out = [None] * len(self._spec)
+        for key, at in self._layout:
+            out[at] = self.parts[key]
+        return out
+
+    def chain(self) -> GraphCost:
+        """The table as a GraphCost over the space's edges in ms (the constant folded into the first variable's
+        unary term); total(indices) == predict(widths)."""
+        edges = self.space.edges
         unary = [np.zeros(k) for k in self.space.num_choices]
-        unary[0] = unary[0] + self.stem + self.const
-        unary[-1] = unary[-1] + self.head
-        return ChainCost(tuple(unary), tuple(b.copy() for b in self.blocks))
+        pairwise = [np.zeros((self.space.num_choices[a], self.space.num_choices[b])) for a, b in edges]
+        for t, a in zip(self._spec, self.terms):
+            if len(t.variables) == 1:
+                unary[t.variables[0]] = unary[t.variables[0]] + a
+            else:
+                e = edges.index(t.variables)
+                pairwise[e] = pairwise[e] + a
+        unary[0] = unary[0] + self.const
+        return GraphCost(tuple(unary), tuple(pairwise), edges)
 
     def predict(self, widths) -> float:
         idx = self.space.to_indices(widths)
@@ -248,17 +286,18 @@ class LatencyTable:
 
     def predict_indices(self, idx: np.ndarray) -> np.ndarray:
         idx = np.asarray(idx, dtype=np.int64)
-        out = self.const + self.stem[idx[:, 0]] + self.head[idx[:, -1]]
-        for i, b in enumerate(self.blocks):
-            out = out + b[idx[:, i], idx[:, i + 1]]
+        out = self.const
+        # unary terms first, then pairwise ones: the order of the sum as it always was (bit-equal predictions)
+        for arity in (1, 2):
+            for t, a in zip(self._spec, self.terms):
+                if len(t.variables) == arity:
+                    out = out + a[tuple(idx[:, v] for v in t.variables)]
         return out
 
     def unconstrained_on(self, widths) -> list[dict]:
         """The unconstrained entries a configuration uses."""
-        w = list(self.space.validate(widths))
-        names = self.space.layer_names
-        used = {("stem", (w[0],)), ("head", (w[-1],))}
-        used |= {(names[i], (w[i - 1], w[i])) for i in range(1, len(w))}
+        w = self.space.validate(widths)
+        used = {(t.name, tuple(w[v] for v in t.variables)) for t in self._spec}
         return [u for u in self.unconstrained if (u["term"], tuple(u["widths"])) in used]
 
     # ---- serialisation ----------------------------------------------------------------------------------------
@@ -266,8 +305,9 @@ class LatencyTable:
         return {"kind": "latency_table", "space_hash": self.space.space_hash, "space": self.space.to_json(),
                 "unit": "ms", "format": self.format, "runtime": self.runtime,
                 "runtime_version": self.runtime_version, "threads": self.threads, "statistic": self.statistic,
-                "drift": self.drift, "const": self.const, "stem": self.stem.tolist(),
-                "blocks": [b.tolist() for b in self.blocks], "head": self.head.tolist(),
+                "drift": self.drift, "const": self.const,
+                **{key: [a.tolist() for a in part] if isinstance(part, list) else part.tolist()
+                   for key, part in self.parts.items()},
                 "unconstrained": self.unconstrained, "fit": self.fit}
 
     @classmethod
@@ -281,9 +321,11 @@ class LatencyTable:
             space = SearchSpace.from_dict(d["space"], f"{what}'s space")
         check_space(d, space, what)
         try:
-            return cls(space, d["stem"], d["blocks"], d["head"], d.get("const", 0.0), d.get("format"),
-                       d.get("runtime"), d.get("runtime_version"), d.get("threads"), d.get("statistic", "min"),
-                       d.get("drift", True), d.get("unconstrained", ()), d.get("fit"))
+            parts = [d[key] for key, _ in space.architecture.table_layout(space)]
+            return cls(space, *parts, const=d.get("const", 0.0), format=d.get("format"), runtime=d.get("runtime"),
+                       runtime_version=d.get("runtime_version"), threads=d.get("threads"),
+                       statistic=d.get("statistic", "min"), drift=d.get("drift", True),
+                       unconstrained=d.get("unconstrained", ()), fit=d.get("fit"))
         except (KeyError, TypeError, ValueError, IndexError) as e:
             raise UsageError(f"{what} is malformed ({type(e).__name__}: {e}); regenerate it") from None
 
@@ -298,24 +340,26 @@ class LatencyTable:
 
 # ---- the fit -------------------------------------------------------------------------------------------------------
 class _Layout:
-    """Where each table entry sits in the unknown vector, and the neighbour pairs the regulariser compares."""
+    """Where each table entry sits in the unknown vector (the architecture's terms one after the other, each
+    row-major over its variables' choices), and the neighbour pairs the regulariser compares."""
 
     def __init__(self, space: SearchSpace):
         ks = space.num_choices
         self.space, self.ks = space, ks
-        sizes = [ks[0]] + [a * b for a, b in zip(ks, ks[1:])] + [ks[-1]]
+        self.terms = space.architecture.latency_terms(space)
+        self.shapes = [tuple(ks[v] for v in t.variables) for t in self.terms]
+        if any(len(sh) not in (1, 2) for sh in self.shapes):
+            raise UsageError(f"{space.arch}: a latency term touches 1 or 2 width variables")
+        sizes = [int(np.prod(sh)) for sh in self.shapes]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.n = int(self.offsets[-1])
         small, big = [], []
-        for t in range(len(sizes)):
-            o = self.offsets[t]
-            if t in (0, len(sizes) - 1):
-                k = sizes[t]
-                small.append(o + np.arange(k - 1))
-                big.append(o + np.arange(1, k))
+        for o, sh in zip(self.offsets, self.shapes):
+            grid = o + np.arange(int(np.prod(sh))).reshape(sh)
+            if len(sh) == 1:
+                small.append(grid[:-1])
+                big.append(grid[1:])
             else:
-                a, b = ks[t - 1], ks[t]
-                grid = o + np.arange(a * b).reshape(a, b)
                 small += [grid[:-1, :].ravel(), grid[:, :-1].ravel()]
                 big += [grid[1:, :].ravel(), grid[:, 1:].ravel()]
         small, big = np.concatenate(small), np.concatenate(big)
@@ -323,44 +367,27 @@ class _Layout:
         # D @ x = x[small] - x[big]: > 0 where an entry is slower than its one-step-wider neighbour.
         self.D = sp.csr_matrix((np.r_[np.ones(m), -np.ones(m)], (np.r_[np.arange(m), np.arange(m)], np.r_[small, big])),
                                shape=(m, self.n))
-        # block terms (1..L-1) with the same signature: the same layer at another depth
-        sizes_px = space.feature_sizes()
+        # terms with the same signature: the same layer at another depth
         sig: dict = {}
-        for t in range(1, len(ks)):
-            key = (tuple(space.choices[t - 1]), tuple(space.choices[t]), space.strides[t], sizes_px[t - 1],
-                   sizes_px[t])
-            sig.setdefault(key, []).append(t)
+        for t, term in enumerate(self.terms):
+            if term.signature is not None:
+                sig.setdefault(term.signature, []).append(t)
         self.groups = [g for g in sig.values() if len(g) > 1]
 
     def prior_basis(self, shared: bool = False) -> sp.csr_matrix:
-        """[n, p]: per term a model with far fewer coefficients than entries. Stem and head: a + b*c. Block:
-        u[cin] + v[cout] + d*cin*cout (widths scaled to the layer's widest), i.e. any per-input-width and
-        per-output-width cost (the depthwise conv ~ cin*HW, per-op overheads, SIMD-tile steps along either width)
-        plus the pointwise conv's cin*cout*HW work; only the interaction of the two widths is forced to be bilinear.
-        Measured on the real samples (validation split of the training samples): lower RMSE at 250-2,000 samples
-        than a plain bilinear a + b*cin + c*cout + d*cin*cout (0.0465 vs 0.0554 ms at 1,000) or a quadratic.
-        ``shared``: blocks of one signature group (``groups``) also share a free table of their (cin, cout) entries,
-        i.e. each such block is that common table plus its own u, v, d (see SHARED)."""
-        ks = self.ks
-        ch = [np.asarray(c, float) / c[-1] for c in self.space.choices]
+        """[n, p]: per term a model with far fewer coefficients than entries (the architecture's
+        ``latency_prior``: for MobileNetV1 a + b*c for stem and head, u[cin] + v[cout] + d*cin*cout for a block).
+        ``shared``: terms of one signature group (``groups``) also share a free table of their entries, i.e. each
+        such term is that common table plus its own model (see SHARED)."""
         rows, cols, vals = [], [], []
-
-        def add(first: int, feats: list) -> None:
-            for f in feats:
-                rows.append(first + np.arange(len(f)))
+        for o, term in zip(self.offsets, self.terms):
+            for f in self.space.architecture.latency_prior(self.space, term):
+                rows.append(o + np.arange(len(f)))
                 cols.append(np.full(len(f), len(cols)))
                 vals.append(np.asarray(f, float))
-
-        add(self.offsets[0], [np.ones(ks[0]), ch[0]])
-        for t in range(1, len(ks)):
-            ia, ib = (g.ravel() for g in np.meshgrid(np.arange(ks[t - 1]), np.arange(ks[t]), indexing="ij"))
-            # v[0] is left out: u already carries the constant
-            add(self.offsets[t], [ia == j for j in range(ks[t - 1])] + [ib == j for j in range(1, ks[t])]
-                + [ch[t - 1][ia] * ch[t][ib]])
-        add(self.offsets[len(ks)], [np.ones(ks[-1]), ch[-1]])
         p = len(cols)
         for g in (self.groups if shared else ()):
-            k = ks[g[0] - 1] * ks[g[0]]
+            k = self.offsets[g[0] + 1] - self.offsets[g[0]]
             for t in g:
                 rows.append(self.offsets[t] + np.arange(k))
                 cols.append(p + np.arange(k))
@@ -369,20 +396,22 @@ class _Layout:
         return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(self.n, p))
 
     def vector(self, table: "LatencyTable") -> np.ndarray:
-        """The entries of a table with this layout's shape as one vector (its constant folded into the stem), the
-        inverse of ``table``. Another space's table is accepted when its choices have the same counts per layer (the
-        same network at another resolution): its entries are matched by position."""
-        if tuple(table.space.num_choices) != tuple(self.ks):
-            raise UsageError(f"the prior table's space has {table.space.num_choices} choices per layer, this one "
-                             f"{self.ks}: a prior table must come from the same network's space (any resolution, "
-                             f"format or kernels)")
-        return np.concatenate([table.stem + table.const] + [b.ravel() for b in table.blocks] + [table.head])
+        """The entries of a table with this layout's shape as one vector (its constant folded into the first
+        term), the inverse of ``table``. Another space's table is accepted when it is of the same architecture and
+        its choices have the same counts per variable (the same network at another resolution): its entries are
+        matched by position."""
+        if table.space.arch != self.space.arch or tuple(table.space.num_choices) != tuple(self.ks):
+            raise UsageError(f"the prior table's space ({table.space.arch}) has {table.space.num_choices} choices per "
+                             f"layer, this one ({self.space.arch}) {self.ks}: a prior table must come from the same "
+                             f"network's space (any resolution, format or kernels)")
+        terms = table.terms
+        return np.concatenate([terms[0].ravel() + table.const] + [a.ravel() for a in terms[1:]])
 
     def table_basis(self, other: "LatencyTable") -> sp.csr_matrix:
-        """[n, 2 * terms]: per term (stem, each block, head) that term's entries of ``other`` and a constant, i.e.
-        the new device's term = a * the other device's + b. Why per term: int8, other kernels or another resolution
-        change the cost of a layer kind (the depthwise conv, a strided block, the classifier) by different factors,
-        but within one term they keep the other device's shape over the widths (SIMD steps, cache effects)."""
+        """[n, 2 * terms]: per term that term's entries of ``other`` and a constant, i.e. the new device's term =
+        a * the other device's + b. Why per term: int8, other kernels or another resolution change the cost of a
+        layer kind (the depthwise conv, a strided block, the classifier) by different factors, but within one term
+        they keep the other device's shape over the widths (SIMD steps, cache effects)."""
         v = self.vector(other)
         rows, cols, vals = [], [], []
         for t in range(len(self.offsets) - 1):
@@ -394,12 +423,9 @@ class _Layout:
                              shape=(self.n, 2 * (len(self.offsets) - 1)))
 
     def columns(self, idx: np.ndarray) -> np.ndarray:
-        """[N, n_layers + 1] unknown index of each term of each configuration."""
-        cols = [self.offsets[0] + idx[:, 0]]
-        for i in range(1, len(self.ks)):
-            cols.append(self.offsets[i] + idx[:, i - 1] * self.ks[i] + idx[:, i])
-        cols.append(self.offsets[len(self.ks)] + idx[:, -1])
-        return np.stack(cols, axis=1)
+        """[N, terms] unknown index of each term of each configuration."""
+        return np.stack([o + np.ravel_multi_index(tuple(idx[:, v] for v in t.variables), sh)
+                         for o, t, sh in zip(self.offsets, self.terms, self.shapes)], axis=1)
 
     def design(self, idx: np.ndarray) -> sp.csr_matrix:
         cols = self.columns(idx)
@@ -407,20 +433,16 @@ class _Layout:
         return sp.csr_matrix((np.ones(N * m), (np.repeat(np.arange(N), m), cols.ravel())), shape=(N, self.n))
 
     def table(self, x: np.ndarray, **kw) -> LatencyTable:
-        ks, o = self.ks, self.offsets
-        blocks = [x[o[i]:o[i + 1]].reshape(ks[i - 1], ks[i]) for i in range(1, len(ks))]
-        return LatencyTable(self.space, x[o[0]:o[1]], blocks, x[o[-2]:o[-1]], **kw)
+        """The LatencyTable of the unknown vector ``x``."""
+        terms = [x[o:o + int(np.prod(sh))].reshape(sh) for o, sh in zip(self.offsets, self.shapes)]
+        parts = [terms[at] for _, at in self.space.architecture.table_layout(self.space)]
+        return LatencyTable(self.space, *parts, **kw)
 
     def entry(self, j: int) -> dict:
         t = int(np.searchsorted(self.offsets, j, side="right") - 1)
-        r = j - self.offsets[t]
-        ch, names = self.space.choices, self.space.layer_names
-        if t == 0:
-            return {"term": "stem", "widths": [ch[0][r]]}
-        if t == len(self.ks):
-            return {"term": "head", "widths": [ch[-1][r]]}
-        a, b = divmod(int(r), self.ks[t])
-        return {"term": names[t], "widths": [ch[t - 1][a], ch[t][b]]}
+        at = np.unravel_index(int(j - self.offsets[t]), self.shapes[t])
+        term = self.terms[t]
+        return {"term": term.name, "widths": [self.space.choices[v][int(i)] for v, i in zip(term.variables, at)]}
 
 
 def objective(A, y, D, reg: float, x: np.ndarray, B=None, prior: float = 0.0, theta=None) -> float:
@@ -619,7 +641,7 @@ def fit_table(samples: list[dict], space: SearchSpace, reg: float | None = None,
         sw = np.sqrt(w)
         return (sp.diags(sw) @ A[rows]).tocsr(), sw * y[rows]
 
-    x_start = np.full(lay.n, float(np.mean(y)) / (space.num_layers + 1))
+    x_start = np.full(lay.n, float(np.mean(y)) / len(lay.terms))
     choose = reg is None or prior is None or scale is None or len(bases) > 1
 
     val_idx = val_y = val_masks = None

@@ -1,8 +1,9 @@
 """Chain Markov random fields: choose one state per node of a chain to maximise a score under budgets. numpy only.
 
-Every cost is a ``ChainCost`` (tfwidth.space): per-node vectors plus per-edge matrices. ``acc`` is the score to
+Every cost is a ``GraphCost`` (tfwidth.cost): per-node vectors plus per-edge matrices, whose edges must form the
+chain (0, 1), (1, 2), ... (MobileNetV1's graph of width variables; the solvers of trees are not written yet). ``acc`` is the score to
 maximise (the solver passes ``-costs`` of the width statistics), ``lat`` the latency to keep <= target, and
-``extra`` more pairwise-separable budgets such as the parameter count, as ``[(ChainCost, limit), ...]``.
+``extra`` more pairwise-separable budgets such as the parameter count, as ``[(GraphCost, limit), ...]``.
 
 Solvers, all returning a ``Solution``:
   ows      the paper's: Viterbi on acc - gamma * lat, searching gamma over the breakpoints of the Lagrangian dual.
@@ -21,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tfwidth.space import ChainCost
+from tfwidth.cost import GraphCost
 
 
 @dataclasses.dataclass
@@ -42,22 +43,28 @@ class Solution:
         return self.indices is not None
 
 
-def _as_chain(c) -> ChainCost:
-    if isinstance(c, ChainCost):
-        return c
-    unary, pairwise = c
-    return ChainCost(tuple(np.asarray(u, float) for u in unary), tuple(np.asarray(p, float) for p in pairwise))
+def _as_chain(c) -> GraphCost:
+    """A GraphCost, or (unary, pairwise) of a chain, as a chain GraphCost; a cost over another graph is refused."""
+    if not isinstance(c, GraphCost):
+        unary, pairwise = c
+        c = GraphCost(tuple(np.asarray(u, float) for u in unary), tuple(np.asarray(p, float) for p in pairwise))
+    if not c.is_chain:
+        raise ValueError(f"tfwidth.mrf solves chains of width variables; this cost's edges {c.edges} are not the "
+                         f"chain (0, 1), (1, 2), ...")
+    return c
 
 
-def combine(terms: Sequence[tuple[float, ChainCost]]) -> ChainCost:
-    """sum_j w_j * chain_j, as one chain."""
-    n = len(terms[0][1].unary)
+def combine(terms: Sequence[tuple[float, GraphCost]]) -> GraphCost:
+    """sum_j w_j * cost_j, as one cost over the same graph."""
+    n, edges = len(terms[0][1].unary), terms[0][1].edges
+    if any(c.edges != edges for _, c in terms):
+        raise ValueError("costs over different graphs of width variables cannot be combined")
     unary = [sum(w * c.unary[i] for w, c in terms) for i in range(n)]
-    pairwise = [sum(w * c.pairwise[i] for w, c in terms) for i in range(n - 1)]
-    return ChainCost(tuple(np.asarray(u, float) for u in unary), tuple(np.asarray(p, float) for p in pairwise))
+    pairwise = [sum(w * c.pairwise[i] for w, c in terms) for i in range(len(edges))]
+    return GraphCost(tuple(np.asarray(u, float) for u in unary), tuple(np.asarray(p, float) for p in pairwise), edges)
 
 
-def _folded(c: ChainCost) -> tuple[np.ndarray, list[np.ndarray]]:
+def _folded(c: GraphCost) -> tuple[np.ndarray, list[np.ndarray]]:
     """Node terms moved into the edge entering each node, so a path's total is start[i0] + sum edge[i][a, b]."""
     start = np.asarray(c.unary[0], float)
     edges = [np.asarray(p, float) + np.asarray(c.unary[i + 1], float)[None, :] for i, p in enumerate(c.pairwise)]
@@ -140,7 +147,7 @@ def min_total(c) -> tuple[tuple, float]:
 
 
 # ---- OWS: Lagrangian relaxation ------------------------------------------------------------------------------------
-def _hull_search(acc: ChainCost, lat: ChainCost, target: float, counter: list) -> tuple[tuple | None, float]:
+def _hull_search(acc: GraphCost, lat: GraphCost, target: float, counter: list) -> tuple[tuple | None, float]:
     """Best-score path with lat <= target among Viterbi solutions of acc - gamma * lat, gamma >= 0, and its gamma.
 
     The dual function is piecewise linear in gamma. Between an infeasible hull point (lo) and a feasible one (hi)
@@ -182,7 +189,7 @@ def ows(acc, lat, target: float, extra=None, mu_iters: int = 30) -> Solution:
     acc, lat, extra = _prepare(acc, lat, extra)
     counter = [0]
 
-    def nested(score: ChainCost, j: int):
+    def nested(score: GraphCost, j: int):
         if j == len(extra):
             p, g = _hull_search(score, lat, target, counter)
             return p, g, ()
@@ -264,7 +271,7 @@ def _chain_dp_1d(V: np.ndarray, a_edges, offs, n: int, fallbacks: int) -> list[t
     return paths
 
 
-def _budget_dp(acc: ChainCost, costs: list[ChainCost], bins: list[int], res: list[float], rounding,
+def _budget_dp(acc: GraphCost, costs: list[GraphCost], bins: list[int], res: list[float], rounding,
                fallbacks: int = 0) -> list[tuple]:
     """Best path with sum_terms rounding(cost_term / res) <= bins for every budget, then (``fallbacks`` > 0) the best
     paths for the budgets tightened by 1, 2, ... bins in every dimension; [] when none fits.
@@ -401,7 +408,7 @@ def greedy(acc, lat, target: float, extra=None) -> Solution:
     n = len(acc.unary)
     idx = [len(u) - 1 for u in acc.unary]
 
-    def local(c: ChainCost, l: int, j: int) -> float:
+    def local(c: GraphCost, l: int, j: int) -> float:
         # The terms of c that involve node l when it takes state j.
         v = float(c.unary[l][j])
         if l > 0:

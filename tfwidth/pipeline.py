@@ -29,6 +29,7 @@ from pathlib import Path
 
 import tfwidth  # noqa: F401
 from device_profiler.checks import count, cpu_list, number, output_dir
+from tfwidth.arch import DEFAULT_PRESET
 from tfwidth.artifacts import fingerprint, read_json, write_json
 from tfwidth.errors import ArgumentParser, UsageError, run_cli
 from tfwidth.space import SearchSpace, preset
@@ -355,7 +356,7 @@ def main(argv=None) -> int:
         "the offline default (scikit-learn digits) in about 15 minutes here. Re-running resumes."))
     p.add_argument("--work", default="work", type=output_dir, help="directory for every artefact (default: ./work)")
     p.add_argument("--dataset", default="digits", help="digits (default), npz:PATH, folder:PATH or tfds:NAME")
-    p.add_argument("--preset", default="mobilenet_v1_cifar", help="search space preset (default mobilenet_v1_cifar)")
+    p.add_argument("--preset", default=DEFAULT_PRESET, help=f"search space preset (default {DEFAULT_PRESET})")
     p.add_argument("--space", help="an existing space.json instead of --preset")
     p.add_argument("--resolution", type=count(1, 8192), help="input resolution of the space (default: the preset's)")
     p.add_argument("--target-ms", type=number(0, 1e6, lo_open=True), help="latency target; default: the table's prediction of the "

@@ -6,8 +6,8 @@
 The device (``python -m device_profiler``) cuts every configuration of a plan out of the template without the
 converter, guided by the manifest (template.json beside the .tflite): for each width variable, which tensors and
 which axis of each it cuts. The manifest is found here by following the data flow of the converted graph; the only
-names used are the Keras layer names of the conv/FC ops (to know which variable a conv's outputs belong to), and
-every cut axis is checked against the variable's max width.
+names used are the Keras layer names of the conv/FC ops (the architecture's ``layer_variables`` says which variable
+a conv's outputs belong to), and every cut axis is checked against the variable's max width.
 """
 from __future__ import annotations
 
@@ -20,34 +20,33 @@ import numpy as np
 
 from tfwidth import mrf
 from tfwidth.artifacts import atomic_write_bytes, check_space, read_json, write_json
-from tfwidth.convert import convert as convert_model
+from tfwidth.convert import convert as convert_model, randomise_statistics
 from device_profiler.checks import count, output_file
 from tfwidth.errors import ArgumentParser, UsageError, run_cli
-from tfwidth.space import ChainCost, SearchSpace
+from tfwidth.space import GraphCost, SearchSpace
 
 FORMATS = ("fp32", "int8")
 
 
 # ---- template ---------------------------------------------------------------------------------------------------
 def template_model(space: SearchSpace, seed: int = 0):
-    """Max-width MobileNetV1 with random, non-trivial BatchNorm and classifier bias.
+    """The architecture's plain model at max widths with random, non-trivial BatchNorm and classifier bias.
 
     Zero biases would be dropped by the converter and identical constants merged into one buffer; random statistics
     give every folded bias its own non-zero values (and a realistic graph to time).
     """
     import tf_keras as keras
-    from tfwidth.mobilenet import build_mobilenet, randomise_statistics
     keras.utils.set_random_seed(seed)
-    return randomise_statistics(build_mobilenet(space, space.max_widths), seed)
+    return randomise_statistics(space.architecture.build(space, space.max_widths), seed)
 
 
 def sliced_model(max_model, space: SearchSpace, widths):
     """The plain model at `widths` whose weights are the first channels of `max_model`'s (the slimmable convention)."""
-    from tfwidth.mobilenet import build_mobilenet
-    small = build_mobilenet(space, widths)
+    from tfwidth.arch.slim import corner
+    small = space.architecture.build(space, widths)
     for layer in small.layers:
         big = max_model.get_layer(layer.name).get_weights()
-        layer.set_weights([w[tuple(slice(0, n) for n in s.shape)] for w, s in zip(big, layer.get_weights())])
+        layer.set_weights([corner(w, s.shape) for w, s in zip(big, layer.get_weights())])
     return small
 
 
@@ -68,17 +67,6 @@ def _schema():
     return schema_py_generated
 
 
-def _layer_variables(space: SearchSpace) -> dict:
-    """Keras layer name -> the width variable its output channels belong to (None: output not cut).
-
-    Depthwise convs keep their input's channels: the data flow gives their variable, so they map to "follow"."""
-    out = {"stem_conv": 0, "classifier": None}
-    for i in range(1, space.num_layers):
-        out[f"b{i}_pw"] = i
-        out[f"b{i}_dw"] = "follow"
-    return out
-
-
 def build_manifest(model_obj, space: SearchSpace, fmt: str) -> dict:
     """Which tensors (and which axis) each width variable cuts, found by following the graph's data flow."""
     S = _schema()
@@ -87,7 +75,7 @@ def build_manifest(model_obj, space: SearchSpace, fmt: str) -> dict:
     weight_axes = {ops.CONV_2D: (0, 3), ops.DEPTHWISE_CONV_2D: (3, None), ops.FULLY_CONNECTED: (0, 1)}
     graph = model_obj.subgraphs[0]
     tensors = graph.tensors
-    layer_var = _layer_variables(space)
+    layer_var = space.architecture.layer_variables(space)
     name = lambda t: tensors[t].name.decode()  # noqa: E731
     shape = lambda t: [int(s) for s in tensors[t].shape]  # noqa: E731
     cuts: dict[tuple, int] = {}  # (tensor, axis) -> variable
@@ -112,7 +100,8 @@ def build_manifest(model_obj, space: SearchSpace, fmt: str) -> dict:
             layers = [n for n in layer_var if n in tokens]
             if len(layers) != 1:
                 raise UsageError(f"cannot tell which layer the weight tensor {name(w)!r} belongs to (matches "
-                                 f"{layers}); the template must come from tfwidth.mobilenet.build_mobilenet")
+                                 f"{layers}); the template must come from its architecture's plain model "
+                                 f"({space.arch}: tfwidth.arch)")
             layer = layers[0]
             seen_layers.add(layer)
             out_var = in_var if layer_var[layer] == "follow" else layer_var[layer]
@@ -135,8 +124,8 @@ def build_manifest(model_obj, space: SearchSpace, fmt: str) -> dict:
                 roles[o] = "activation"
     missing = sorted(set(layer_var) - seen_layers)
     if missing:
-        raise UsageError(f"the converted template has no op for layers {missing}; the template must come from "
-                         f"tfwidth.mobilenet.build_mobilenet")
+        raise UsageError(f"the converted template has no op for layers {missing}; the template must come from its "
+                         f"architecture's plain model ({space.arch}: tfwidth.arch)")
     variables = [{"name": n, "max": m, "cuts": []} for n, m in zip(space.layer_names, space.max_widths)]
     described = {}
     for (t, axis), var in sorted(cuts.items()):
@@ -229,32 +218,33 @@ def make_template(space: SearchSpace, fmt: str = "fp32", seed: int = 0, model=No
 
 # ---- plans ------------------------------------------------------------------------------------------------------
 def biased_configs(space: SearchSpace, count: int, rng: np.random.Generator, bands=None) -> list[tuple]:
-    """Each next configuration covers the least-measured latency-table entries (stem, block pairs, head).
+    """Each next configuration covers the least-measured latency-table entries (the terms of the space's
+    architecture, e.g. MobileNetV1's stem, block pairs and head).
 
     Counts are integers, so noise below 1/(terms+1) per term only ever breaks ties, and breaks them at random.
     ``bands`` (one (centre, half-width) per configuration, in level fractions 0 = narrowest .. 1 = widest): each
     layer's level is kept within that band (a level outside costs 1e3 per level fraction beyond it, so a layer whose
     levels all lie outside takes the nearest)."""
-    k = space.num_choices
+    k, edges = space.num_choices, space.edges
     unary = [np.zeros(n) for n in k]
-    pairwise = [np.zeros((k[i], k[i + 1])) for i in range(len(k) - 1)]
+    pairwise = [np.zeros((k[a], k[b])) for a, b in edges]
+    # each term's count sits on its variable (unary) or on its edge (pairwise)
+    where = [(unary[t.variables[0]], t.variables) if len(t.variables) == 1 else
+             (pairwise[edges.index(t.variables)], t.variables) for t in space.architecture.latency_terms(space)]
     eps = 1.0 / (2 * len(k) + 2)
     pos = [np.linspace(0.0, 1.0, n) if n > 1 else np.full(1, 0.5) for n in k]
     out = []
     for j in range(count):
-        counts = ChainCost(tuple(unary), tuple(pairwise))
+        counts = GraphCost(tuple(unary), tuple(pairwise), edges)
         if bands is not None:
             t, h = bands[j]
-            counts = counts + ChainCost(tuple(1e3 * np.maximum(np.abs(x - t) - h, 0.0) for x in pos),
-                                        tuple(np.zeros_like(p) for p in pairwise))
-        noise = ChainCost(tuple(rng.uniform(0, eps, n) for n in k),
-                          tuple(rng.uniform(0, eps, p.shape) for p in pairwise))
+            counts = counts + GraphCost(tuple(1e3 * np.maximum(np.abs(x - t) - h, 0.0) for x in pos),
+                                        tuple(np.zeros_like(p) for p in pairwise), edges)
+        noise = GraphCost(tuple(rng.uniform(0, eps, n) for n in k),
+                          tuple(rng.uniform(0, eps, p.shape) for p in pairwise), edges)
         idx = mrf.min_total(mrf.combine([(1.0, counts), (1.0, noise)]))[0]
-        # stem (3 -> c_1) and head (pool + classifier on c_last) are unary entries; the blocks are pairs
-        unary[0][idx[0]] += 1
-        unary[-1][idx[-1]] += 1
-        for i, p in enumerate(pairwise):
-            p[idx[i], idx[i + 1]] += 1
+        for table, variables in where:
+            table[tuple(idx[v] for v in variables)] += 1
         out.append(space.to_widths(idx))
     return out
 

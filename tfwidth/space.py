@@ -1,13 +1,17 @@
 """SearchSpace: the vocabulary shared by every stage (numpy only, no TensorFlow).
 
-A configuration is a tuple of 14 channel counts, one per width variable: the stem conv and the pointwise conv of
-each of the 13 depthwise-separable blocks (the depthwise conv of block i runs on the width of variable i-1).
+A space is an architecture (tfwidth.arch, by name) plus the numbers that make its width variables concrete: a base
+width and a stride per variable, the input resolution, the classes, and the width multipliers each variable's
+channel choices are rounded from. A configuration is a tuple of channel counts, one per width variable. What the
+variables are (their names, the graph they form, the plain model, the cost terms) is the architecture's: the
+properties below ask it.
 
-Every cost the solver handles (latency, parameters, MACs) is a *chain cost*: one vector per variable (unary) plus
-one matrix per consecutive pair (pairwise). ``ChainCost`` is that shape, so the solver never needs to know where a
-cost came from.
+Every cost the solver handles (latency, parameters, MACs) is a ``GraphCost`` (tfwidth.cost): one vector per variable
+(unary) plus one matrix per edge of the architecture's graph of variables (``edges``), so the solver never needs to
+know where a cost came from.
 
-    python -m tfwidth.space --preset mobilenet_v1 [-o space.json]
+    python -m tfwidth.space --preset PRESET [-o space.json]
+    python -m tfwidth.space --list
 """
 from __future__ import annotations
 
@@ -21,37 +25,9 @@ from typing import Sequence
 import numpy as np
 
 from device_profiler.checks import count, number, output_file
+from tfwidth import arch as arch_registry
+from tfwidth.cost import ChainCost, GraphCost  # noqa: F401  (GraphCost's home is tfwidth.cost; imported from here too)
 from tfwidth.errors import ArgumentParser, UsageError
-
-BASE_WIDTHS = (32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)
-# Stride of each width variable's spatial op: the stem conv, then each block's depthwise conv.
-IMAGENET_STRIDES = (2, 1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1)
-# 32 px CIFAR images: no stem stride, downsample in blocks 2, 4, 6 -> 4x4 final maps (the usual CIFAR MobileNet).
-CIFAR_STRIDES = (1, 1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 1, 1)
-
-PRESETS = {
-    "mobilenet_v1": dict(base_widths=BASE_WIDTHS, strides=IMAGENET_STRIDES, resolution=224, classes=1000),
-    "mobilenet_v1_cifar": dict(base_widths=BASE_WIDTHS, strides=CIFAR_STRIDES, resolution=32, classes=10),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class ChainCost:
-    """A cost that splits into per-variable and per-edge terms: total = sum unary[i][w_i] + sum pairwise[i][w_i, w_i+1]."""
-    unary: tuple  # n arrays, shape (k_i,)
-    pairwise: tuple  # n-1 arrays, shape (k_i, k_i+1)
-
-    def total(self, idx: Sequence[int]) -> float:
-        s = sum(float(u[i]) for u, i in zip(self.unary, idx))
-        s += sum(float(p[idx[i], idx[i + 1]]) for i, p in enumerate(self.pairwise))
-        return s
-
-    def __add__(self, other: "ChainCost") -> "ChainCost":
-        return ChainCost(tuple(a + b for a, b in zip(self.unary, other.unary)),
-                         tuple(a + b for a, b in zip(self.pairwise, other.pairwise)))
-
-    def scale(self, s: float) -> "ChainCost":
-        return ChainCost(tuple(a * s for a in self.unary), tuple(a * s for a in self.pairwise))
 
 
 def round_channels(c: float, divisor: int) -> int:
@@ -61,9 +37,11 @@ def round_channels(c: float, divisor: int) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class SearchSpace:
-    name: str = "mobilenet_v1"
-    base_widths: tuple = BASE_WIDTHS
-    strides: tuple = IMAGENET_STRIDES
+    """``base_widths`` and ``strides``: one per width variable (what a stride applies to is the architecture's);
+    ``arch``: the architecture's registered name."""
+    name: str
+    base_widths: tuple
+    strides: tuple
     resolution: int = 224
     classes: int = 1000
     min_mult: float = 0.2
@@ -71,6 +49,7 @@ class SearchSpace:
     levels: int = 14
     divisor: int = 8
     in_channels: int = 3
+    arch: str = arch_registry.DEFAULT_ARCH
 
     def __post_init__(self):
         object.__setattr__(self, "base_widths", tuple(int(w) for w in self.base_widths))
@@ -92,8 +71,13 @@ class SearchSpace:
             problems.append(f"strides must be 1 or 2, got {self.strides}")
         if problems:
             raise UsageError("invalid search space: " + "; ".join(problems))
+        arch_registry.get(self.arch)  # an unknown name fails here, naming the known ones
 
     # ---- derived vocabulary -------------------------------------------------------------------------------------
+    @property
+    def architecture(self) -> arch_registry.Architecture:
+        return arch_registry.get(self.arch)
+
     @property
     def num_layers(self) -> int:
         return len(self.base_widths)
@@ -128,15 +112,17 @@ class SearchSpace:
 
     @property
     def layer_names(self) -> tuple:
-        return ("stem",) + tuple(f"block{i}" for i in range(1, self.num_layers))
+        """One name per width variable (the architecture's)."""
+        return self.architecture.variable_names(self)
+
+    @property
+    def edges(self) -> tuple:
+        """The pairs of width variables that share cost terms: the graph of every GraphCost of this space."""
+        return self.architecture.edges(self)
 
     def feature_sizes(self) -> tuple:
-        """Spatial side of each variable's output map (TF 'same' padding: ceil(in / stride))."""
-        sizes, s = [], self.resolution
-        for st in self.strides:
-            s = -(-s // st)
-            sizes.append(s)
-        return tuple(sizes)
+        """Spatial side of the map each variable's channels are computed on."""
+        return self.architecture.feature_sizes(self)
 
     def uniform(self, mult: float) -> tuple:
         """Widths of a single width multiplier, each snapped to the nearest channel choice (ties to the wider)."""
@@ -181,29 +167,13 @@ class SearchSpace:
         return tuple(ch[rng.integers(len(ch))] for ch in self.choices)
 
     # ---- counts -------------------------------------------------------------------------------------------------
-    def param_chain(self) -> ChainCost:
-        """Deployed parameters (BatchNorm folded into conv biases, as in the .tflite), as a chain cost."""
-        ch = [np.asarray(c, dtype=np.float64) for c in self.choices]
-        unary = [np.zeros(len(c)) for c in ch]
-        unary[0] = ch[0] * (9 * self.in_channels + 1)  # stem 3x3 conv + bias
-        unary[-1] = unary[-1] + ch[-1] * self.classes + self.classes  # classifier
-        pairwise = []
-        for i in range(1, self.num_layers):
-            cin, cout = ch[i - 1][:, None], ch[i][None, :]
-            pairwise.append(cin * 10 + cin * cout + cout)  # dw 3x3 + bias, pw + bias
-        return ChainCost(tuple(unary), tuple(pairwise))
+    def param_chain(self) -> GraphCost:
+        """Deployed parameters (BatchNorm folded into conv biases, as in the .tflite), as a GraphCost."""
+        return self.architecture.param_cost(self)
 
-    def mac_chain(self) -> ChainCost:
-        ch = [np.asarray(c, dtype=np.float64) for c in self.choices]
-        hw = [s * s for s in self.feature_sizes()]
-        unary = [np.zeros(len(c)) for c in ch]
-        unary[0] = hw[0] * 9 * self.in_channels * ch[0]
-        unary[-1] = unary[-1] + ch[-1] * self.classes
-        pairwise = []
-        for i in range(1, self.num_layers):
-            cin, cout = ch[i - 1][:, None], ch[i][None, :]
-            pairwise.append(hw[i] * 9 * cin + hw[i] * cin * cout)
-        return ChainCost(tuple(unary), tuple(pairwise))
+    def mac_chain(self) -> GraphCost:
+        """Multiply-accumulates of one image, as a GraphCost."""
+        return self.architecture.mac_cost(self)
 
     def params(self, widths: Sequence[int]) -> int:
         return int(round(self.param_chain().total(self.to_indices(widths))))
@@ -213,10 +183,15 @@ class SearchSpace:
 
     # ---- serialisation ------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"name": self.name, "base_widths": list(self.base_widths), "strides": list(self.strides),
-                "resolution": self.resolution, "classes": self.classes, "min_mult": self.min_mult,
-                "max_mult": self.max_mult, "levels": self.levels, "divisor": self.divisor,
-                "in_channels": self.in_channels}
+        """The definition, which the hash covers. The default architecture is left out: spaces written before
+        architectures had names are its spaces, and they keep their hash (and their files their bytes)."""
+        d = {"name": self.name, "base_widths": list(self.base_widths), "strides": list(self.strides),
+             "resolution": self.resolution, "classes": self.classes, "min_mult": self.min_mult,
+             "max_mult": self.max_mult, "levels": self.levels, "divisor": self.divisor,
+             "in_channels": self.in_channels}
+        if self.arch != arch_registry.DEFAULT_ARCH:
+            d["arch"] = self.arch
+        return d
 
     @property
     def space_hash(self) -> str:
@@ -266,8 +241,8 @@ class SearchSpace:
 
     def describe(self) -> str:
         sizes = self.feature_sizes()
-        lines = [f"space {self.name}  hash {self.space_hash}  {self.resolution}px  {self.classes} classes  "
-                 f"mult {self.min_mult}..{self.max_mult} in {self.levels} levels, multiples of {self.divisor}",
+        lines = [f"space {self.name} ({self.arch})  hash {self.space_hash}  {self.resolution}px  {self.classes} "
+                 f"classes  mult {self.min_mult}..{self.max_mult} in {self.levels} levels, multiples of {self.divisor}",
                  f"{'layer':<8} {'base':>5} {'stride':>6} {'map':>5}  choices"]
         for name, b, st, sz, ch in zip(self.layer_names, self.base_widths, self.strides, sizes, self.choices):
             lines.append(f"{name:<8} {b:>5} {st:>6} {sz:>3}x{sz:<3} {len(ch):>2}: {' '.join(map(str, ch))}")
@@ -279,33 +254,54 @@ class SearchSpace:
 
 
 def preset(name: str, **overrides) -> SearchSpace:
-    if name not in PRESETS:
-        raise UsageError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    kw = dict(PRESETS[name])
+    """The registered preset ``name`` (tfwidth.arch.presets), with the fields in ``overrides`` that are not None."""
+    known = arch_registry.presets()
+    if name not in known:
+        raise UsageError(f"unknown preset {name!r}; choose one of {', '.join(known)}")
+    arch, kw = known[name]
     kw.update({k: v for k, v in overrides.items() if v is not None})
-    return SearchSpace(name=name, **kw)
+    return SearchSpace(name=name, arch=arch, **kw)
 
 
 def tiny_space(resolution: int = 16, classes: int = 10, levels: int = 4, base: int = 16, layers: int = 4) -> SearchSpace:
-    """A small chain with the same structure, for tests and quick demos."""
+    """A small space of the default architecture (a chain of ``layers`` width variables), for tests and demos."""
     strides = (1, 2, 1, 2, 1, 1, 1)[:layers] if layers <= 7 else (1,) * layers
     return SearchSpace(name="tiny", base_widths=(base,) * layers, strides=strides, resolution=resolution,
                        classes=classes, min_mult=0.5, max_mult=1.5, levels=levels, divisor=4)
 
 
+def list_presets() -> str:
+    """Every registered architecture and its presets, one line each (``--list``)."""
+    lines = []
+    for a in arch_registry.names():
+        lines.append(f"{a}  {arch_registry.get(a).description}")
+        for p, (owner, fields) in arch_registry.presets().items():
+            if owner == a:
+                s = preset(p)
+                lines.append(f"  {p:<24} {s.num_layers} width variables, {s.resolution} px, {s.classes} classes, "
+                             f"hash {s.space_hash}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
+    known = ", ".join(arch_registry.presets())
     p = ArgumentParser(prog="python -m tfwidth.space", description=(
-        "Print a MobileNetV1 width search space (14 width variables and their channel choices) and write it as "
-        "space.json, the file every other stage reads."))
-    p.add_argument("--preset", default="mobilenet_v1", help=f"one of: {', '.join(PRESETS)} (default mobilenet_v1)")
-    p.add_argument("--resolution", type=count(1, 8192), help="input side in pixels (preset default: 224 or 32)")
-    p.add_argument("--classes", type=count(2, 10**6), help="number of classes (preset default: 1000 or 10)")
+        "Print a width search space (its width variables and their channel choices) and write it as space.json, "
+        "the file every other stage reads."))
+    p.add_argument("--preset", default=arch_registry.SPACE_PRESET,
+                   help=f"one of: {known} (default {arch_registry.SPACE_PRESET})")
+    p.add_argument("--list", action="store_true", help="list the architectures and their presets, and exit")
+    p.add_argument("--resolution", type=count(1, 8192), help="input side in pixels (default: the preset's)")
+    p.add_argument("--classes", type=count(2, 10**6), help="number of classes (default: the preset's)")
     p.add_argument("--min-mult", type=number(0, 100, lo_open=True), help="smallest width multiplier (default 0.2)")
     p.add_argument("--max-mult", type=number(0, 100, lo_open=True), help="largest width multiplier (default 1.5)")
     p.add_argument("--levels", type=count(1, 1000), help="multipliers between min and max before rounding (default 14)")
     p.add_argument("--divisor", type=count(1, 1024), help="channel counts are multiples of this (default 8)")
     p.add_argument("-o", "--output", type=output_file, help="write the space as JSON here")
     a = p.parse_args(argv)
+    if a.list:
+        print(list_presets())
+        return 0
     space = preset(a.preset, resolution=a.resolution, classes=a.classes, min_mult=a.min_mult,
                    max_mult=a.max_mult, levels=a.levels, divisor=a.divisor)
     print(space.describe())

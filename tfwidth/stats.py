@@ -27,12 +27,13 @@ max network; with the free constant below: 0.88 vs 0.28, r = 0.81-0.91 vs 0.64-0
 the probe when there is one.
 
 The probe keeps its raw measurements (configurations and loss increases), so it can also fit a model the normal
-equations above cannot hold: ``estimator="pairwise"`` adds, for every pair of adjacent layers, a cost
-``beta_l * (log(c_l+1 / c_l) - log(M_l+1 / M_l))^2`` (M: the max widths) for departing from the base network's
-shape, beta_l >= 0. The additive model rates every layer alone, and the solver, which picks what the model rates
-best, found jagged configurations (768 channels beside 104) that the model rated far above what they measured
-(tools/bench_probe.py). A chain MRF takes such pairwise terms as they are (the latency table has them already);
-the result is a ChainCost of loss increases instead of a list of per-layer arrays.
+equations above cannot hold: ``estimator="pairwise"`` adds, for every edge (i, j) of the architecture's graph of
+width variables (adjacent layers in MobileNetV1's chain), a cost ``beta_ij * (log(c_j / c_i) - log(M_j / M_i))^2``
+(M: the max widths) for departing from the base network's shape, beta_ij >= 0. The additive model rates every layer
+alone, and the solver, which picks what the model rates best, found jagged configurations (768 channels beside 104)
+that the model rated far above what they measured (tools/bench_probe.py). The MRF takes such pairwise terms as they
+are (the latency table has them already); the result is a GraphCost of loss increases instead of a list of per-layer
+arrays.
 
 Intercept: both fits have a free constant, ``delta ~ b0 + sum_l cost[l, c_l]``, rather than the max network's own
 increase pinned at 0. The max network is no ordinary configuration: the sandwich rule trains it at every step and it
@@ -56,7 +57,7 @@ import numpy as np
 
 from tfwidth.artifacts import check_space, read_json, write_json
 from tfwidth.errors import UsageError
-from tfwidth.space import ChainCost, SearchSpace
+from tfwidth.space import GraphCost, SearchSpace
 
 ESTIMATORS = ("auto", "regression", "mean", "pairwise")
 # the least cost of one width step down, relative to the data's mean loss increase: a tie-break towards the wider
@@ -122,24 +123,23 @@ def regression_costs(space: SearchSpace, xtx: np.ndarray, xty: np.ndarray, ridge
 
 
 def shape_features(space: SearchSpace, choices) -> np.ndarray:
-    """[N, L-1]: per adjacent pair, the squared departure of log(c_l+1 / c_l) from the max network's."""
+    """[N, edges]: per edge (i, j) of the space, the squared departure of log(c_j / c_i) from the max network's."""
     logw = [np.log(np.asarray(c, np.float64)) for c in space.choices]
     ch = np.asarray(choices, np.int64)
     base = np.log(np.asarray(space.max_widths, np.float64))
-    out = np.empty((len(ch), space.num_layers - 1))
-    for l in range(space.num_layers - 1):
-        out[:, l] = (logw[l + 1][ch[:, l + 1]] - logw[l][ch[:, l]] - (base[l + 1] - base[l])) ** 2
+    out = np.empty((len(ch), len(space.edges)))
+    for e, (i, j) in enumerate(space.edges):
+        out[:, e] = (logw[j][ch[:, j]] - logw[i][ch[:, i]] - (base[j] - base[i])) ** 2
     return out
 
 
 def pairwise_costs(space: SearchSpace, choices, delta, ridge: float = 1e-3, intercept: bool = True,
                    min_step: float = MIN_STEP):
-    """ChainCost of loss increases fitted to raw (configuration, loss increase) pairs: per-layer costs as in
-    ``regression_costs`` (max width 0, non-increasing in width) plus per adjacent pair ``beta_l >= 0`` times
+    """GraphCost of loss increases fitted to raw (configuration, loss increase) pairs: per-layer costs as in
+    ``regression_costs`` (max width 0, non-increasing in width) plus per edge ``beta_ij >= 0`` times
     ``shape_features``. Solved as one bounded least squares (scipy's lsq_linear) on the increments and betas;
     ``intercept`` and ``min_step`` as in ``regression_costs``."""
     from scipy.optimize import lsq_linear
-    from tfwidth.space import ChainCost
     ch = np.asarray(choices, np.int64)
     y = np.asarray(delta, np.float64)
     # cost[l, j] = sum_{m >= j} s[l, m]  <=>  s[l, m] enters every configuration with c_l <= m
@@ -162,13 +162,13 @@ def pairwise_costs(space: SearchSpace, choices, delta, ridge: float = 1e-3, inte
         i += k - 1
     logw = [np.log(np.asarray(c, np.float64)) for c in space.choices]
     base = np.log(np.asarray(space.max_widths, np.float64))
-    pairwise = [x[i + l] * (logw[l + 1][None, :] - logw[l][:, None] - (base[l + 1] - base[l])) ** 2
-                for l in range(space.num_layers - 1)]
-    return ChainCost(tuple(unary), tuple(pairwise))
+    pairwise = [x[i + e] * (logw[b][None, :] - logw[a][:, None] - (base[b] - base[a])) ** 2
+                for e, (a, b) in enumerate(space.edges)]
+    return GraphCost(tuple(unary), tuple(pairwise), space.edges)
 
 
 def costs_json(costs):
-    """Per-layer costs (a list of arrays) or a ChainCost, as JSON."""
+    """Per-layer costs (a list of arrays) or a GraphCost, as JSON."""
     if hasattr(costs, "pairwise"):
         return {"unary": [u.tolist() for u in costs.unary], "pairwise": [p.tolist() for p in costs.pairwise]}
     return [c.tolist() for c in costs]
@@ -413,14 +413,16 @@ class WidthStats:
         return cls.from_json(read_json(path, "stats"), space, f"stats {path}")
 
 
-def acc_chain(space: SearchSpace, stats_costs) -> ChainCost:
-    """Score chain: minus the loss increases (higher is better). ``stats_costs``: per-layer arrays (no pairwise
-    terms), or a ChainCost of loss increases with pairwise terms (WidthStats.costs(estimator="pairwise"))."""
-    if isinstance(stats_costs, ChainCost):
+def acc_chain(space: SearchSpace, stats_costs) -> GraphCost:
+    """Score: minus the loss increases (higher is better), over the space's edges. ``stats_costs``: per-layer
+    arrays (no pairwise terms), or a GraphCost of loss increases with pairwise terms
+    (WidthStats.costs(estimator="pairwise"))."""
+    ks = space.num_choices
+    if isinstance(stats_costs, GraphCost):
         c = stats_costs
-        ok = len(c.unary) == space.num_layers and len(c.pairwise) == space.num_layers - 1 and all(
-            np.shape(u) == (k,) for u, k in zip(c.unary, space.num_choices)) and all(
-            np.shape(p) == (a, b) for p, a, b in zip(c.pairwise, space.num_choices, space.num_choices[1:]))
+        ok = len(c.unary) == space.num_layers and c.edges == space.edges and all(
+            np.shape(u) == (k,) for u, k in zip(c.unary, ks)) and all(
+            np.shape(p) == (ks[a], ks[b]) for p, (a, b) in zip(c.pairwise, c.edges))
         if not ok:
             raise UsageError("width statistics do not have the shape of the search space; regenerate them")
         if not all(np.isfinite(x).all() for x in c.unary + c.pairwise):
@@ -433,5 +435,4 @@ def acc_chain(space: SearchSpace, stats_costs) -> ChainCost:
     if not all(np.isfinite(c).all() for c in costs):
         raise UsageError("width statistics contain NaN or infinite costs; the training diverged: retrain or "
                          "use an earlier stats.json")
-    return ChainCost(tuple(-c for c in costs), tuple(np.zeros((a, b)) for a, b in
-                                                       zip(space.num_choices, space.num_choices[1:])))
+    return GraphCost(tuple(-c for c in costs), tuple(np.zeros((ks[a], ks[b])) for a, b in space.edges), space.edges)

@@ -1,16 +1,16 @@
-"""Slimmable MobileNetV1: one set of max-width weights, run at any per-layer widths without retracing.
+"""The supernet: one set of max-width weights of the space's architecture, run at any per-layer widths without
+retracing.
 
 Every layer keeps its maximum-width weights and computes with the first c channels, where c is an int32 *tensor*:
 one traced function serves every configuration (a Python-int width would retrace per configuration, ~5 s here).
+The layers (tfwidth.arch.slim) and how they connect are the architecture's (``slim_layers``, ``slim_forward``);
+this module is what every architecture shares: widths, BatchNorm statistics, sampling, training, export.
 
 Two ways to vary widths, both inside one trace:
   * per batch (``widths``, shape [L]): kernels are sliced; the cost is that of the plain model at those widths;
   * per example (``ex_widths``, shape [N, L], each row <= ``widths``): computation runs at ``widths`` and every layer's
     output is multiplied by a channel mask; BatchNorm batch statistics are taken over the examples that use each
     channel, so a batch whose rows all equal w gives exactly the sliced result at w.
-
-Pointwise convolutions are reshape + matmul (1.5-2.3x faster than a 1x1 Conv2D on this CPU, MEASUREMENTS.md);
-stock Keras layers fix their channel count at build time, hence the small custom layers below.
 
 BatchNorm: moving statistics are updated only when asked (the max path during training, and `recalibrate_bn`),
 since statistics shared across widths are wrong for sub-networks; evaluate any other configuration after
@@ -35,149 +35,21 @@ import tfwidth  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import tensorflow as tf
 import tf_keras as keras
 
+from tfwidth.arch.slim import BN_MOMENTUM, SlimBatchNorm, SlimLayer, corner
 from tfwidth.errors import UsageError
 from tfwidth.space import SearchSpace
 from tfwidth.stats import WidthStats
-
-BN_EPSILON = 1e-3  # tf_keras BatchNormalization defaults, so the exported plain model behaves identically
-BN_MOMENTUM = 0.9  # faster than Keras 0.99 so the max path's moving statistics are usable after short runs
 
 
 def _relu6(x):
     return tf.nn.relu6(x)
 
 
-# ---- layers -------------------------------------------------------------------------------------------------------
-class SlimConv(keras.layers.Layer):
-    """The stem: a full 3x3 conv on the image whose output channels are the first c of the max kernel."""
-
-    def __init__(self, in_channels: int, max_out: int, stride: int, init_seed=None, **kw):
-        super().__init__(**kw)
-        self.in_channels, self.max_out, self.stride, self.init_seed = in_channels, max_out, stride, init_seed
-
-    def build(self, input_shape=None):
-        self.kernel = self.add_weight("kernel", (3, 3, self.in_channels, self.max_out),
-                                      initializer=keras.initializers.HeNormal(self.init_seed))
-        self.built = True
-
-    def call(self, x, c):
-        return tf.nn.conv2d(x, self.kernel[:, :, :, :c], self.stride, "SAME")
-
-
-class SlimDepthwise(keras.layers.Layer):
-    """3x3 depthwise conv on however many channels arrive (the previous variable's width)."""
-
-    def __init__(self, max_channels: int, stride: int, init_seed=None, **kw):
-        super().__init__(**kw)
-        self.max_channels, self.stride, self.init_seed = max_channels, stride, init_seed
-
-    def build(self, input_shape=None):
-        self.kernel = self.add_weight("depthwise_kernel", (3, 3, self.max_channels, 1),
-                                      initializer=keras.initializers.HeNormal(self.init_seed))
-        self.built = True
-
-    def call(self, x):
-        c = tf.shape(x)[-1]
-        return tf.nn.depthwise_conv2d(x, self.kernel[:, :, :c, :], [1, self.stride, self.stride, 1], "SAME")
-
-
-class SlimPointwise(keras.layers.Layer):
-    """1x1 conv as reshape + matmul with the [c_in, c_out] corner of a [max_in, max_out] kernel."""
-
-    def __init__(self, max_in: int, max_out: int, init_seed=None, **kw):
-        super().__init__(**kw)
-        self.max_in, self.max_out, self.init_seed = max_in, max_out, init_seed
-
-    def build(self, input_shape=None):
-        self.kernel = self.add_weight("kernel", (self.max_in, self.max_out),
-                                      initializer=keras.initializers.HeNormal(self.init_seed))
-        self.built = True
-
-    def call(self, x, c):
-        s = tf.shape(x)
-        y = tf.matmul(tf.reshape(x, [-1, s[3]]), self.kernel[:s[3], :c])
-        return tf.reshape(y, [s[0], s[1], s[2], c])
-
-
-class SlimDense(keras.layers.Layer):
-    def __init__(self, max_in: int, units: int, init_seed=None, **kw):
-        super().__init__(**kw)
-        self.max_in, self.units, self.init_seed = max_in, units, init_seed
-
-    def build(self, input_shape=None):
-        self.kernel = self.add_weight("kernel", (self.max_in, self.units), initializer=keras.initializers.GlorotUniform(self.init_seed))
-        self.bias = self.add_weight("bias", (self.units,), initializer="zeros")
-        self.built = True
-
-    def call(self, x):
-        return tf.matmul(x, self.kernel[:tf.shape(x)[-1]]) + self.bias
-
-
-class SlimBatchNorm(keras.layers.Layer):
-    """BatchNorm over the first c channels.
-
-    training=False: moving statistics. training=True: batch statistics (fused kernel when nothing is masked and there
-    is a single replica; otherwise explicit moments, masked per example and summed across replicas, i.e. a
-    synchronised BatchNorm, so that N devices compute what one device computes). ``update`` (a scalar, or None) moves
-    the first c moving statistics towards the batch's: moving += update * (batch - moving), with the Bessel-corrected
-    batch variance as tf_keras does.
-    """
-
-    def __init__(self, max_channels: int, **kw):
-        super().__init__(**kw)
-        self.max_channels = max_channels
-
-    def build(self, input_shape=None):
-        c = (self.max_channels,)
-        self.gamma = self.add_weight("gamma", c, initializer="ones")
-        self.beta = self.add_weight("beta", c, initializer="zeros")
-        self.moving_mean = self.add_weight("moving_mean", c, initializer="zeros", trainable=False,
-                                           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-        self.moving_variance = self.add_weight("moving_variance", c, initializer="ones", trainable=False,
-                                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-        self.built = True
-
-    def call(self, x, c, training=False, mask=None, update=None):
-        gamma, beta = self.gamma[:c], self.beta[:c]
-        if not training:
-            return tf.nn.batch_normalization(x, self.moving_mean[:c], self.moving_variance[:c], beta, gamma,
-                                             BN_EPSILON)
-        ctx = tf.distribute.get_replica_context()
-        replicas = ctx.num_replicas_in_sync if ctx is not None else 1
-        if mask is None and replicas == 1:
-            y, mean, var_unbiased = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, epsilon=BN_EPSILON,
-                                                                     is_training=True)
-        else:
-            if mask is None:
-                s = tf.shape(x)
-                count = tf.fill([c], tf.cast(s[0] * s[1] * s[2], x.dtype))
-                xm = x
-            else:
-                m4 = mask[:, None, None, :]
-                count = tf.reduce_sum(mask, 0) * tf.cast(tf.shape(x)[1] * tf.shape(x)[2], x.dtype)
-                xm = x * m4
-            # One pass (sum and sum of squares): two fewer full-size elementwise ops forward and backward than
-            # centring first, and a single all-reduce; pre-BN activations are O(1), so float32 cancellation is small.
-            total = tf.reduce_sum(xm, [0, 1, 2])
-            sq = tf.reduce_sum(xm * x, [0, 1, 2])
-            if replicas > 1:
-                total, sq, count = ctx.all_reduce("sum", [total, sq, count])
-            n = tf.maximum(count, 1.0)
-            mean = total / n
-            var = tf.maximum(sq / n - tf.square(mean), 0.0)
-            var_unbiased = var * n / tf.maximum(count - 1.0, 1.0)
-            y = tf.nn.batch_normalization(x, mean, var, beta, gamma, BN_EPSILON)
-        if update is not None:
-            pad = [[0, self.max_channels - c]]
-            self.moving_mean.assign_add(tf.pad((mean - self.moving_mean[:c]) * update, pad))
-            self.moving_variance.assign_add(tf.pad((var_unbiased - self.moving_variance[:c]) * update, pad))
-        return y
-
-
 # ---- the model ----------------------------------------------------------------------------------------------------
 class Supernet(keras.Model):
-    """Slimmable MobileNetV1 over a SearchSpace. ``model(x)`` runs at ``active_widths`` (set_widths, default max);
-    ``forward(x, widths, ...)`` at explicit widths. Layer names match tfwidth.mobilenet.build_mobilenet."""
+    """The slimmable network of a SearchSpace's architecture. ``model(x)`` runs at ``active_widths`` (set_widths,
+    default max); ``forward(x, widths, ...)`` at explicit widths. Layer names match the architecture's plain model
+    (``space.architecture.build``)."""
 
     def __init__(self, space: SearchSpace, *, weight_decay: float = 0.0, label_smoothing: float = 0.0,
                  sampling: str = "one-layer", random_configs: int = 1, seed: int = 0, name: str = "supernet"):
@@ -187,20 +59,14 @@ class Supernet(keras.Model):
         self.space = space
         self.weight_decay, self.label_smoothing = float(weight_decay), float(label_smoothing)
         self.sampling, self.random_configs, self.seed = sampling, int(random_configs), int(seed)
-        L, mx = space.num_layers, space.max_widths
+        L = space.num_layers
         self.kmax = max(space.num_choices)
         # Initial weights are a function of the seed (one initializer seed per layer), so runs are reproducible.
         init = iter(range(self.seed * 1000 + 1, self.seed * 1000 + 1000))
-        self.stem_conv = SlimConv(space.in_channels, mx[0], space.strides[0], next(init), name="stem_conv")
-        self.stem_bn = SlimBatchNorm(mx[0], name="stem_bn")
-        self.dw, self.dw_bn, self.pw, self.pw_bn = [], [], [], []
-        for i in range(1, L):
-            self.dw.append(SlimDepthwise(mx[i - 1], space.strides[i], next(init), name=f"b{i}_dw"))
-            self.dw_bn.append(SlimBatchNorm(mx[i - 1], name=f"b{i}_dw_bn"))
-            self.pw.append(SlimPointwise(mx[i - 1], mx[i], next(init), name=f"b{i}_pw"))
-            self.pw_bn.append(SlimBatchNorm(mx[i], name=f"b{i}_pw_bn"))
-        self.classifier = SlimDense(mx[-1], space.classes, next(init), name="classifier")
-        for layer in [self.stem_conv, self.stem_bn, self.classifier, *self.dw, *self.dw_bn, *self.pw, *self.pw_bn]:
+        # The architecture's layers become attributes under its names: checkpoints key variables by these paths.
+        for attr, layers in space.architecture.slim_layers(space, init).items():
+            setattr(self, attr, layers)
+        for layer in self.slim_layers():
             layer.build(None)
 
         # Choice tables, padded to Kmax by repeating the last (max) choice so gathers never go out of range.
@@ -272,27 +138,28 @@ class Supernet(keras.Model):
         else:
             masks = [tf.sequence_mask(ex_widths[:, l], widths[l], dtype=x.dtype) for l in range(L)]
 
-        def post(h, bn, l):
-            h = _relu6(bn(h, widths[l], training, masks[l], bn_update))
+        def post(h, bn, l, relu=True):
+            h = bn(h, widths[l], training, masks[l], bn_update)
+            h = _relu6(h) if relu else h
             return h if masks[l] is None else h * masks[l][:, None, None, :]
 
-        h = post(self.stem_conv(x, widths[0]), self.stem_bn, 0)
-        for i in range(1, L):
-            h = post(self.dw[i - 1](h), self.dw_bn[i - 1], i - 1)
-            h = post(self.pw[i - 1](h, widths[i]), self.pw_bn[i - 1], i)
-        return self.classifier(tf.reduce_mean(h, [1, 2]))
+        return self.space.architecture.slim_forward(self.space, self, x, widths, post)
 
     def call(self, inputs, training=False):
         # Batch statistics in training mode, but moving statistics move only in train_step / recalibrate_bn.
         return self.forward(inputs, self.active_widths, training=bool(training))
 
+    def slim_layers(self) -> list:
+        """The architecture's layers, in the order Keras tracks them."""
+        return [layer for layer in self.layers if isinstance(layer, SlimLayer)]
+
     def bn_layers(self):
-        return [self.stem_bn, *self.dw_bn, *self.pw_bn]
+        return [layer for layer in self.slim_layers() if isinstance(layer, SlimBatchNorm)]
 
     def regularization(self):
         if not self.weight_decay:
             return tf.constant(0.0)
-        kernels = [self.stem_conv.kernel, self.classifier.kernel] + [p.kernel for p in self.pw]
+        kernels = [layer.kernel for layer in self.slim_layers() if layer.decayed]
         return self.weight_decay * tf.add_n([tf.reduce_sum(tf.square(k)) for k in kernels])
 
     # ---- sampling -----------------------------------------------------------------------------------------------
@@ -488,23 +355,16 @@ class Supernet(keras.Model):
 
     # ---- export -------------------------------------------------------------------------------------------------
     def to_plain(self, widths: Sequence[int], weight_decay: float = 0.0) -> keras.Model:
-        """The plain tf_keras MobileNetV1 at ``widths`` (tfwidth.mobilenet, same layer names) with the sliced
-        weights and the BN statistics currently held here."""
-        from tfwidth.mobilenet import build_mobilenet
+        """The architecture's plain tf_keras model at ``widths`` (same layer names) with the sliced weights and the
+        BN statistics currently held here: each plain layer takes the ``corner`` of its namesake's weights."""
         w = self.space.validate(widths)
-        plain = build_mobilenet(self.space, w, weight_decay=weight_decay)
-
-        def bn(name, layer, c):
-            plain.get_layer(name).set_weights([v.numpy()[:c] for v in (layer.gamma, layer.beta, layer.moving_mean,
-                                                                        layer.moving_variance)])
-
-        plain.get_layer("stem_conv").set_weights([self.stem_conv.kernel.numpy()[..., :w[0]]])
-        bn("stem_bn", self.stem_bn, w[0])
-        for i in range(1, self.space.num_layers):
-            plain.get_layer(f"b{i}_dw").set_weights([self.dw[i - 1].kernel.numpy()[:, :, :w[i - 1], :]])
-            bn(f"b{i}_dw_bn", self.dw_bn[i - 1], w[i - 1])
-            plain.get_layer(f"b{i}_pw").set_weights([self.pw[i - 1].kernel.numpy()[None, None, :w[i - 1], :w[i]]])
-            bn(f"b{i}_pw_bn", self.pw_bn[i - 1], w[i])
-        plain.get_layer("classifier").set_weights([self.classifier.kernel.numpy()[:w[-1]],
-                                                   self.classifier.bias.numpy()])
+        plain = self.space.architecture.build(self.space, w, weight_decay=weight_decay)
+        mine = {layer.name: layer for layer in self.slim_layers()}
+        theirs = {layer.name for layer in plain.layers if layer.weights}
+        if theirs != set(mine):
+            raise ValueError(f"the plain model's weighted layers {sorted(theirs ^ set(mine))} have no namesake on "
+                             f"both sides: the architecture's build and slim_layers disagree")
+        for name, layer in mine.items():
+            target = plain.get_layer(name)
+            target.set_weights([corner(v.numpy(), t.shape) for v, t in zip(layer.weights, target.weights)])
         return plain

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import tfwidth  # noqa: F401  (selects Keras 2 before TensorFlow loads; TensorFlow itself is imported lazily)
 from device_profiler.checks import count, number, output_dir
+from tfwidth.arch import DEFAULT_PRESET
 from tfwidth.errors import ArgumentParser, UsageError
 from tfwidth.space import SearchSpace, preset
 from tfwidth.training import TrainResult, make_strategy, train_supernet
 
-DEMO = dict(preset="mobilenet_v1_cifar", resolution=16, dataset="digits", epochs=6, batch_size=64,
+DEMO = dict(preset=DEFAULT_PRESET, resolution=16, dataset="digits", epochs=6, batch_size=64,
             out="runs/train-demo")
 
 

@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT))
 
 from tfwidth.artifacts import fingerprint  # noqa: E402  (the pipeline's file fingerprint: one copy of it)
 
-# The sources every result depends on one way or another (the shared vocabulary, the artefact format); callers add
-# the modules of their own computation.
-BASE_CODE = ("tfwidth/space.py", "tfwidth/artifacts.py")
+# The sources every result depends on one way or another (the shared vocabulary: the space, its architecture and the
+# cost type; the artefact format); callers add the modules of their own computation.
+BASE_CODE = ("tfwidth/space.py", "tfwidth/arch", "tfwidth/cost.py", "tfwidth/artifacts.py")
 
 
 def file_digest(path) -> str | None:

@@ -24,7 +24,7 @@ import _cache  # noqa: E402
 from tfwidth.export import main as export  # noqa: E402
 
 FORMATS = ("fp32", "int8", "qat")
-CODE = ("tfwidth/export.py", "tfwidth/convert.py", "tfwidth/data.py", "tfwidth/mobilenet.py", "tfwidth/supernet.py",
+CODE = ("tfwidth/export.py", "tfwidth/convert.py", "tfwidth/data.py", "tfwidth/arch", "tfwidth/supernet.py",
         "tfwidth/latency.py", "tfwidth/train.py", "device_profiler")
 
 

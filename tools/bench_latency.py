@@ -38,7 +38,7 @@ from tfwidth.artifacts import atomic_write_bytes, read_json, write_json  # noqa:
 from tfwidth.errors import UsageError, run_cli  # noqa: E402
 from tfwidth.space import preset  # noqa: E402
 
-TEMPLATE_CODE = ("tfwidth/profile.py", "tfwidth/convert.py", "tfwidth/mobilenet.py")
+TEMPLATE_CODE = ("tfwidth/profile.py", "tfwidth/convert.py", "tfwidth/arch")
 FEWSHOT_SIZES = (25, 50, 100, 200, 400)
 
 

@@ -40,7 +40,7 @@ import _cache  # noqa: E402
 PY = sys.executable
 MIB = 1024 * 1024
 FLAT_RATIO, FLAT_SLACK_MIB = 1.1, 8.0
-PROFILER_CODE = ("device_profiler", "tfwidth/profile.py", "tfwidth/convert.py", "tfwidth/mobilenet.py")
+PROFILER_CODE = ("device_profiler", "tfwidth/profile.py", "tfwidth/convert.py", "tfwidth/arch")
 # Fields that hold a wall-clock figure or a moment: they differ between any two runs (and so are not compared).
 TIMING_KEYS = {"seconds", "time", "wall_s", "invoke_s", "elapsed", "timestamp", "date", "created", "started",
                "finished", "hostname"}
@@ -80,7 +80,7 @@ def template_and_plan(d: Path, count: int, seed: int, env) -> tuple[Path, Path]:
     unless their key (count, seed, the code that makes them) matches."""
     space, tpl, plan = d / "space.json", d / "template.tflite", d / "plan.json"
     parts = {"args": {"preset": "mobilenet_v1_cifar", "count": count, "seed": seed, "kind": "random"},
-             "code": _cache.code_digest("tfwidth/profile.py", "tfwidth/convert.py", "tfwidth/mobilenet.py")}
+             "code": _cache.code_digest("tfwidth/profile.py", "tfwidth/convert.py", "tfwidth/arch")}
     rec = d / "template_plan.key.json"
     if _cache.check(rec, parts, "template and plan") and all(p.exists() for p in (space, tpl, plan)):
         return tpl, plan

@@ -4,8 +4,8 @@
 
 (a) one SGD step of the supernet at fixed widths (widths as a tensor: the sliced path) vs. a plain model at the
     same widths, at 1.0x and 1.5x of the mobilenet_v1_cifar preset. Two plain baselines: the deployable Keras model
-    (tfwidth.mobilenet, 1x1 Conv2D) and the supernet's own code traced with constant widths (static shapes, matmul
-    pointwise): the latter isolates the cost of runtime widths.
+    (the architecture's plain model, 1x1 Conv2D) and the supernet's own code traced with constant widths (static
+    shapes, matmul pointwise): the latter isolates the cost of runtime widths.
 (b) one full sandwich step (max + min + one random configuration, one optimizer step) vs. the sum of the three plain
     steps it contains. one-layer sampling: the random configuration runs at max width with per-example channel masks,
     so its plain counterpart is the max model. all-layers sampling (per batch, sliced): counterpart is the plain
@@ -27,13 +27,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from tfwidth.mobilenet import build_mobilenet  # noqa: E402
 from tfwidth.space import preset  # noqa: E402
 from tfwidth.supernet import Supernet  # noqa: E402
 
 
 def plain_step(space, widths):
-    model = build_mobilenet(space, widths)
+    model = space.architecture.build(space, widths)
     opt = keras.optimizers.SGD(0.01, momentum=0.9)
 
     @tf.function(autograph=False)
