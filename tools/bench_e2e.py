@@ -62,11 +62,11 @@ METHODS = ("uniform", "greedy", "ows", "exact")
 # The code each cached stage depends on (tools/_cache.py code_digest)
 TRAIN_CODE = ("tfwidth/supernet.py", "tfwidth/train.py", "tfwidth/data.py", "tfwidth/stats.py", "tfwidth/aows.py",
               "tfwidth/probe.py", "tfwidth/mrf.py", "tfwidth/latency.py")
-TIMING_CODE = ("tfwidth/profile.py", "tfwidth/convert.py", "tfwidth/mobilenet.py", "device_profiler")
+TIMING_CODE = ("tfwidth/profile.py", "tfwidth/convert.py", "device_profiler")
 FIT_CODE = ("tfwidth/latency.py",)
 SOLVE_CODE = ("tfwidth/refine.py", "tfwidth/solve.py", "tfwidth/mrf.py", "tfwidth/latency.py", "tfwidth/stats.py",
               "device_profiler")
-EVAL_CODE = ("tfwidth/export.py", "tfwidth/convert.py", "tfwidth/mobilenet.py", "tfwidth/supernet.py",
+EVAL_CODE = ("tfwidth/export.py", "tfwidth/convert.py", "tfwidth/supernet.py",
              "tfwidth/data.py", "device_profiler")
 LATENCY_FILES = ("template.tflite", "template.json", "plan.json", "val_plan.json", "samples.jsonl", "val.jsonl")
 
