@@ -9,15 +9,14 @@ device_profiler/session.py's (``Session``, ``profile``, ``benchmark``), the phon
 """
 from __future__ import annotations
 
-import os
 import sys
 
 from device_profiler import runtime as runtimes
 from device_profiler import adb, samples, timing, variants
 from device_profiler.checks import cores, count, number, output_file
 from device_profiler.errors import ArgumentParser, UsageError, run_cli
-from device_profiler.session import (DEFAULT_PRECISION, NoiseCheck, Session, benchmark, format_benchmark, load_plan,
-                                     parse_shard, profile)
+from device_profiler.session import (DEFAULT_PRECISION, NoiseCheck, benchmark, format_benchmark, load_plan,
+                                     open_local, parse_shard, profile)
 
 
 def main(argv=None) -> int:
@@ -108,18 +107,13 @@ def local_session(a):
     except ValueError:
         raise UsageError(f"--cpus {a.cpus!r} should be comma-separated core numbers, e.g. 0") from None
     shard = parse_shard(a.shard)
-    maker = variants.load(a.template)
-    plan = load_plan(a.plan, maker) if a.benchmark is None else None
-    rt = runtimes.select(a.runtime, a.kernels)
-    try:
-        cpus = timing.pin(cpus)
-    except (OSError, ValueError) as e:
-        raise UsageError(f"cannot pin to cores {a.cpus} ({e}); this device has cores "
-                         f"{sorted(os.sched_getaffinity(0))}") from None
-    protocol = timing.Protocol(a.runs, a.warmup_runs, a.warmup_seconds, a.threads,
-                               DEFAULT_PRECISION if a.precision is None else a.precision, a.max_seconds, a.max_blocks)
-    return (Session(maker, rt, protocol, cpus, a.seed), plan, shard,
-            f"{rt.name} {rt.version}, {a.threads} thread(s), cpus {cpus}")
+    session = open_local(a.template, cpus=cpus, threads=a.threads, runs=a.runs,
+                         precision=DEFAULT_PRECISION if a.precision is None else a.precision,
+                         max_seconds=a.max_seconds, max_blocks=a.max_blocks, warmup_runs=a.warmup_runs,
+                         warmup_seconds=a.warmup_seconds, runtime=a.runtime, kernels=a.kernels, seed=a.seed)
+    plan = load_plan(a.plan, session.maker) if a.benchmark is None else None
+    rt = session.runtime
+    return (session, plan, shard, f"{rt.name} {rt.version}, {a.threads} thread(s), cpus {session.cpus}")
 
 
 def adb_session(a):

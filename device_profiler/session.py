@@ -216,6 +216,26 @@ def _rel(a: float, b: float) -> float:
     return abs(a - b) / (0.5 * (a + b))
 
 
+def open_local(template, *, cpus=(0,), threads: int = 1, runs: int = 20, precision: float = DEFAULT_PRECISION,
+               max_seconds: float = timing.Protocol.max_seconds, max_blocks: int = timing.Protocol.max_blocks,
+               warmup_runs: int = 2, warmup_seconds: float = 0.0, runtime: str | None = None,
+               kernels: str = "default", seed: int = 0) -> Session:
+    """A Session timing on this device: variants cut from ``template`` (a template.tflite path, its manifest beside
+    it), the first importable runtime (or ``runtime``) with ``kernels``, the protocol's figures as the CLI's flags
+    (python -m device_profiler --help), and this process pinned to ``cpus`` (None: left as it is; the caller
+    restores its affinity if it goes on doing other work). A core this device does not have is a UsageError."""
+    from device_profiler import runtime as runtimes
+    maker = variants.load(template)
+    rt = runtimes.select(runtime, kernels)
+    try:
+        pinned = timing.pin(None if cpus is None else list(cpus))
+    except (OSError, ValueError) as e:
+        have = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "unknown"
+        raise UsageError(f"cannot pin to cores {list(cpus)} ({e}); this device has cores {have}") from None
+    protocol = timing.Protocol(runs, warmup_runs, warmup_seconds, threads, precision, max_seconds, max_blocks)
+    return Session(maker, rt, protocol, pinned, seed)
+
+
 def profile(session: Session, plan: dict, out: str, shard=(0, 1), reference_every: int = 25,
             progress: bool = True, paired: bool = False, noise: NoiseCheck | None = None, say=_say) -> dict:
     """Time the plan's pending configurations of this shard; returns counts, wall/invoke seconds and (with

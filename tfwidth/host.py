@@ -38,3 +38,20 @@ def measure_latency(content: bytes, threads: int = 1, runs: int = 20, warmup: in
             "statistic": f"median over {repeats} interpreters of the min of {runs} invokes",
             "warmup_runs": warmup, "threads": threads, "cpus": pinned, "runtime": rt.name,
             "runtime_version": rt.version, "device": timing.describe_device()}
+
+
+def profile_plan(template, plan: dict, out, *, cpus=(0,), threads: int = 1, progress: bool = False, **protocol) -> dict:
+    """This machine as the device: the configurations of ``plan`` (tfwidth.profile.make_plan) cut from ``template``
+    (a template.tflite path, its manifest beside it) and timed into the samples file ``out`` exactly as
+    ``python -m device_profiler --template T --plan P --out OUT`` does with its defaults (the precision protocol and
+    the noise check; ``protocol``: device_profiler.session.open_local's keywords). Resumes a killed run of the same
+    plan. Pinned to ``cpus`` while it times, the process's affinity restored afterwards (training in the same
+    process keeps both cores). Returns the profiler's figures (counts, wall and invoke seconds, noise summary)."""
+    from device_profiler.session import NoiseCheck, open_local, profile
+    old = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    try:
+        session = open_local(template, cpus=cpus, threads=threads, **protocol)
+        return profile(session, plan, str(out), progress=progress, noise=NoiseCheck())
+    finally:
+        if old is not None:
+            os.sched_setaffinity(0, set(old))
