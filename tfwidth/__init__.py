@@ -3,7 +3,7 @@
 The public API, in the order the data flows (docs/interfaces.md, "Python API", runs the whole flow with it):
 
     space          SearchSpace, preset, tiny_space, architectures, GraphCost
-    device         make_template, make_plan, profile_plan (this machine as the device), measure_latency
+    device         make_template, write_template, make_plan, profile_plan (this machine as the device), measure_latency
     latency        load_samples, fit_table, LatencyTable
     supernet       load_data, train_supernet, probe_supernet, WidthStats
     solve          solve_widths (-> Solved of Answer), refine_table
@@ -30,6 +30,7 @@ _API = {
     "GraphCost": ("tfwidth.cost", "GraphCost"),
     "architectures": ("tfwidth.arch", "names"),
     "make_template": ("tfwidth.profile", "make_template"),
+    "write_template": ("tfwidth.profile", "write_template"),
     "make_plan": ("tfwidth.profile", "make_plan"),
     "profile_plan": ("tfwidth.host", "profile_plan"),
     "measure_latency": ("tfwidth.host", "measure_latency"),

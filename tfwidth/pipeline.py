@@ -156,7 +156,7 @@ class PipelineRun:
     dry_run: bool = False
 
 
-def run_pipeline(work="work", *, dataset: str = "digits", preset_name: str = "mobilenet_v1_cifar", space_file=None,
+def run_pipeline(work="work", *, dataset: str = "digits", preset_name: str = DEFAULT_PRESET, space_file=None,
                  resolution: int | None = None, target_ms: float | None = None, target_mult: float = 0.5,
                  device_samples=None, device_val=None, plan_count: int = 400, val_count: int = 100, runs: int = 30,
                  cpus: str = "0", epochs: int = 8, batch_size: int = 64, train_limit: int | None = None,

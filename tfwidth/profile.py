@@ -272,6 +272,17 @@ def random_configs(space: SearchSpace, count: int, rng: np.random.Generator) -> 
 PLAN_KINDS = {"stratified": stratified_configs, "biased": biased_configs, "random": random_configs}
 
 
+def write_template(space: SearchSpace, output, fmt: str = "fp32", seed: int = 0) -> tuple[bytes, dict]:
+    """The template stage: make_template's .tflite written to ``output`` and its manifest beside it (same name,
+    .json), both atomically and the manifest last: it records the .tflite's sha256, so a run killed in between
+    leaves a mismatch the device detects instead of a template it would cut wrongly. Returns (tflite, manifest)."""
+    output = Path(output)
+    tflite, manifest = make_template(space, fmt, seed)
+    atomic_write_bytes(output, tflite)
+    write_json(output.with_suffix(".json"), manifest)
+    return tflite, manifest
+
+
 def make_plan(space: SearchSpace, count: int, kind: str = "stratified", seed: int = 0, reference=None,
               ladder: bool = True) -> dict:
     """A plan: ``count`` configurations of ``kind`` (PLAN_KINDS), after the uniform ladder (space.ladder(), every
@@ -307,8 +318,8 @@ def main(argv=None) -> int:
         "Prepare on-device latency profiling: the max-width .tflite template the device cuts every configuration "
         "from, and the plan of configurations it times (then run `python -m device_profiler` on the device)."))
     sub = p.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("template", help="convert the space's max-width MobileNetV1 once, with its manifest",
-                       description="Convert the max-width MobileNetV1 of the space to .tflite (once) and write "
+    t = sub.add_parser("template", help="convert the space's max-width network once, with its manifest",
+                       description="Convert the max-width network of the space to .tflite (once) and write "
                                    "beside it NAME.json, the manifest of which tensors each width variable cuts.")
     t.add_argument("--space", required=True, help="space.json (python -m tfwidth.space -o space.json)")
     t.add_argument("-o", "--output", required=True, type=output_file, help="template .tflite to write (manifest: same name, .json)")
@@ -344,10 +355,7 @@ def main(argv=None) -> int:
         fmt = "int8" if a.quantize == "int8" else "fp32"
         print(f"converting the max-width model ({space.name}, {space.resolution}px, {fmt}); this takes a while...",
               file=sys.stderr)
-        tflite, manifest = make_template(space, fmt, a.seed)
-        # manifest last: its sha256 names the .tflite, so a run killed in between leaves a detectable mismatch
-        atomic_write_bytes(out, tflite)
-        write_json(out.with_suffix(".json"), manifest)
+        tflite, manifest = write_template(space, out, fmt, a.seed)
         n = sum(len(v["cuts"]) for v in manifest["variables"])
         print(f"wrote {out} ({len(tflite) / 1e6:.1f} MB, {fmt}) and {out.with_suffix('.json')} ({n} cut tensor axes)")
     else:

@@ -45,16 +45,14 @@ FEWSHOT_SIZES = (25, 50, 100, 200, 400)
 def template(space, fmt: str, path: Path) -> float:
     """Convert the max-width template (fmt) to ``path`` unless the one there has the same key; returns the seconds
     of the converter run made now (None when the cached template was kept and no conversion was asked for)."""
-    from tfwidth.profile import make_template
+    from tfwidth.profile import write_template
     parts = {"args": {"space_hash": space.space_hash, "format": fmt}, "code": _cache.code_digest(*TEMPLATE_CODE)}
     record = path.with_suffix(".key.json")
     if path.exists() and path.with_suffix(".json").exists() and _cache.check(record, parts, path.name, leftover=True):
         return None
     t0 = time.perf_counter()
-    tflite, manifest = make_template(space, fmt)
+    write_template(space, path, fmt)
     seconds = time.perf_counter() - t0
-    atomic_write_bytes(path, tflite)
-    write_json(path.with_suffix(".json"), manifest)
     _cache.store(record, parts)
     return seconds
 
