@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ import numpy as np
 from tfwidth.artifacts import check_space, read_json, write_json
 from device_profiler.checks import cores, count, cpu_list, number, output_dir, output_file
 from tfwidth.errors import ArgumentParser, UsageError
+from tfwidth.host import pinned
 from tfwidth.latency import (DEFAULT_REG, PRIOR, LatencyTable, fit_table, format_metrics, load_samples, measured,
                              prior_table_of, read_records, reference_level)
 from tfwidth.solve import costs_hash
@@ -411,7 +411,7 @@ class HostDevice:
         # the profiler's errors are UsageErrors too (tfwidth's derive from them): they reach the user as one line
         self.maker = variants.load(template)
         self.rt = runtimes.select(None, protocol.get("kernels", "default"))
-        self.timing, self.out_dir, self.protocol, self.log = timing, Path(out_dir), protocol, log
+        self.out_dir, self.protocol, self.log = Path(out_dir), protocol, log
         self.session = Session(self.maker, self.rt, timing.Protocol(runs=protocol["runs"],
                                                                     threads=protocol["threads"],
                                                                     precision=protocol.get("precision", 0.0)),
@@ -429,18 +429,12 @@ class HostDevice:
         if plan_path.exists() and read_json(plan_path).get("configs") != plan["configs"] and out.exists():
             out.unlink()  # timings of other candidates (the table changed since): not this round's
         write_json(plan_path, plan)
-        old = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-        try:
-            self.session.cpus = self.timing.pin(self.protocol["cpus"])
+        with pinned(self.protocol["cpus"]) as pinned_to:
+            self.session.cpus = pinned_to
             if self.protocol["paired"]:
                 self.session.pair_with(plan["reference"])
             r = profile(self.session, plan, str(out), reference_every=REFERENCE_EVERY, progress=False,
                         paired=self.protocol["paired"])
-        except OSError as e:
-            raise UsageError(f"cannot pin the timing to cores {self.protocol['cpus']} ({e})") from None
-        finally:
-            if old is not None:  # a caller that goes on training must get its cores back
-                os.sched_setaffinity(0, set(old))
         self.log(f"[refine] timed {r['timed']} configurations ({r['skipped']} already in {out}), "
                  f"{r['wall_s']:.1f} s")
         return self._steady_reference(out, load_samples(out, warn=lambda m: None))
