@@ -106,12 +106,15 @@ def replica_copy(model, strategy):
     return net
 
 
-def train(model, data, *, epochs: int, lr: float = 0.05, warmup_epochs: float = 0.0, label_smoothing: float = 0.1,
-          weight_decay: float = 4e-5, teacher=None, distill_weight: float = 0.5, temperature: float = 4.0,
-          ckpt_dir: Path | None = None, resume: bool = False, tensorboard: str | None = None, desc: str = "train",
-          progress: bool = True, eval_each_epoch: bool = True, signature: dict | None = None,
-          strategy=None) -> list[dict]:
+def train_plain(model, data, *, epochs: int, lr: float = 0.05, warmup_epochs: float = 0.0,
+                label_smoothing: float = 0.1, weight_decay: float = 4e-5, teacher=None, distill_weight: float = 0.5,
+                temperature: float = 4.0, ckpt_dir: Path | None = None, resume: bool = False,
+                tensorboard: str | None = None, desc: str = "train", progress: bool = True,
+                eval_each_epoch: bool = True, signature: dict | None = None, strategy=None) -> list[dict]:
     """Train a plain Keras model in place for ``epochs`` epochs of ``data``; one checkpoint per epoch in ckpt_dir.
+
+    The export's fine-tuning loop (``fine_tune``), for a fixed-width model of standard layers; the supernet's
+    training is tfwidth.train.train.
 
     With ``teacher`` the loss is (1 - a) * CE(labels) + a * T^2 * KL(teacher_T || student_T) (Hinton et al.).
     ``signature``: what the checkpoint belongs to; resuming a checkpoint of something else is refused, and so is
@@ -306,13 +309,13 @@ def fine_tune(space: SearchSpace, widths, data, *, init: str = "supernet", run_d
               seed: int = 0, checkpoints=None, signature: dict | None = None, resume: bool = False, strategy=None,
               tensorboard: str | None = None, progress: bool = True, eval_each_epoch: bool = True) -> FineTuned:
     """The export's training recipe, on ``data`` (tfwidth.data): the plain model at ``widths`` initialised as
-    ``init`` says (initial_model: the supernet in ``run_dir``, or scratch), trained ``epochs`` epochs (``train``;
-    ``lr`` default 0.01 for supernet, 0.05 for scratch, x batch/64; ``warmup_epochs`` default 0 for supernet,
-    min(1, epochs/10) for scratch; optional distillation from the supernet's max network), BatchNorm re-estimated on
-    ``calib_batches`` batches after any training, and for ``fmt`` qat ``qat_epochs`` more with fake quantization at
-    a tenth of the rate. ``checkpoints``: the directory of the training's checkpoints (train/ and qat/ below it;
-    None: none), which ``resume`` continues and ``signature`` (what they belong to) guards. Returns the models and
-    the training's figures (FineTuned)."""
+    ``init`` says (initial_model: the supernet in ``run_dir``, or scratch), trained ``epochs`` epochs
+    (``train_plain``; ``lr`` default 0.01 for supernet, 0.05 for scratch, x batch/64; ``warmup_epochs`` default 0
+    for supernet, min(1, epochs/10) for scratch; optional distillation from the supernet's max network), BatchNorm
+    re-estimated on ``calib_batches`` batches after any training, and for ``fmt`` qat ``qat_epochs`` more with fake
+    quantization at a tenth of the rate. ``checkpoints``: the directory of the training's checkpoints (train/ and
+    qat/ below it; None: none), which ``resume`` continues and ``signature`` (what they belong to) guards. Returns
+    the models and the training's figures (FineTuned)."""
     model, teacher = initial_model(space, widths, init, run_dir, data, calib_batches=calib_batches, distill=distill,
                                    seed=seed)
     lr = lr if lr is not None else (0.01 if init == "supernet" else 0.05) * data.batch_size / 64
@@ -321,18 +324,18 @@ def fine_tune(space: SearchSpace, widths, data, *, init: str = "supernet", run_d
                   progress=progress, strategy=strategy, eval_each_epoch=eval_each_epoch, teacher=teacher,
                   distill_weight=distill_weight, temperature=temperature)
     work = None if checkpoints is None else Path(checkpoints)
-    history = train(model, data, epochs=epochs, lr=lr, warmup_epochs=warm, desc="train", signature=signature,
+    history = train_plain(model, data, epochs=epochs, lr=lr, warmup_epochs=warm, desc="train", signature=signature,
                     ckpt_dir=None if work is None else work / "train", resume=resume, **common)
     # Also after a resume that found the training finished: the restored weights need their statistics too.
     recalibrated = recalibrate_plain_bn(model, data, calib_batches) if epochs and calib_batches else 0
     deployed, qat_history = model, []
     if fmt == "qat":
         deployed = quantize_for_training(model)
-        qat_history = train(deployed, data, epochs=qat_epochs, lr=lr * 0.1, warmup_epochs=0.0, desc="qat",
-                            signature=dict(signature or {}, float_epochs=epochs),
-                            ckpt_dir=None if work is None else work / "qat",
-                            resume=resume and work is not None and (work / "qat" / "checkpoint.json").is_file(),
-                            **common)
+        qat_history = train_plain(deployed, data, epochs=qat_epochs, lr=lr * 0.1, warmup_epochs=0.0, desc="qat",
+                                  signature=dict(signature or {}, float_epochs=epochs),
+                                  ckpt_dir=None if work is None else work / "qat",
+                                  resume=resume and work is not None and (work / "qat" / "checkpoint.json").is_file(),
+                                  **common)
     return FineTuned(model, deployed, teacher, history, qat_history, recalibrated, lr, warm)
 
 
