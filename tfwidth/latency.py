@@ -43,7 +43,7 @@ DEFAULT_REG = 3.0  # used when there is nothing to choose it on (no holdout, no 
 # no sample or only a sum of several entries determines get their neighbours' values instead of arbitrary ones.
 ANCHOR = 1e-2
 RIDGE = 1e-4
-# Weight of the pull of every entry towards its term's low-dimensional model (see _Layout.prior_basis). The table
+# Weight of the pull of every entry towards its term's low-dimensional model (see _TableLayout.prior_basis). The table
 # has ~2,400 entries for ~2,000 samples, so without a prior the entries a sample mix leaves loosely determined take
 # whatever the noise says. Measured on real samples (MobileNetV1 128 px, LiteRT fp32, min of 50; 200 held-out random
 # configurations): the held-out RMSE at 250 biased samples fell from 0.127 to 0.064 ms, at 2,000 from 0.047 to
@@ -67,7 +67,7 @@ PRIOR_TABLE = 3.0
 PRIOR_TABLE_GRID = (1.0, 3.0, 10.0)
 # Whether terms with the same signature (LatencyTerm.signature; a MobileNetV1 block's: input and output width
 # choices, stride, map sizes: the same layer, e.g. its five stride-1 blocks at the 512-channel level) share one
-# table in the prior (_Layout.prior_basis):
+# table in the prior (_TableLayout.prior_basis):
 # chosen on validation data like the weights above (False first: a tie keeps the per-layer prior); False when there
 # is nothing to choose on. Why offer it: each of those blocks' 196 entries sits in ~5 samples per 1,000, and at
 # 128 px the table fits test configurations it was given far better than ones it was not (the per-entry structure
@@ -339,7 +339,7 @@ class LatencyTable:
 
 
 # ---- the fit -------------------------------------------------------------------------------------------------------
-class _Layout:
+class _TableLayout:
     """Where each table entry sits in the unknown vector (the architecture's terms one after the other, each
     row-major over its variables' choices), and the neighbour pairs the regulariser compares."""
 
@@ -466,7 +466,7 @@ def _solve(A: sp.csr_matrix, y: np.ndarray, D: sp.csr_matrix, reg: float, x0: np
     pull legitimately large steps (e.g. where a width crosses a SIMD tile) towards zero and bias the table, and hard
     constraints would let one noisy entry force its whole row. The squared hinge keeps the problem convex and once
     differentiable. The last term (prior > 0) pulls each entry towards a low-dimensional model of its layer whose
-    coefficients theta are fitted jointly (B: _Layout.prior_basis): the samples decide where the table departs from
+    coefficients theta are fitted jointly (B: _TableLayout.prior_basis): the samples decide where the table departs from
     that shape, the prior fills in what they leave loose. It is quadratic, so the problem stays convex.
 
     How: L-BFGS-B (bounds x >= 0) on the variables scaled by the diagonal of the Hessian (stem and head entries sit in
@@ -600,8 +600,8 @@ def fit_table(samples: list[dict], space: SearchSpace, reg: float | None = None,
     samples).
 
     The prior pulls each entry towards a low-dimensional model of its term: by default each layer's own shape
-    (_Layout.prior_basis); with ``prior_table`` (another device's table of a space with the same choices) a scale
-    and an offset per term of that table (_Layout.table_basis), which is what lets ~25-100 samples of a new device
+    (_TableLayout.prior_basis); with ``prior_table`` (another device's table of a space with the same choices) a scale
+    and an offset per term of that table (_TableLayout.table_basis), which is what lets ~25-100 samples of a new device
     stand for ~1,000 (fit --prior-table). ``weights`` (one per sample, default 1) multiply each sample's squared
     residual: tfwidth.refine gives the configurations the solver actually picks more say than the plan's.
     ``level``: the reference speed to bring samples to (default their median reference; refine keeps the first
@@ -618,7 +618,7 @@ def fit_table(samples: list[dict], space: SearchSpace, reg: float | None = None,
         level = reference_level(samples)
     level = level if drift else None
     y = measured(samples, statistic, drift, level)
-    lay = _Layout(space)
+    lay = _TableLayout(space)
     A = lay.design(idx)
     user_w = np.ones(len(samples))
     if weights is not None:
@@ -733,7 +733,7 @@ def prior_table_of(table: LatencyTable) -> "LatencyTable | None":
     rec = (table.fit or {}).get("prior_table")
     if not rec:
         return None
-    lay = _Layout(table.space)
+    lay = _TableLayout(table.space)
     x = np.asarray(rec["entries"], float)
     if x.shape != (lay.n,):
         raise UsageError("the table's fit.prior_table does not have the shape of its space; refit the table")
