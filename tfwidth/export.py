@@ -35,7 +35,7 @@ from tfwidth.host import measure_latency
 from tfwidth.space import SearchSpace
 from tfwidth.training import load_supernet, run_space
 
-# The bars for Keras vs .tflite agreement, per format (fp16 weights round logits to ~1e-3 relative).
+# The bars for Keras vs .tflite agreement, per format (fp16 weights round logits to ~1e-3 relative).
 FP32_MAX_ABS_DIFF = 1e-4
 FP16_MAX_ABS_DIFF = 5e-2
 INT8_MIN_TOP1_AGREEMENT = 0.95

@@ -45,17 +45,17 @@ ANCHOR = 1e-2
 RIDGE = 1e-4
 # Weight of the pull of every entry towards its term's low-dimensional model (see _TableLayout.prior_basis). The table
 # has ~2,400 entries for ~2,000 samples, so without a prior the entries a sample mix leaves loosely determined take
-# whatever the noise says. Measured on real samples (MobileNetV1 128 px, LiteRT fp32, min of 50; 200 held-out random
-# configurations): the held-out RMSE at 250 biased samples fell from 0.127 to 0.064 ms, at 2,000 from 0.047 to
-# 0.043. The weight is chosen on validation data from PRIOR_GRID like the hinge's; PRIOR when there is nothing to
-# choose on; 0 (off) is in the grid for samples that pin every entry (else the prior biases a table whose true
-# shape it cannot express). 10 was never chosen on the validation splits and was the slowest fit (11 s of 30 at
-# 2,000 samples: it conditions the problem badly), so the grid stops at 3.
+# whatever the noise says; the prior lowers the held-out error most where samples are few. The weight is chosen on
+# validation data from PRIOR_GRID like the hinge's; PRIOR when there is nothing to choose on; 0 (off) is in the grid
+# for samples that pin every entry (else the prior biases a table whose true shape it cannot express). 10 was never
+# chosen on validation splits and conditions the problem badly (the slowest fit), so the grid stops at 3.
+# (Measured: docs/benchmarks.md, "Figures behind the fit's defaults".)
 PRIOR = 3.0
 PRIOR_GRID = (0.0, 1.0, 3.0)
 # How residuals are weighted. "absolute": every sample's squared error in ms counts the same, so the widest networks
 # (10-40x the narrowest's latency) decide the fit and a 0.02 ms miss on a 0.1 ms network (20%) is as cheap as on a
-# 3 ms one; measured at 128 px that left the four narrowest uniform networks -94%..-11% off (issue 17). "relative":
+# 3 ms one, which left the narrowest uniform networks far off (docs/benchmarks.md, "Figures behind the fit's
+# defaults"). "relative":
 # squared errors relative to each sample's latency (weights (mean / y)^2): the device's timing noise is roughly a
 # constant share of the latency (min of N pinned: ~1-2%), so this is also the maximum-likelihood weighting.
 # Chosen on validation data like the weights above; SCALE when there is nothing to choose on.
@@ -173,8 +173,8 @@ def measured(samples: list[dict], statistic: str = "min", drift: bool = True,
     device ran 5% slow, per its latest reference timing, is scaled down 5%). ``ref_ms`` is the speed level to bring
     every sample to: default the median reference of these samples; pass a table's level (``reference_level`` of
     its training samples, kept in ``table.fit["ref_ms"]``) to compare other files with it. A per-file level would
-    cancel exactly the difference the reference measured: on this machine a held-out file timed 3.5% faster than
-    the training file per its references read as a 4% systematic error of the fit (and the A/A pair as 1.4%)."""
+    cancel exactly the difference the reference measured: a held-out file timed faster than the training file would
+    read as a systematic error of the fit (measured: docs/benchmarks.md, "Figures behind the fit's defaults")."""
     if statistic not in STATISTICS:
         raise UsageError(f"unknown statistic {statistic!r}; choose one of {', '.join(STATISTICS)}")
     for d in samples:
@@ -472,9 +472,10 @@ def _solve(A: sp.csr_matrix, y: np.ndarray, D: sp.csr_matrix, reg: float, x0: np
     How: L-BFGS-B (bounds x >= 0) on the variables scaled by the diagonal of the Hessian (stem and head entries sit in
     ~k times more samples than block entries; unscaled, that spread alone costs thousands of iterations), with a
     short memory (maxcor 5: its per-iteration cost dominates here and longer memories did not save iterations).
-    Measured alternatives on the 14-layer space, 2,000 samples: scipy's lsq_linear (trf, sparse) ~8 s for the plain
-    bounded problem alone; an exact active-set Newton with dense Cholesky 30-60 s (every pair of entries co-occurs
-    in some sample, so the normal equations are dense, and the bound/hinge sets took many passes to settle).
+    Slower alternatives: scipy's lsq_linear (trf, sparse) for the plain bounded problem alone, and an exact
+    active-set Newton with dense Cholesky (every pair of entries co-occurs in some sample, so the normal equations are
+    dense, and the bound/hinge sets took many passes to settle); timed: docs/benchmarks.md, "Figures behind the fit's
+    defaults".
     Returns x, or (x, theta) with full=True."""
     n = A.shape[1]
     if x0 is None:
@@ -553,7 +554,7 @@ def groups_of(space: SearchSpace, samples: list[dict], answers=()) -> dict:
     """{group: boolean mask over samples}: "ladder" (the uniform network of a width level, space.ladder()),
     "answers" (widths in ``answers``: the solver's answers, e.g. from a refined table's record) and "random" (the
     rest). Validation reports each group by itself: a table right on random configurations can be wrong exactly on
-    the uniform networks targets and baselines are defined by (issue 17)."""
+    the uniform networks targets and baselines are defined by."""
     ladder = set(space.ladder())
     ans = {tuple(int(x) for x in w) for w in answers if w is not None}
     keys = [tuple(d["widths"]) for d in samples]
@@ -742,12 +743,12 @@ def prior_table_of(table: LatencyTable) -> "LatencyTable | None":
 
 # ---- the fit against the device's noise ----------------------------------------------------------------------
 # A table is too poor to solve on when fewer than this share of validation configurations are predicted within
-# +-10%. Measured here: a quiet profile of this machine gave 99.0% (docs/benchmarks.md, 1,500 biased samples,
-# 128 px), the busy one of issue 16 42%.
+# +-10%: between what a quiet profile of this machine gives and what a busy one did (measured: docs/benchmarks.md,
+# "Figures behind the fit's defaults").
 MIN_WITHIN_10PCT = 0.75
 # ... or when the device's own noise is this large: the median relative difference between two timings of the same
-# configuration in one run (device_profiler's repeats, drift-corrected). The A/A floor of a quiet run here: 98.5%
-# of pairs within +-5% (docs/benchmarks.md); the profiler re-times windows above its own 5% threshold.
+# configuration in one run (device_profiler's repeats, drift-corrected). A quiet run's repeats agree far closer
+# (docs/benchmarks.md, "Figures behind the fit's defaults"); the profiler re-times windows above its own 5% threshold.
 MAX_REPEAT_NOISE = 0.05
 # ... judged on at least this many repeats (the median of two pairs says little; 24 samples, a repeat every 10)
 MIN_REPEATS = 10

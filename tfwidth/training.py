@@ -45,11 +45,10 @@ def _keras():
 def reproducible_graphs() -> None:
     """Make a training step give the same bits in every process: turn off Grappler's arithmetic optimizer.
 
-    Measured here (CIFAR preset, one sandwich step, 4 processes): with it on, the classifier's kernel and bias
-    gradients differed by ~4e-9 from one process to the next even on one thread with op determinism enabled (every
-    other weight equal; its rewriting of the sum of the three configurations' gradients is the likely varying order),
-    and training amplifies that into different supernets; with it off, every process gave the same weights. The price
-    is within the timing noise here (tools/bench_determinism.py; docs/benchmarks.md, "Kill soak"). A resumed or
+    With it on, the classifier's gradients differed in the last bits from one process to the next even on one
+    thread with op determinism enabled (its rewriting of the sum of the three configurations' gradients is the
+    likely varying order), and training amplifies that into different supernets; with it off, every process gave
+    the same weights, at a price within the timing noise (measured: docs/benchmarks.md, "Kill soak"). A resumed or
     re-run training can then reproduce an uninterrupted one exactly (tools/bench_soak.py --kill)."""
     import tensorflow as tf
     tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})
