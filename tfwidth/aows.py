@@ -59,10 +59,13 @@ PROBE_CONFIGS = 200
 
 
 def warmup_end(schedule=SCHEDULE) -> float:
+    """The fraction of training at which the warm-up (uniform sampling) ends: the schedule's second point."""
     return schedule[1][0]
 
 
 def temperature(progress: float, schedule=SCHEDULE) -> float:
+    """The sampling temperature at ``progress`` (fraction of training, clipped to [0, 1]): log-linear between the
+    schedule's points, so short runs follow the same curve as the paper's 20 epochs."""
     p = min(max(float(progress), 0.0), 1.0)
     for (x0, t0), (x1, t1) in zip(schedule, schedule[1:]):
         if p <= x1:

@@ -58,6 +58,8 @@ def load_widths(path) -> tuple[SearchSpace, tuple, dict]:
 
 
 def load_latency_table(path, space: SearchSpace):
+    """The LatencyTable at ``path`` for ``space`` (a table of another space is refused); a UsageError when this
+    installation has no tfwidth.latency."""
     try:
         from tfwidth.latency import LatencyTable
     except ImportError:
@@ -67,6 +69,8 @@ def load_latency_table(path, space: SearchSpace):
 
 # ---- training -----------------------------------------------------------------------------------------------------
 def make_optimizer(schedule, weight_decay: float, momentum: float = 0.9):
+    """SGD with Nesterov momentum on the learning-rate ``schedule``, with decoupled ``weight_decay`` on conv and
+    dense kernels only (0: none): the optimizer of the export's fine-tuning."""
     import tf_keras as keras
     opt = keras.optimizers.SGD(schedule, momentum=momentum, nesterov=True, weight_decay=weight_decay or None,
                                jit_compile=False)
@@ -341,6 +345,10 @@ def fine_tune(space: SearchSpace, widths, data, *, init: str = "supernet", run_d
 
 # ---- latency ------------------------------------------------------------------------------------------------------
 def latency_section(measured: dict, table, table_path, fmt: str, widths, target_ms) -> dict:
+    """The report's latency part: the ``measured`` timing of the exported model, the latency table's prediction
+    for ``widths`` (None without a table) and their ratio, the target, the table entries no sample pinned down, a
+    warning where the table was profiled in another format or the timing differs from it in threads or runtime, and
+    the command that times the model on the device."""
     out = {"measured": measured, "target_ms": target_ms, "compared_format": latency_format(fmt),
            "device_hint": f"on the device: python -m device_profiler --template <the {latency_format(fmt)} "
                           f"template.tflite> --benchmark {','.join(map(str, widths))} --threads 1 --cpus 0"}
@@ -373,6 +381,8 @@ def latency_section(measured: dict, table, table_path, fmt: str, widths, target_
 
 # ---- report ---------------------------------------------------------------------------------------------------
 def tolerance(fmt: str) -> dict:
+    """The agreement bar of the .tflite against Keras for ``fmt``: max |logit difference| for float formats, top-1
+    agreement for integer ones."""
     if fmt == "fp32":
         return {"max_abs_logit_diff": FP32_MAX_ABS_DIFF}
     if fmt == "fp16":
@@ -381,6 +391,7 @@ def tolerance(fmt: str) -> dict:
 
 
 def within(agree: dict, tol: dict) -> bool:
+    """Whether the measured agreement ``agree`` meets every bar in ``tol`` (``tolerance``)."""
     ok = True
     if "max_abs_logit_diff" in tol:
         ok &= agree["max_abs_logit_diff"] <= tol["max_abs_logit_diff"]
@@ -390,6 +401,7 @@ def within(agree: dict, tol: dict) -> bool:
 
 
 def format_report(r: dict) -> str:
+    """The export report ``r`` as the lines the CLI prints: accuracy, agreement with Keras, latency."""
     lat, ag = r["latency"], r["agreement"]
     m = lat["measured"]
 
@@ -443,6 +455,7 @@ def export_work_dir(run_dir, init: str, widths) -> Path:
 
 
 def default_paths(output: Path) -> tuple[Path, Path]:
+    """Where the .keras model and the report go beside the .tflite ``output``."""
     return output.with_suffix(".keras"), output.with_name(output.stem + ".report.json")
 
 

@@ -156,6 +156,8 @@ def usable_statistic(statistic: str, samples: list[dict], warn=_warn) -> str:
 
 
 def check_uniform(samples: list[dict]) -> None:
+    """Refuse (UsageError) samples that mix spaces, runtimes, formats, thread counts or kernels: one table models
+    one device setting."""
     for key in MIX_KEYS:
         seen = {}
         for d in samples:
@@ -833,6 +835,8 @@ def same_network_pairs(a: list[dict], b: list[dict], statistic: str, drift: bool
 
 
 def aa_rmse(pairs: dict, keys=None) -> float | None:
+    """RMSE between the two timings of each pair (``same_network_pairs``; only ``keys`` if given): the noise floor
+    a table's RMSE is compared with. None without pairs."""
     vals = [pairs[k] for k in (pairs if keys is None else keys) if k in pairs]
     return float(np.sqrt(np.mean([(x - y) ** 2 for x, y in vals]))) if vals else None
 
@@ -855,6 +859,7 @@ def poor_table(path) -> str | None:
 
 # ---- CLI -----------------------------------------------------------------------------------------------------------
 def format_metrics(name: str, m: dict | None) -> str:
+    """``evaluate``'s figures ``m`` as one line headed ``name``."""
     if not m or not m.get("n"):
         return f"{name}: no samples"
     return (f"{name}: {m['n']} samples  RMSE {m['rmse_ms']:.4f} ms  NRMSE {100 * m['nrmse']:.2f}%  "
@@ -863,6 +868,7 @@ def format_metrics(name: str, m: dict | None) -> str:
 
 
 def plot_fit(path, series: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
+    """Write a predicted-vs-measured scatter plot (PNG) to ``path``, one colour per (name, measured, predicted)."""
     import io
     import matplotlib
     matplotlib.use("Agg")

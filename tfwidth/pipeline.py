@@ -413,6 +413,8 @@ def main(argv=None) -> int:
 
 
 def print_summary(work: Path, model: Path, seconds: float) -> None:
+    """Print the pipeline's outcome from the files in ``work``: each method's answer, the exported ``model``'s
+    accuracy and timing against the table, and the wall time."""
     w = read_json(work / "widths.json", "widths")
     rows = w.get("results") or [w]
     print(f"\n=== tfwidth: target {w.get('target_ms')} ms on this CPU ({work}) ===")

@@ -267,6 +267,7 @@ def stratified_configs(space: SearchSpace, count: int, rng: np.random.Generator)
 
 
 def random_configs(space: SearchSpace, count: int, rng: np.random.Generator) -> list[tuple]:
+    """``count`` configurations drawn uniformly per layer: validation plans, unbiased by the fit's sampling."""
     return [space.random_widths(rng) for _ in range(count)]
 
 
@@ -294,6 +295,7 @@ def make_plan(space: SearchSpace, count: int, kind: str = "stratified", seed: in
 
 
 def load_plan(path, space: SearchSpace | None = None) -> dict:
+    """The plan at ``path`` (a UsageError if it is not one, or, given ``space``, is of another space)."""
     d = read_json(path, "plan")
     if d.get("kind") != "plan":
         raise UsageError(f"{path} is not a plan (kind {d.get('kind')!r}); make one with tfwidth.profile plan")

@@ -498,6 +498,7 @@ def solve_candidates(space, costs_list, targets, methods):
 
 
 def add_arguments(r) -> None:
+    """Add the refine stage's options to the argparse parser ``r`` (shared by this CLI and its callers)."""
     r.add_argument("--table", required=True, help="table.json fitted from --samples")
     r.add_argument("--samples", required=True, help="the samples.jsonl the table was fitted on")
     r.add_argument("--template", required=True, help="template.tflite (template.json beside it) the samples were "

@@ -228,6 +228,8 @@ class WidthStats:
             self.current_xty += np.asarray(xty, np.float64)
 
     def end_epoch(self) -> None:
+        """Roll the epoch in progress into the running totals and make it the last-epoch window (the supernet's
+        ``end_stats_epoch`` does the same to its variables)."""
         self.sum += self.cur_sum
         self.count += self.cur_count
         self.window_sum, self.window_count = self.cur_sum, self.cur_count
@@ -272,6 +274,8 @@ class WidthStats:
         return bool(self.normal_equations(view)[0].any())
 
     def mean(self, view: str = "running") -> np.ndarray:
+        """[L, Kmax] split-mean loss increase per (layer, width) of ``view`` (VIEWS); NaN where nothing was
+        sampled."""
         s, c = {"running": (self.sum + self.cur_sum, self.count + self.cur_count),
                 "window": (self.window_sum, self.window_count),
                 "current": (self.cur_sum, self.cur_count),
@@ -319,6 +323,7 @@ class WidthStats:
         return out
 
     def unmeasured(self) -> list:
+        """(layer name, width) of every choice training never sampled: its cost is interpolated, not measured."""
         c = self.count + self.cur_count
         return [(self.space.layer_names[l], self.space.choices[l][j])
                 for l, k in enumerate(self.space.num_choices) for j in range(k) if c[l, j] == 0]

@@ -113,6 +113,8 @@ class Supernet(keras.Model):
         return p
 
     def set_widths(self, widths: Sequence[int]) -> None:
+        """Make ``widths`` (checked against the space) the configuration ``call`` runs: how a Keras caller
+        evaluates one sub-network with model(x) or model.evaluate."""
         self.active_widths.assign(np.asarray(self.space.validate(widths), np.int32))
 
     def set_sampling(self, probs) -> None:
@@ -296,6 +298,8 @@ class Supernet(keras.Model):
         self.stats_epochs.assign_add(1)
 
     def width_stats(self) -> WidthStats:
+        """The width statistics accumulated in the model's variables (running, last-epoch window and current
+        epoch, split means and normal equations), as a WidthStats the solver and AOWS read."""
         st = WidthStats(self.space)
         st.sum, st.count = self.stats_sum.numpy(), np.rint(self.stats_count.numpy()).astype(np.int64)
         st.window_sum = self.stats_window_sum.numpy()
@@ -317,6 +321,8 @@ class Supernet(keras.Model):
                                 tf.constant(self.space.validate(widths), tf.int32))
 
     def bn_state(self) -> list:
+        """Every BatchNorm's (moving mean, moving variance), to restore with ``set_bn_state`` after evaluating a
+        recalibrated configuration."""
         return [(b.moving_mean.numpy(), b.moving_variance.numpy()) for b in self.bn_layers()]
 
     def set_bn_state(self, state) -> None:

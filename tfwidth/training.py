@@ -75,6 +75,8 @@ def cosine_warmup(base_lr: float, warmup_steps: int, total_steps: int):
 
 
 def make_strategy(name: str):
+    """The tf.distribute strategy for --strategy ``name``: default (one device), mirrored (this machine's devices)
+    or multiworker (the cluster in TF_CONFIG)."""
     import tensorflow as tf
     if name == "default":
         return tf.distribute.get_strategy()
@@ -89,6 +91,8 @@ def make_strategy(name: str):
 
 
 def is_chief(strategy) -> bool:
+    """Whether this process writes the run's files: the chief, or worker 0 of a cluster without one (every process
+    of a single-machine strategy)."""
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not getattr(resolver, "task_type", None):
         return True
@@ -97,6 +101,8 @@ def is_chief(strategy) -> bool:
 
 
 def read_sidecar(out_dir) -> dict | None:
+    """The checkpoint record (space, dataset, epoch) of the run in ``out_dir``, or None before its first
+    checkpoint."""
     p = Path(out_dir) / "ckpt" / SIDECAR
     return read_json(p, "checkpoint record") if p.exists() else None
 
@@ -236,6 +242,8 @@ def _have_tensorboard() -> bool:
 
 
 def summarise(model, data, calib_batches: int) -> dict:
+    """summary.json's content: top-1 of the supernet's max, min and uniform-1.0 configurations, each after BatchNorm
+    recalibration on ``calib_batches`` batches."""
     space = model.space
     configs = {"max": space.max_widths, "min": space.min_widths, "uniform_1.0": space.uniform(1.0)}
     top1 = {k: model.evaluate_widths(w, data, calib_batches=calib_batches) for k, w in configs.items()}
