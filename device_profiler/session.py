@@ -24,9 +24,9 @@ import numpy as np
 from device_profiler import samples, timing, variants
 from device_profiler.errors import UsageError
 
-# The precision a configuration is timed to by default: the A/A floor of the pinned min-of-N protocol here was
-# 0.7-0.9% at 64 px and a median 5.6% at 128 px on a bad day with one block of 20 (issue 17); asking two visits'
-# minima to agree within 1% costs ~2 visits per configuration on a quiet device and more where it drifts.
+# The precision a configuration is timed to by default: about the A/A floor of the pinned min-of-N protocol on a
+# quiet machine (docs/benchmarks.md, "The profiler's noise check"); asking two visits' minima to agree within 1%
+# costs ~2 visits per configuration on a quiet device and more where it drifts.
 DEFAULT_PRECISION = 0.01
 
 
@@ -131,9 +131,9 @@ class Session:
         timed one block of ``runs`` invokes per visit, in order, in a fresh interpreter; visits go on for the items
         whose minimum has not yet been reached twice (timing.reached_precision of their visits' minima), at most
         ``max_blocks`` visits and ``max_seconds`` of invokes per item, at least two each. Why visits and not blocks
-        in a row: on this shared machine the speed drifts over seconds, so consecutive blocks agree with each other
-        (2.8% median) and still miss the floor; the same invokes spread over visits halved the A/A difference of
-        the same networks timed twice (9.5% -> 5.5% median, 64 px, docs/benchmarks.md)."""
+        in a row: on a shared machine the speed drifts over seconds, so consecutive blocks agree with each other
+        and still miss the floor; the same invokes spread over visits nearly halved the A/A difference of the same
+        networks timed twice (measured: docs/benchmarks.md, "Earlier run, not quiet")."""
         if self.protocol.precision <= 0:
             return [self.record(k, i, w, ref_ms) for k, i, w in items]
         one = dataclasses.replace(self.protocol, precision=0.0)
@@ -319,8 +319,8 @@ def profile(session: Session, plan: dict, out: str, shard=(0, 1), reference_ever
             kept_refs.append(r)
 
     def spread_of(reps) -> float | None:
-        # the median over the window's repeats: one pair in five differed by over 5% on this busy 2-core machine
-        # (docs/benchmarks.md), so the largest of a window's pairs would flag most windows
+        # the median over the window's repeats: on a busy machine many single pairs differ by over 5%, so the
+        # largest of a window's pairs would flag most windows (docs/benchmarks.md, "The profiler's noise check")
         vals = []
         for a, b in reps:
             ya, yb = a["ms"]["min"], b["ms"]["min"]

@@ -1,6 +1,7 @@
 """The timing protocol: benchmark_model's (warm-up, then N timed invokes on random input, one interpreter per model),
 with the statistics a noisy small device needs. On this kind of machine the min of N invokes pinned to one core is
-the precise statistic (1.5% CV vs ~10% for the median): every statistic is recorded, the fit chooses.
+the precise statistic, far steadier than the median (docs/benchmarks.md, "The profiler's noise check"): every
+statistic is recorded, the fit chooses.
 """
 from __future__ import annotations
 

@@ -290,16 +290,16 @@ def test_cli_scratch_qat(tmp_path):
 def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
     from tfwidth.data import load_data
     from tfwidth.errors import UsageError
-    from tfwidth.export import train
+    from tfwidth.export import train_plain
     data = load_data("digits", SPACE, 32, train_limit=64, eval_limit=32)
     kw = dict(epochs=1, ckpt_dir=tmp_path / "ck", progress=False, eval_each_epoch=False, signature={"w": 1})
     with pytest.raises(UsageError, match="no checkpoint in"):
-        train(SPACE.architecture.build(SPACE, WIDTHS), data, resume=True, **kw)
-    train(SPACE.architecture.build(SPACE, WIDTHS), data, **kw)
-    again = train(SPACE.architecture.build(SPACE, WIDTHS), data, resume=True, **kw)
+        train_plain(SPACE.architecture.build(SPACE, WIDTHS), data, resume=True, **kw)
+    train_plain(SPACE.architecture.build(SPACE, WIDTHS), data, **kw)
+    again = train_plain(SPACE.architecture.build(SPACE, WIDTHS), data, resume=True, **kw)
     assert again == []  # the checkpoint already holds the finished epoch
     with pytest.raises(UsageError, match="lr differ"):
-        train(SPACE.architecture.build(SPACE, WIDTHS), data, resume=True, **dict(kw, lr=0.5))
+        train_plain(SPACE.architecture.build(SPACE, WIDTHS), data, resume=True, **dict(kw, lr=0.5))
 
 
 def test_resume_of_a_finished_training_gives_the_same_model(tmp_path):
@@ -357,7 +357,7 @@ MIRRORED = textwrap.dedent("""
     import tf_keras as keras
     from tfwidth.data import load_data
     from tfwidth.errors import run_cli
-    from tfwidth.export import main, train
+    from tfwidth.export import main, train_plain
     from tfwidth.space import tiny_space
     space = tiny_space(resolution=8, levels=3, base=8, layers=4)
     widths, tmp, wf = (12, 8, 12, 4), sys.argv[1], sys.argv[2]
@@ -367,8 +367,8 @@ MIRRORED = textwrap.dedent("""
         keras.utils.set_random_seed(0)
         build = space.architecture.build
         model, teacher = build(space, widths), build(space, space.max_widths)
-        h = train(model, data, epochs=1, lr=0.1, teacher=teacher, progress=False, eval_each_epoch=False,
-                  strategy=strategy)
+        h = train_plain(model, data, epochs=1, lr=0.1, teacher=teacher, progress=False, eval_each_epoch=False,
+                        strategy=strategy)
         res[name] = {"loss": h[0]["loss"], "weights": {w.name: w.numpy().ravel().tolist() for w in model.weights}}
     argv = ["--widths", wf, "--run", tmp + "/run", "--dataset", "digits", "--init", "scratch", "--epochs", "1",
             "--qat-epochs", "1", "--format", "qat", "--strategy", "mirrored", "--train-limit", "64",

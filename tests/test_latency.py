@@ -74,7 +74,7 @@ def test_solver_matches_lsq_linear_reference(space):
     scipy's lsq_linear on the stacked rows must agree."""
     truth = true_table(space, seed=7)
     samples = make_samples(space, truth, 60, noise=0.05)  # fewer samples than unknowns: the regularisers matter
-    lay = L._Layout(space)
+    lay = L._TableLayout(space)
     A, y = lay.design(L._indices(space, samples)), L.measured(samples)
     for reg in (0.0, 3.0):
         x = L._solve(A, y, lay.D, reg, tol=1e-14)
@@ -91,7 +91,7 @@ def test_solver_matches_lsq_linear_reference(space):
 def test_monotone_regulariser_repairs_a_noisy_inversion(space):
     truth = true_table(space, seed=11)
     samples = make_samples(space, truth, 120, noise=0.08, seed=12)
-    lay = L._Layout(space)
+    lay = L._TableLayout(space)
     A, y = lay.design(L._indices(space, samples)), L.measured(samples)
     viol = [float(np.maximum(lay.D @ L._solve(A, y, lay.D, r), 0).sum()) for r in (0.0, 30.0)]
     assert viol[1] < 0.1 * viol[0]
@@ -199,7 +199,7 @@ def test_prior_recovers_a_bilinear_table_from_few_samples(space):
     truth = bilinear_table(space, seed=2)
     train = make_samples(space, truth, 40, noise=0.03, seed=3)
     test = make_samples(space, truth, 300, seed=4)
-    lay = L._Layout(space)
+    lay = L._TableLayout(space)
     ks = space.num_choices
     assert len(train) < lay.n and lay.prior_basis().shape == (lay.n, 2 + sum(a + b for a, b in zip(ks, ks[1:])) + 2)
     plain, _ = L.fit_table(train, space, reg=3.0, prior=0.0)
@@ -216,9 +216,9 @@ def test_identical_blocks_share_one_table_in_the_prior():
     per-entry structure (a step at one channel pair, not bilinear) is the same in each of them is learnt from few
     samples only when their samples pool. The choice is made on validation data and kept for refits."""
     space = tiny_space(layers=7, levels=5)
-    lay = L._Layout(space)
+    lay = L._TableLayout(space)
     assert lay.groups == [[4, 5, 6]]  # the three stride-1 blocks after the second stride 2
-    assert L._Layout(tiny_space()).groups == []  # no two blocks alike: the choice is not offered
+    assert L._TableLayout(tiny_space()).groups == []  # no two blocks alike: the choice is not offered
     ks = space.num_choices
     n_own = lay.prior_basis().shape[1]
     assert lay.prior_basis(shared=True).shape == (lay.n, n_own + ks[3] * ks[4])
@@ -258,7 +258,7 @@ def test_relative_scale_is_least_squares_on_relative_residuals(space):
     solution of the rows scaled by mean / y (with the tiny anchor and ridge), which lsq_linear computes exactly."""
     truth = true_table(space, seed=11)
     samples = make_samples(space, truth, 80, noise=0.05, seed=12)
-    lay = L._Layout(space)
+    lay = L._TableLayout(space)
     A, y = lay.design(L._indices(space, samples)), L.measured(samples)
     table, rep = L.fit_table(samples, space, reg=0.0, prior=0.0, scale="relative")
     assert rep["scale"] == "relative" and rep["choices"] == []
@@ -295,7 +295,7 @@ def test_prior_table_learns_a_new_device_from_few_samples(space, tmp_path):
     assert rep["prior"] in L.PRIOR_TABLE_GRID
     assert L.evaluate(fewshot, test)["max_rel_err"] < 0.02 < 0.1 < L.evaluate(alone, test)["max_rel_err"]
     back = L.LatencyTable.from_json(json.loads(json.dumps(fewshot.to_json())))
-    lay = L._Layout(space)
+    lay = L._TableLayout(space)
     assert np.allclose(lay.vector(L.prior_table_of(back)), lay.vector(old), atol=1e-6)
     assert L.prior_table_of(alone) is None
     # the CLI: the same fit from files, and a table of another network refused in one line

@@ -9,36 +9,29 @@ The schedule's temperatures were set for the paper's split-mean statistics, in w
 widths is 1/L of its real effect (each step's loss increase is divided over the L layers). The regression estimator
 (tfwidth/stats.py) measures the real effect, so the same sharpness needs T * L: `sampling_state(..., scale=L)`,
 which the callback applies whenever the regression is in use. On a balanced design the two give identical marginals
-(tests/test_aows.py). Without it the first CIFAR AOWS run collapsed onto one configuration per epoch (0.6 nats
-per layer) that jumped from epoch to epoch, and its answers were 6-11 points worse than OWS's with inherited weights.
+(tests/test_aows.py). Without it the first CIFAR AOWS run collapsed onto one configuration per epoch that jumped
+from epoch to epoch, and its answers trailed OWS's (measured: docs/benchmarks.md, "AOWS sampling").
 
-Exploration floor (``EXPLORE``, issue 6): the sampled distribution is ``(1 - explore) * marginals + explore *
-uniform``, so every width keeps at least ``explore / k`` of the draws. Why: the width statistics are a regression
-over the whole run, and the loss increase it regresses grows ~1.5x over training (mean 0.28 in epochs 1-7, 0.44 in
-epoch 8 of the CIFAR OWS runs, uniform sampling throughout). When the sampling distribution changes from epoch to
+Exploration floor (``EXPLORE``): the sampled distribution is ``(1 - explore) * marginals + explore * uniform``, so
+every width keeps at least ``explore / k`` of the draws. Why: the width statistics are a regression over the whole
+run, and the loss increase it regresses grows over training. When the sampling distribution changes from epoch to
 epoch, that trend is confounded with the widths: the widths AOWS favours late are measured while every increase is
-large, so they come out costlier and the OWS answer moves away from them (negative feedback). In both CIFAR AOWS runs
-the final 0.75x answer's widths had been drawn in the last epoch at 0.58x and 0.53x the uniform rate (geometric mean
-over layers of the counted draws; 0.78x and 0.67x by the sampling probabilities; single layers 0.12x; 1.1x over the
-whole run), while the OWS supernet's answers were drawn there at 1.5x and 1.0x: the answer had moved off what the
-last epochs trained, and its inherited accuracy trailed OWS's. A simulation of the statistics (additive costs, per-batch noise calibrated to the
-two OWS runs' disagreement, the measured trend) reproduces it: without the trend the final answer's widths are drawn
-at ~2x uniform in the last epoch, with it ~1.0x (down to 0.6x); a floor of 0.5 keeps them at ~1.3x with the same
-answer quality (within the simulation's noise). With the floor no width is drawn at less than half the uniform rate,
-which matters because at this budget the costs are mostly noise (the two OWS seeds' costs correlate at 0.1), so
-what the marginals starve is chosen largely at random. ``explore=0`` is the paper's sampling.
+large, so they come out costlier and the OWS answer moves away from them (negative feedback), off what the last
+epochs trained. A simulation of the statistics (additive costs, per-batch noise, the measured trend) reproduces it,
+and a floor of 0.5 keeps the answer's widths sampled with the same answer quality. With the floor no width is drawn
+at less than half the uniform rate, which matters because at a short budget the costs are mostly noise, so what the
+marginals starve is chosen largely at random. ``explore=0`` is the paper's sampling. (Measured: docs/benchmarks.md,
+"AOWS sampling".)
 
 Live probe (``probe_batches``): the floor treats the symptom; the cause is that the costs are a regression over
 the whole run. With a live probe each update after the warm-up measures ``PROBE_CONFIGS`` random configurations of
 the supernet *as it is at that step* on fixed images (tfwidth/probe.py) and the marginals use those costs alone:
-no trend, no mixing with earlier sampling. Cost: one forward pass per configuration over the images (0.22 s per
-configuration on 512 CIFAR images here, tools/bench_probe.py), so per-epoch updates
-(``every=0``) are the sensible pairing. On the CIFAR benchmark (tools/bench_e2e.py, 2 seeds, 200 configurations on
-256 images per update, floor kept) the AOWS answer at its 0.75x target beat OWS's by +1.01 top-1 fine-tuned (seeds
-+1.04, +0.98; +3.34 inherited) at no more latency, where with the training statistics it had trailed by 0.56; the CLI
-uses it by default (``--aows-probe-configs 200``). Early in training the probe can measure the max network *worse*
-than random configurations (mean increase -0.09 at 25% of one run): the fit's free constant absorbs that
-(tfwidth/stats.py, "Intercept"); pinned at the max network, every cost came out 0 there.
+no trend, no mixing with earlier sampling. Cost: one forward pass per configuration over the images, so per-epoch
+updates (``every=0``) are the sensible pairing. It is what made AOWS beat OWS on the CIFAR benchmark rather than
+trail it, so the CLI uses it by default (``--aows-probe-configs 200``). Early in training the probe can measure the
+max network *worse* than random configurations: the fit's free constant absorbs that (tfwidth/stats.py,
+"Intercept"); pinned at the max network, every cost came out 0 there. (Measured: docs/benchmarks.md, "AOWS
+sampling".)
 
 The distributions are a pure function of (statistics or weights, table, target, progress): a resumed run recomputes
 exactly what the killed one would have used, so nothing but the statistics and weights (already in the checkpoint)
@@ -66,10 +59,13 @@ PROBE_CONFIGS = 200
 
 
 def warmup_end(schedule=SCHEDULE) -> float:
+    """The fraction of training at which the warm-up (uniform sampling) ends: the schedule's second point."""
     return schedule[1][0]
 
 
 def temperature(progress: float, schedule=SCHEDULE) -> float:
+    """The sampling temperature at ``progress`` (fraction of training, clipped to [0, 1]): log-linear between the
+    schedule's points, so short runs follow the same curve as the paper's 20 epochs."""
     p = min(max(float(progress), 0.0), 1.0)
     for (x0, t0), (x1, t1) in zip(schedule, schedule[1:]):
         if p <= x1:

@@ -53,10 +53,14 @@ def _default(o):
 
 
 def write_json(path, obj, indent: int | None = 1) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (numpy scalars, arrays and tuples become JSON), so a killed
+    writer leaves the old file or the new one, never half of one."""
     atomic_write_bytes(path, (json.dumps(obj, indent=indent, default=_default) + "\n").encode())
 
 
 def read_json(path, what: str = "file") -> dict:
+    """The JSON object at ``path``; a missing, directory or unreadable file is a UsageError that names it as
+    ``what`` (e.g. "latency table"), so the CLI says which input is wrong."""
     path = Path(path)
     if not path.exists():
         raise UsageError(f"{what} {path} does not exist")
@@ -91,6 +95,7 @@ def check_space(artifact: dict, space, what: str) -> None:
 
 
 def save_npz(path, **arrays) -> None:
+    """Write ``arrays`` as a compressed .npz to ``path`` atomically."""
     import io
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
@@ -98,6 +103,7 @@ def save_npz(path, **arrays) -> None:
 
 
 def load_npz(path) -> dict:
+    """{name: array} of the .npz at ``path`` (no pickles); a missing or unreadable file is a UsageError."""
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}

@@ -32,6 +32,7 @@ IO_TYPES = ("float", "int8")
 
 
 def check_format(fmt: str) -> str:
+    """``fmt`` if it is one of FORMATS, else a UsageError listing them."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     return fmt
@@ -186,10 +187,13 @@ def agreement(reference: np.ndarray, lite: np.ndarray) -> dict:
 
 
 def top1(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Share of rows whose largest logit is the label (NaN without any row)."""
     return float(np.mean(np.asarray(logits).argmax(1) == np.asarray(labels))) if len(labels) else float("nan")
 
 
 def keras_logits(model, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    """The Keras ``model``'s logits on images ``x`` in inference mode, ``batch`` at a time: what a .tflite is
+    compared with."""
     return np.concatenate([model(x[i:i + batch], training=False).numpy() for i in range(0, len(x), batch)]) \
         if len(x) else np.zeros((0, model.output_shape[-1]), np.float32)
 

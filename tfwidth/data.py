@@ -32,6 +32,8 @@ IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 
 
 def normalise(images):
+    """Images (any dtype, 0-255) -> float32 in [-1, 1] by the fixed map x / 127.5 - 1, so a deployed model needs no
+    dataset statistics."""
     import tensorflow as tf
     return tf.cast(images, tf.float32) / 127.5 - 1.0
 

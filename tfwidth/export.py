@@ -35,7 +35,7 @@ from tfwidth.host import measure_latency
 from tfwidth.space import SearchSpace
 from tfwidth.training import load_supernet, run_space
 
-# The issue's bars for Keras vs .tflite agreement, per format (fp16 weights round logits to ~1e-3 relative).
+# The bars for Keras vs .tflite agreement, per format (fp16 weights round logits to ~1e-3 relative).
 FP32_MAX_ABS_DIFF = 1e-4
 FP16_MAX_ABS_DIFF = 5e-2
 INT8_MIN_TOP1_AGREEMENT = 0.95
@@ -58,6 +58,8 @@ def load_widths(path) -> tuple[SearchSpace, tuple, dict]:
 
 
 def load_latency_table(path, space: SearchSpace):
+    """The LatencyTable at ``path`` for ``space`` (a table of another space is refused); a UsageError when this
+    installation has no tfwidth.latency."""
     try:
         from tfwidth.latency import LatencyTable
     except ImportError:
@@ -67,6 +69,8 @@ def load_latency_table(path, space: SearchSpace):
 
 # ---- training -----------------------------------------------------------------------------------------------------
 def make_optimizer(schedule, weight_decay: float, momentum: float = 0.9):
+    """SGD with Nesterov momentum on the learning-rate ``schedule``, with decoupled ``weight_decay`` on conv and
+    dense kernels only (0: none): the optimizer of the export's fine-tuning."""
     import tf_keras as keras
     opt = keras.optimizers.SGD(schedule, momentum=momentum, nesterov=True, weight_decay=weight_decay or None,
                                jit_compile=False)
@@ -106,12 +110,15 @@ def replica_copy(model, strategy):
     return net
 
 
-def train(model, data, *, epochs: int, lr: float = 0.05, warmup_epochs: float = 0.0, label_smoothing: float = 0.1,
-          weight_decay: float = 4e-5, teacher=None, distill_weight: float = 0.5, temperature: float = 4.0,
-          ckpt_dir: Path | None = None, resume: bool = False, tensorboard: str | None = None, desc: str = "train",
-          progress: bool = True, eval_each_epoch: bool = True, signature: dict | None = None,
-          strategy=None) -> list[dict]:
+def train_plain(model, data, *, epochs: int, lr: float = 0.05, warmup_epochs: float = 0.0,
+                label_smoothing: float = 0.1, weight_decay: float = 4e-5, teacher=None, distill_weight: float = 0.5,
+                temperature: float = 4.0, ckpt_dir: Path | None = None, resume: bool = False,
+                tensorboard: str | None = None, desc: str = "train", progress: bool = True,
+                eval_each_epoch: bool = True, signature: dict | None = None, strategy=None) -> list[dict]:
     """Train a plain Keras model in place for ``epochs`` epochs of ``data``; one checkpoint per epoch in ckpt_dir.
+
+    The export's fine-tuning loop (``fine_tune``), for a fixed-width model of standard layers; the supernet's
+    training is tfwidth.train.train.
 
     With ``teacher`` the loss is (1 - a) * CE(labels) + a * T^2 * KL(teacher_T || student_T) (Hinton et al.).
     ``signature``: what the checkpoint belongs to; resuming a checkpoint of something else is refused, and so is
@@ -306,13 +313,13 @@ def fine_tune(space: SearchSpace, widths, data, *, init: str = "supernet", run_d
               seed: int = 0, checkpoints=None, signature: dict | None = None, resume: bool = False, strategy=None,
               tensorboard: str | None = None, progress: bool = True, eval_each_epoch: bool = True) -> FineTuned:
     """The export's training recipe, on ``data`` (tfwidth.data): the plain model at ``widths`` initialised as
-    ``init`` says (initial_model: the supernet in ``run_dir``, or scratch), trained ``epochs`` epochs (``train``;
-    ``lr`` default 0.01 for supernet, 0.05 for scratch, x batch/64; ``warmup_epochs`` default 0 for supernet,
-    min(1, epochs/10) for scratch; optional distillation from the supernet's max network), BatchNorm re-estimated on
-    ``calib_batches`` batches after any training, and for ``fmt`` qat ``qat_epochs`` more with fake quantization at
-    a tenth of the rate. ``checkpoints``: the directory of the training's checkpoints (train/ and qat/ below it;
-    None: none), which ``resume`` continues and ``signature`` (what they belong to) guards. Returns the models and
-    the training's figures (FineTuned)."""
+    ``init`` says (initial_model: the supernet in ``run_dir``, or scratch), trained ``epochs`` epochs
+    (``train_plain``; ``lr`` default 0.01 for supernet, 0.05 for scratch, x batch/64; ``warmup_epochs`` default 0
+    for supernet, min(1, epochs/10) for scratch; optional distillation from the supernet's max network), BatchNorm
+    re-estimated on ``calib_batches`` batches after any training, and for ``fmt`` qat ``qat_epochs`` more with fake
+    quantization at a tenth of the rate. ``checkpoints``: the directory of the training's checkpoints (train/ and
+    qat/ below it; None: none), which ``resume`` continues and ``signature`` (what they belong to) guards. Returns
+    the models and the training's figures (FineTuned)."""
     model, teacher = initial_model(space, widths, init, run_dir, data, calib_batches=calib_batches, distill=distill,
                                    seed=seed)
     lr = lr if lr is not None else (0.01 if init == "supernet" else 0.05) * data.batch_size / 64
@@ -321,23 +328,27 @@ def fine_tune(space: SearchSpace, widths, data, *, init: str = "supernet", run_d
                   progress=progress, strategy=strategy, eval_each_epoch=eval_each_epoch, teacher=teacher,
                   distill_weight=distill_weight, temperature=temperature)
     work = None if checkpoints is None else Path(checkpoints)
-    history = train(model, data, epochs=epochs, lr=lr, warmup_epochs=warm, desc="train", signature=signature,
+    history = train_plain(model, data, epochs=epochs, lr=lr, warmup_epochs=warm, desc="train", signature=signature,
                     ckpt_dir=None if work is None else work / "train", resume=resume, **common)
     # Also after a resume that found the training finished: the restored weights need their statistics too.
     recalibrated = recalibrate_plain_bn(model, data, calib_batches) if epochs and calib_batches else 0
     deployed, qat_history = model, []
     if fmt == "qat":
         deployed = quantize_for_training(model)
-        qat_history = train(deployed, data, epochs=qat_epochs, lr=lr * 0.1, warmup_epochs=0.0, desc="qat",
-                            signature=dict(signature or {}, float_epochs=epochs),
-                            ckpt_dir=None if work is None else work / "qat",
-                            resume=resume and work is not None and (work / "qat" / "checkpoint.json").is_file(),
-                            **common)
+        qat_history = train_plain(deployed, data, epochs=qat_epochs, lr=lr * 0.1, warmup_epochs=0.0, desc="qat",
+                                  signature=dict(signature or {}, float_epochs=epochs),
+                                  ckpt_dir=None if work is None else work / "qat",
+                                  resume=resume and work is not None and (work / "qat" / "checkpoint.json").is_file(),
+                                  **common)
     return FineTuned(model, deployed, teacher, history, qat_history, recalibrated, lr, warm)
 
 
 # ---- latency ------------------------------------------------------------------------------------------------------
 def latency_section(measured: dict, table, table_path, fmt: str, widths, target_ms) -> dict:
+    """The report's latency part: the ``measured`` timing of the exported model, the latency table's prediction
+    for ``widths`` (None without a table) and their ratio, the target, the table entries no sample pinned down, a
+    warning where the table was profiled in another format or the timing differs from it in threads or runtime, and
+    the command that times the model on the device."""
     out = {"measured": measured, "target_ms": target_ms, "compared_format": latency_format(fmt),
            "device_hint": f"on the device: python -m device_profiler --template <the {latency_format(fmt)} "
                           f"template.tflite> --benchmark {','.join(map(str, widths))} --threads 1 --cpus 0"}
@@ -370,6 +381,8 @@ def latency_section(measured: dict, table, table_path, fmt: str, widths, target_
 
 # ---- report ---------------------------------------------------------------------------------------------------
 def tolerance(fmt: str) -> dict:
+    """The agreement bar of the .tflite against Keras for ``fmt``: max |logit difference| for float formats, top-1
+    agreement for integer ones."""
     if fmt == "fp32":
         return {"max_abs_logit_diff": FP32_MAX_ABS_DIFF}
     if fmt == "fp16":
@@ -378,6 +391,7 @@ def tolerance(fmt: str) -> dict:
 
 
 def within(agree: dict, tol: dict) -> bool:
+    """Whether the measured agreement ``agree`` meets every bar in ``tol`` (``tolerance``)."""
     ok = True
     if "max_abs_logit_diff" in tol:
         ok &= agree["max_abs_logit_diff"] <= tol["max_abs_logit_diff"]
@@ -387,6 +401,7 @@ def within(agree: dict, tol: dict) -> bool:
 
 
 def format_report(r: dict) -> str:
+    """The export report ``r`` as the lines the CLI prints: accuracy, agreement with Keras, latency."""
     lat, ag = r["latency"], r["agreement"]
     m = lat["measured"]
 
@@ -440,6 +455,7 @@ def export_work_dir(run_dir, init: str, widths) -> Path:
 
 
 def default_paths(output: Path) -> tuple[Path, Path]:
+    """Where the .keras model and the report go beside the .tflite ``output``."""
     return output.with_suffix(".keras"), output.with_name(output.stem + ".report.json")
 
 

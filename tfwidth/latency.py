@@ -43,19 +43,19 @@ DEFAULT_REG = 3.0  # used when there is nothing to choose it on (no holdout, no 
 # no sample or only a sum of several entries determines get their neighbours' values instead of arbitrary ones.
 ANCHOR = 1e-2
 RIDGE = 1e-4
-# Weight of the pull of every entry towards its term's low-dimensional model (see _Layout.prior_basis). The table
+# Weight of the pull of every entry towards its term's low-dimensional model (see _TableLayout.prior_basis). The table
 # has ~2,400 entries for ~2,000 samples, so without a prior the entries a sample mix leaves loosely determined take
-# whatever the noise says. Measured on real samples (MobileNetV1 128 px, LiteRT fp32, min of 50; 200 held-out random
-# configurations): the held-out RMSE at 250 biased samples fell from 0.127 to 0.064 ms, at 2,000 from 0.047 to
-# 0.043. The weight is chosen on validation data from PRIOR_GRID like the hinge's; PRIOR when there is nothing to
-# choose on; 0 (off) is in the grid for samples that pin every entry (else the prior biases a table whose true
-# shape it cannot express). 10 was never chosen on the validation splits and was the slowest fit (11 s of 30 at
-# 2,000 samples: it conditions the problem badly), so the grid stops at 3.
+# whatever the noise says; the prior lowers the held-out error most where samples are few. The weight is chosen on
+# validation data from PRIOR_GRID like the hinge's; PRIOR when there is nothing to choose on; 0 (off) is in the grid
+# for samples that pin every entry (else the prior biases a table whose true shape it cannot express). 10 was never
+# chosen on validation splits and conditions the problem badly (the slowest fit), so the grid stops at 3.
+# (Measured: docs/benchmarks.md, "Figures behind the fit's defaults".)
 PRIOR = 3.0
 PRIOR_GRID = (0.0, 1.0, 3.0)
 # How residuals are weighted. "absolute": every sample's squared error in ms counts the same, so the widest networks
 # (10-40x the narrowest's latency) decide the fit and a 0.02 ms miss on a 0.1 ms network (20%) is as cheap as on a
-# 3 ms one; measured at 128 px that left the four narrowest uniform networks -94%..-11% off (issue 17). "relative":
+# 3 ms one, which left the narrowest uniform networks far off (docs/benchmarks.md, "Figures behind the fit's
+# defaults"). "relative":
 # squared errors relative to each sample's latency (weights (mean / y)^2): the device's timing noise is roughly a
 # constant share of the latency (min of N pinned: ~1-2%), so this is also the maximum-likelihood weighting.
 # Chosen on validation data like the weights above; SCALE when there is nothing to choose on.
@@ -67,7 +67,7 @@ PRIOR_TABLE = 3.0
 PRIOR_TABLE_GRID = (1.0, 3.0, 10.0)
 # Whether terms with the same signature (LatencyTerm.signature; a MobileNetV1 block's: input and output width
 # choices, stride, map sizes: the same layer, e.g. its five stride-1 blocks at the 512-channel level) share one
-# table in the prior (_Layout.prior_basis):
+# table in the prior (_TableLayout.prior_basis):
 # chosen on validation data like the weights above (False first: a tie keeps the per-layer prior); False when there
 # is nothing to choose on. Why offer it: each of those blocks' 196 entries sits in ~5 samples per 1,000, and at
 # 128 px the table fits test configurations it was given far better than ones it was not (the per-entry structure
@@ -156,6 +156,8 @@ def usable_statistic(statistic: str, samples: list[dict], warn=_warn) -> str:
 
 
 def check_uniform(samples: list[dict]) -> None:
+    """Refuse (UsageError) samples that mix spaces, runtimes, formats, thread counts or kernels: one table models
+    one device setting."""
     for key in MIX_KEYS:
         seen = {}
         for d in samples:
@@ -173,8 +175,8 @@ def measured(samples: list[dict], statistic: str = "min", drift: bool = True,
     device ran 5% slow, per its latest reference timing, is scaled down 5%). ``ref_ms`` is the speed level to bring
     every sample to: default the median reference of these samples; pass a table's level (``reference_level`` of
     its training samples, kept in ``table.fit["ref_ms"]``) to compare other files with it. A per-file level would
-    cancel exactly the difference the reference measured: on this machine a held-out file timed 3.5% faster than
-    the training file per its references read as a 4% systematic error of the fit (and the A/A pair as 1.4%)."""
+    cancel exactly the difference the reference measured: a held-out file timed faster than the training file would
+    read as a systematic error of the fit (measured: docs/benchmarks.md, "Figures behind the fit's defaults")."""
     if statistic not in STATISTICS:
         raise UsageError(f"unknown statistic {statistic!r}; choose one of {', '.join(STATISTICS)}")
     for d in samples:
@@ -339,7 +341,7 @@ class LatencyTable:
 
 
 # ---- the fit -------------------------------------------------------------------------------------------------------
-class _Layout:
+class _TableLayout:
     """Where each table entry sits in the unknown vector (the architecture's terms one after the other, each
     row-major over its variables' choices), and the neighbour pairs the regulariser compares."""
 
@@ -466,15 +468,16 @@ def _solve(A: sp.csr_matrix, y: np.ndarray, D: sp.csr_matrix, reg: float, x0: np
     pull legitimately large steps (e.g. where a width crosses a SIMD tile) towards zero and bias the table, and hard
     constraints would let one noisy entry force its whole row. The squared hinge keeps the problem convex and once
     differentiable. The last term (prior > 0) pulls each entry towards a low-dimensional model of its layer whose
-    coefficients theta are fitted jointly (B: _Layout.prior_basis): the samples decide where the table departs from
+    coefficients theta are fitted jointly (B: _TableLayout.prior_basis): the samples decide where the table departs from
     that shape, the prior fills in what they leave loose. It is quadratic, so the problem stays convex.
 
     How: L-BFGS-B (bounds x >= 0) on the variables scaled by the diagonal of the Hessian (stem and head entries sit in
     ~k times more samples than block entries; unscaled, that spread alone costs thousands of iterations), with a
     short memory (maxcor 5: its per-iteration cost dominates here and longer memories did not save iterations).
-    Measured alternatives on the 14-layer space, 2,000 samples: scipy's lsq_linear (trf, sparse) ~8 s for the plain
-    bounded problem alone; an exact active-set Newton with dense Cholesky 30-60 s (every pair of entries co-occurs
-    in some sample, so the normal equations are dense, and the bound/hinge sets took many passes to settle).
+    Slower alternatives: scipy's lsq_linear (trf, sparse) for the plain bounded problem alone, and an exact
+    active-set Newton with dense Cholesky (every pair of entries co-occurs in some sample, so the normal equations are
+    dense, and the bound/hinge sets took many passes to settle); timed: docs/benchmarks.md, "Figures behind the fit's
+    defaults".
     Returns x, or (x, theta) with full=True."""
     n = A.shape[1]
     if x0 is None:
@@ -553,7 +556,7 @@ def groups_of(space: SearchSpace, samples: list[dict], answers=()) -> dict:
     """{group: boolean mask over samples}: "ladder" (the uniform network of a width level, space.ladder()),
     "answers" (widths in ``answers``: the solver's answers, e.g. from a refined table's record) and "random" (the
     rest). Validation reports each group by itself: a table right on random configurations can be wrong exactly on
-    the uniform networks targets and baselines are defined by (issue 17)."""
+    the uniform networks targets and baselines are defined by."""
     ladder = set(space.ladder())
     ans = {tuple(int(x) for x in w) for w in answers if w is not None}
     keys = [tuple(d["widths"]) for d in samples]
@@ -600,8 +603,8 @@ def fit_table(samples: list[dict], space: SearchSpace, reg: float | None = None,
     samples).
 
     The prior pulls each entry towards a low-dimensional model of its term: by default each layer's own shape
-    (_Layout.prior_basis); with ``prior_table`` (another device's table of a space with the same choices) a scale
-    and an offset per term of that table (_Layout.table_basis), which is what lets ~25-100 samples of a new device
+    (_TableLayout.prior_basis); with ``prior_table`` (another device's table of a space with the same choices) a scale
+    and an offset per term of that table (_TableLayout.table_basis), which is what lets ~25-100 samples of a new device
     stand for ~1,000 (fit --prior-table). ``weights`` (one per sample, default 1) multiply each sample's squared
     residual: tfwidth.refine gives the configurations the solver actually picks more say than the plan's.
     ``level``: the reference speed to bring samples to (default their median reference; refine keeps the first
@@ -618,7 +621,7 @@ def fit_table(samples: list[dict], space: SearchSpace, reg: float | None = None,
         level = reference_level(samples)
     level = level if drift else None
     y = measured(samples, statistic, drift, level)
-    lay = _Layout(space)
+    lay = _TableLayout(space)
     A = lay.design(idx)
     user_w = np.ones(len(samples))
     if weights is not None:
@@ -733,7 +736,7 @@ def prior_table_of(table: LatencyTable) -> "LatencyTable | None":
     rec = (table.fit or {}).get("prior_table")
     if not rec:
         return None
-    lay = _Layout(table.space)
+    lay = _TableLayout(table.space)
     x = np.asarray(rec["entries"], float)
     if x.shape != (lay.n,):
         raise UsageError("the table's fit.prior_table does not have the shape of its space; refit the table")
@@ -742,12 +745,12 @@ def prior_table_of(table: LatencyTable) -> "LatencyTable | None":
 
 # ---- the fit against the device's noise ----------------------------------------------------------------------
 # A table is too poor to solve on when fewer than this share of validation configurations are predicted within
-# +-10%. Measured here: a quiet profile of this machine gave 99.0% (docs/benchmarks.md, 1,500 biased samples,
-# 128 px), the busy one of issue 16 42%.
+# +-10%: between what a quiet profile of this machine gives and what a busy one did (measured: docs/benchmarks.md,
+# "Figures behind the fit's defaults").
 MIN_WITHIN_10PCT = 0.75
 # ... or when the device's own noise is this large: the median relative difference between two timings of the same
-# configuration in one run (device_profiler's repeats, drift-corrected). The A/A floor of a quiet run here: 98.5%
-# of pairs within +-5% (docs/benchmarks.md); the profiler re-times windows above its own 5% threshold.
+# configuration in one run (device_profiler's repeats, drift-corrected). A quiet run's repeats agree far closer
+# (docs/benchmarks.md, "Figures behind the fit's defaults"); the profiler re-times windows above its own 5% threshold.
 MAX_REPEAT_NOISE = 0.05
 # ... judged on at least this many repeats (the median of two pairs says little; 24 samples, a repeat every 10)
 MIN_REPEATS = 10
@@ -832,6 +835,8 @@ def same_network_pairs(a: list[dict], b: list[dict], statistic: str, drift: bool
 
 
 def aa_rmse(pairs: dict, keys=None) -> float | None:
+    """RMSE between the two timings of each pair (``same_network_pairs``; only ``keys`` if given): the noise floor
+    a table's RMSE is compared with. None without pairs."""
     vals = [pairs[k] for k in (pairs if keys is None else keys) if k in pairs]
     return float(np.sqrt(np.mean([(x - y) ** 2 for x, y in vals]))) if vals else None
 
@@ -854,6 +859,7 @@ def poor_table(path) -> str | None:
 
 # ---- CLI -----------------------------------------------------------------------------------------------------------
 def format_metrics(name: str, m: dict | None) -> str:
+    """``evaluate``'s figures ``m`` as one line headed ``name``."""
     if not m or not m.get("n"):
         return f"{name}: no samples"
     return (f"{name}: {m['n']} samples  RMSE {m['rmse_ms']:.4f} ms  NRMSE {100 * m['nrmse']:.2f}%  "
@@ -862,6 +868,7 @@ def format_metrics(name: str, m: dict | None) -> str:
 
 
 def plot_fit(path, series: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
+    """Write a predicted-vs-measured scatter plot (PNG) to ``path``, one colour per (name, measured, predicted)."""
     import io
     import matplotlib
     matplotlib.use("Agg")

@@ -211,10 +211,9 @@ def run_pipeline(work="work", *, dataset: str = "digits", preset_name: str = DEF
                  [work / "val_plan.json"], inputs=[space_path])
         pin = [] if cpus == "none" else ["--cpus", cpus]
         # The reference is timed on its own every few samples, not paired with each (--paired-reference): paired
-        # invokes share the caches, and at 32 px the reference read 0.85 ms beside the widest network, 0.69 beside the
-        # 0.5x one and 0.65 alone (tools/bench_reference.py), so dividing by it scaled small networks up (this
-        # pipeline's table then predicted its exported model 16% slower than it ran, 0.184 vs 0.159 ms; the CIFAR
-        # benchmark, unpaired, within 2%).
+        # invokes share the caches, so at small resolutions the reference reads slower beside a wide network than
+        # beside a narrow one and dividing by it scales small networks up (measured: docs/benchmarks.md, "Paired
+        # reference at 32 px").
         # The profiler resumes by itself: it appends to --out and skips the plan indices already there
         # (device_profiler/samples.py), so an interrupted profile runs again as it was; any other rerun (a new plan
         # or template, an edited samples file) deletes the old samples first, or they would be kept as timed.
@@ -414,6 +413,8 @@ def main(argv=None) -> int:
 
 
 def print_summary(work: Path, model: Path, seconds: float) -> None:
+    """Print the pipeline's outcome from the files in ``work``: each method's answer, the exported ``model``'s
+    accuracy and timing against the table, and the wall time."""
     w = read_json(work / "widths.json", "widths")
     rows = w.get("results") or [w]
     print(f"\n=== tfwidth: target {w.get('target_ms')} ms on this CPU ({work}) ===")

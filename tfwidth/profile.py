@@ -1,4 +1,4 @@
-"""Host side of on-device profiling: the max-width .tflite template (+ its manifest) and the plans of configurations.
+"""Builds the max-width .tflite template (+ its manifest) and the plans of configurations the device times.
 
     python -m tfwidth.profile template --space space.json -o template.tflite [--quantize int8]
     python -m tfwidth.profile plan --space space.json --count N [--kind biased|random] [--seed S] -o plan.json
@@ -251,7 +251,8 @@ def biased_configs(space: SearchSpace, count: int, rng: np.random.Generator, ban
 
 # Band half-widths of stratified plans, in level fractions: the narrow bands put whole networks at every point of the
 # latency range (the narrowest and widest networks are where targets and baselines live, and a table fitted on mixed
-# configurations misjudged them by up to -41% / -22%: issue 17); the wide ones (up to all levels) cover the table
+# configurations misjudged them: docs/benchmarks.md, "Figures behind the fit's defaults"); the wide ones (up to all
+# levels) cover the table
 # entries that pair a narrow layer with a wide one, which random configurations use often.
 BAND = (0.1, 1.0)
 
@@ -266,6 +267,7 @@ def stratified_configs(space: SearchSpace, count: int, rng: np.random.Generator)
 
 
 def random_configs(space: SearchSpace, count: int, rng: np.random.Generator) -> list[tuple]:
+    """``count`` configurations drawn uniformly per layer: validation plans, unbiased by the fit's sampling."""
     return [space.random_widths(rng) for _ in range(count)]
 
 
@@ -304,6 +306,7 @@ def make_plan(space: SearchSpace, count: int, kind: str = "stratified", seed: in
 
 
 def load_plan(path, space: SearchSpace | None = None) -> dict:
+    """The plan at ``path`` (a UsageError if it is not one, or, given ``space``, is of another space)."""
     d = read_json(path, "plan")
     if d.get("kind") != "plan":
         raise UsageError(f"{path} is not a plan (kind {d.get('kind')!r}); make one with tfwidth.profile plan")

@@ -2,10 +2,11 @@
 with those timings, repeat.
 
 Why: the table is fitted on a plan of configurations and smoothed (monotone hinge, per-layer bilinear prior), so it
-cannot see every effect of the device (XNNPACK ran 232/464 channels slower than 256/512 here). The solver then picks
-exactly the configurations whose latency the table under-predicts most: on the CIFAR benchmark 3 of 15 solved models
-ran 8-17% over their prediction although 90% of random configurations were within +-5%. Timing the solver's own
-answers and giving them weight in the fit fixes the table there, which is the only place its error matters.
+cannot see every effect of the device (XNNPACK can run some narrower channel counts slower than wider ones). The
+solver then picks exactly the configurations whose latency the table under-predicts most, so its answers miss by far
+more than random configurations do (measured: docs/benchmarks.md, "Refining the table on the solver's answers").
+Timing the solver's own answers and giving them weight in the fit fixes the table there, which is the only place its
+error matters.
 
     python -m tfwidth.refine --table table.json --samples samples.jsonl --template template.tflite \\
         --stats run/stats.json --target-ms 0.18 0.49 -o table_refined.json
@@ -47,10 +48,9 @@ NOISE_SHARE = 0.5
 DRIFT_AGREE = 0.75
 # The pipeline stops on a loop that ended more than max(STOP_FACTOR x tol, STOP_ERR) off (see unconverged). Why not
 # at tol: the solve stage times its own answer and re-aims it to the target, so a table a few percent off at the
-# answers still gives a timed answer near the target: on a quiet run here the quickstart's loop ended at 6.2% (tol
-# 3%; README) and its export was timed 1% over its target, so a stop at 2 x tol (6%) would have failed the default
-# quickstart on a quiet machine for nothing. 10% is the fit's own bar for a table too poor to solve on
-# (latency.MIN_WITHIN_10PCT judges +-10%); the busy machine of issue 17 ended at 65%.
+# answers still gives a timed answer near the target, and a stop at 2 x tol would fail the default quickstart on a
+# quiet machine for nothing (measured: docs/benchmarks.md, "Refining the table on the solver's answers"). 10% is the
+# fit's own bar for a table too poor to solve on (latency.MIN_WITHIN_10PCT judges +-10%).
 STOP_FACTOR = 2.0
 STOP_ERR = 0.10
 
@@ -130,11 +130,12 @@ def refine(table: LatencyTable, samples: list[dict], candidates, measure, tol: f
     the loop also meets the targets as measured: ``candidates(table, aims)`` returns one answer (widths or None) per
     target, solved at its aim (the target at first). A round is accepted only when every answer is also measured
     within ``target * (1 + slack)``. An answer over its target that the table predicted within ``tol`` (the table is
-    right, the solver sits at the budget) is aimed lower by the miss; one the table mispredicted is left to the refit,
-    which now knows it. Why one loop: re-aiming after refinement (``meet_target``) lands on configurations nobody
-    timed, and on the CIFAR benchmark those were the only exports predicted 15-20% off. Here every answer returned
-    was timed, and its timing is in the returned table. ``record["answers"]`` holds, per target, the answer (the
-    last round's; if that one runs over, the latest earlier one that met it), its aim, measured and predicted ms."""
+    right, the solver sits at the budget) is aimed lower by the miss; one the table mispredicted is left to the
+    refit, which now knows it. Why one loop: re-aiming after refinement (``meet_target``) lands on configurations
+    nobody timed, and those were the exports predicted worst (docs/benchmarks.md, "Refining the table on the
+    solver's answers"). Here every answer returned was timed, and its timing is in the returned table.
+    ``record["answers"]`` holds, per target, the answer (the last round's; if that one runs over, the latest earlier
+    one that met it), its aim, measured and predicted ms."""
     if rounds < 1 or tol <= 0 or weight <= 0 or slack < 0:
         raise UsageError("refine needs rounds >= 1, a positive tolerance and weight, and slack >= 0")
     space = table.space
@@ -441,9 +442,9 @@ class HostDevice:
 
     def _steady_reference(self, path: Path, samples: list[dict]) -> list[dict]:
         """Without a paired reference, each sample's ref_ms is the latest reference timing, and one of those can be
-        an outlier: here the first reference of a round ran 0.82-0.85 ms against 0.64-0.66 for the rest (the other
-        core busy with training), which scaled 25 timings down by 20% and sent the loop chasing an error that was
-        not there. A round lasts seconds, so its median reference is the machine's level for all of it."""
+        an outlier (the other core busy with training), which scales the timings after it and sends the loop chasing
+        an error that is not there (measured: docs/benchmarks.md, "Refining the table on the solver's answers"). A
+        round lasts seconds, so its median reference is the machine's level for all of it."""
         if self.protocol["paired"]:
             return samples
         refs = []
@@ -491,6 +492,7 @@ def solve_candidates(space, costs_list, targets, methods):
 
 
 def add_arguments(r) -> None:
+    """Add the refine stage's options to the argparse parser ``r`` (shared by this CLI and its callers)."""
     r.add_argument("--table", required=True, help="table.json fitted from --samples")
     r.add_argument("--samples", required=True, help="the samples.jsonl the table was fitted on")
     r.add_argument("--template", required=True, help="template.tflite (template.json beside it) the samples were "

@@ -157,6 +157,8 @@ def pareto(space, stats_costs, table, methods=METHODS, points: int = 50, max_par
 
 
 def write_pareto(prefix, rows: list[dict], methods) -> tuple[Path, Path]:
+    """Write the Pareto sweep ``rows`` to PREFIX.csv and a latency-vs-objective plot of ``methods`` to PREFIX.png;
+    returns both paths."""
     prefix = Path(prefix)
     csv_path, png_path = prefix.with_suffix(".csv"), prefix.with_suffix(".png")
     buf = io.StringIO()

@@ -31,6 +31,8 @@ from tfwidth.errors import ArgumentParser, UsageError
 
 
 def round_channels(c: float, divisor: int) -> int:
+    """``c`` rounded to the nearest multiple of ``divisor`` (halves up), at least ``divisor``: a layer's channel
+    count for a width multiplier."""
     # Round half up, not Python's banker's rounding, so 0.5-ties are stable across platforms and readers.
     return max(divisor, int(math.floor(c / divisor + 0.5)) * divisor)
 
@@ -144,6 +146,8 @@ class SearchSpace:
 
     # ---- configurations -----------------------------------------------------------------------------------------
     def validate(self, widths: Sequence[int], what: str = "widths") -> tuple:
+        """``widths`` as a tuple of ints if it is a configuration of this space (one choice per variable), else
+        a UsageError naming ``what`` and the offending value."""
         try:
             widths = tuple(int(w) for w in widths)
         except (TypeError, ValueError, OverflowError):
@@ -157,13 +161,16 @@ class SearchSpace:
         return widths
 
     def to_indices(self, widths: Sequence[int]) -> tuple:
+        """Each width's index among its variable's choices (what the costs and the solver index by)."""
         widths = self.validate(widths)
         return tuple(ch.index(w) for w, ch in zip(widths, self.choices))
 
     def to_widths(self, indices: Sequence[int]) -> tuple:
+        """The channel counts of choice ``indices``, the inverse of ``to_indices``."""
         return tuple(ch[int(i)] for i, ch in zip(indices, self.choices))
 
     def random_widths(self, rng: np.random.Generator) -> tuple:
+        """One configuration drawn uniformly per variable from ``rng``."""
         return tuple(ch[rng.integers(len(ch))] for ch in self.choices)
 
     # ---- counts -------------------------------------------------------------------------------------------------
@@ -176,9 +183,11 @@ class SearchSpace:
         return self.architecture.mac_cost(self)
 
     def params(self, widths: Sequence[int]) -> int:
+        """Deployed parameter count of the network at ``widths`` (``param_chain``)."""
         return int(round(self.param_chain().total(self.to_indices(widths))))
 
     def macs(self, widths: Sequence[int]) -> int:
+        """Multiply-accumulates of one image through the network at ``widths`` (``mac_chain``)."""
         return int(round(self.mac_chain().total(self.to_indices(widths))))
 
     # ---- serialisation ------------------------------------------------------------------------------------------

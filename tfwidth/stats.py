@@ -9,7 +9,7 @@ epoch in progress.
 
 With all-layers sampling that split is a poor estimator: a batch's loss increase comes from all 14 layers at once,
 so every (layer, width) mean is dominated by the other 13 layers' random widths and the costs come out nearly flat
-(0.015-0.024 per entry on CIFAR after 8 epochs, against a noise of +-0.002). So the normal equations of the additive
+(measured: docs/benchmarks.md, "The solver's costs"). So the normal equations of the additive
 model ``delta ~ sum_l cost[l, width_l]`` are kept too (X^T X of the one-hot configurations and X^T delta, per view),
 and ``costs(estimator="regression")`` solves them: each layer's effect is estimated with the others held fixed.
 The regression pins the max width's cost to 0 (costs are relative to the widest choice) and asks costs to be
@@ -17,14 +17,12 @@ non-increasing in width (a wider layer never costs more loss in expectation), wh
 configurations enough for 182 unknowns.
 
 The training-time statistics mix two things: the configuration, and the weights of the step that drew it, which
-keep changing (the loss increase grows late in training) while the sampling also changes under AOWS. On CIFAR-10
-(8 epochs) two seeds' regression costs correlated at only 0.10. So a fourth view, ``probe``, holds measurements of
-the *trained* supernet (tfwidth/probe.py): random configurations, all on the same fixed images, each minus the max
-network on them. With weights and images fixed, what is left is the configuration: two seeds' costs correlated at
-0.80 (training view: 0.10), and they predicted fresh configurations' loss increase at r = 0.69-0.83 against
-0.57-0.65 for the training view (tools/bench_probe.py, CIFAR-10, 500 probed configurations; both fits pinned at the
-max network; with the free constant below: 0.88 vs 0.28, r = 0.81-0.91 vs 0.64-0.68). ``costs(view="auto")`` uses
-the probe when there is one.
+keep changing (the loss increase grows late in training) while the sampling also changes under AOWS, so two seeds'
+regression costs hardly agree. So a fourth view, ``probe``, holds measurements of the *trained* supernet
+(tfwidth/probe.py): random configurations, all on the same fixed images, each minus the max network on them. With
+weights and images fixed, what is left is the configuration: the seeds' costs agree far better and predict fresh
+configurations' loss increase better than the training view's (measured: docs/benchmarks.md, "The solver's costs").
+``costs(view="auto")`` uses the probe when there is one.
 
 The probe keeps its raw measurements (configurations and loss increases), so it can also fit a model the normal
 equations above cannot hold: ``estimator="pairwise"`` adds, for every edge (i, j) of the architecture's graph of
@@ -37,19 +35,18 @@ arrays.
 
 Intercept: both fits have a free constant, ``delta ~ b0 + sum_l cost[l, c_l]``, rather than the max network's own
 increase pinned at 0. The max network is no ordinary configuration: the sandwich rule trains it at every step and it
-is the distillation teacher, so it is better than adding up its layers predicts. On the CIFAR-10 probes the free
-constant came out at +0.24 to +0.27 (random configurations: +0.37 over the max network on average); pinned, the
-fit had to load that gap onto the widest choices, which made a layer's max width look far better than its second
-and the solver pick 768 channels beside 104. Five-fold cross-validated on the four probes of 500 configurations,
-the correlation of prediction and measurement rose from 0.70-0.88 to 0.84-0.94, the RMS error fell to 0.63-0.67x
-(tools/bench_costfit.py). The constant itself is dropped: a constant moves no argmin, so Viterbi, greedy and the
-AOWS marginals are unaffected by it; predictions of an absolute loss increase add the mean residual on the probe.
+is the distillation teacher, so it is better than adding up its layers predicts. Pinned, the fit had to load that
+gap onto the widest choices, which made a layer's max width look far better than its second and the solver pick 768
+channels beside 104; free, the constant takes most of the gap and the cross-validated fit improves (measured:
+docs/benchmarks.md, "The fit's constant"). The constant itself is dropped: a constant moves no argmin, so Viterbi,
+greedy and the AOWS marginals are unaffected by it; predictions of an absolute loss increase add the mean residual
+on the probe.
 
 With the constant free, the probes rate the widths above ~0.75x as worth nothing to the supernet (their increments
-fit at 0): the 0.75x and 1.0x answers came out alike, leaving 15% of the 1.0x budget unused. A network that will be
-fine-tuned or trained again does gain from width the supernet cannot show, so every width step down costs at least
-``MIN_STEP`` (1e-3) times the mean loss increase: far below the fit's resolution (~0.003 per width on 500
-configurations), it only breaks the ties towards the wider width, and the solver spends the budget.
+fit at 0), so the 0.75x and 1.0x answers came out alike and left part of the 1.0x budget unused. A network that
+will be fine-tuned or trained again does gain from width the supernet cannot show, so every width step down costs at
+least ``MIN_STEP`` (1e-3) times the mean loss increase: far below the fit's resolution, it only breaks the ties
+towards the wider width, and the solver spends the budget (measured: docs/benchmarks.md, "The fit's constant").
 """
 from __future__ import annotations
 
@@ -231,6 +228,8 @@ class WidthStats:
             self.current_xty += np.asarray(xty, np.float64)
 
     def end_epoch(self) -> None:
+        """Roll the epoch in progress into the running totals and make it the last-epoch window (the supernet's
+        ``end_stats_epoch`` does the same to its variables)."""
         self.sum += self.cur_sum
         self.count += self.cur_count
         self.window_sum, self.window_count = self.cur_sum, self.cur_count
@@ -275,6 +274,8 @@ class WidthStats:
         return bool(self.normal_equations(view)[0].any())
 
     def mean(self, view: str = "running") -> np.ndarray:
+        """[L, Kmax] split-mean loss increase per (layer, width) of ``view`` (VIEWS); NaN where nothing was
+        sampled."""
         s, c = {"running": (self.sum + self.cur_sum, self.count + self.cur_count),
                 "window": (self.window_sum, self.window_count),
                 "current": (self.cur_sum, self.cur_count),
@@ -322,6 +323,7 @@ class WidthStats:
         return out
 
     def unmeasured(self) -> list:
+        """(layer name, width) of every choice training never sampled: its cost is interpolated, not measured."""
         c = self.count + self.cur_count
         return [(self.space.layer_names[l], self.space.choices[l][j])
                 for l, k in enumerate(self.space.num_choices) for j in range(k) if c[l, j] == 0]

@@ -75,27 +75,30 @@ class Supernet(keras.Model):
         self._max_idx = tf.constant([k - 1 for k in space.num_choices], tf.int32)
         self._max_w = tf.constant(space.max_widths, tf.int32)
         self._min_w = tf.constant(space.min_widths, tf.int32)
-        ofa = tf.VariableAggregation.ONLY_FIRST_REPLICA
-        self.active_widths = self.add_weight("active_widths", (L,), tf.int32, trainable=False, aggregation=ofa,
+        # Bookkeeping variables are written with values every replica computes alike (or already summed over the
+        # replicas): under a tf.distribute strategy the first replica's write is kept.
+        first_replica = tf.VariableAggregation.ONLY_FIRST_REPLICA
+        self.active_widths = self.add_weight("active_widths", (L,), tf.int32, trainable=False,
+                                             aggregation=first_replica,
                                              initializer=keras.initializers.Constant(space.max_widths))
         # AOWS (tfwidth/aows.py) sets these per epoch or every K steps via set_sampling(); uniform by default.
         self.sampling_probs = self.add_weight("sampling_probs", (L, self.kmax), tf.float32, trainable=False,
-                                              aggregation=ofa,
+                                              aggregation=first_replica,
                                               initializer=keras.initializers.Constant(self.uniform_probs()))
         # Width statistics live in variables so they are in every checkpoint: cur_* accumulate per step (summed over
         # replicas), and at each epoch end roll into the running totals and the last-epoch window.
         shape = (L, self.kmax)
         for n in ("cur_sum", "cur_count", "sum", "count", "window_sum", "window_count"):
             setattr(self, f"stats_{n}", self.add_weight(f"stats_{n}", shape, tf.float64, trainable=False,
-                                                        initializer="zeros", aggregation=ofa))
+                                                        initializer="zeros", aggregation=first_replica))
         D = L * self.kmax  # the regression's normal equations (tfwidth/stats.py), same three views
         for n in ("cur", "", "window_"):
             setattr(self, f"stats_{n}xtx", self.add_weight(f"stats_{n}xtx", (D, D), tf.float64, trainable=False,
-                                                           initializer="zeros", aggregation=ofa))
+                                                           initializer="zeros", aggregation=first_replica))
             setattr(self, f"stats_{n}xty", self.add_weight(f"stats_{n}xty", (D,), tf.float64, trainable=False,
-                                                           initializer="zeros", aggregation=ofa))
+                                                           initializer="zeros", aggregation=first_replica))
         self.stats_epochs = self.add_weight("stats_epochs", (), tf.int64, trainable=False, initializer="zeros",
-                                            aggregation=ofa)
+                                            aggregation=first_replica)
         self.train_trace_count = 0
         self._metric_objs = {n: keras.metrics.Mean(n) for n in ("loss", "max_loss", "min_loss", "rand_loss")}
         self._metric_objs["max_top1"] = keras.metrics.SparseCategoricalAccuracy("max_top1")
@@ -110,6 +113,8 @@ class Supernet(keras.Model):
         return p
 
     def set_widths(self, widths: Sequence[int]) -> None:
+        """Make ``widths`` (checked against the space) the configuration ``call`` runs: how a Keras caller
+        evaluates one sub-network with model(x) or model.evaluate."""
         self.active_widths.assign(np.asarray(self.space.validate(widths), np.int32))
 
     def set_sampling(self, probs) -> None:
@@ -293,6 +298,8 @@ class Supernet(keras.Model):
         self.stats_epochs.assign_add(1)
 
     def width_stats(self) -> WidthStats:
+        """The width statistics accumulated in the model's variables (running, last-epoch window and current
+        epoch, split means and normal equations), as a WidthStats the solver and AOWS read."""
         st = WidthStats(self.space)
         st.sum, st.count = self.stats_sum.numpy(), np.rint(self.stats_count.numpy()).astype(np.int64)
         st.window_sum = self.stats_window_sum.numpy()
@@ -314,6 +321,8 @@ class Supernet(keras.Model):
                                 tf.constant(self.space.validate(widths), tf.int32))
 
     def bn_state(self) -> list:
+        """Every BatchNorm's (moving mean, moving variance), to restore with ``set_bn_state`` after evaluating a
+        recalibrated configuration."""
         return [(b.moving_mean.numpy(), b.moving_variance.numpy()) for b in self.bn_layers()]
 
     def set_bn_state(self, state) -> None:

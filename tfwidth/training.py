@@ -45,11 +45,10 @@ def _keras():
 def reproducible_graphs() -> None:
     """Make a training step give the same bits in every process: turn off Grappler's arithmetic optimizer.
 
-    Measured here (CIFAR preset, one sandwich step, 4 processes): with it on, the classifier's kernel and bias
-    gradients differed by ~4e-9 from one process to the next even on one thread with op determinism enabled (every
-    other weight equal; its rewriting of the sum of the three configurations' gradients is the likely varying order),
-    and training amplifies that into different supernets; with it off, every process gave the same weights. The price
-    is within the timing noise here (tools/bench_determinism.py; docs/benchmarks.md, "Kill soak"). A resumed or
+    With it on, the classifier's gradients differed in the last bits from one process to the next even on one
+    thread with op determinism enabled (its rewriting of the sum of the three configurations' gradients is the
+    likely varying order), and training amplifies that into different supernets; with it off, every process gave
+    the same weights, at a price within the timing noise (measured: docs/benchmarks.md, "Kill soak"). A resumed or
     re-run training can then reproduce an uninterrupted one exactly (tools/bench_soak.py --kill)."""
     import tensorflow as tf
     tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})
@@ -76,6 +75,8 @@ def cosine_warmup(base_lr: float, warmup_steps: int, total_steps: int):
 
 
 def make_strategy(name: str):
+    """The tf.distribute strategy for --strategy ``name``: default (one device), mirrored (this machine's devices)
+    or multiworker (the cluster in TF_CONFIG)."""
     import tensorflow as tf
     if name == "default":
         return tf.distribute.get_strategy()
@@ -90,6 +91,8 @@ def make_strategy(name: str):
 
 
 def is_chief(strategy) -> bool:
+    """Whether this process writes the run's files: the chief, or worker 0 of a cluster without one (every process
+    of a single-machine strategy)."""
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not getattr(resolver, "task_type", None):
         return True
@@ -98,6 +101,8 @@ def is_chief(strategy) -> bool:
 
 
 def read_sidecar(out_dir) -> dict | None:
+    """The checkpoint record (space, dataset, epoch) of the run in ``out_dir``, or None before its first
+    checkpoint."""
     p = Path(out_dir) / "ckpt" / SIDECAR
     return read_json(p, "checkpoint record") if p.exists() else None
 
@@ -237,6 +242,8 @@ def _have_tensorboard() -> bool:
 
 
 def summarise(model, data, calib_batches: int) -> dict:
+    """summary.json's content: top-1 of the supernet's max, min and uniform-1.0 configurations, each after BatchNorm
+    recalibration on ``calib_batches`` batches."""
     space = model.space
     configs = {"max": space.max_widths, "min": space.min_widths, "uniform_1.0": space.uniform(1.0)}
     top1 = {k: model.evaluate_widths(w, data, calib_batches=calib_batches) for k, w in configs.items()}

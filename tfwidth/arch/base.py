@@ -121,10 +121,12 @@ def register(arch: Architecture) -> Architecture:
 
 
 def names() -> tuple:
+    """The registered architectures' names, in registration order (what a space's ``arch`` may be)."""
     return tuple(_REGISTRY)
 
 
 def get(name: str) -> Architecture:
+    """The registered architecture called ``name``; a UsageError naming the known ones otherwise."""
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):

@@ -86,9 +86,9 @@ class MobileNetV1(Architecture):
         """Stem and head: a + b*c. Block: u[cin] + v[cout] + d*cin*cout (widths scaled to the layer's widest), i.e.
         any per-input-width and per-output-width cost (the depthwise conv ~ cin*HW, per-op overheads, SIMD-tile steps
         along either width) plus the pointwise conv's cin*cout*HW work; only the interaction of the two widths is
-        forced to be bilinear. Measured on the real samples (validation split of the training samples): lower RMSE
-        at 250-2,000 samples than a plain bilinear a + b*cin + c*cout + d*cin*cout (0.0465 vs 0.0554 ms at 1,000)
-        or a quadratic."""
+        forced to be bilinear. It predicted the device's validation samples better than a plain bilinear
+        a + b*cin + c*cout + d*cin*cout or a quadratic (measured: docs/benchmarks.md, "Figures behind the fit's
+        defaults")."""
         ch = [np.asarray(space.choices[v], float) / space.choices[v][-1] for v in term.variables]
         if len(ch) == 1:
             return [np.ones(len(ch[0])), ch[0]]
