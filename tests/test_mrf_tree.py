@@ -107,3 +107,127 @@ def test_stored_chain_answers_are_unchanged(i):
 
 if __name__ == "__main__":
     _generate()
+
+
+# ---- random small trees against brute force -----------------------------------------------------------------------
+@st.composite
+def tree_problems(draw):
+    """acc, lat, par over one random tree (random parents, edge orientation and edge order), every configuration's
+    totals, a latency target and a parameter limit."""
+    seed = draw(st.integers(0, 2 ** 32 - 1))
+    n = draw(st.integers(2, 6))
+    ks = draw(st.lists(st.integers(1, 4), min_size=n, max_size=n))
+    rng = np.random.default_rng(seed)
+    edges = [(int(rng.integers(0, v)), v) for v in range(1, n)]
+    edges = [(j, i) if rng.random() < 0.5 else (i, j) for i, j in edges]
+    edges = [edges[e] for e in rng.permutation(len(edges))]
+
+    def cost(low, high):
+        return GraphCost(tuple(rng.uniform(low, high, k) for k in ks),
+                         tuple(rng.uniform(low, high, (ks[i], ks[j])) for i, j in edges), tuple(edges))
+    acc, lat, par = cost(-1, 1), cost(0, 1), cost(0, 1)
+    configs = list(itertools.product(*[range(k) for k in ks]))
+    A, L, P = (np.array([c.total(x) for x in configs]) for c in (acc, lat, par))
+    target = float(L.min() + draw(st.floats(0.0, 1.0)) * (L.max() - L.min()))
+    plimit = float(P.min() + draw(st.floats(0.0, 1.0)) * (P.max() - P.min()))
+    return acc, lat, par, configs, A, L, P, target, plimit
+
+
+@SETTINGS
+@given(tree_problems(), st.floats(0.0, 5.0))
+def test_tree_max_sum_equals_brute_force(prob, gamma):
+    acc, lat, _, _, A, L, _, _, _ = prob
+    idx, value = mrf.viterbi(mrf.combine([(1.0, acc), (-gamma, lat)]))
+    assert value == pytest.approx((A - gamma * L).max(), abs=1e-9)
+    assert acc.total(idx) - gamma * lat.total(idx) == pytest.approx(value, abs=1e-9)
+    fastest, ms = mrf.min_total(lat)
+    assert ms == pytest.approx(L.min(), abs=1e-9) and lat.total(fastest) == pytest.approx(ms, abs=1e-9)
+
+
+@SETTINGS
+@given(tree_problems(), st.floats(0.0, 3.0), st.floats(0.05, 5.0))
+def test_tree_marginals_equal_brute_force(prob, gamma, T):
+    acc, lat, _, configs, A, L, _, _, _ = prob
+    w = np.exp((A - gamma * L - (A - gamma * L).max()) / T)
+    w /= w.sum()
+    for i, p in enumerate(mrf.marginals(acc, lat, gamma, T)):
+        bf = np.array([w[[c[i] == j for c in configs]].sum() for j in range(len(p))])
+        np.testing.assert_allclose(p, bf, atol=1e-12)
+
+
+def _check_exact(sol, ok, A):
+    if not ok.any():
+        assert not sol.feasible
+        return
+    assert sol.feasible
+    best = A[ok].max()
+    if sol.certified:
+        assert sol.objective == pytest.approx(best, abs=1e-9)
+    else:  # within the discretisation: the reported gap bounds the optimum
+        assert sol.objective <= best + 1e-9 <= sol.objective + sol.gap + 2e-9
+
+
+@SETTINGS
+@given(tree_problems())
+def test_tree_exact_and_ows_against_brute_force(prob):
+    acc, lat, par, _, A, L, P, target, plimit = prob
+    ok = L <= target + 1e-9
+    sol = mrf.exact(acc, lat, target)
+    _check_exact(sol, ok, A)
+    assert sol.latency <= target + 1e-9
+    o = mrf.ows(acc, lat, target)
+    assert o.feasible and o.latency <= target + 1e-9 and o.objective <= sol.objective + sol.gap + 1e-9
+    assert o.objective - o.gamma * o.latency >= (A - o.gamma * L).max() - 1e-9  # a supporting line at its gamma
+    ok2 = ok & (P <= plimit + 1e-9)
+    sol2 = mrf.exact(acc, lat, target, extra=[(par, plimit)])
+    _check_exact(sol2, ok2, A)
+    o2 = mrf.ows(acc, lat, target, extra=[(par, plimit)])
+    if o2.feasible:
+        assert o2.latency <= target + 1e-9 and o2.extras[0] <= plimit + 1e-9
+        assert o2.objective <= A[ok2].max() + 1e-9
+    for s in (sol2, o2):
+        if s.feasible:
+            assert s.objective == pytest.approx(acc.total(s.indices)) and s.extras[0] == pytest.approx(
+                par.total(s.indices))
+
+
+@SETTINGS
+@given(tree_problems())
+def test_tree_baselines_are_feasible(prob):
+    acc, lat, par, _, A, L, P, target, plimit = prob
+    for extra, ok in (([], L <= target + 1e-9), ([(par, plimit)], (L <= target + 1e-9) & (P <= plimit + 1e-9))):
+        for sol in (mrf.greedy(acc, lat, target, extra), mrf.uniform(acc, lat, target, extra=extra)):
+            if sol.feasible:
+                assert sol.latency <= target + 1e-9 and all(v <= plimit + 1e-9 for v in sol.extras)
+                assert sol.objective == pytest.approx(acc.total(sol.indices))
+                assert sol.objective <= A[ok].max() + 1e-9
+    g = mrf.greedy(acc, lat, target)
+    if not g.feasible:  # greedy only gives up at the narrowest configuration
+        assert lat.total([0] * len(acc.unary)) > target + 1e-9
+
+
+def test_a_star_by_hand():
+    # variable 0 in the middle of 1 and 2; edges given as (child, parent) and (parent, child)
+    u = (np.array([0.0, 1.0]), np.array([0.0, 2.0]), np.array([0.0, 4.0]))
+    acc = GraphCost(u, (np.array([[0.0, 0.0], [0.0, -3.0]]).T, np.zeros((2, 2))), ((1, 0), (0, 2)))
+    lat = GraphCost(u, (np.zeros((2, 2)), np.zeros((2, 2))), ((1, 0), (0, 2)))
+    assert mrf.viterbi(acc) == ((0, 1, 1), 6.0)  # (1, 1, 1) scores 7 - 3
+    assert mrf.exact(acc, lat, 6.0).indices == (0, 1, 1)  # 6 ms: 0 and 2 (score 6), not 1 and 2 (score 4)
+    assert mrf.exact(acc, lat, 5.0).indices == (1, 0, 1)
+
+
+@pytest.mark.parametrize("edges, n, problem", [
+    (((0, 1), (1, 2), (0, 2)), 3, "closes a cycle"),
+    (((0, 1), (1, 0)), 3, "closes a cycle"),
+    (((1, 1),), 2, "closes a cycle"),
+    (((0, 1),), 3, r"\[0, 1\] are not connected to variable 2"),
+    (((0, 3),), 2, "outside 0..1"),
+])
+def test_a_graph_that_is_not_a_tree_is_refused(edges, n, problem):
+    c = GraphCost(tuple(np.zeros(2) for _ in range(n)), tuple(np.zeros((2, 2)) for _ in edges), edges)
+    for call in (lambda: mrf.viterbi(c), lambda: mrf.marginals(c, c, 0.0, 1.0), lambda: mrf.exact(c, c, 1.0),
+                 lambda: mrf.ows(c, c, 1.0), lambda: mrf.greedy(c, c, 1.0), lambda: mrf.uniform(c, c, 1.0)):
+        with pytest.raises(ValueError, match="not a tree|outside") as e:
+            call()
+        assert "tfwidth.mrf solves trees" in str(e.value)
+        assert e.match(problem)
