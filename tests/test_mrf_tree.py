@@ -12,6 +12,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from tfwidth import mrf
 from tfwidth.cost import GraphCost
 
+from test_mrf import brute_force, check_exact, check_max_sum  # tests/ is on sys.path under pytest
+
 SETTINGS = settings(max_examples=int(os.environ.get("MRF_EXAMPLES", 60)), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 CASES = os.path.join(os.path.dirname(__file__), "data", "mrf_chain_cases.json")
@@ -125,23 +127,13 @@ def tree_problems(draw):
     def cost(low, high):
         return GraphCost(tuple(rng.uniform(low, high, k) for k in ks),
                          tuple(rng.uniform(low, high, (ks[i], ks[j])) for i, j in edges), tuple(edges))
-    acc, lat, par = cost(-1, 1), cost(0, 1), cost(0, 1)
-    configs = list(itertools.product(*[range(k) for k in ks]))
-    A, L, P = (np.array([c.total(x) for x in configs]) for c in (acc, lat, par))
-    target = float(L.min() + draw(st.floats(0.0, 1.0)) * (L.max() - L.min()))
-    plimit = float(P.min() + draw(st.floats(0.0, 1.0)) * (P.max() - P.min()))
-    return acc, lat, par, configs, A, L, P, target, plimit
+    return brute_force(draw, ks, cost(-1, 1), cost(0, 1), cost(0, 1))
 
 
 @SETTINGS
 @given(tree_problems(), st.floats(0.0, 5.0))
 def test_tree_max_sum_equals_brute_force(prob, gamma):
-    acc, lat, _, _, A, L, _, _, _ = prob
-    idx, value = mrf.viterbi(mrf.combine([(1.0, acc), (-gamma, lat)]))
-    assert value == pytest.approx((A - gamma * L).max(), abs=1e-9)
-    assert acc.total(idx) - gamma * lat.total(idx) == pytest.approx(value, abs=1e-9)
-    fastest, ms = mrf.min_total(lat)
-    assert ms == pytest.approx(L.min(), abs=1e-9) and lat.total(fastest) == pytest.approx(ms, abs=1e-9)
+    check_max_sum(prob, gamma)
 
 
 @SETTINGS
@@ -155,32 +147,20 @@ def test_tree_marginals_equal_brute_force(prob, gamma, T):
         np.testing.assert_allclose(p, bf, atol=1e-12)
 
 
-def _check_exact(sol, ok, A):
-    if not ok.any():
-        assert not sol.feasible
-        return
-    assert sol.feasible
-    best = A[ok].max()
-    if sol.certified:
-        assert sol.objective == pytest.approx(best, abs=1e-9)
-    else:  # within the discretisation: the reported gap bounds the optimum
-        assert sol.objective <= best + 1e-9 <= sol.objective + sol.gap + 2e-9
-
-
 @SETTINGS
 @given(tree_problems())
 def test_tree_exact_and_ows_against_brute_force(prob):
     acc, lat, par, _, A, L, P, target, plimit = prob
     ok = L <= target + 1e-9
     sol = mrf.exact(acc, lat, target)
-    _check_exact(sol, ok, A)
+    check_exact(sol, ok, A)
     assert sol.latency <= target + 1e-9
     o = mrf.ows(acc, lat, target)
     assert o.feasible and o.latency <= target + 1e-9 and o.objective <= sol.objective + sol.gap + 1e-9
     assert o.objective - o.gamma * o.latency >= (A - o.gamma * L).max() - 1e-9  # a supporting line at its gamma
     ok2 = ok & (P <= plimit + 1e-9)
     sol2 = mrf.exact(acc, lat, target, extra=[(par, plimit)])
-    _check_exact(sol2, ok2, A)
+    check_exact(sol2, ok2, A)
     o2 = mrf.ows(acc, lat, target, extra=[(par, plimit)])
     if o2.feasible:
         assert o2.latency <= target + 1e-9 and o2.extras[0] <= plimit + 1e-9

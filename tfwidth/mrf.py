@@ -1,9 +1,12 @@
-"""Chain Markov random fields: choose one state per node of a chain to maximise a score under budgets. numpy only.
+"""Tree Markov random fields: choose one state per width variable to maximise a score under budgets. numpy only.
 
-Every cost is a ``GraphCost`` (tfwidth.cost): per-node vectors plus per-edge matrices, whose edges must form the
-chain (0, 1), (1, 2), ... (MobileNetV1's graph of width variables; the solvers of trees are not written yet). ``acc`` is the score to
+Every cost is a ``GraphCost`` (tfwidth.cost): per-variable vectors plus per-edge matrices, whose edges must form a
+tree (MobileNetV1's chain (0, 1), (1, 2), ...; MobileNetV2's stage widths with their blocks' expansions hanging off);
+any other graph is refused with a ValueError naming the problem. ``acc`` is the score to
 maximise (the solver passes ``-costs`` of the width statistics), ``lat`` the latency to keep <= target, and
-``extra`` more pairwise-separable budgets such as the parameter count, as ``[(GraphCost, limit), ...]``.
+``extra`` more pairwise-separable budgets such as the parameter count, as ``[(GraphCost, limit), ...]``. Every solver
+runs one traversal of the tree rooted at its last variable (``_tree``), so the chain is the special case with the
+answers the chain solvers always gave.
 
 Solvers, all returning a ``Solution``:
   ows      the paper's: Viterbi on acc - gamma * lat, searching gamma over the breakpoints of the Lagrangian dual.
@@ -12,7 +15,7 @@ Solvers, all returning a ``Solution``:
            relaxation (see ``exact``).
   greedy   AutoSlim-like: shrink the layer that loses least score per unit of budget saved, from the max widths.
   uniform  the largest single width multiplier that meets the budgets (candidates given by the caller).
-``marginals`` gives the per-node distributions of the Gibbs distribution exp((acc - gamma*lat)/T) (AOWS sampling).
+``marginals`` gives the per-variable distributions of the Gibbs distribution exp((acc - gamma*lat)/T) (AOWS sampling).
 """
 from __future__ import annotations
 
