@@ -1,9 +1,12 @@
-"""Chain Markov random fields: choose one state per node of a chain to maximise a score under budgets. numpy only.
+"""Tree Markov random fields: choose one state per width variable to maximise a score under budgets. numpy only.
 
-Every cost is a ``GraphCost`` (tfwidth.cost): per-node vectors plus per-edge matrices, whose edges must form the
-chain (0, 1), (1, 2), ... (MobileNetV1's graph of width variables; the solvers of trees are not written yet). ``acc`` is the score to
+Every cost is a ``GraphCost`` (tfwidth.cost): per-variable vectors plus per-edge matrices, whose edges must form a
+tree (MobileNetV1's chain (0, 1), (1, 2), ...; MobileNetV2's stage widths with their blocks' expansions hanging off);
+any other graph is refused with a ValueError naming the problem. ``acc`` is the score to
 maximise (the solver passes ``-costs`` of the width statistics), ``lat`` the latency to keep <= target, and
-``extra`` more pairwise-separable budgets such as the parameter count, as ``[(GraphCost, limit), ...]``.
+``extra`` more pairwise-separable budgets such as the parameter count, as ``[(GraphCost, limit), ...]``. Every solver
+runs one traversal of the tree rooted at its last variable (``_tree``), so the chain is the special case with the
+answers the chain solvers always gave.
 
 Solvers, all returning a ``Solution``:
   ows      the paper's: Viterbi on acc - gamma * lat, searching gamma over the breakpoints of the Lagrangian dual.
@@ -12,11 +15,12 @@ Solvers, all returning a ``Solution``:
            relaxation (see ``exact``).
   greedy   AutoSlim-like: shrink the layer that loses least score per unit of budget saved, from the max widths.
   uniform  the largest single width multiplier that meets the budgets (candidates given by the caller).
-``marginals`` gives the per-node distributions of the Gibbs distribution exp((acc - gamma*lat)/T) (AOWS sampling).
+``marginals`` gives the per-variable distributions of the Gibbs distribution exp((acc - gamma*lat)/T) (AOWS sampling).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Sequence
 
@@ -43,14 +47,78 @@ class Solution:
         return self.indices is not None
 
 
-def _as_chain(c) -> GraphCost:
-    """A GraphCost, or (unary, pairwise) of a chain, as a chain GraphCost; a cost over another graph is refused."""
+@dataclasses.dataclass(frozen=True)
+class _Tree:
+    """The traversal every solver shares. Rooted at the LAST variable: on the chain (0, 1), (1, 2), ... messages then
+    run 0 -> n-1 like the chain solvers always did, so the chain goes through this code with the same additions and
+    the same argmax tie-breaking. ``order`` is a post-order (children before their parent, the root last);
+    ``children[v]`` lists the biggest subtree first (the exact DP steps into it like a chain and merges the rest);
+    ``flip[v]``: the pairwise term of v's parent edge is indexed (parent, v), so it is transposed to (v, parent)."""
+    root: int
+    order: tuple
+    parent: tuple  # -1 at the root
+    edge: tuple  # index of the edge to the parent, -1 at the root
+    flip: tuple
+    children: tuple
+
+
+@functools.lru_cache(maxsize=256)
+def _tree(n: int, edges: tuple) -> _Tree:
+    """The traversal of a tree of n variables; a ValueError naming the problem for any other graph."""
+    what = f"tfwidth.mrf solves trees of width variables; this cost's edges {edges}"
+    root_of = list(range(n))
+
+    def find(v):
+        while root_of[v] != v:
+            root_of[v] = root_of[root_of[v]]
+            v = root_of[v]
+        return v
+    adj = [[] for _ in range(n)]
+    for e, (i, j) in enumerate(edges):
+        if not (0 <= i < n and 0 <= j < n):
+            raise ValueError(f"{what} name a variable outside 0..{n - 1}: ({i}, {j})")
+        ri, rj = find(i), find(j)
+        if ri == rj:
+            raise ValueError(f"{what} are not a tree: edge ({i}, {j}) closes a cycle")
+        root_of[ri] = rj
+        adj[i].append((j, e, True))
+        adj[j].append((i, e, False))
+    apart = [v for v in range(n) if find(v) != find(n - 1)]
+    if apart:
+        raise ValueError(f"{what} are not a tree: variables {apart} are not connected to variable {n - 1}")
+    root = n - 1
+    parent, edge, flip = [-1] * n, [-1] * n, [False] * n
+    pre, stack = [], [root]
+    while stack:
+        v = stack.pop()
+        pre.append(v)
+        for w, e, f in adj[v]:
+            if w != parent[v]:
+                parent[w], edge[w], flip[w] = v, e, f
+                stack.append(w)
+    size = [1] * n
+    for v in reversed(pre):
+        if parent[v] >= 0:
+            size[parent[v]] += size[v]
+    children = [sorted((w for w, _, _ in adj[v] if parent[w] == v), key=lambda w: (-size[w], w)) for v in range(n)]
+    order = []
+    stack = [(root, False)]
+    while stack:  # post-order, children in their listed order
+        v, done = stack.pop()
+        if done:
+            order.append(v)
+        else:
+            stack.append((v, True))
+            stack.extend((w, False) for w in reversed(children[v]))
+    return _Tree(root, tuple(order), tuple(parent), tuple(edge), tuple(flip), tuple(map(tuple, children)))
+
+
+def _as_tree(c) -> GraphCost:
+    """A GraphCost, or (unary, pairwise) of a chain, as a GraphCost; a cost whose edges are not a tree is refused."""
     if not isinstance(c, GraphCost):
         unary, pairwise = c
         c = GraphCost(tuple(np.asarray(u, float) for u in unary), tuple(np.asarray(p, float) for p in pairwise))
-    if not c.is_chain:
-        raise ValueError(f"tfwidth.mrf solves chains of width variables; this cost's edges {c.edges} are not the "
-                         f"chain (0, 1), (1, 2), ...")
+    _tree(len(c.unary), c.edges)
     return c
 
 
@@ -64,28 +132,57 @@ def combine(terms: Sequence[tuple[float, GraphCost]]) -> GraphCost:
     return GraphCost(tuple(np.asarray(u, float) for u in unary), tuple(np.asarray(p, float) for p in pairwise), edges)
 
 
-def _folded(c: GraphCost) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Node terms moved into the edge entering each node, so a path's total is start[i0] + sum edge[i][a, b]."""
-    start = np.asarray(c.unary[0], float)
-    edges = [np.asarray(p, float) + np.asarray(c.unary[i + 1], float)[None, :] for i, p in enumerate(c.pairwise)]
-    return start, edges
+def _folded(c: GraphCost) -> tuple[_Tree, list, list]:
+    """(tree, base, E): each variable's node term moved into the edge from its first child, so a configuration's
+    total is sum over leaves of base[v][c_v] + sum over non-root v of E[v][c_v, c_parent(v)]. base[v] is None for a
+    variable with children. On the chain: base[0] = unary[0] and E[i] = pairwise[i] + unary[i + 1][None, :], the
+    chain solvers' folding term for term."""
+    tr = _tree(len(c.unary), c.edges)
+    base = [None] * len(c.unary)
+    E = [None] * len(c.unary)
+    for v in tr.order:
+        if not tr.children[v]:
+            base[v] = np.asarray(c.unary[v], float)
+        if v != tr.root:
+            p = np.asarray(c.pairwise[tr.edge[v]], float)
+            p = p.T if tr.flip[v] else p
+            parent = tr.parent[v]
+            E[v] = p + np.asarray(c.unary[parent], float)[None, :] if tr.children[parent][0] == v else p
+    return tr, base, E
+
+
+def _upward(tr: _Tree, base, E, step):
+    """The leaves-to-root pass: per variable, the best (or log-summed) score of its subtree per state; ``step(w, x, e)``
+    turns child w's table x and its edge e (child, parent) into the message to the parent."""
+    val = [None] * len(tr.order)
+    msgs = [None] * len(tr.order)
+    for v in tr.order:
+        val[v] = base[v]
+        for i, w in enumerate(tr.children[v]):
+            msgs[w] = step(w, val[w], E[w])
+            val[v] = msgs[w] if i == 0 else val[v] + msgs[w]
+    return val, msgs
 
 
 # ---- max-sum and sum-product ---------------------------------------------------------------------------------------
 def viterbi(score) -> tuple[tuple, float]:
-    """The path maximising score.total(path) (ties: the lowest indices, scanned from the end)."""
-    start, edges = _folded(_as_chain(score))
-    v, back = start, []
-    for e in edges:
-        m = v[:, None] + e
+    """The configuration maximising score.total(idx) (ties: the lowest index at the root, the last variable, then
+    the lowest index of each child given its parent's; on a chain: scanned from the end)."""
+    tr, base, E = _folded(_as_tree(score))
+    back = [None] * len(E)
+
+    def step(w, x, e):
+        m = x[:, None] + e
         arg = np.argmax(m, axis=0)
-        back.append(arg)
-        v = m[arg, np.arange(m.shape[1])]
-    last = int(np.argmax(v))
-    path = [last]
-    for arg in reversed(back):
-        path.append(int(arg[path[-1]]))
-    return tuple(reversed(path)), float(v[last])
+        back[w] = arg
+        return m[arg, np.arange(m.shape[1])]
+    val, _ = _upward(tr, base, E, step)
+    idx = [0] * len(E)
+    idx[tr.root] = int(np.argmax(val[tr.root]))
+    for v in reversed(tr.order):
+        for w in tr.children[v]:
+            idx[w] = int(back[w][idx[v]])
+    return tuple(idx), float(val[tr.root][idx[tr.root]])
 
 
 def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
@@ -95,24 +192,27 @@ def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
 
 
 def marginals(acc, lat, gamma: float, T: float) -> list[np.ndarray]:
-    """Per node, P(state) under p(path) ~ exp((acc(path) - gamma * lat(path)) / T), by forward-backward in log space.
+    """Per variable, P(state) under p(idx) ~ exp((acc(idx) - gamma * lat(idx)) / T), by sum-product in log space
+    (leaves to root, then root to leaves; on a chain: forward-backward).
 
     Everything is divided by T before exponentiating and each step subtracts its maximum, so T down to ~1e-300 only
     sharpens the distribution towards the Viterbi path instead of overflowing."""
     if not T > 0:
         raise ValueError(f"temperature must be > 0, got {T}")
-    start, edges = _folded(combine([(1.0 / T, _as_chain(acc)), (-gamma / T, _as_chain(lat))]))
-    n = len(edges) + 1
-    fwd = [start]
-    for e in edges:
-        fwd.append(_logsumexp(fwd[-1][:, None] + e, axis=0))
-    bwd = [np.zeros_like(fwd[-1])]
-    for e in reversed(edges):
-        bwd.append(_logsumexp(e + bwd[-1][None, :], axis=1))
-    bwd.reverse()
+    tr, base, E = _folded(combine([(1.0 / T, _as_tree(acc)), (-gamma / T, _as_tree(lat))]))
+    inside, msgs = _upward(tr, base, E, lambda w, x, e: _logsumexp(x[:, None] + e, axis=0))
+    outside = [None] * len(E)
+    outside[tr.root] = np.zeros_like(inside[tr.root])
+    for v in reversed(tr.order):
+        for w in tr.children[v]:
+            rest = outside[v]  # everything outside w's subtree, per state of v
+            for o in tr.children[v]:
+                if o != w:
+                    rest = rest + msgs[o]
+            outside[w] = _logsumexp(E[w] + rest[None, :], axis=1)
     out = []
-    for i in range(n):
-        lp = fwd[i] + bwd[i]
+    for i in range(len(E)):
+        lp = inside[i] + outside[i]
         p = np.exp(lp - lp.max())
         out.append(p / p.sum())
     return out
@@ -132,8 +232,8 @@ def _fits(sol_lat, sol_extras, target, extra, tol=1e-9) -> bool:
 
 
 def _prepare(acc, lat, extra):
-    acc, lat = _as_chain(acc), _as_chain(lat)
-    extra = [(_as_chain(c), float(lim)) for c, lim in (extra or [])]
+    acc, lat = _as_tree(acc), _as_tree(lat)
+    extra = [(_as_tree(c), float(lim)) for c, lim in (extra or [])]
     for name, c in [("acc", acc), ("lat", lat)] + [(f"extra[{j}]", c) for j, (c, _) in enumerate(extra)]:
         if not all(np.isfinite(a).all() for a in c.unary + c.pairwise):
             raise ValueError(f"{name} has NaN or infinite entries")
@@ -142,7 +242,7 @@ def _prepare(acc, lat, extra):
 
 def min_total(c) -> tuple[tuple, float]:
     """The path of least total cost (e.g. the fastest configuration) and that cost."""
-    path, v = viterbi(_as_chain(c).scale(-1.0))
+    path, v = viterbi(_as_tree(c).scale(-1.0))
     return path, -v
 
 
@@ -235,109 +335,150 @@ def ows(acc, lat, target: float, extra=None, mu_iters: int = 30) -> Solution:
 
 
 # ---- exact: DP over discretised budgets ----------------------------------------------------------------------------
-def _chain_dp_1d(V: np.ndarray, a_edges, offs, n: int, fallbacks: int) -> list[tuple]:
-    """_budget_dp for one budget. Max over predecessors as one contiguous reduction per state (argmax along the short
-    axis was 3/4 of the time), keeping every node's table and recovering the argmax while backtracking instead."""
-    Vs = [V]
-    cand = None
-    for ae, off in zip(a_edges, offs):
-        ka, kb = ae.shape
-        if cand is None or cand.shape[0] != ka:
-            cand = np.empty((ka, n))
+def _edge_step(V: np.ndarray, ae: np.ndarray, offs: list, shape: tuple):
+    """A child's table V[a, t...] to its message W[b, t...] = max_a V[a, t - off[a, b]] + ae[a, b] to the parent in
+    state b, and what backtracking needs: V itself for one budget (the argmax is recomputed there), else the argmax.
+    One budget: the max over a as one contiguous reduction per state (argmax along the short axis was 3/4 of the
+    time)."""
+    ka, kb = ae.shape
+    if len(shape) == 1:
+        n, off = shape[0], offs[0]
+        cand = np.empty((ka, n))
         W = np.empty((kb, n))
         for b in range(kb):
             cand.fill(-np.inf)
             for a in range(ka):
                 o = int(off[a, b])
                 if o < n:
-                    np.add(Vs[-1][a, :n - o], ae[a, b], out=cand[a, o:])
+                    np.add(V[a, :n - o], ae[a, b], out=cand[a, o:])
             np.max(cand, axis=0, out=W[b])
-        Vs.append(W)
-    paths = []
-    for j in range(fallbacks + 1):
-        t = n - 1 - j
-        if t < 0 or not np.isfinite(Vs[-1][:, t]).any():
-            break
-        path = [int(np.argmax(Vs[-1][:, t]))]
-        for i in range(len(a_edges) - 1, -1, -1):
-            b, off = path[-1], offs[i][:, path[-1]]
-            prev = Vs[i]
-            vals = np.array([prev[a, t - off[a]] + a_edges[i][a, b] if t - off[a] >= 0 else -np.inf
-                             for a in range(prev.shape[0])])
-            a = int(np.argmax(vals))
-            t -= int(off[a])
-            path.append(a)
-        paths.append(tuple(reversed(path)))
-    return paths
+        return W, V
+    W = np.full((kb,) + shape, -np.inf)
+    arg = np.zeros((kb,) + shape, dtype=np.int16)
+    for b in range(kb):
+        for a in range(ka):
+            off = tuple(int(o[a, b]) for o in offs)
+            if any(o >= n for o, n in zip(off, shape)):
+                continue
+            dst = (b,) + tuple(slice(o, None) for o in off)
+            src = V[(a,) + tuple(slice(0, n - o) for o, n in zip(off, shape))] + ae[a, b]
+            cur = W[dst]
+            better = src > cur
+            if better.any():
+                W[dst] = np.where(better, src, cur)
+                arg[dst] = np.where(better, a, arg[dst])
+    return W, arg
+
+
+def _edge_back(back: np.ndarray, ae: np.ndarray, offs: list, b: int, t: tuple) -> tuple[int, tuple]:
+    """The child's state behind _edge_step's W[b, t] (the lowest on ties) and the budget left to its subtree."""
+    if len(t) == 1:  # back is the child's table
+        off = offs[0][:, b]
+        vals = np.array([back[a, t[0] - off[a]] + ae[a, b] if t[0] - off[a] >= 0 else -np.inf
+                         for a in range(back.shape[0])])
+        a = int(np.argmax(vals))
+    else:
+        a = int(back[(b,) + t])
+    return a, tuple(x - int(o[a, b]) for x, o in zip(t, offs))
+
+
+def _breakpoints(m: np.ndarray) -> np.ndarray:
+    """The budgets t where m (non-decreasing along every axis) rises: m[t] > m[t - e_d] for every axis d."""
+    mask = np.isfinite(m)
+    for d in range(m.ndim):
+        lo, hi = [slice(None)] * m.ndim, [slice(None)] * m.ndim
+        lo[d], hi[d] = slice(None, -1), slice(1, None)
+        mask[tuple(hi)] &= m[tuple(hi)] > m[tuple(lo)]
+    return np.argwhere(mask)
+
+
+def _merge(V: np.ndarray, M: np.ndarray, shape: tuple):
+    """The max-plus convolution over budgets, per parent state b, of the parent's table V (its first children) and a
+    further child's message M: out[b, t] = max_{s <= t} V[b, t - s] + M[b, s]. V and M are non-decreasing in t, so
+    only the points s where M[b] rises are tried (a leaf child: at most its number of states). Returns out, the
+    rising points per b and the index of the one used at each cell."""
+    out = np.full_like(V, -np.inf)
+    arg = np.full(V.shape, -1, dtype=np.int32)
+    points = []
+    for b in range(V.shape[0]):
+        pts = _breakpoints(M[b])
+        points.append(pts)
+        for i, s in enumerate(pts):
+            dst = (b,) + tuple(slice(int(o), None) for o in s)
+            src = V[(b,) + tuple(slice(0, n - int(o)) for o, n in zip(s, shape))] + M[(b,) + tuple(s)]
+            better = src > out[dst]
+            out[dst] = np.where(better, src, out[dst])
+            arg[dst] = np.where(better, i, arg[dst])
+    return out, points, arg
 
 
 def _budget_dp(acc: GraphCost, costs: list[GraphCost], bins: list[int], res: list[float], rounding,
                fallbacks: int = 0) -> list[tuple]:
-    """Best path with sum_terms rounding(cost_term / res) <= bins for every budget, then (``fallbacks`` > 0) the best
-    paths for the budgets tightened by 1, 2, ... bins in every dimension; [] when none fits.
+    """Best configuration with sum_terms rounding(cost_term / res) <= bins for every budget, then (``fallbacks`` > 0)
+    the best ones for the budgets tightened by 1, 2, ... bins in every dimension; [] when none fits.
 
-    V[c, t...] = best score of a partial path ending in state c whose rounded costs are <= t (per budget), so the
-    answer is max_c V[c, bins]. Costs are first shifted so every term is >= 0 (the shift is taken off the bins)."""
-    a_start, a_edges = _folded(acc)
-    int_start, int_edges, B = [], [], []
+    V_v[c, t...] = best score of v's subtree with v in state c whose rounded costs are <= t (per budget), so the
+    answer is max_c V_root[c, bins]. A variable's table is its first (biggest) child's message (a chain step), then
+    each further child's message merged in by a convolution over budgets. Costs are first shifted so every term is
+    >= 0 (the shift is taken off the bins)."""
+    tr, a_base, a_E = _folded(acc)
+    n_var = len(a_E)
+    int_base, int_E, B = [], [], []
     for c, b, r in zip(costs, bins, res):
-        s, e = _folded(c)
-        shift = float(s.min()) + sum(float(x.min()) for x in e)
-        si = rounding((s - s.min()) / r).astype(np.int64)
-        ei = [rounding((x - x.min()) / r).astype(np.int64) for x in e]
+        _, s, e = _folded(c)
+        shift = float(sum(float(s[v].min()) for v in tr.order if s[v] is not None)) + sum(
+            float(e[v].min()) for v in tr.order if e[v] is not None)
+        int_base.append([None if x is None else rounding((x - x.min()) / r).astype(np.int64) for x in s])
+        int_E.append([None if x is None else rounding((x - x.min()) / r).astype(np.int64) for x in e])
         # Subtract the shift in real units then discretise the remaining budget (floor: never loosen the budget).
         # Both rounding modes need sum(int) <= floor((limit - shift) / r): ceil because int >= real / r makes that
         # sufficient, floor because real <= limit implies it.
         total = int(math.floor(b - shift / r + 1e-9))
         if total < 0:
             return []
-        int_start.append(si)
-        int_edges.append(ei)
         B.append(total + 1)
     shape = tuple(B)
-    k0 = len(a_start)
-    V = np.full((k0,) + shape, -np.inf)
-    for c in range(k0):
-        off = tuple(int(si[c]) for si in int_start)
-        if all(o < n for o, n in zip(off, shape)):
-            V[(c,) + tuple(slice(o, None) for o in off)] = a_start[c]
-    if len(shape) == 1:  # latency only: a faster layout
-        return _chain_dp_1d(V, a_edges, int_edges[0], shape[0], fallbacks)
-    backs = []
-    for i, ae in enumerate(a_edges):
-        ka, kb = ae.shape
-        W = np.full((kb,) + shape, -np.inf)
-        arg = np.zeros((kb,) + shape, dtype=np.int16)
-        for b in range(kb):
-            for a in range(ka):
-                off = tuple(int(ei[i][a, b]) for ei in int_edges)
-                if any(o >= n for o, n in zip(off, shape)):
-                    continue
-                dst = (b,) + tuple(slice(o, None) for o in off)
-                src = V[(a,) + tuple(slice(0, n - o) for o, n in zip(off, shape))] + ae[a, b]
-                cur = W[dst]
-                better = src > cur
-                if better.any():
-                    W[dst] = np.where(better, src, cur)
-                    arg[dst] = np.where(better, a, arg[dst])
-        backs.append(arg)
-        V = W
+    offs = [[ie[v] for ie in int_E] for v in range(n_var)]
+    table, back, merges = [None] * n_var, [None] * n_var, [[] for _ in range(n_var)]
+    for v in tr.order:
+        if not tr.children[v]:
+            k = len(a_base[v])
+            V = np.full((k,) + shape, -np.inf)
+            for c in range(k):
+                off = tuple(int(ib[v][c]) for ib in int_base)
+                if all(o < n for o, n in zip(off, shape)):
+                    V[(c,) + tuple(slice(o, None) for o in off)] = a_base[v][c]
+        else:
+            for i, w in enumerate(tr.children[v]):
+                M, back[w] = _edge_step(table[w], a_E[w], offs[w], shape)
+                table[w] = None
+                if i == 0:
+                    V = M
+                else:
+                    V, points, arg = _merge(V, M, shape)
+                    merges[v].append((points, arg))
+        table[v] = V
+    final = table[tr.root]
     paths = []
     for j in range(fallbacks + 1):
         last_t = tuple(n - 1 - j for n in shape)
-        if min(last_t) < 0:
+        if min(last_t) < 0 or not np.isfinite(final[(slice(None),) + last_t]).any():
             break
-        final = V[(slice(None),) + last_t]
-        if not np.isfinite(final).any():
-            break
-        c = int(np.argmax(final))
-        path, t = [c], list(last_t)
-        for i in range(len(backs) - 1, -1, -1):
-            a = int(backs[i][(path[-1],) + tuple(t)])
-            for d, ei in enumerate(int_edges):
-                t[d] -= int(ei[i][a, path[-1]])
-            path.append(a)
-        paths.append(tuple(reversed(path)))
+        idx = [0] * n_var
+        idx[tr.root] = int(np.argmax(final[(slice(None),) + last_t]))
+        todo = [(tr.root, last_t)]
+        while todo:
+            v, t = todo.pop()
+            b, kids = idx[v], tr.children[v]
+            for w, (points, arg) in zip(reversed(kids[1:]), reversed(merges[v])):
+                s = tuple(int(x) for x in points[b][arg[(b,) + t]])
+                idx[w], tw = _edge_back(back[w], a_E[w], offs[w], b, s)
+                todo.append((w, tw))
+                t = tuple(x - y for x, y in zip(t, s))
+            if kids:
+                idx[kids[0]], tw = _edge_back(back[kids[0]], a_E[kids[0]], offs[kids[0]], b, t)
+                todo.append((kids[0], tw))
+        paths.append(tuple(idx))
     return paths
 
 
@@ -408,13 +549,16 @@ def greedy(acc, lat, target: float, extra=None) -> Solution:
     n = len(acc.unary)
     idx = [len(u) - 1 for u in acc.unary]
 
+    incident = [[] for _ in range(n)]  # per variable, its edges in edge order (on a chain: (l-1, l) then (l, l+1))
+    for e, (i, k) in enumerate(acc.edges):
+        incident[i].append((e, k, True))
+        incident[k].append((e, i, False))
+
     def local(c: GraphCost, l: int, j: int) -> float:
-        # The terms of c that involve node l when it takes state j.
+        # The terms of c that involve variable l when it takes state j.
         v = float(c.unary[l][j])
-        if l > 0:
-            v += float(c.pairwise[l - 1][idx[l - 1], j])
-        if l < n - 1:
-            v += float(c.pairwise[l][j, idx[l + 1]])
+        for e, other, first in incident[l]:
+            v += float(c.pairwise[e][j, idx[other]] if first else c.pairwise[e][idx[other], j])
         return v
 
     totals = [c.total(idx) for c, _ in budgets]
