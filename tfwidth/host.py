@@ -1,6 +1,7 @@
-"""Host-side timing: a .tflite timed on this machine with the device profiler's protocol. Below every stage that
-times a model (the solver's --verify-template, the export's check); --cpus values are read by
-device_profiler.checks.cores."""
+"""Host-side timing: this machine as the device, with the device profiler's protocol. ``measure_latency`` times one
+.tflite (the solver's --verify-template, the export's check), ``profile_plan`` a plan cut from a template (the Python
+API's profiling step), both inside ``pinned``, the one place that pins the process and restores its affinity;
+--cpus values are read by device_profiler.checks.cores."""
 from __future__ import annotations
 
 import contextlib
