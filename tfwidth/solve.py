@@ -324,6 +324,10 @@ class Solved:
             out["verified"] = best["verified"]
         return out
 
+    def save(self, path) -> None:
+        """``document()`` written to ``path`` (widths.json) atomically, as the CLI writes it."""
+        write_json(path, self.document())
+
 
 def load_inputs(stats, latency, stats_view: str = "auto", stats_estimator: str = "auto"):
     """(statistics, latency table, costs) from the stats.json and table.json at these paths, refused unless they are
@@ -434,7 +438,7 @@ def main(argv=None) -> int:
         print(f"warning: measured {best.verified['measured_ms']:.4f} ms here, over the {a.target_ms:g} ms target "
               f"after {len(best.verified['attempts'])} attempts; lower --target-ms or refine the table",
               file=sys.stderr)
-    write_json(a.output, r.document())
+    r.save(a.output)
     print(f"wrote {a.output}")
     return 0
 
