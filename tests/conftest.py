@@ -10,6 +10,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def tiny_v2(resolution: int = 16, classes: int = 10, levels: int = 3, stages: int = 3, scale: int = 4):
+    """A small MobileNetV2 space: its first ``stages`` stages (3: residual blocks in two of them), base widths divided
+    by ``scale``, multiples of 4, multipliers 0.5..1.5."""
+    from tfwidth.arch import mobilenet_v2 as v2
+    from tfwidth.space import SearchSpace
+    return SearchSpace(name="tiny_v2", arch="mobilenet_v2",
+                       base_widths=tuple(max(4, b // scale) for b in v2.base_widths(stages)),
+                       strides=v2.strides(1, (1, 2, 2, 2, 1, 2, 1)[:stages]), resolution=resolution, classes=classes,
+                       min_mult=0.5, max_mult=1.5, levels=levels, divisor=4)
+
+
 def run_module(module, *args, cwd=None, env=None, timeout=600):
     """Run `python -m module args` as a user would; returns CompletedProcess (text)."""
     e = dict(os.environ)

@@ -80,9 +80,9 @@ def test_no_import_cycle():
 
 # tfwidth's modules in the order of the data flow (README, Layout): each imports only modules before it
 # (tfwidth.arch, the package, sits above its modules: it imports the built-in architectures to register them)
-ORDER = ("errors", "artifacts", "cost", "arch.base", "arch.slim", "arch.mobilenet_v1", "arch", "space", "mrf", "data",
-         "convert", "profile", "host", "latency", "stats", "supernet", "training", "probe", "solve", "aows", "refine",
-         "export", "train", "pipeline")
+ORDER = ("errors", "artifacts", "cost", "arch.base", "arch.slim", "arch.mobilenet_v1", "arch.mobilenet_v2", "arch",
+         "space", "mrf", "data", "convert", "profile", "host", "latency", "stats", "supernet", "training", "probe",
+         "solve", "aows", "refine", "export", "train", "pipeline")
 
 
 def test_modules_import_only_lower_layers():

@@ -71,9 +71,10 @@ class SearchSpace:
             problems.append(f"resolution ({self.resolution}) must be >= 1 and classes ({self.classes}) >= 2")
         if any(s not in (1, 2) for s in self.strides):
             problems.append(f"strides must be 1 or 2, got {self.strides}")
+        if not problems:  # an unknown name fails here, naming the known ones
+            problems += arch_registry.get(self.arch).check(self)
         if problems:
             raise UsageError("invalid search space: " + "; ".join(problems))
-        arch_registry.get(self.arch)  # an unknown name fails here, naming the known ones
 
     # ---- derived vocabulary -------------------------------------------------------------------------------------
     @property

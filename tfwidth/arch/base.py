@@ -14,6 +14,8 @@ import abc
 import dataclasses
 from typing import Iterator
 
+import numpy as np
+
 from tfwidth.errors import UsageError
 
 
@@ -38,6 +40,11 @@ class Architecture(abc.ABC):
     name: str = ""
     description: str = ""
     presets: dict = {}
+
+    def check(self, space) -> list:
+        """What is wrong with ``space`` for this architecture (e.g. its number of width variables), as phrases for
+        SearchSpace's one-line error; empty when nothing is."""
+        return []
 
     # ---- the width variables -----------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -104,6 +111,22 @@ class Architecture(abc.ABC):
         at ``widths`` ([L] int32 tensor or tuple of ints). ``post(h, bn, v, relu=True)`` applies BatchNorm layer
         ``bn`` at variable v's width, then ReLU6 (unless ``relu`` is False: a linear bottleneck) and variable v's
         per-example channel mask."""
+
+
+def separable_prior(space, term: LatencyTerm) -> list:
+    """The prior of a conv-net term (what ``latency_prior`` returns): a + b*c on one variable; on two (a, b),
+    u[a] + v[b] + d*a*b (widths scaled to the layer's widest): any per-width cost of either alone (depthwise convs,
+    per-op overheads, SIMD-tile steps along either width) plus a 1x1 conv's a*b work; only the interaction of the two
+    widths is forced to be bilinear. MobileNetV1's blocks: it predicted the device's validation samples better than
+    a plain bilinear a + b*cin + c*cout + d*cin*cout or a quadratic (measured: docs/benchmarks.md, "Figures behind
+    the fit's defaults")."""
+    ch = [np.asarray(space.choices[v], float) / space.choices[v][-1] for v in term.variables]
+    if len(ch) == 1:
+        return [np.ones(len(ch[0])), ch[0]]
+    ka, kb = len(ch[0]), len(ch[1])
+    ia, ib = (g.ravel() for g in np.meshgrid(np.arange(ka), np.arange(kb), indexing="ij"))
+    # v[0] is left out: u already carries the constant
+    return [ia == j for j in range(ka)] + [ib == j for j in range(1, kb)] + [ch[0][ia] * ch[1][ib]]
 
 
 _REGISTRY: dict[str, Architecture] = {}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfwidth.arch.base import Architecture, LatencyTerm
+from tfwidth.arch.base import Architecture, LatencyTerm, separable_prior
 from tfwidth.cost import GraphCost, chain_edges
 
 BASE_WIDTHS = (32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)
@@ -83,19 +83,8 @@ class MobileNetV1(Architecture):
         return (LatencyTerm("stem", (0,)),) + blocks + (LatencyTerm("head", (space.num_layers - 1,)),)
 
     def latency_prior(self, space, term: LatencyTerm) -> list:
-        """Stem and head: a + b*c. Block: u[cin] + v[cout] + d*cin*cout (widths scaled to the layer's widest), i.e.
-        any per-input-width and per-output-width cost (the depthwise conv ~ cin*HW, per-op overheads, SIMD-tile steps
-        along either width) plus the pointwise conv's cin*cout*HW work; only the interaction of the two widths is
-        forced to be bilinear. It predicted the device's validation samples better than a plain bilinear
-        a + b*cin + c*cout + d*cin*cout or a quadratic (measured: docs/benchmarks.md, "Figures behind the fit's
-        defaults")."""
-        ch = [np.asarray(space.choices[v], float) / space.choices[v][-1] for v in term.variables]
-        if len(ch) == 1:
-            return [np.ones(len(ch[0])), ch[0]]
-        ka, kb = len(ch[0]), len(ch[1])
-        ia, ib = (g.ravel() for g in np.meshgrid(np.arange(ka), np.arange(kb), indexing="ij"))
-        # v[0] is left out: u already carries the constant
-        return [ia == j for j in range(ka)] + [ib == j for j in range(1, kb)] + [ch[0][ia] * ch[1][ib]]
+        """Stem and head: a + b*c. Block: u[cin] + v[cout] + d*cin*cout (``separable_prior``)."""
+        return separable_prior(space, term)
 
     def table_layout(self, space) -> tuple:
         return (("stem", 0), ("blocks", slice(1, space.num_layers)), ("head", space.num_layers))
