@@ -214,3 +214,48 @@ def test_exact_and_ows_on_the_tree_equal_brute_force():
         o = mrf.ows(score, truth, target)
         assert o.latency <= target + 1e-9 and o.objective <= best + 1e-9
         assert mrf.greedy(score, truth, target).objective <= best + 1e-9
+
+
+# ---- export -------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_export_qat_through_the_adds_verifies_and_saves_a_plain_keras_model(tmp_path):
+    """Through the export CLI on digits (8x8): a plain MobileNetV2 at the widths, trained quantization-aware (tfmot
+    wraps the residual adds too), converted to int8 and verified against Keras; the saved .keras loads with tf_keras
+    alone, without tfwidth. (Post-training int8 of V2 is converted in the variants test above.)"""
+    import json
+    import subprocess
+    import sys
+    from tfwidth.artifacts import write_json
+    from tfwidth.export import main
+    space = tiny_v2(resolution=8)
+    widths = space.random_widths(np.random.default_rng(1))
+    wfile = tmp_path / "w.json"
+    write_json(wfile, {"kind": "widths", "space_hash": space.space_hash, "space": space.to_json(), "method": "test",
+                       "target_ms": 0.5, "widths": list(widths)})
+    code = main(["--widths", str(wfile), "--run", str(tmp_path / "run"), "--dataset", "digits", "--init", "scratch",
+                 "--epochs", "0", "--qat-epochs", "1", "--train-limit", "64", "--batch-size", "32", "--format", "qat",
+                 "--io", "int8", "--no-measure", "--no-progress", "-o", str(tmp_path / "m.tflite")])
+    assert code == 0
+    r = json.loads((tmp_path / "m.report.json").read_text())
+    assert r["format"] == "qat" and r["keras"]["model"] == "qat" and r["tflite"]["input_dtype"] == "int8"
+    assert r["agreement"]["top1_agreement"] >= 0.9, r["agreement"]
+    probe = ("import sys, tf_keras as k; m = k.models.load_model(sys.argv[1]); "
+             "print([l.name for l in m.layers if l.name.endswith('_add')], "
+             "any(n.startswith('tfwidth') for n in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "m.keras")], capture_output=True, text=True,
+                       timeout=300, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip().splitlines()[-1] == "['b3_add', 'b5_add', 'b6_add'] False"
+
+
+def test_clis_take_a_preset_instead_of_a_space_file(tmp_path):
+    from tfwidth.profile import load_plan
+    p = run_module("tfwidth.profile", "plan", "--preset", "mobilenet_v2_cifar", "--count", "3", "-o", tmp_path / "p.json")
+    assert p.returncode == 0, p.stderr
+    assert load_plan(tmp_path / "p.json", preset("mobilenet_v2_cifar"))["reference"] == list(
+        preset("mobilenet_v2_cifar").base_widths)
+    assert_usage_error(run_module("tfwidth.profile", "plan", "--preset", "mobilenet_v3", "--count", "3", "-o",
+                                  tmp_path / "q.json"), "unknown preset 'mobilenet_v3'", "mobilenet_v2_cifar")
+    assert_usage_error(run_module("tfwidth.profile", "plan", "--count", "3", "-o", tmp_path / "q.json"),
+                       "--space", "--preset")
+    assert not (tmp_path / "q.json").exists()

@@ -26,7 +26,7 @@ import tfwidth  # noqa: F401
 from device_profiler.checks import count
 from tfwidth.arch import DEFAULT_PRESET
 from tfwidth.errors import ArgumentParser, UsageError
-from tfwidth.space import SearchSpace
+from tfwidth.space import SearchSpace, add_space_options, preset, space_from_args
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 
@@ -404,11 +404,10 @@ def main(argv=None) -> int:
         "(digits, npz:PATH, folder:PATH, "
         "tfds:NAME)."))
     p.add_argument("dataset", nargs="?", default="digits")
-    p.add_argument("--space", help=f"space.json (default: the {DEFAULT_PRESET} preset)")
+    add_space_options(p, default=f"the {DEFAULT_PRESET} preset")
     p.add_argument("--batch-size", type=count(1, 1 << 20), default=64)
     a = p.parse_args(argv)
-    from tfwidth.space import preset
-    space = SearchSpace.load(a.space) if a.space else preset(DEFAULT_PRESET)
+    space = space_from_args(a, default=lambda: preset(DEFAULT_PRESET))
     data = load_data(a.dataset, space, a.batch_size)
     bad = first_undecodable(data.source.files)  # a corrupt image would otherwise stop a training run midway
     if bad:

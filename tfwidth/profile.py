@@ -23,7 +23,7 @@ from tfwidth.artifacts import atomic_write_bytes, check_space, read_json, write_
 from tfwidth.convert import convert as convert_model, randomise_statistics
 from device_profiler.checks import count, output_file
 from tfwidth.errors import ArgumentParser, UsageError, run_cli
-from tfwidth.space import GraphCost, SearchSpace
+from tfwidth.space import GraphCost, SearchSpace, add_space_options, space_from_args
 
 FORMATS = ("fp32", "int8")
 
@@ -324,7 +324,7 @@ def main(argv=None) -> int:
     t = sub.add_parser("template", help="convert the space's max-width network once, with its manifest",
                        description="Convert the max-width network of the space to .tflite (once) and write "
                                    "beside it NAME.json, the manifest of which tensors each width variable cuts.")
-    t.add_argument("--space", required=True, help="space.json (python -m tfwidth.space -o space.json)")
+    add_space_options(t, required=True)
     t.add_argument("-o", "--output", required=True, type=output_file, help="template .tflite to write (manifest: same name, .json)")
     t.add_argument("--quantize", choices=("none", "int8"), default="none",
                    help="none: fp32 (default); int8: full-integer with random-input calibration (float in/out)")
@@ -332,7 +332,7 @@ def main(argv=None) -> int:
     q = sub.add_parser("plan", help="choose the configurations the device will time",
                        description="Write plan.json: configurations to time on the device and a reference "
                                    "configuration re-timed now and then to track drift.")
-    q.add_argument("--space", required=True, help="space.json")
+    add_space_options(q, required=True)
     q.add_argument("--count", type=count(1, 10**6), required=True, help="number of configurations")
     q.add_argument("--kind", choices=tuple(PLAN_KINDS), default="stratified",
                    help="stratified (default): configurations spread evenly from the narrowest to the widest "
@@ -347,7 +347,7 @@ def main(argv=None) -> int:
                    help="reference configuration: a uniform multiplier (default 1.0) or comma-separated widths")
     q.add_argument("-o", "--output", required=True, type=output_file, help="plan.json to write")
     a = p.parse_args(argv)
-    space = SearchSpace.load(a.space)
+    space = space_from_args(a)
     if a.cmd == "template":
         out = Path(a.output)
         if out.suffix != ".tflite":

@@ -280,6 +280,27 @@ def tiny_space(resolution: int = 16, classes: int = 10, levels: int = 4, base: i
                        classes=classes, min_mult=0.5, max_mult=1.5, levels=levels, divisor=4)
 
 
+def add_space_options(parser, required: bool = False, default: str | None = None) -> None:
+    """--space FILE or --preset NAME (one of them; ``required``, else ``default`` says in the help what is used
+    without either): how every CLI that starts from a space is told which (read back with ``space_from_args``)."""
+    g = parser.add_mutually_exclusive_group(required=required)
+    tail = f" (default: {default})" if default else ""
+    g.add_argument("--space", help=f"space.json (python -m tfwidth.space -o space.json){tail}")
+    g.add_argument("--preset", help=f"a preset instead of --space: {', '.join(arch_registry.presets())}; "
+                                    f"python -m tfwidth.space --list")
+
+
+def space_from_args(a, default=None) -> SearchSpace:
+    """The space ``add_space_options`` asked for: --space's file, --preset's preset, else ``default()``."""
+    if getattr(a, "space", None):
+        return SearchSpace.load(a.space)
+    if getattr(a, "preset", None):
+        return preset(a.preset)
+    if default is None:
+        raise UsageError("give --space space.json or --preset NAME")
+    return default()
+
+
 def list_presets() -> str:
     """Every registered architecture and its presets, one line each (``--list``)."""
     lines = []

@@ -18,7 +18,7 @@ import tfwidth  # noqa: F401  (selects Keras 2 before TensorFlow loads; TensorFl
 from device_profiler.checks import count, number, output_dir
 from tfwidth.arch import DEFAULT_PRESET
 from tfwidth.errors import ArgumentParser, UsageError
-from tfwidth.space import SearchSpace, preset
+from tfwidth.space import SearchSpace, add_space_options, preset, space_from_args
 from tfwidth.training import TrainResult, make_strategy, train_supernet
 
 DEMO = dict(preset=DEFAULT_PRESET, resolution=16, dataset="digits", epochs=6, batch_size=64,
@@ -74,7 +74,8 @@ def aows_callback(space: SearchSpace, data, table, target_ms: float, total_steps
 # ---- CLI ----------------------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
     p = ArgumentParser(prog="python -m tfwidth.train", description=(
-        "Train the slimmable MobileNetV1 supernet (sandwich rule with in-place distillation) and measure, for each "
+        "Train the slimmable supernet of the space's architecture (sandwich rule with in-place distillation) and "
+        "measure, for each "
         "layer and width, the loss increase over the full network: RUN_DIR/stats.json, which the solver reads. "
         "With no arguments: a short offline demo (digits, mobilenet_v1_cifar at 16 px)."),
         epilog=("RUN_DIR gets space.json, stats.json (per layer and width: mean loss increase over the max network), "
@@ -82,7 +83,7 @@ def main(argv=None) -> int:
                 "After a kill, run the same command with --resume: training continues from the last finished "
                 "epoch exactly as if uninterrupted."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--space", help="space.json (default: the mobilenet_v1_cifar preset at 16 px, for the demo)")
+    add_space_options(p, default=f"the {DEMO['preset']} preset at {DEMO['resolution']} px, for the demo")
     p.add_argument("--dataset", default=DEMO["dataset"], help="digits, npz:PATH, folder:PATH or tfds:NAME")
     p.add_argument("--epochs", type=count(1, 10**5), default=DEMO["epochs"], help="total epochs (also when resuming)")
     p.add_argument("--batch-size", type=count(1, 1 << 20), default=DEMO["batch_size"], help="global batch size")
@@ -129,7 +130,7 @@ def main(argv=None) -> int:
                    "configuration is measured on")
     a = p.parse_args(argv)
 
-    space = SearchSpace.load(a.space) if a.space else preset(DEMO["preset"], resolution=DEMO["resolution"])
+    space = space_from_args(a, default=lambda: preset(DEMO["preset"], resolution=DEMO["resolution"]))
     if a.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {a.batch_size}")
     if a.probe_configs < 0 or a.probe_images < 1 or a.aows_probe_configs < 0 or a.aows_probe_images < 1:
