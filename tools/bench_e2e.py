@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import _cache  # noqa: E402
 import tfwidth  # noqa: E402,F401
+from tfwidth.arch import DEFAULT_ARCH, presets  # noqa: E402
 from tfwidth.artifacts import atomic_write_bytes, read_json, write_json  # noqa: E402
 from tfwidth.pipeline import Pipeline  # noqa: E402
 from tfwidth.space import preset  # noqa: E402
@@ -180,8 +181,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="the CIFAR-10 npz (x_train, y_train, x_test, y_test; npz:PATH or "
                    "PATH), or folder:PATH, an ImageNet-style folder (train/<class>/*.png, val/<class>/*.png; "
                    "tools/npz_to_folder.py builds one from the npz), the path ImageNet users take")
-    p.add_argument("--preset", default="mobilenet_v1_cifar", choices=("mobilenet_v1_cifar", "mobilenet_v1"),
-                   help="the search space (default %(default)s; mobilenet_v1 has ImageNet strides)")
+    p.add_argument("--preset", default="mobilenet_v1_cifar", choices=tuple(presets()),
+                   help="the search space (default %(default)s; mobilenet_v1 and mobilenet_v2 have ImageNet strides); "
+                        "another architecture than the default's gets its own docs section and plot")
     p.add_argument("--resolution", type=int, help="input side in pixels (default: the preset's)")
     p.add_argument("--classes", type=int, default=10, help="classes of the data (default 10)")
     p.add_argument("--work", default="bench_e2e")
@@ -1061,10 +1063,17 @@ def splice_section(old: str, text: str, marker: str = "## End-to-end:") -> str:
     return head.rstrip() + "\n\n" + new.rstrip("\n") + "\n" + tail
 
 
+def _arch_tag(a) -> str:
+    """"" for the default architecture (its sections and plots keep their names), else its name."""
+    arch = presets()[a.preset][0]
+    return "" if arch == DEFAULT_ARCH else arch
+
+
 def section_marker(a) -> str:
-    """The heading that starts this run's section of docs/benchmarks.md: one section per kind of data, so the folder
-    run does not overwrite the CIFAR-10 one."""
-    return "## End-to-end:" if dataset_spec(a.data).startswith("npz:") else "## End-to-end through folder:"
+    """The heading that starts this run's section of docs/benchmarks.md: one section per kind of data and
+    architecture, so the folder run does not overwrite the CIFAR-10 one, nor MobileNetV2's MobileNetV1's."""
+    tag = f" ({_arch_tag(a)})" if _arch_tag(a) else ""
+    return f"## End-to-end{tag}:" if dataset_spec(a.data).startswith("npz:") else f"## End-to-end{tag} through folder:"
 
 
 def test_images(a) -> str:
@@ -1075,7 +1084,8 @@ def test_images(a) -> str:
 
 
 def plot_name(a) -> str:
-    return "benchmarks_e2e.png" if dataset_spec(a.data).startswith("npz:") else "benchmarks_e2e_folder.png"
+    tag = f"_{_arch_tag(a)}" if _arch_tag(a) else ""
+    return f"benchmarks_e2e{tag}.png" if dataset_spec(a.data).startswith("npz:") else f"benchmarks_e2e{tag}_folder.png"
 
 
 def data_name(a) -> str:
