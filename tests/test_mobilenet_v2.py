@@ -259,3 +259,23 @@ def test_clis_take_a_preset_instead_of_a_space_file(tmp_path):
     assert_usage_error(run_module("tfwidth.profile", "plan", "--count", "3", "-o", tmp_path / "q.json"),
                        "--space", "--preset")
     assert not (tmp_path / "q.json").exists()
+
+
+@pytest.mark.slow
+def test_the_pipeline_runs_a_v2_space_end_to_end(tmp_path):
+    """Every stage on a small MobileNetV2 space (the settings of tests/test_pipeline.py): template through the adds,
+    profiling, the fit and refinement on the tree, supernet, probe, every solver, export."""
+    from test_pipeline import QUICK
+    space = tiny_v2(resolution=8)
+    space.save(tmp_path / "space.json")
+    work = tmp_path / "work"
+    p = run_module("tfwidth.pipeline", "--space", tmp_path / "space.json", "--work", work, *QUICK,
+                   "--method", "all")
+    assert p.returncode == 0, p.stderr[-3000:]
+    import json
+    widths = json.loads((work / "widths.json").read_text())
+    assert widths["space_hash"] == space.space_hash
+    assert {r["method"] for r in widths["results"]} == {"ows", "exact", "greedy", "uniform"}
+    space.validate(widths["widths"])
+    report = json.loads((work / "model_fp32.report.json").read_text())
+    assert report["agreement"]["within_tolerance"] and report["widths"] == widths["widths"]
