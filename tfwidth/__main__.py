@@ -28,6 +28,7 @@ COMMANDS = {
     "solve": ("tfwidth.solve", "choose the widths for a latency target (or sweep targets: --pareto)"),
     "export": ("tfwidth.export", "build, fine-tune, convert and measure the model at the solved widths"),
     "pipeline": ("tfwidth.pipeline", "every stage in one work directory, this CPU as the device"),
+    "report": ("tfwidth.report", "write WORK/report.html from a pipeline's work directory"),
 }
 
 # distribution name -> what --version calls it; LiteRT and tflite-runtime are alternatives (device_profiler.runtime)

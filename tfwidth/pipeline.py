@@ -368,6 +368,12 @@ def run_pipeline(work="work", *, dataset: str = "digits", preset_name: str = DEF
              + (["--train-limit", train_limit] if train_limit else []), [report, model, keras_model],
              inputs=[widths, run / "stats.json", run / "ckpt" / "checkpoint.json", table], resume_flag="--resume",
              resumable=export_resumable)
+    if not dry_run:  # every run, also when every stage was up to date: cheap, and it shows this run's times
+        from tfwidth.report import write_report
+        try:
+            write_report(work)
+        except Exception as e:  # noqa: BLE001 - the page only shows the artefacts, which are all written: go on
+            print(f"[report] not written ({type(e).__name__}: {e}); `tfwidth report {work}` tries again")
     return PipelineRun(work, widths, model, report, target, time.time() - t_start, dry_run)
 
 
@@ -464,6 +470,8 @@ def print_summary(work: Path, model: Path, seconds: float) -> None:
             print(f"latency on this CPU: measured {measured:.3f} ms, table predicts "
                   f"{'n/a' if pred is None else f'{pred:.3f}'} ms, target {lat.get('target_ms')} ms")
     print(f"\nwall time {seconds / 60:.1f} min; stage times in {work / 'pipeline.json'}")
+    if (work / "report.html").is_file():
+        print(f"report: {work / 'report.html'} (open it in a browser)")
 
 
 if __name__ == "__main__":
