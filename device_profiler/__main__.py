@@ -14,7 +14,7 @@ import sys
 from device_profiler import runtime as runtimes
 from device_profiler import adb, samples, timing, variants
 from device_profiler.checks import cores, count, number, output_file
-from device_profiler.errors import ArgumentParser, UsageError, run_cli
+from device_profiler.errors import ArgumentParser, UsageError, invoked_as, run_cli
 from device_profiler.session import (DEFAULT_PRECISION, NoiseCheck, benchmark, format_benchmark, load_plan,
                                      open_local, parse_shard, profile)
 
@@ -177,6 +177,12 @@ def report_noise(r: dict) -> None:
     if r.get("noise"):
         print("noise: " + samples.format_noise(r["noise"]) + (
             f"; {r['retimed_windows']} window(s) re-timed in {r['retime_s']:.1f} s" if r["retimed_windows"] else ""))
+
+
+def cli() -> int:
+    """The `tfwidth-device` entry point (no TensorFlow): main through run_cli, its parser named as typed."""
+    invoked_as("python -m device_profiler", "tfwidth-device")
+    return run_cli(main)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,19 @@ import argparse
 import os
 import sys
 
+from device_profiler import console
+
 DEBUG_FLAG = "--debug"
 DEBUG_HINT = f"add {DEBUG_FLAG} (or set TFWIDTH_DEBUG=1) to see the traceback of an unexpected error"
+
+# How the command was invoked when a dispatcher (the `tfwidth` and `tfwidth-device` entry points) runs a module's
+# main: its parsers then name themselves as the user typed them ("tfwidth solve", not "python -m tfwidth.solve")
+_INVOKED_AS: dict[str, str] = {}
+
+
+def invoked_as(module_prog: str, shown: str) -> None:
+    """Make parsers whose prog is ``module_prog`` (e.g. "python -m tfwidth.solve") call themselves ``shown``."""
+    _INVOKED_AS[module_prog] = shown
 
 
 class UsageError(Exception):
@@ -23,7 +34,13 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("epilog", DEBUG_HINT)
+        if kwargs.get("prog") in _INVOKED_AS:
+            kwargs["prog"] = _INVOKED_AS[kwargs["prog"]]
         super().__init__(*args, **kwargs)
+        # run_cli takes both out of the command line before main parses it; here they are listed in --help, and
+        # accepted when main is called directly
+        self.add_argument(console.VERBOSE_FLAG, action="store_true", help=console.VERBOSE_HELP)
+        self.add_argument(DEBUG_FLAG, action="store_true", help="show the traceback of an unexpected error")
 
     def error(self, message):
         raise UsageError(f"{message} (see {self.prog} --help)")
@@ -62,11 +79,14 @@ def run_cli(main, argv=None) -> int:
     UsageError -> "error: <message>", 2. Any other exception -> "error: <type>: <first line> (unexpected; ...)", 2:
     almost always an input nobody foresaw, so it gets the bad-input code too. KeyboardInterrupt -> 130. ``--debug``
     anywhere in argv (removed before main sees it) or TFWIDTH_DEBUG=1 re-raises instead, to show the traceback.
+    ``--verbose`` anywhere (removed too) shows the libraries' start-up messages (device_profiler.console).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     argv = [str(a) for a in argv]
     debug = DEBUG_FLAG in argv or os.environ.get("TFWIDTH_DEBUG", "") not in ("", "0")
-    argv = [a for a in argv if a != DEBUG_FLAG]
+    if console.VERBOSE_FLAG in argv:
+        console.set_verbose(True)
+    argv = [a for a in argv if a not in (DEBUG_FLAG, console.VERBOSE_FLAG)]
     try:
         return int(main(argv) or 0)
     except KeyboardInterrupt:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 
+from device_profiler import console
 from device_profiler.errors import UsageError
 
 # (name in samples.jsonl, module holding Interpreter, distribution whose version is recorded)
@@ -35,6 +36,24 @@ class Runtime:
         it = self.interpreter_class(model_content=model, num_threads=threads, **kw)
         it.allocate_tensors()
         return it
+
+
+_QUIET = {}
+
+
+def _quiet_class(cls: type) -> type:
+    """``cls`` whose allocate_tensors runs inside console.quiet_stderr: LiteRT prints "INFO: Created TensorFlow Lite
+    XNNPACK delegate for CPU." on file descriptor 2 the first time it applies its default delegate, below any log
+    level a user can set. Errors still reach the caller as exceptions (the runtime's error reporter)."""
+    if cls not in _QUIET:
+        class Quiet(cls):
+            def allocate_tensors(self):
+                with console.quiet_stderr():
+                    return super().allocate_tensors()
+
+        Quiet.__name__ = Quiet.__qualname__ = cls.__name__
+        _QUIET[cls] = Quiet
+    return _QUIET[cls]
 
 
 def _version(dist: str, module) -> str:
@@ -70,6 +89,6 @@ def select(name: str | None = None, kernels: str = "default") -> Runtime:
                 raise UsageError(f"{rname} {_version(dist, top)} cannot run without its default delegates (no "
                                  f"OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES); use --kernels default or a "
                                  f"newer runtime")
-        return Runtime(rname, _version(dist, top), cls, kernels, resolver)
+        return Runtime(rname, _version(dist, top), _quiet_class(cls), kernels, resolver)
     raise UsageError(f"no TFLite runtime importable ({'; '.join(tried)}); install one: `pip install ai-edge-litert` "
                      f"(x86_64/aarch64) or `pip install tflite-runtime` (armv7l)")

@@ -22,40 +22,13 @@ import time
 import numpy as np
 
 from device_profiler import samples, timing, variants
+from device_profiler.console import Progress
 from device_profiler.errors import UsageError
 
 # The precision a configuration is timed to by default: about the A/A floor of the pinned min-of-N protocol on a
 # quiet machine (docs/benchmarks.md, "The profiler's noise check"); asking two visits' minima to agree within 1%
 # costs ~2 visits per configuration on a quiet device and more where it drifts.
 DEFAULT_PRECISION = 0.01
-
-
-class _Progress:
-    """tqdm when the device has it; otherwise a line every ~10 s with the ETA."""
-
-    def __init__(self, total: int, desc: str):
-        self.total, self.n, self.start, self.last = total, 0, time.time(), 0.0
-        try:
-            from tqdm import tqdm
-            self.bar = tqdm(total=total, desc=desc, unit="cfg", file=sys.stderr)
-        except ImportError:
-            self.bar = None
-
-    def update(self) -> None:
-        self.n += 1
-        if self.bar is not None:
-            self.bar.update()
-            return
-        now = time.time()
-        if now - self.last >= 10 or self.n == self.total:
-            self.last = now
-            rate = self.n / max(now - self.start, 1e-9)
-            print(f"{self.n}/{self.total} configurations, {rate:.1f}/s, ETA {(self.total - self.n) / rate:.0f} s",
-                  file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def load_plan(path: str, maker: variants.VariantMaker) -> dict:
@@ -254,7 +227,7 @@ def profile(session: Session, plan: dict, out: str, shard=(0, 1), reference_ever
     wall0, invoke0 = time.perf_counter(), session.invoke_s
     if paired and todo:
         session.pair_with(plan["reference"])
-    bar = _Progress(len(todo), "profiling") if progress and todo else None
+    bar = Progress(len(todo), "profiling", unit="cfg") if progress and todo else None
     judge = noise is not None and reference_every > 0
     size = reference_every if judge else 1
     picker = random.Random(0)

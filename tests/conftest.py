@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# (TensorFlow's log level is tfwidth's to set, as for a user: tfwidth/__init__.py, device_profiler/console.py)
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -82,7 +82,7 @@ def test_no_import_cycle():
 # (tfwidth.arch, the package, sits above its modules: it imports the built-in architectures to register them)
 ORDER = ("errors", "artifacts", "cost", "arch.base", "arch.slim", "arch.mobilenet_v1", "arch.mobilenet_v2", "arch",
          "space", "mrf", "data", "convert", "profile", "host", "latency", "stats", "supernet", "training", "probe",
-         "solve", "aows", "refine", "export", "train", "pipeline")
+         "solve", "aows", "refine", "export", "train", "report", "pipeline", "__main__")
 
 
 def test_modules_import_only_lower_layers():

@@ -24,6 +24,13 @@ def test_pipeline_runs_every_stage_then_resumes(tmp_path):
     work = tmp_path / "work"
     p = run_module("tfwidth.pipeline", "--space", tmp_path / "space.json", "--work", work, *QUICK)
     assert p.returncode == 0, p.stderr[-3000:]
+    # a quiet console: none of TensorFlow's or LiteRT's start-up lines; each stage ends saying what it wrote
+    for noise in ("absl::InitializeLog", "cuda", "cuInit", "XNNPACK", "oneDNN"):
+        assert noise not in p.stderr, p.stderr[-3000:]
+    assert "[fit] wrote table.json" in p.stdout and "[train] wrote run/stats.json" in p.stdout
+    assert p.stdout.rstrip().endswith(f"report: {work / 'report.html'} (open it in a browser)")
+    from test_report import check_report
+    check_report(work, tmp_path)
     for name in ("template.tflite", "template.json", "plan.json", "val_plan.json", "samples.jsonl", "val.jsonl",
                  "table.json", "table_refined.json", "run/stats.json", "widths.json", "model_fp32.tflite",
                  "pipeline.json"):

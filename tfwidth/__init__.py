@@ -15,10 +15,14 @@ Names resolve on first use, so ``import tfwidth`` stays cheap and loads TensorFl
 import importlib
 import os
 
+from device_profiler import console as _console
+
 # tensorflow-model-optimization works only with the Keras 2 API (tf_keras); make tf.keras resolve to it too, before
 # anything imports TensorFlow.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# ... and whoever imports it, its start-up messages stay off the console unless --verbose (the one place they are
+# silenced: device_profiler/console.py)
+_console.quiet_tensorflow()
 
 __version__ = "0.1.0"
 

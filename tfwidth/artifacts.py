@@ -11,6 +11,23 @@ import numpy as np
 from tfwidth.errors import SpaceMismatch, UsageError
 
 
+def pyplot():
+    """matplotlib.pyplot drawing off-screen (Agg: no display is needed, nor used when there is one)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def figure_png(fig, dpi: int = 120) -> bytes:
+    """The matplotlib figure ``fig`` as PNG bytes; the figure is closed."""
+    import io
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    pyplot().close(fig)
+    return buf.getvalue()
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write `data` to `path` atomically (a temp file beside it, synced, renamed over it); the file gets the mode a
     plain open() would give it (0666 less the umask, or the directory's default ACL)."""

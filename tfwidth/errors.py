@@ -7,7 +7,7 @@ so run_cli reports both, e.g. a profiler error raised inside the pipeline, as on
 from __future__ import annotations
 
 from device_profiler import errors as _device
-from device_profiler.errors import DEBUG_HINT, ArgumentParser, run_cli  # noqa: F401 - re-exported for the CLIs
+from device_profiler.errors import DEBUG_HINT, ArgumentParser, invoked_as, run_cli  # noqa: F401 - re-exported for the CLIs
 
 
 class UsageError(_device.UsageError):

@@ -29,6 +29,7 @@ import tfwidth  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from tfwidth.artifacts import check_space, json_bytes, read_json, write_json, write_set
 from tfwidth.convert import FORMATS, INTEGER_FORMATS, IO_TYPES, LiteModel, agreement, check_format, convert, \
     keras_logits, latency_format, quantize_for_training, top1
+from device_profiler import console
 from device_profiler.checks import cores, count, cpu_list, number, output_dir, output_file
 from tfwidth.errors import ArgumentParser, UsageError, run_cli
 from tfwidth.host import measure_latency
@@ -128,7 +129,6 @@ def train_plain(model, data, *, epochs: int, lr: float = 0.05, warmup_epochs: fl
     Returns one dict per epoch trained now (loss, train_top1, eval_top1, lr).
     """
     import tensorflow as tf
-    from tqdm import tqdm
 
     from tfwidth.training import cosine_warmup, is_chief, reproducible_graphs
     if epochs <= 0:
@@ -215,15 +215,15 @@ def train_plain(model, data, *, epochs: int, lr: float = 0.05, warmup_epochs: fl
     for epoch in range(start, epochs):
         losses, correct, seen = [], 0.0, 0
         batches = strategy.experimental_distribute_dataset(data.train_epoch(epoch))
-        bar = tqdm(batches, total=steps, desc=f"{desc} epoch {epoch + 1}/{epochs}",
-                   disable=not progress or not chief, leave=False, file=sys.stderr)
-        for x, y in bar:
-            loss, c = step(x, y)
-            losses.append(float(loss))
-            correct += float(c)
-            seen += global_batch
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        bar.close()
+        with console.Progress(steps, f"{desc} epoch {epoch + 1}/{epochs}", unit="step",
+                              enabled=progress and chief) as bar:
+            for x, y in batches:
+                loss, c = step(x, y)
+                losses.append(float(loss))
+                correct += float(c)
+                seen += global_batch
+                bar.postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+                bar.update()
         rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "train_top1": correct / max(seen, 1),
                "lr": float(schedule(opt.iterations))}
         if eval_each_epoch:

@@ -28,7 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import minimize
 
-from tfwidth.artifacts import atomic_write_bytes, check_space, read_json, write_json
+from tfwidth.artifacts import atomic_write_bytes, check_space, figure_png, pyplot, read_json, write_json
 from device_profiler.checks import count, number, output_file
 from tfwidth.errors import ArgumentParser, UsageError
 from tfwidth import arch
@@ -867,12 +867,17 @@ def format_metrics(name: str, m: dict | None) -> str:
             f"within 5% {100 * m['within_5pct']:.1f}%  within 10% {100 * m['within_10pct']:.1f}%")
 
 
-def plot_fit(path, series: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
-    """Write a predicted-vs-measured scatter plot (PNG) to ``path``, one colour per (name, measured, predicted)."""
-    import io
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def fit_series(table: LatencyTable, named_samples) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, measured, predicted) per (name, samples) of ``named_samples``: each sample's latency as the table's fit
+    reads it (its statistic, divided by the drift of the reference) and the table's prediction of it."""
+    level = table.fit.get("ref_ms")
+    return [(name, measured(rows, table.statistic, table.drift, level),
+             table.predict_indices(_indices(table.space, rows))) for name, rows in named_samples if rows]
+
+
+def fit_png(series: list[tuple[str, np.ndarray, np.ndarray]]) -> bytes:
+    """A predicted-vs-measured scatter plot as PNG bytes, one colour per (name, measured, predicted)."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     lo = min(float(min(y.min(), p.min())) for _, y, p in series if len(y))
     hi = max(float(max(y.max(), p.max())) for _, y, p in series if len(y))
@@ -885,12 +890,15 @@ def plot_fit(path, series: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
     ax.plot(xs, 0.95 * xs, "k:", lw=0.6)
     ax.set_xlabel("measured latency (ms)")
     ax.set_ylabel("predicted latency (ms)")
+    ax.tick_params(axis="x", labelrotation=30)  # millisecond ticks of tiny networks run into each other flat
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    return figure_png(fig)
+
+
+def plot_fit(path, series: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
+    """Write fit_png's plot of ``series`` to ``path`` (PNG)."""
+    atomic_write_bytes(path, fit_png(series))
 
 
 def _print_unconstrained(table: LatencyTable, limit: int = 20) -> None:
@@ -970,12 +978,7 @@ def fit_samples(samples, output, *, space=None, validation=None, holdout: float 
                 aa, what = noise["repeat_rmse_ms"], "the profiler's repeats"
             groups.append((g, m, aa, what))
     if plot:
-        level = table.fit.get("ref_ms")
-        series = [("train", measured(rows, statistic, drift, level), table.predict_indices(_indices(space, rows)))]
-        if val:
-            series.append(("validation", measured(val, statistic, drift, level),
-                           table.predict_indices(_indices(space, val))))
-        plot_fit(plot, series)
+        plot_fit(plot, fit_series(table, [("train", rows), ("validation", val)]))
     return Fitted(table, rep, noise, verdict, statistic, groups, Path(output), Path(plot) if plot else None)
 
 
@@ -1014,8 +1017,7 @@ def validate_table(table, samples, *, allow_mixed: bool = False, plot=None) -> V
     verdict = judge(m, noise, v.get("min_within_10pct", MIN_WITHIN_10PCT), v.get("max_repeat_noise", MAX_REPEAT_NOISE),
                     groups)
     if plot:
-        y = measured(rows, t.statistic, t.drift, t.fit.get("ref_ms"))
-        plot_fit(plot, [(Path(samples).name, y, t.predict_indices(_indices(t.space, rows)))])
+        plot_fit(plot, fit_series(t, [(Path(samples).name, rows)]))
     return Validated(t, m, groups, noise, verdict, Path(plot) if plot else None)
 
 

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import tfwidth  # noqa: F401
+from device_profiler import console
 from device_profiler.checks import count, cpu_list, number, output_dir
 from tfwidth.arch import DEFAULT_PRESET
 from tfwidth.artifacts import fingerprint, read_json, write_json
@@ -59,7 +60,7 @@ class Pipeline:
         outputs). "interrupted" means it started with the same arguments and inputs and did not finish."""
         if not isinstance(prev, dict) or not prev:
             return "not run yet"
-        if prev.get("argv") != argv:
+        if shown_only(prev.get("argv")) != shown_only(argv):
             return "its arguments changed"
         if not isinstance(prev.get("inputs"), dict):
             return "its record predates input and output fingerprints"
@@ -123,7 +124,32 @@ class Pipeline:
         self.record[name] = {"argv": argv, "done": True, "seconds": round(self.times[name], 1), "inputs": ins,
                              "outputs": {str(o): fingerprint(o) for o in outputs}}
         write_json(self.record_path, self.doc)
+        print(wrote_line(name, outputs, self.times[name], self.work), flush=True)
         return True
+
+
+# Flags that change only what a stage shows on the console, not what it writes: a record that differs from the
+# arguments only in these still matches (a work directory profiled with --no-progress is not profiled again)
+DISPLAY_FLAGS = ("--no-progress", "--quiet")
+
+
+def shown_only(argv):
+    """``argv`` without DISPLAY_FLAGS (anything but a list as it is)."""
+    return [a for a in argv if a not in DISPLAY_FLAGS] if isinstance(argv, list) else argv
+
+
+def wrote_line(name: str, outputs: list, seconds: float, work: Path) -> str:
+    """The closing line of stage ``name``: the files it wrote (relative to ``work``, with their sizes) and its time."""
+    shown = []
+    for o in map(Path, outputs):
+        try:
+            rel = o.relative_to(work)
+        except ValueError:
+            rel = o
+        if o.is_file():
+            size = o.stat().st_size
+            shown.append(f"{rel} ({size / 1024:.0f} KiB)" if size >= 1024 else f"{rel} ({size} B)")
+    return f"[{name}] wrote {', '.join(shown) or 'nothing'} in {console.took(seconds)}"
 
 
 def stop_unless(accepted: bool, stage: str, problem: str, fix: str, flag: str) -> None:
@@ -219,8 +245,8 @@ def run_pipeline(work="work", *, dataset: str = "digits", preset_name: str = DEF
         # or template, an edited samples file) deletes the old samples first, or they would be kept as timed.
         for name, plan, out in (("profile", "plan.json", "samples.jsonl"), ("profile_val", "val_plan.json", "val.jsonl")):
             pl.stage(name, "device_profiler.__main__",
-                     ["--template", tpl, "--plan", work / plan, "--out", work / out, "--threads", 1, "--runs", runs,
-                      "--no-progress"] + pin, [work / out], inputs=[tpl, tpl.with_suffix(".json"), work / plan],
+                     ["--template", tpl, "--plan", work / plan, "--out", work / out, "--threads", 1, "--runs", runs]
+                     + pin, [work / out], inputs=[tpl, tpl.with_suffix(".json"), work / plan],
                      resumable=(work / out).is_file, partial=[work / out])
         fit_args = ["fit", work / "samples.jsonl", "--space", space_path, "--validation", work / "val.jsonl", "-o", table,
                     "--plot", work / "fit.png"]
@@ -342,6 +368,12 @@ def run_pipeline(work="work", *, dataset: str = "digits", preset_name: str = DEF
              + (["--train-limit", train_limit] if train_limit else []), [report, model, keras_model],
              inputs=[widths, run / "stats.json", run / "ckpt" / "checkpoint.json", table], resume_flag="--resume",
              resumable=export_resumable)
+    if not dry_run:  # every run, also when every stage was up to date: cheap, and it shows this run's times
+        from tfwidth.report import write_report
+        try:
+            write_report(work)
+        except Exception as e:  # noqa: BLE001 - the page only shows the artefacts, which are all written: go on
+            print(f"[report] not written ({type(e).__name__}: {e}); `tfwidth report {work}` tries again")
     return PipelineRun(work, widths, model, report, target, time.time() - t_start, dry_run)
 
 
@@ -438,6 +470,8 @@ def print_summary(work: Path, model: Path, seconds: float) -> None:
             print(f"latency on this CPU: measured {measured:.3f} ms, table predicts "
                   f"{'n/a' if pred is None else f'{pred:.3f}'} ms, target {lat.get('target_ms')} ms")
     print(f"\nwall time {seconds / 60:.1f} min; stage times in {work / 'pipeline.json'}")
+    if (work / "report.html").is_file():
+        print(f"report: {work / 'report.html'} (open it in a browser)")
 
 
 if __name__ == "__main__":

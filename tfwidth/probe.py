@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from device_profiler import console
 from device_profiler.checks import count
 from tfwidth.errors import ArgumentParser, UsageError
 from tfwidth.space import SearchSpace  # noqa: F401  (annotations)
@@ -55,12 +56,8 @@ def measure(model, batches, choices, progress: bool = False) -> tuple[np.ndarray
 
     n = sum(int(y.shape[0]) for _, y in batches)
     base = float(loss(tf.constant(space.max_widths, tf.int32))) / n
-    it = choices
-    if progress:
-        from tqdm import tqdm
-        it = tqdm(choices, desc="probe configurations", unit="cfg", file=sys.stderr)
     out = np.empty(len(choices))
-    for i, c in enumerate(it):
+    for i, c in enumerate(console.progress(choices, "probe configurations", unit="cfg", enabled=progress)):
         out[i] = float(loss(tf.constant(space.to_widths(tuple(int(v) for v in c)), tf.int32))) / n - base
     return out, base
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tfwidth import mrf
-from tfwidth.artifacts import atomic_write_bytes, write_json
+from tfwidth.artifacts import atomic_write_bytes, figure_png, pyplot, write_json
 from device_profiler.checks import cores, count, cpu_list, number, output_file
 from tfwidth.errors import ArgumentParser, SpaceMismatch, UsageError
 from tfwidth.latency import LatencyTable
@@ -169,24 +169,30 @@ def write_pareto(prefix, rows: list[dict], methods) -> tuple[Path, Path]:
                     "" if r["widths"] is None else f"{r['objective']:.8g}", r["params"] or "", r["macs"] or "",
                     "" if r["widths"] is None else " ".join(map(str, r["widths"]))])
     atomic_write_bytes(csv_path, buf.getvalue().encode())
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    atomic_write_bytes(png_path, pareto_png(rows, methods))
+    return csv_path, png_path
+
+
+def pareto_png(rows: list[dict], methods, target_ms: float | None = None, chosen: dict | None = None) -> bytes:
+    """The Pareto sweep ``rows`` of ``methods`` as a latency-vs-objective plot (PNG bytes); ``target_ms`` drawn as a
+    vertical line and ``chosen`` (a row: predicted_ms, objective, method) as a star, when given."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for m in methods:
         pts = sorted({(r["predicted_ms"], r["objective"]) for r in rows if r["method"] == m and r["widths"]})
         if pts:
             ax.plot(*zip(*pts), marker="o", ms=3, lw=1, label=m)
+    if target_ms is not None:
+        ax.axvline(target_ms, color="k", ls="--", lw=0.8, label=f"target {target_ms:g} ms")
+    if chosen is not None and chosen.get("widths"):
+        ax.plot([chosen["predicted_ms"]], [chosen["objective"]], marker="*", ms=16, color="crimson", ls="none",
+                markeredgecolor="k", label=f"answer ({chosen['method']})", zorder=5)
     ax.set_xlabel("predicted latency (ms)")
     ax.set_ylabel("objective (- sum of loss increases)")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(png_path, png.getvalue())
-    return csv_path, png_path
+    return figure_png(fig)
 
 
 # ---- meeting a measured target ----------------------------------------------------------------------------------

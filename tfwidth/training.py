@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 import tfwidth  # noqa: F401  (selects Keras 2 before TensorFlow loads; TensorFlow itself is imported lazily)
+from device_profiler import console
 from tfwidth.artifacts import atomic_write_bytes, check_space, read_json, write_json
 from tfwidth.errors import UsageError
 from tfwidth.space import SearchSpace
@@ -162,6 +163,7 @@ def train_supernet(space: SearchSpace, data, out_dir, epochs: int, *, lr: float 
     ``self.model.width_stats()`` and sets the sampling with ``self.model.set_sampling(probs)`` (at on_epoch_begin or
     every K batches); the probabilities are a model variable, so checkpoints hold them.
     validate: log the max network's top-1 on data.eval each epoch (moving BN statistics, no recalibration).
+    verbose: 0 silent, 1 a progress bar over the remaining steps and a line per epoch, 2 the lines only.
     Returns the trained model, its training-time statistics, the summary and the epoch count (the probe of the
     trained supernet is the caller's: tfwidth.train.train).
     """
@@ -219,9 +221,13 @@ def train_supernet(space: SearchSpace, data, out_dir, epochs: int, *, lr: float 
     if tensorboard and _have_tensorboard():
         callbacks.append(keras.callbacks.TensorBoard(str(write_dir / "tb"), write_graph=False, profile_batch=0))
     callbacks.append(log_line)
+    if chief and verbose:
+        callbacks.append(_progress_callback(start, epochs, spe, bar=verbose == 1))
     if start < epochs:
+        # Keras's own progress bar redraws with carriage returns, which a log file keeps as one endless line: the
+        # callback above shows tfwidth's (device_profiler.console.Progress) instead
         model.fit(data.train_epochs(start, epochs), epochs=epochs, initial_epoch=start, steps_per_epoch=spe,
-                  validation_data=data.eval if validate else None, callbacks=callbacks, verbose=verbose)
+                  validation_data=data.eval if validate else None, callbacks=callbacks, verbose=0)
     result = TrainResult(model, model.width_stats(), {}, epochs)
     if summary:
         result.summary = summarise(model, data, calib_batches)
@@ -294,6 +300,31 @@ def _epoch_end_callbacks(model, manager, out: Path, record: dict, chief: bool, o
             write_json(out / "ckpt" / SIDECAR, dict(record, epoch=epoch + 1, checkpoint=Path(saved.pop(epoch)).name))
 
     return Checkpointer(), LogLine()
+
+
+def _progress_callback(start: int, epochs: int, steps_per_epoch: int, bar: bool = True):
+    """A Keras callback showing training from epoch ``start`` to ``epochs``: one progress bar over all the remaining
+    steps (its ETA is the training's; with ``bar``), and a line of the epoch's figures at each epoch end."""
+    keras = _keras()
+
+    class Shown(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.bar = console.Progress((epochs - start) * steps_per_epoch, f"training epochs {start + 1}-{epochs}",
+                                        unit="step", enabled=bar)
+
+        def on_train_batch_end(self, batch, logs=None):
+            if logs and "loss" in logs:
+                self.bar.postfix(loss=f"{float(logs['loss']):.3f}")
+            self.bar.update()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.bar.write(f"epoch {epoch + 1}/{epochs}: " + "  ".join(
+                f"{k} {float(v):.4g}" for k, v in (logs or {}).items()))
+
+        def on_train_end(self, logs=None):
+            self.bar.close()
+
+    return Shown()
 
 
 def run_space(run_dir: Path) -> tuple[dict | None, str | None]:
