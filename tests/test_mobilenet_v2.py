@@ -148,23 +148,9 @@ def test_per_example_masks_through_the_residual_adds_equal_slicing(net):
 def test_variants_cut_through_the_adds_equal_a_direct_conversion(fmt):
     """The device cuts a stage's tensors together on both sides of its residual adds: the variant has the op types
     and tensor shapes of the same-width model converted directly, and computes what it computes."""
-    from device_profiler.variants import VariantMaker
-    from tfwidth.profile import convert, make_template, sliced_model, template_model
-    from test_variants import run, structure
-    model = template_model(TINY, seed=3)
-    tflite, manifest = make_template(TINY, fmt, seed=3, model=model)
-    maker = VariantMaker(tflite, manifest)
-    assert maker._layout is not None
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((200, 16, 16, 3)).astype(np.float32)
-    for w in [TINY.min_widths, TINY.random_widths(rng)]:
-        variant, reference = maker.make(w), convert(sliced_model(model, TINY, w), fmt, seed=3)
-        assert structure(variant) == structure(reference), w
-        a, b = run(variant, x), run(reference, x)
-        if fmt == "fp32":
-            assert np.abs(a - b).max() <= 1e-4, w
-        else:
-            assert (a.argmax(1) == b.argmax(1)).mean() >= 0.99, w
+    from tfwidth.profile import template_model
+    from test_variants import check_variants_equal_conversions
+    check_variants_equal_conversions(TINY, template_model(TINY, seed=3), fmt, np.random.default_rng(0))
 
 
 # ---- latency and solvers on the tree -----------------------------------------------------------------------------
