@@ -151,7 +151,9 @@ def test_pipeline_stops_on_an_unconverged_refinement_and_goes_on_when_told(tmp_p
     assert err == (f"error: the refinement of the latency table did not converge: its answers are still up to 65.0% "
                    f"off after 12 round(s) (tolerance 3%), blocked by {blocked_by}: the numbers of {blocked_by}; "
                    + fix.format(t=work / "table_refined.json", d=work / "table_refined.refine")
-                   + ", or add --accept-unconverged to go on with it\n")
+                   + f", or add --accept-unconverged to go on with it (what was done so far: "
+                     f"{work / 'report.html'})\n")
+    assert "Latency table" in (work / "report.html").read_text()  # the page of what is there, written on the stop
     # stopped right after the refinement, which finished: its table stays, nothing after it was written
     assert ran[-1] == "refine" and "solve" not in ran and not (work / "widths.json").exists()
     record = json.loads((work / "pipeline.json").read_text())["stages"]

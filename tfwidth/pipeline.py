@@ -152,12 +152,21 @@ def wrote_line(name: str, outputs: list, seconds: float, work: Path) -> str:
     return f"[{name}] wrote {', '.join(shown) or 'nothing'} in {console.took(seconds)}"
 
 
-def stop_unless(accepted: bool, stage: str, problem: str, fix: str, flag: str) -> None:
+def stop_unless(accepted: bool, stage: str, problem: str, fix: str, flag: str, work=None) -> None:
     """The pipeline's one gate on a stage's verdict: stop with one line naming ``problem``, the ``fix`` and the
     ``flag`` that goes on anyway; with ``accepted`` (that flag given), warn in one line and go on. The stage's output
-    stays as it finished, so a rerun with the flag skips the stage."""
+    stays as it finished, so a rerun with the flag skips the stage. Stopping, it first writes ``work``'s report.html
+    with what is there (the fit and its noise floor say why), and the line points at it."""
     if not accepted:
-        raise UsageError(f"{problem}; {fix}, or add {flag} to go on with it")
+        page = None
+        if work is not None:
+            from tfwidth.report import write_report
+            try:
+                page = write_report(Path(work))
+            except Exception:  # noqa: BLE001 - the page is a courtesy: the stop line is what matters
+                page = None
+        where = f" (what was done so far: {page})" if page else ""
+        raise UsageError(f"{problem}; {fix}, or add {flag} to go on with it{where}")
     print(f"[{stage}] warning: {problem}; going on ({flag})")
 
 
@@ -264,7 +273,7 @@ def run_pipeline(work="work", *, dataset: str = "digits", preset_name: str = DEF
         stop_unless(accept_poor_table, "fit", f"the latency table {table} is too poor to solve on ({poor})",
                     "time them again on a quiet device" if device_samples else
                     "re-run when this machine is quiet, add --reprofile to delete the samples and profile again",
-                    "--accept-poor-table")
+                    "--accept-poor-table", work)
 
     target = target_ms
     if target is None:
@@ -327,7 +336,7 @@ def run_pipeline(work="work", *, dataset: str = "digits", preset_name: str = DEF
                        "model bias": f"raise --refine-rounds (now {refine_rounds or left['max_rounds']}: each round "
                                      f"adds the answers' timings to the fit again)"}.get(
                     left.get("blocked_by"), f"delete {refined} to refine again and learn what blocked it")
-                stop_unless(accept_unconverged, "refine", problem, fix, "--accept-unconverged")
+                stop_unless(accept_unconverged, "refine", problem, fix, "--accept-unconverged", work)
         if target_ms is None and target is not None:
             from tfwidth import mrf
             from tfwidth.latency import LatencyTable
