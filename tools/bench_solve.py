@@ -26,6 +26,7 @@ import tfwidth  # noqa: E402,F401
 from tfwidth.latency import LatencyTable
 from tfwidth.solve import METHODS, latency_range, solve
 from tfwidth.space import preset
+from tfwidth.errors import run_cli
 from tfwidth.stats import WidthStats
 
 
@@ -161,4 +162,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))
