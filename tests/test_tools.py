@@ -297,3 +297,12 @@ def test_bench_solve_synthetic_table_of_any_architecture(name):
     assert len(costs) == space.num_layers and len(table.terms) == len(terms)
     ms = table.predict(space.uniform(1.0))
     assert 20 < ms < 35  # ~25 ms plus the overheads, whatever the noise
+
+
+def test_bench_latency_sets_follow_the_preset():
+    import types
+    import bench_latency
+    from tfwidth.space import preset
+    a = types.SimpleNamespace(quick=True, resolutions=[32, 64], fewshot=False, preset="mobilenet_v2_cifar")
+    assert [s["space_hash"] for s in bench_latency.device_sets(a)] == [
+        preset("mobilenet_v2_cifar", resolution=r).space_hash for r in (32, 64)]
