@@ -277,3 +277,32 @@ def test_e2e_folder_run_names_its_data_and_keeps_its_own_docs_section(tmp_path):
     again = bench_e2e.splice_section(out, "# Benchmarks\n\n## End-to-end: npz\nnew cifar\n",
                                      bench_e2e.section_marker(npz))
     assert "old cifar" not in again and "new cifar" in again and ": folder\nnew" in again
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2"])
+def test_bench_solve_synthetic_table_of_any_architecture(name):
+    """The synthetic latency terms carry every MAC of the network (so latency ~ MACs) and fit the table's layout."""
+    import bench_solve
+    from tfwidth.space import preset
+    space = preset(name)
+    rng = np.random.default_rng(1)
+    terms = space.architecture.latency_terms(space)
+    macs = bench_solve.term_macs(space)
+    for _ in range(5):
+        w = space.random_widths(rng)
+        idx = space.to_indices(w)
+        got = sum(float(m[tuple(idx[v] for v in t.variables)]) for m, t in zip(macs, terms))
+        assert got == pytest.approx(space.macs(w), rel=1e-12)
+    space, costs, table = bench_solve.synthetic(0, preset_name=name)
+    assert len(costs) == space.num_layers and len(table.terms) == len(terms)
+    ms = table.predict(space.uniform(1.0))
+    assert 20 < ms < 35  # ~25 ms plus the overheads, whatever the noise
+
+
+def test_bench_latency_sets_follow_the_preset():
+    import types
+    import bench_latency
+    from tfwidth.space import preset
+    a = types.SimpleNamespace(quick=True, resolutions=[32, 64], fewshot=False, preset="mobilenet_v2_cifar")
+    assert [s["space_hash"] for s in bench_latency.device_sets(a)] == [
+        preset("mobilenet_v2_cifar", resolution=r).space_hash for r in (32, 64)]

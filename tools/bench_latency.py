@@ -14,6 +14,11 @@ without the prior. Variants/s against one converter run, timed in this run.
     python tools/bench_latency.py                  # 25 min quiet, ~80 busy: everything (resumable: run it again)
     python tools/bench_latency.py --quick          # ~5 min: 32 and 64 px, 250 train / 60 val / 60 test
     python tools/bench_latency.py --fit-only       # re-fit and re-score the timings in --workdir (any machine load)
+    python tools/bench_latency.py --preset mobilenet_v2 --variants-only    # ~2 min: variants/s at 224 px only
+
+--preset picks the architecture and its space (default mobilenet_v1; at each of --resolutions). --variants-only
+converts the fp32 and int8 templates (kept like the others) and measures variants/s from each against one fp32
+converter run timed now: no plan is timed, nothing is fitted (default resolution 224).
 
 Work files (templates, plans, samples) and the report (report.json, report.md) go to --workdir. Timings are reused
 only when their key (tools/_cache.py: template digest, plan, protocol, profiler code) matches; the converter is
@@ -66,15 +71,23 @@ def converter_seconds(space) -> float:
     return time.perf_counter() - t0
 
 
-def variants_per_second(path: Path, seconds: float = 5.0) -> float:
+def variants_rates(path: Path, seconds: float = 5.0) -> tuple[float, float]:
+    """Random variants cut from the template at ``path`` for ``seconds`` of wall time: (per wall second, per CPU
+    second of this process). Cutting is single-threaded, so the second is what a machine with a free core gives when
+    other work shares this one (the first then drops with the load)."""
     from device_profiler.variants import load
     maker = load(path)
     rng = np.random.default_rng(0)
-    n, t0 = 0, time.perf_counter()
+    n, t0, c0 = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds:
         maker.make([c[rng.integers(len(c))] for c in maker.choices])
         n += 1
-    return n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0), n / max(time.process_time() - c0, 1e-9)
+
+
+def variants_per_second(path: Path, seconds: float = 5.0) -> float:
+    """Random variants cut from the template at ``path`` per wall second (``variants_rates``)."""
+    return variants_rates(path, seconds)[0]
 
 
 def timed(tpl: Path, plan: dict, out: Path, cpu: int, kernels: str = "default") -> dict:
@@ -96,6 +109,31 @@ def timed(tpl: Path, plan: dict, out: Path, cpu: int, kernels: str = "default") 
     return {"wall_s": time.perf_counter() - t0}
 
 
+def variants_only(a, workdir: Path, fig: dict) -> None:
+    """Variants/s cut from each resolution's fp32 and int8 templates, each beside one fp32 converter run of the same
+    space timed now (the ratio is a same-run one); printed with the 224 px bar and written to variants.json. The
+    templates are time_all's (same directories and keys), so either run reuses the other's."""
+    fig["variants"] = {}
+    for r in a.resolutions:
+        space = preset(a.preset, resolution=r)
+        row = {}
+        for fmt, name in (("fp32", f"r{r}"), ("int8", f"r{r}_int8_default")):
+            tpl = workdir / name / "template.tflite"
+            tpl.parent.mkdir(parents=True, exist_ok=True)
+            row[f"{fmt}_template_s"] = template(space, fmt, tpl)
+            row[f"{fmt}_per_s"], row[f"{fmt}_per_cpu_s"] = variants_rates(tpl, a.variant_seconds)
+        row["convert_s"] = converter_seconds(space)
+        fig["variants"][str(r)] = row
+        for fmt in ("fp32", "int8"):
+            v, vc = row[f"{fmt}_per_s"], row[f"{fmt}_per_cpu_s"]
+            bar = (f"; bar >= 50/s at 224 px: {'PASS' if v >= 50 else 'FAIL'}" if r == 224 else "")
+            print(f"[{a.preset} {r} px {fmt}] variants: {v:.0f}/s ({vc:.0f} per CPU second), {v * row['convert_s']:.0f}x "
+                  f"one fp32 converter run timed now ({row['convert_s']:.1f} s){bar}", flush=True)
+    fig["load_avg_end"] = os.getloadavg()
+    print(load_sentence(fig["load_avg_start"][0], fig["load_avg_end"][0], os.cpu_count()))
+    write_json(workdir / "variants.json", fig)
+
+
 def device_sets(a) -> list[dict]:
     """What is timed: one dict per device setting (name, resolution, format, kernels, plan sizes), in the order
     they are timed (the cheap resolutions first, so a short session still has whole sets)."""
@@ -105,13 +143,13 @@ def device_sets(a) -> list[dict]:
     for r in a.resolutions:
         half = r >= 224 and not q  # reported, no bar: half the sizes (each network takes ~3x the 128 px one)
         (big if half else sets).append({"name": f"r{r}", "resolution": r, "format": "fp32", "kernels": "default",
-                                        "space_hash": preset("mobilenet_v1", resolution=r).space_hash,
+                                        "space_hash": preset(a.preset, resolution=r).space_hash,
                                         "train": n_train // 2 if half else n_train, "val": n_val // 2 if half else n_val,
                                         "test": n_test // 2 if half else n_test})
     if a.fewshot and not q and 64 in a.resolutions:
         for fmt, kernels in (("int8", "default"), ("fp32", "builtin")):
             sets.append({"name": f"r64_{fmt}_{kernels}", "resolution": 64, "format": fmt, "kernels": kernels,
-                         "space_hash": preset("mobilenet_v1", resolution=64).space_hash,
+                         "space_hash": preset(a.preset, resolution=64).space_hash,
                          "train": max(FEWSHOT_SIZES), "val": 0, "test": n_test})
     return sets + big
 
@@ -122,7 +160,7 @@ def time_all(a, workdir: Path, fig: dict) -> None:
     for s in device_sets(a):
         d = workdir / s["name"]
         d.mkdir(parents=True, exist_ok=True)
-        space = preset("mobilenet_v1", resolution=s["resolution"])
+        space = preset(a.preset, resolution=s["resolution"])
         tpl = d / "template.tflite"
         conv = template(space, s["format"], tpl)
         row = {"convert_s": conv}
@@ -140,7 +178,7 @@ def time_all(a, workdir: Path, fig: dict) -> None:
         fig["timing"][s["name"]] = row
     # the converter's baseline, timed in this run whatever the cache held
     r = 224 if 224 in a.resolutions else max(a.resolutions)
-    fig["convert_s"] = {str(r): converter_seconds(preset("mobilenet_v1", resolution=r))}
+    fig["convert_s"] = {str(r): converter_seconds(preset(a.preset, resolution=r))}
     for name, row in fig["timing"].items():
         if row.get("variants_per_s"):
             print(f"[{name}] variants: {row['variants_per_s']:.0f}/s, {row['variants_per_s'] * fig['convert_s'][str(r)]:.0f}x "
@@ -228,7 +266,7 @@ def report(a, workdir: Path, fig: dict) -> None:
         if s["val"] == 0:
             continue
         d = workdir / name
-        space = preset("mobilenet_v1", resolution=s["resolution"])
+        space = preset(a.preset, resolution=s["resolution"])
         train, val = _load(d / "train.jsonl"), _load(d / "val.jsonl")
         ta, tb = _load(d / "test_a.jsonl"), _load(d / "test_b.jsonl")
         if not (train and val and ta and tb):
@@ -285,7 +323,7 @@ def report(a, workdir: Path, fig: dict) -> None:
     for label, src, dst in pairs:
         if src not in tables or dst not in sets or not (workdir / dst / "test_a.jsonl").exists():
             continue
-        space = preset("mobilenet_v1", resolution=sets[dst]["resolution"])
+        space = preset(a.preset, resolution=sets[dst]["resolution"])
         train = sorted(_load(workdir / dst / "train.jsonl"), key=lambda r: r["index"])
         ta, tb = _load(workdir / dst / "test_a.jsonl"), _load(workdir / dst / "test_b.jsonl")
         if len(train) < max(FEWSHOT_SIZES) or not ta or not tb:
@@ -352,6 +390,11 @@ def report(a, workdir: Path, fig: dict) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="mobilenet_v1", help="the space, at each resolution (default mobilenet_v1)")
+    p.add_argument("--variants-only", action="store_true",
+                   help="templates and variants/s only (fp32 and int8, default 224 px): no timing, no fit")
+    p.add_argument("--variant-seconds", type=float, default=5.0,
+                   help="with --variants-only: seconds of cutting per template (default 5)")
     p.add_argument("--quick", action="store_true", help="32 and 64 px, 250 train / 60 val / 60 test, no few-shot")
     p.add_argument("--resolutions", default=None, help="comma-separated (default 32,64,128,224)")
     p.add_argument("--train", type=int, default=1000, help="stratified training configurations (default 1000)")
@@ -364,14 +407,20 @@ def main(argv=None) -> int:
     p.add_argument("--time-only", action="store_true", help="time everything, fit nothing")
     p.add_argument("--fit-only", action="store_true", help="re-fit and re-score the timings in --workdir")
     a = p.parse_args(argv)
-    a.resolutions = [int(r) for r in (a.resolutions or ("32,64" if a.quick else "32,64,128,224")).split(",")]
-    workdir = Path(a.workdir or ("bench_latency_quick" if a.quick else "bench_latency"))
+    default = "224" if a.variants_only else "32,64" if a.quick else "32,64,128,224"
+    a.resolutions = [int(r) for r in (a.resolutions or default).split(",")]
+    # another preset's templates and timings never share mobilenet_v1's default work directory
+    suffix = "" if a.preset == "mobilenet_v1" else f"_{a.preset}"
+    workdir = Path(a.workdir or ("bench_latency_quick" if a.quick else "bench_latency") + suffix)
     workdir.mkdir(parents=True, exist_ok=True)
-    fig: dict = {"resolutions": a.resolutions, "cpu": a.cpu, "load_avg_start": os.getloadavg(),
+    fig: dict = {"preset": a.preset, "resolutions": a.resolutions, "cpu": a.cpu, "load_avg_start": os.getloadavg(),
                  "sets": device_sets(a)}
-    print(f"bench_latency: MobileNetV1 at {', '.join(map(str, a.resolutions))} px, LiteRT, 1 thread pinned to cpu "
+    print(f"bench_latency: {a.preset} at {', '.join(map(str, a.resolutions))} px, LiteRT, 1 thread pinned to cpu "
           f"{a.cpu}; workdir {_cache.relative(workdir)}; load average {fig['load_avg_start'][0]:.1f} on "
           f"{os.cpu_count()} cores", flush=True)
+    if a.variants_only:
+        variants_only(a, workdir, fig)
+        return 0
     if not a.fit_only:
         time_all(a, workdir, fig)
     elif (workdir / "timing.json").exists():

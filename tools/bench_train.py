@@ -1,9 +1,11 @@
 """Per-step training time of the supernet vs. plain models at the same widths, interleaved in one run.
 
-    .venv/bin/python tools/bench_train.py [--batch 64] [--rounds 5] [--resolution 32]
+    .venv/bin/python tools/bench_train.py [--preset mobilenet_v1_cifar] [--batch 64] [--rounds 5] [--resolution R]
 
+Any preset (default mobilenet_v1_cifar, at its own resolution unless --resolution is given); everything below goes
+through its architecture (the plain model its ``build``, the supernet its slimmable layers).
 (a) one SGD step of the supernet at fixed widths (widths as a tensor: the sliced path) vs. a plain model at the
-    same widths, at 1.0x and 1.5x of the mobilenet_v1_cifar preset. Two plain baselines: the deployable Keras model
+    same widths, at 1.0x and 1.5x of the preset. Two plain baselines: the deployable Keras model
     (the architecture's plain model, 1x1 Conv2D) and the supernet's own code traced with constant widths (static
     shapes, matmul pointwise): the latter isolates the cost of runtime widths.
 (b) one full sandwich step (max + min + one random configuration, one optimizer step) vs. the sum of the three plain
@@ -11,7 +13,8 @@
     so its plain counterpart is the max model. all-layers sampling (per batch, sliced): counterpart is the plain
     model at the mean random configuration (uniform 0.85x), approximate since the widths change every step.
     Also measured: all-layers with per-example masks (every layer masked), the alternative we did not pick.
-Bars: (a) <= 1.10x, (b) <= 1.15x. Times are medians over rounds; only same-run ratios mean anything here.
+Bars: (a) <= 1.10x, (b) <= 1.15x. Times are medians over rounds; only same-run ratios mean anything here. The
+spread of (a) is the range of its per-round ratios (each round times both steps back to back).
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 from tfwidth.space import preset  # noqa: E402
+from tfwidth.errors import run_cli  # noqa: E402
 from tfwidth.supernet import Supernet  # noqa: E402
 
 
@@ -77,13 +81,15 @@ def sandwich(space, sampling, per_example_all=False, stats=True):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--preset", default="mobilenet_v1_cifar")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--resolution", type=int, default=None, help="default: the preset's")
     a = p.parse_args(argv)
-    space = preset("mobilenet_v1_cifar", resolution=a.resolution)
+    space = preset(a.preset, resolution=a.resolution)
     rng = np.random.default_rng(0)
-    x = tf.constant(rng.normal(size=(a.batch, a.resolution, a.resolution, 3)).astype(np.float32))
+    x = tf.constant(rng.normal(size=(a.batch, space.resolution, space.resolution, space.in_channels))
+                    .astype(np.float32))
     y = tf.constant(rng.integers(0, space.classes, a.batch).astype(np.int32))
 
     w10, w15, wmin, w085 = space.uniform(1.0), space.max_widths, space.min_widths, space.uniform(0.85)
@@ -105,7 +111,7 @@ def main(argv=None):
         for _ in range(2):
             f(x, y)
     print(f"traced and warmed {len(steps)} step functions in {time.perf_counter() - t0:.0f} s; "
-          f"batch {a.batch}, {a.resolution}px, {a.rounds} interleaved rounds", flush=True)
+          f"batch {a.batch}, {space.name} at {space.resolution}px, {a.rounds} interleaved rounds", flush=True)
     times = {k: [] for k in steps}
     for r in range(a.rounds):
         for name, f in steps.items():
@@ -118,8 +124,10 @@ def main(argv=None):
 
     print("\n(a) supernet at fixed widths / plain at the same widths (bar <= 1.10)")
     for tag in ("1.0", "1.5"):
-        print(f"  {tag}x: vs plain Keras (Conv2D 1x1) {med[f'supernet_{tag}'] / med[f'plain_keras_{tag}']:.3f}, "
-              f"vs static-shape matmul {med[f'supernet_{tag}'] / med[f'plain_static_{tag}']:.3f}")
+        print(f"  {tag}x: vs plain Keras (Conv2D 1x1) {med[f'supernet_{tag}'] / med[f'plain_keras_{tag}']:.3f} "
+              f"{spread(times, f'supernet_{tag}', f'plain_keras_{tag}')}, "
+              f"vs static-shape matmul {med[f'supernet_{tag}'] / med[f'plain_static_{tag}']:.3f} "
+              f"{spread(times, f'supernet_{tag}', f'plain_static_{tag}')}")
     print("(b) sandwich step / sum of its plain steps (bar <= 1.15)")
     for base in ("keras", "static"):
         one = med[f"plain_{base}_1.5"] * 2 + med[f"plain_{base}_min"]
@@ -132,6 +140,12 @@ def main(argv=None):
     return 0
 
 
+def spread(times: dict, num: str, den: str) -> str:
+    """'(per round a..b)': the range of the per-round ratios of two steps' times (lists of seconds, one per round)."""
+    r = [n / d for n, d in zip(times[num], times[den])]
+    return f"(per round {min(r):.3f}..{max(r):.3f})"
+
+
 def _sync(out):
     # Pull one value to the host so the step has really finished before the clock stops.
     if isinstance(out, dict):
@@ -140,4 +154,4 @@ def _sync(out):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))
