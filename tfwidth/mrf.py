@@ -354,7 +354,9 @@ def _edge_step(V: np.ndarray, ae: np.ndarray, offs: list, shape: tuple):
             np.max(cand, axis=0, out=W[b])
         return W, V
     W = np.full((kb,) + shape, -np.inf)
-    arg = np.zeros((kb,) + shape, dtype=np.int16)
+    # the child's state behind each cell: one byte holds any variable's choices (memory: docs/benchmarks.md,
+    # "MobileNetV2 (issue 20)")
+    arg = np.zeros((kb,) + shape, dtype=np.uint8 if ka <= 256 else np.int32)
     for b in range(kb):
         for a in range(ka):
             off = tuple(int(o[a, b]) for o in offs)
@@ -398,11 +400,12 @@ def _merge(V: np.ndarray, M: np.ndarray, shape: tuple):
     only the points s where M[b] rises are tried (a leaf child: at most its number of states). Returns out, the
     rising points per b and the index of the one used at each cell."""
     out = np.full_like(V, -np.inf)
-    arg = np.full(V.shape, -1, dtype=np.int32)
-    points = []
+    points = [_breakpoints(M[b]) for b in range(V.shape[0])]
+    # the index of the rising point used at each cell (cells no point reaches are never read): one byte when a
+    # leaf child (at most its number of states) is merged, which is every merge on MobileNetV2's tree
+    arg = np.zeros(V.shape, dtype=np.uint8 if max(len(p) for p in points) <= 256 else np.int32)
     for b in range(V.shape[0]):
-        pts = _breakpoints(M[b])
-        points.append(pts)
+        pts = points[b]
         for i, s in enumerate(pts):
             dst = (b,) + tuple(slice(int(o), None) for o in s)
             src = V[(b,) + tuple(slice(0, n - int(o)) for o, n in zip(s, shape))] + M[(b,) + tuple(s)]
@@ -494,6 +497,15 @@ def exact(acc, lat, target: float, extra=None, resolution: float | None = None, 
     ``extra_bins`` bins (refined likewise).
     """
     acc, lat, extra = _prepare(acc, lat, extra)
+    if extra:
+        # The answer under the latency budget alone bounds the answer under every budget from above; when it meets
+        # the other budgets too it is that answer, and the DP over several budgets (bins multiply: ~100x the time
+        # and memory on MobileNetV2) is not needed.
+        alone = exact(acc, lat, target, None, resolution, extra_bins, max_cells, refine)
+        if alone.feasible and _fits(alone.latency, tuple(c.total(alone.indices) for c, _ in extra), target, extra):
+            return dataclasses.replace(alone, extras=tuple(c.total(alone.indices) for c, _ in extra))
+        if not alone.feasible and alone.certified:
+            return alone  # nothing meets the latency budget: nothing meets them all
     if resolution is None:
         resolution = min(0.01, abs(target) / 1000) or 0.01
     limits = [float(target)] + [lim for _, lim in extra]
