@@ -191,6 +191,26 @@ def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
     return np.squeeze(m, axis) + np.log(np.sum(np.exp(a - m), axis=axis))
 
 
+def _inside_outside(tr: _Tree, base, E, reduce):
+    """Both passes of belief propagation on the folded tree with ``reduce(array, axis)`` (max: max-sum; log-sum-exp:
+    sum-product in log space). Returns (inside, outside, edge): inside[v][c] + outside[v][c] is the reduction over
+    every configuration with v in state c; edge[w][a, b] (w not the root) the same with w in state a and its parent
+    in state b, indexed as E[w]."""
+    inside, msgs = _upward(tr, base, E, lambda w, x, e: reduce(x[:, None] + e, axis=0))
+    outside, edge = [None] * len(E), [None] * len(E)
+    outside[tr.root] = np.zeros_like(inside[tr.root])
+    for v in reversed(tr.order):
+        for w in tr.children[v]:
+            rest = outside[v]  # everything outside w's subtree, per state of v
+            for o in tr.children[v]:
+                if o != w:
+                    rest = rest + msgs[o]
+            around = E[w] + rest[None, :]
+            outside[w] = reduce(around, axis=1)
+            edge[w] = inside[w][:, None] + around
+    return inside, outside, edge
+
+
 def marginals(acc, lat, gamma: float, T: float) -> list[np.ndarray]:
     """Per variable, P(state) under p(idx) ~ exp((acc(idx) - gamma * lat(idx)) / T), by sum-product in log space
     (leaves to root, then root to leaves; on a chain: forward-backward).
@@ -200,16 +220,7 @@ def marginals(acc, lat, gamma: float, T: float) -> list[np.ndarray]:
     if not T > 0:
         raise ValueError(f"temperature must be > 0, got {T}")
     tr, base, E = _folded(combine([(1.0 / T, _as_tree(acc)), (-gamma / T, _as_tree(lat))]))
-    inside, msgs = _upward(tr, base, E, lambda w, x, e: _logsumexp(x[:, None] + e, axis=0))
-    outside = [None] * len(E)
-    outside[tr.root] = np.zeros_like(inside[tr.root])
-    for v in reversed(tr.order):
-        for w in tr.children[v]:
-            rest = outside[v]  # everything outside w's subtree, per state of v
-            for o in tr.children[v]:
-                if o != w:
-                    rest = rest + msgs[o]
-            outside[w] = _logsumexp(E[w] + rest[None, :], axis=1)
+    inside, outside, _ = _inside_outside(tr, base, E, _logsumexp)
     out = []
     for i in range(len(E)):
         lp = inside[i] + outside[i]
@@ -341,24 +352,32 @@ def _edge_step(V: np.ndarray, ae: np.ndarray, offs: list, shape: tuple):
     One budget: the max over a as one contiguous reduction per state (argmax along the short axis was 3/4 of the
     time)."""
     ka, kb = ae.shape
+    # States left out (-inf: a state with no configuration, or one exact's pruning removed) cost nothing: V is
+    # non-decreasing along every budget, so its last cell says whether a state has any finite cell.
+    alive = np.isfinite(V.reshape(ka, -1)[:, -1])
+    pairs = [[a for a in range(ka) if alive[a] and np.isfinite(ae[a, b])] for b in range(kb)]
     if len(shape) == 1:
         n, off = shape[0], offs[0]
         cand = np.empty((ka, n))
         W = np.empty((kb, n))
         for b in range(kb):
-            cand.fill(-np.inf)
-            for a in range(ka):
+            if not pairs[b]:
+                W[b].fill(-np.inf)
+                continue
+            c = cand[:len(pairs[b])]
+            c.fill(-np.inf)
+            for i, a in enumerate(pairs[b]):
                 o = int(off[a, b])
                 if o < n:
-                    np.add(V[a, :n - o], ae[a, b], out=cand[a, o:])
-            np.max(cand, axis=0, out=W[b])
+                    np.add(V[a, :n - o], ae[a, b], out=c[i, o:])
+            np.max(c, axis=0, out=W[b])
         return W, V
     W = np.full((kb,) + shape, -np.inf)
     # the child's state behind each cell: one byte holds any variable's choices (memory: docs/benchmarks.md,
     # "MobileNetV2 (issue 20)")
     arg = np.zeros((kb,) + shape, dtype=np.uint8 if ka <= 256 else np.int32)
     for b in range(kb):
-        for a in range(ka):
+        for a in pairs[b]:
             off = tuple(int(o[a, b]) for o in offs)
             if any(o >= n for o, n in zip(off, shape)):
                 continue
@@ -405,7 +424,7 @@ def _merge(V: np.ndarray, M: np.ndarray, shape: tuple):
     # leaf child (at most its number of states) is merged, which is every merge on MobileNetV2's tree
     arg = np.zeros(V.shape, dtype=np.uint8 if max(len(p) for p in points) <= 256 else np.int32)
     for b in range(V.shape[0]):
-        pts = points[b]
+        pts = points[b] if np.isfinite(V[b].reshape(-1)[-1]) else ()  # a state left out stays out
         for i, s in enumerate(pts):
             dst = (b,) + tuple(slice(int(o), None) for o in s)
             src = V[(b,) + tuple(slice(0, n - int(o)) for o, n in zip(s, shape))] + M[(b,) + tuple(s)]
@@ -485,6 +504,34 @@ def _budget_dp(acc: GraphCost, costs: list[GraphCost], bins: list[int], res: lis
     return paths
 
 
+def _pruned(acc: GraphCost, lat: GraphCost, target: float, extra: list, bound: Solution) -> GraphCost:
+    """``acc`` with -inf on every state and edge state that no configuration scoring at least ``bound.objective``
+    within the budgets passes through: Lagrangian reduced-cost fixing with ``bound``'s multipliers (OWS's). For any
+    configuration within the budgets and multipliers >= 0, acc <= acc - gamma * (lat - target) - sum mu_j * (c_j -
+    limit_j); the right side's max-marginals bound every configuration through a state, so a state whose bound is
+    below ``bound.objective`` holds none that is better than it. The exact DP then skips those states."""
+    gamma, mus = float(bound.gamma or 0.0), tuple(bound.mus)
+    score = combine([(1.0, acc), (-gamma, lat)] + [(-mu, c) for mu, (c, _) in zip(mus, extra)])
+    const = gamma * target + sum(mu * lim for mu, (_, lim) in zip(mus, extra))
+    tr, base, E = _folded(score)
+    inside, outside, edge = _inside_outside(tr, base, E, np.max)
+    keep = bound.objective - const - 1e-9 * (1.0 + abs(bound.objective) + abs(const))
+    unary = [np.where(inside[v] + outside[v] >= keep, u, -np.inf) for v, u in enumerate(acc.unary)]
+    pairwise = list(acc.pairwise)
+    for w in tr.order:
+        if w != tr.root:
+            ok = edge[w] >= keep
+            pairwise[tr.edge[w]] = np.where(ok.T if tr.flip[w] else ok, pairwise[tr.edge[w]], -np.inf)
+    return GraphCost(tuple(unary), tuple(pairwise), acc.edges)
+
+
+def _restricted(costs: list, keep: list) -> list:
+    """Each cost on the states ``keep[v]`` of each variable only (sorted indices into its choices)."""
+    return [GraphCost(tuple(u[k] for u, k in zip(c.unary, keep)),
+                      tuple(p[np.ix_(keep[i], keep[j])] for p, (i, j) in zip(c.pairwise, c.edges)), c.edges)
+            for c in costs]
+
+
 def exact(acc, lat, target: float, extra=None, resolution: float | None = None, extra_bins: int = 200,
           max_cells: int = 1 << 19, refine: int = 3) -> Solution:
     """The constrained optimum by dynamic programming over discretised budgets.
@@ -513,13 +560,25 @@ def exact(acc, lat, target: float, extra=None, resolution: float | None = None, 
     res = [float(resolution)] + [max(abs(lim), 1e-300) / extra_bins for lim in limits[1:]]
     evals, best_lb, ub = 0, None, float("inf")
     nterms = len(acc.unary)
+    # The Lagrangian answer is feasible and its multipliers bound every configuration: states that cannot beat it
+    # are left out of the DP (_pruned), re-pruned with each better feasible answer the DP finds. Exact all the same,
+    # and the DP's cost falls with the states it skips (most of them on MobileNetV2's tree: docs/benchmarks.md).
+    lagrangian = ows(acc, lat, target, extra)  # (its Viterbi passes are not counted: evaluations are DP passes here)
+    bound = lagrangian if lagrangian.feasible and _fits(lagrangian.latency, lagrangian.extras, target, extra) else None
     for step in range(refine + 1):
         bins = [lim / r for lim, r in zip(limits, res)]
         evals += 1
+        if best_lb is not None and (bound is None or best_lb.objective > bound.objective):
+            bound = dataclasses.replace(best_lb, gamma=lagrangian.gamma, mus=lagrangian.mus)
+        dp_acc = acc if bound is None or lagrangian.gamma is None else _pruned(acc, lat, target, extra, bound)
+        # The DP runs on the states left (their tables are the memory and most of the time), indices mapped back.
+        keep = [np.flatnonzero(np.isfinite(u)) for u in dp_acc.unary]
+        r_acc, *r_costs = _restricted([dp_acc] + costs, keep)
         # Rounding every term down relaxes the budgets: the optimum found is an upper bound, and optimal if it
         # truly fits. The same tables also give, for the budgets tightened by j bins, paths whose rounding error
         # (< 1 bin per term) is covered once j >= number of terms: truly feasible candidates, a lower bound.
-        paths = _budget_dp(acc, costs, bins, res, np.floor, fallbacks=nterms)
+        paths = [tuple(int(k[i]) for k, i in zip(keep, p))
+                 for p in _budget_dp(r_acc, r_costs, bins, res, np.floor, fallbacks=nterms)]
         if not paths:
             return Solution("exact", None, evaluations=evals)  # the relaxation is infeasible, so the problem is
         s_up = _evaluate("exact", paths[0], acc, lat, extra)
@@ -542,7 +601,7 @@ def exact(acc, lat, target: float, extra=None, resolution: float | None = None, 
     if best_lb is None:
         # The grid is too coarse to hold any path under the conservative rounding (a target a hair above the
         # fastest configuration): fall back on the Lagrangian answer, feasible whenever its search finds one.
-        fb = ows(acc, lat, target, extra)
+        fb = lagrangian
         if not fb.feasible:
             return Solution("exact", None, certified=False, gap=float("inf"), evaluations=evals)
         best_lb = dataclasses.replace(fb, method="exact", gamma=None, mus=())
