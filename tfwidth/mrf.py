@@ -540,8 +540,10 @@ def exact(acc, lat, target: float, extra=None, resolution: float | None = None, 
     true one from above, and is it when it truly fits (certified). Otherwise the best truly feasible path among the
     DP's answers for budgets tightened by 1..n bins (n terms: enough to absorb the rounding) is a lower bound; if the
     bounds differ the grid of each overrun budget is refined (x4 per step while the DP stays under ``max_cells``
-    cells per state) and at worst the best feasible path is returned with its ``gap`` to the bound. Latency resolution: min(0.01, target / 1000) unless given; each extra budget gets
-    ``extra_bins`` bins (refined likewise).
+    cells per state, scaled up by the share of states the Lagrangian pruning left out) and at worst the best feasible
+    path is returned with its ``gap`` to the bound. Latency resolution: min(0.01, target / 1000) unless given; each
+    extra budget gets ``extra_bins`` bins (refined likewise). States that cannot beat the best feasible answer known
+    (OWS's, then the DP's) are left out of the DP first (``_pruned``): the same optimum, far fewer states.
     """
     acc, lat, extra = _prepare(acc, lat, extra)
     if extra:
@@ -595,7 +597,9 @@ def exact(acc, lat, target: float, extra=None, resolution: float | None = None, 
         # Refine only the budgets the relaxed path overran: the others' rounding did not make it infeasible.
         over = [s_up.latency > target] + [v > lim for v, (_, lim) in zip(s_up.extras, extra)]
         finer = [r / 4 if o else r for r, o in zip(res, over)]
-        if step == refine or np.prod([lim / r + 1 for lim, r in zip(limits, finer)]) > max_cells:
+        # max_cells bounds the work and memory of a DP over every state; over fewer states, more cells cost the same
+        cap = max_cells * sum(len(u) for u in acc.unary) / max(1, sum(len(k) for k in keep))
+        if step == refine or np.prod([lim / r + 1 for lim, r in zip(limits, finer)]) > cap:
             break
         res = finer
     if best_lb is None:
