@@ -306,3 +306,18 @@ def test_bench_latency_sets_follow_the_preset():
     a = types.SimpleNamespace(quick=True, resolutions=[32, 64], fewshot=False, preset="mobilenet_v2_cifar")
     assert [s["space_hash"] for s in bench_latency.device_sets(a)] == [
         preset("mobilenet_v2_cifar", resolution=r).space_hash for r in (32, 64)]
+
+
+def test_bench_exact_compares_with_a_revision_on_the_same_targets(capsys):
+    """Against this checkout's own HEAD the two solvers are the same code (in a clean clone): same answers, every
+    line says so."""
+    import bench_exact
+    if not (Path(bench_exact.ROOT) / ".git").exists():
+        pytest.skip("not a git checkout")
+    assert bench_exact.main(["--preset", "mobilenet_v1", "--points", "2", "--baseline", "HEAD"]) == 0
+    out = capsys.readouterr().out
+    lines = [l for l in out.splitlines() if l.startswith("target")]
+    assert len(lines) == 2 and all("objective new - old +0.000000" in l and "other widths" not in l for l in lines)
+    from tfwidth.errors import UsageError
+    with pytest.raises(UsageError, match="cannot read tfwidth/mrf.py at revision 'no-such-rev'"):
+        bench_exact.load_revision("no-such-rev")
