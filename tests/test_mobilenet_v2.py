@@ -45,6 +45,8 @@ def test_the_preset_is_the_papers_network():
     assert s.feature_sizes()[-1] == 7 and preset("mobilenet_v2_cifar").feature_sizes()[-1] == 4
     assert all(c[0] >= 8 and all(x % 8 == 0 for x in c) for c in s.choices)
     assert _is_tree(25, s.edges) and not s.architecture.edges(s) == tuple((i, i + 1) for i in range(24))
+    # every artefact records its space's hash: pinned as first released
+    assert (s.space_hash, preset("mobilenet_v2_cifar").space_hash) == ("c97195e884f08557", "a3bbbf3865553804")
 
 
 def test_parameters_equal_keras_applications_mobilenet_v2():

@@ -65,6 +65,11 @@ def _variables(stages: int) -> tuple:
     return tuple(out) + (("last", stages, block),)
 
 
+def _first_block(stage: int) -> int:
+    """The index (1-based) of ``stage``'s first block."""
+    return 1 + sum(n for _, _, n, _ in STAGES[:stage - 1])
+
+
 # number of variables -> stages: the spaces of the first k stages have distinct sizes
 _STAGES_OF = {len(_variables(k)): k for k in range(1, len(STAGES) + 1)}
 
@@ -80,8 +85,7 @@ def base_widths(stages: int = len(STAGES)) -> tuple:
         elif kind == "last":
             out.append(LAST)
         else:  # the block's input: the previous stage's width for a stage's first block, else the stage's own
-            first = b == 1 + sum(n for _, _, n, _ in STAGES[:s - 1])
-            out.append(STAGES[s - 1][0] * (STAGES[s - 2][1] if first else STAGES[s - 1][1]))
+            out.append(STAGES[s - 1][0] * (STAGES[s - 2][1] if b == _first_block(s) else STAGES[s - 1][1]))
     return tuple(out)
 
 
@@ -94,8 +98,7 @@ def strides(stem: int, stage_strides) -> tuple:
         elif kind == "last":
             out.append(1)
         else:
-            first = b == 1 + sum(n for _, _, n, _ in STAGES[:s - 1])
-            out.append(stage_strides[s - 1] if kind == "stage" or first else 1)
+            out.append(stage_strides[s - 1] if kind == "stage" or b == _first_block(s) else 1)
     return tuple(out)
 
 
