@@ -321,3 +321,37 @@ def test_bench_exact_compares_with_a_revision_on_the_same_targets(capsys):
     from tfwidth.errors import UsageError
     with pytest.raises(UsageError, match="cannot read tfwidth/mrf.py at revision 'no-such-rev'"):
         bench_exact.load_revision("no-such-rev")
+
+
+def test_e2e_plot_holds_another_architectures_run(tmp_path, monkeypatch):
+    """--plot-with: the report's plot draws the other work directory's answers and uniform curve beside this run's,
+    each labelled with its space's name; a directory with no evaluated seed is refused in one line."""
+    import bench_e2e
+    import matplotlib.axes
+    from tfwidth.space import preset
+    works = {}
+    for name in ("mobilenet_v1_cifar", "mobilenet_v2_cifar"):
+        w = tmp_path / name
+        w.mkdir()
+        (w / "targets.json").write_text(json.dumps({"targets": [{"mult": m, "measured_ms": t} for m, t in
+                                                                ((0.5, 0.2), (0.75, 0.5), (1.0, 0.65))]}))
+        (w / "table.json").write_text("{}")
+        preset(name).save(w / "space.json")
+        e2e_seed(w, 0, "k1", True, 0)
+        works[name] = w
+    labels = []
+    real = matplotlib.axes.Axes.errorbar
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar",
+                        lambda self, *x, **kw: labels.append(kw.get("label")) or real(self, *x, **kw))
+    v1 = works["mobilenet_v1_cifar"]
+    a = bench_e2e.parser().parse_args(["--data", str(tmp_path / "cifar10.npz"), "--work", str(v1), "--no-aows",
+                                       "--plot-with", str(works["mobilenet_v2_cifar"])])
+    monkeypatch.chdir(tmp_path)
+    bench_e2e.write_report(v1 / "report.md", v1, a, preset("mobilenet_v1_cifar"), "k1")
+    assert (v1 / "benchmarks_e2e.png").exists()
+    assert {"mobilenet_v1_cifar: exact", "mobilenet_v2_cifar: exact", "mobilenet_v2_cifar: uniform"} <= set(labels)
+    a.plot_with = [str(tmp_path / "empty")]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as e:
+        bench_e2e.write_report(v1 / "report.md", v1, a, preset("mobilenet_v1_cifar"), "k1")
+    assert e.value.code == 2

@@ -20,7 +20,8 @@ Stages (each cached in WORK; a killed run continues where it stopped):
      with a paired bootstrap interval over test images (tools/_claim.py), per seed and target, what explains each
      answer (latency error, predicted vs measured validation gain, fine-tuning gap), the per-target tables, and an
      accuracy/latency plot; --update-docs also writes them into docs/benchmarks.md (this section only) and
-     docs/benchmarks_e2e.png.
+     docs/benchmarks_e2e.png; --plot-with OTHER_WORK draws another run (e.g. the other architecture on the same
+     data) in the same plot.
 The budget is sized for a few hours on 2 cores: a training subset, few epochs (see --help); the report says so.
 Every cached stage (supernets, latency artefacts, targets, the refined table and answers, each evaluation, the final
 timings) is reused only when its key (tools/_cache.py: arguments, input digests, the code that computes it) matches,
@@ -221,6 +222,9 @@ def parser() -> argparse.ArgumentParser:
                    "its own WORK/seedN/, the latency artefacts are shared, and the report aggregates every seed "
                    "evaluated so far with the same arguments and data")
     p.add_argument("--report-only", action="store_true", help="rewrite the report from the seeds evaluated so far")
+    p.add_argument("--plot-with", action="append", metavar="WORK", help="also draw another run's answers and "
+                   "uniform curve in the plot (e.g. the other architecture's work directory, on the same data); "
+                   "repeatable")
     p.add_argument("--no-aows", action="store_true")
     p.add_argument("--stop-after", choices=("ows", "latency", "aows"), help="stop after this stage (e.g. train while "
                    "the machine is busy, profile when it is quiet)")
@@ -1041,7 +1045,8 @@ def write_report(path: Path, work: Path, a, space, rkey: str | None = None, upda
     text = "\n".join(lines)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, text.encode())
-    plot(path.parent / plot_name(a), seeds, targets, methods, dataset_label(a))
+    runs = [(space.name, seeds, targets)] + other_runs(a.plot_with)
+    plot(path.parent / plot_name(a), runs, methods, dataset_label(a))
     print(text)
     print(f"report: {_cache.relative(path)} (and {plot_name(a)} beside it)")
     if update_docs:  # deliberate: the repository's docs change only when asked
@@ -1049,7 +1054,7 @@ def write_report(path: Path, work: Path, a, space, rkey: str | None = None, upda
         atomic_write_bytes(docs, splice_section(docs.read_text() if docs.exists() else "", text,
                                                 section_marker(a)).encode())
         png = docs.parent / plot_name(a)
-        plot(png, seeds, targets, methods, dataset_label(a))
+        plot(png, runs, methods, dataset_label(a))
         print(f"updated docs/benchmarks.md ({section_marker(a)[3:]} section) and docs/{png.name}")
 
 
@@ -1094,7 +1099,25 @@ def data_name(a) -> str:
     return Path(spec.partition(":")[2]).name
 
 
-def plot(path, seeds, targets, methods, label: str = "CIFAR-10"):
+def other_runs(works) -> list[tuple]:
+    """(name, seeds, targets) of each other work directory (--plot-with), for the plot: its space's name, and the seeds
+    evaluated with the same arguments as its newest one."""
+    out = []
+    for w in works or ():
+        w = Path(w)
+        seeds, _ = load_seeds(w)
+        if not seeds or not (w / "targets.json").exists():
+            _cache.usage_error(f"--plot-with {w}: no evaluated seed there (WORK/seedN/configs.json and targets.json)")
+        key = seeds[-1].get("report_key")
+        name = read_json(w / "space.json")["name"] if (w / "space.json").exists() else w.name
+        out.append((name, [s for s in seeds if s.get("report_key") == key], read_json(w / "targets.json")["targets"]))
+    return out
+
+
+def plot(path, runs, methods, label: str = "CIFAR-10"):
+    """Accuracy against measured latency, inherited and fine-tuned: for each run (name, seeds, targets) its methods'
+    answers per target (mean, range over seeds) and its uniform curve; with several runs (architectures) each name
+    prefixes its labels and its uniform curve gets its own line style."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -1102,35 +1125,41 @@ def plot(path, seeds, targets, methods, label: str = "CIFAR-10"):
     axes[0].set_xscale("log")
     marks = {"uniform": "s", "greedy": "^", "ows": "o", "exact": "x", "aows": "D", "aows-exact": "d",
              "exact-mean": "v"}
+    styles = ("-", "--", ":", "-.")
+    n_seeds = max(len(seeds) for _, seeds, _ in runs)
     for ax, key, title in ((axes[0], "inherited_top1", "inherited weights + BN recalibration"),
                            (axes[1], "finetuned_top1", "after the same short fine-tuning")):
-        for m in methods:
-            pts = []
+        for r, (name, seeds, targets) in enumerate(runs):
+            prefix = f"{name}: " if len(runs) > 1 else ""
+            for m in methods:
+                pts = []
+                for t in targets:
+                    cs = [c for s in seeds for c in s["configs"] if c["target_mult"] == t["mult"] and c["method"] == m
+                          and c.get(key) is not None and c.get("measured_ms")]
+                    if cs:
+                        v = [100 * c[key] for c in cs]
+                        pts.append((np.mean([c["measured_ms"] for c in cs]), np.mean(v), np.mean(v) - min(v),
+                                    max(v) - np.mean(v)))
+                if pts:
+                    x, y, lo, hi = map(np.array, zip(*pts))
+                    ax.errorbar(x, y, yerr=[lo, hi], marker=marks.get(m, "."), capsize=3, label=prefix + m,
+                                ls=styles[r % len(styles)])
+            cur = {}
+            for s in seeds:
+                for c in s.get("curve", []):
+                    if c.get(key) is not None and c.get("measured_ms"):
+                        cur.setdefault(c["mult"], []).append((c["measured_ms"], 100 * c[key]))
+            if cur:
+                xs = sorted((np.mean([v[0] for v in vs]), np.mean([v[1] for v in vs])) for vs in cur.values())
+                ax.plot(*zip(*xs), color="grey", lw=1.2, marker=".", ls=styles[r % len(styles)],
+                        label=prefix + "uniform curve")
             for t in targets:
-                cs = [c for s in seeds for c in s["configs"] if c["target_mult"] == t["mult"] and c["method"] == m
-                      and c.get(key) is not None and c.get("measured_ms")]
-                if cs:
-                    v = [100 * c[key] for c in cs]
-                    pts.append((np.mean([c["measured_ms"] for c in cs]), np.mean(v), np.mean(v) - min(v),
-                                max(v) - np.mean(v)))
-            if pts:
-                x, y, lo, hi = map(np.array, zip(*pts))
-                ax.errorbar(x, y, yerr=[lo, hi], marker=marks.get(m, "."), capsize=3, label=m)
-        cur = {}
-        for s in seeds:
-            for c in s.get("curve", []):
-                if c.get(key) is not None and c.get("measured_ms"):
-                    cur.setdefault(c["mult"], []).append((c["measured_ms"], 100 * c[key]))
-        if cur:
-            xs = sorted((np.mean([v[0] for v in vs]), np.mean([v[1] for v in vs])) for vs in cur.values())
-            ax.plot(*zip(*xs), color="grey", lw=1.2, marker=".", label="uniform curve")
-        for t in targets:
-            ax.axvline(t["measured_ms"], color="grey", lw=0.6, ls=":")
-        ax.set_title(title + (f" (mean, range over {len(seeds)} seeds)" if len(seeds) > 1 else ""), fontsize=9)
+                ax.axvline(t["measured_ms"], color="grey", lw=0.6, ls=":")
+        ax.set_title(title + (f" (mean, range over {n_seeds} seeds)" if n_seeds > 1 else ""), fontsize=9)
         ax.set_xlabel("measured latency on this CPU (ms)")
         ax.set_ylabel(f"{label} top-1 (%)")
         ax.grid(alpha=0.3)
-    axes[0].legend()
+    axes[0].legend(fontsize=7 if len(runs) > 1 else None)
     fig.tight_layout()
     buf = __import__("io").BytesIO()
     fig.savefig(buf, format="png", dpi=110)
