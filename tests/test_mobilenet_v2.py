@@ -167,9 +167,8 @@ def _true_table(space, seed=0):
         if len(t.variables) == 2:
             a = np.cumsum(np.cumsum(rng.uniform(0.02, 0.3, (ks[t.variables[0]], ks[t.variables[1]])), 0), 1)
         terms.append(a)
-    parts = [terms[at] if not isinstance(at, slice) else terms[at] for _, at in
-             space.architecture.table_layout(space)]
-    return LatencyTable(space, *parts)
+    # grouped as table.json holds them: a slice of terms is a list of arrays
+    return LatencyTable(space, *[terms[at] for _, at in space.architecture.table_layout(space)])
 
 
 def test_the_latency_fit_recovers_a_tree_table():
