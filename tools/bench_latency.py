@@ -116,7 +116,7 @@ def variants_only(a, workdir: Path, fig: dict) -> None:
     fig["variants"] = {}
     for r in a.resolutions:
         space = preset(a.preset, resolution=r)
-        row = {}
+        row = {"space_hash": space.space_hash}  # which space these rates are of (variants.json holds every resolution)
         for fmt, name in (("fp32", f"r{r}"), ("int8", f"r{r}_int8_default")):
             tpl = workdir / name / "template.tflite"
             tpl.parent.mkdir(parents=True, exist_ok=True)
