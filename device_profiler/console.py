@@ -9,6 +9,7 @@ when installed) and tfwidth uses them from here, as it does device_profiler.erro
     with quiet_stderr(): ...   # the C++ libraries' messages on file descriptor 2 hidden unless verbose
     bar = Progress(total, "profiling", unit="cfg"); bar.update(); bar.close()
     for x in progress(items, "probe"): ...
+    print(wrote(["table.json"], seconds))      # every CLI's closing line: what it wrote, sizes, time taken
 """
 from __future__ import annotations
 
@@ -208,3 +209,25 @@ def progress(items, desc: str, *, total: int | None = None, unit: str = "it", en
 def took(seconds: float) -> str:
     """A duration for the closing line of a stage: "0.4 s", "12.3 s", "3 min 05 s"."""
     return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+
+
+def wrote(paths, seconds: float, *, base=None, name: str | None = None) -> str:
+    """The closing line of a stage or CLI: "[name] wrote a.json (12 KiB), b/ in 3.1 s". ``paths``: files (shown with
+    their sizes; ones that do not exist are left out) or directories (shown with a trailing /), relative to ``base``
+    when under it."""
+    from pathlib import Path
+
+    shown = []
+    for o in map(Path, paths):
+        rel = o
+        if base is not None:
+            try:
+                rel = o.relative_to(base)
+            except ValueError:
+                pass
+        if o.is_file():
+            size = o.stat().st_size
+            shown.append(f"{rel} ({size / 1024:.0f} KiB)" if size >= 1024 else f"{rel} ({size} B)")
+        elif o.is_dir():
+            shown.append(f"{rel}/")
+    return f"{'[' + name + '] ' if name else ''}wrote {', '.join(shown) or 'nothing'} in {took(seconds)}"

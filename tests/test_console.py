@@ -117,3 +117,15 @@ def test_display_flags_do_not_make_a_finished_stage_stale(tmp_path):
     done = {"argv": ["--plan", "p.json", "--no-progress"], "done": True, "inputs": {}, "outputs": {}}
     assert Pipeline.stale(done, ["--plan", "p.json"], {}, []) is None
     assert Pipeline.stale(done, ["--plan", "q.json"], {}, []) == "its arguments changed"
+
+
+def test_closing_line_names_what_was_written_with_sizes_and_time(tmp_path):
+    """Every CLI ends with console.wrote: files with their sizes, directories with a slash, missing paths left out,
+    paths relative to the base when under it, and the time taken."""
+    (tmp_path / "small.json").write_text("x" * 10)
+    (tmp_path / "big.bin").write_bytes(b"0" * 4096)
+    (tmp_path / "ckpt").mkdir()
+    line = console.wrote([tmp_path / "small.json", tmp_path / "big.bin", tmp_path / "ckpt", tmp_path / "missing"],
+                         75.2, base=tmp_path, name="train")
+    assert line == "[train] wrote small.json (10 B), big.bin (4 KiB), ckpt/ in 1 min 15 s"
+    assert console.wrote([], 0.04) == "wrote nothing in 0.0 s"

@@ -20,6 +20,7 @@ import datetime
 import os
 import shutil
 import sys
+import time
 import tempfile
 from pathlib import Path
 
@@ -673,6 +674,7 @@ def export_model(widths, run_dir, dataset: str, output, *, init: str = "supernet
 
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
+    t0 = time.perf_counter()
     r = export_model(a.widths, a.run, a.dataset, a.output, init=a.init, epochs=a.epochs, fmt=a.format, io=a.io,
                      latency=a.latency, keras_out=a.keras_out, report=a.report, batch_size=a.batch_size, lr=a.lr,
                      warmup_epochs=a.warmup_epochs, label_smoothing=a.label_smoothing, weight_decay=a.weight_decay,
@@ -685,7 +687,7 @@ def main(argv=None) -> int:
         print(f"worker {r.worker}: training done; the chief converts and writes the outputs")
         return 0
     print(format_report(r.report))
-    print(f"wrote {r.tflite}, {r.keras}, {r.report_path}")
+    print(console.wrote([r.tflite, r.keras, r.report_path], time.perf_counter() - t0))
     return 0
 
 

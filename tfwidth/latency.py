@@ -29,6 +29,7 @@ import scipy.sparse as sp
 from scipy.optimize import minimize
 
 from tfwidth.artifacts import atomic_write_bytes, check_space, figure_png, pyplot, read_json, write_json
+from device_profiler import console
 from device_profiler.checks import count, number, output_file
 from tfwidth.errors import ArgumentParser, UsageError
 from tfwidth import arch
@@ -1067,6 +1068,7 @@ def main(argv=None) -> int:
     v.add_argument("--plot", type=output_file, help="write a predicted-vs-measured plot here (PNG)")
     v.add_argument("--allow-mixed", action="store_true", help="accept samples of several runtimes/formats")
     a = p.parse_args(argv)
+    t0 = time.perf_counter()
 
     if a.cmd == "fit":
         r = fit_samples(a.samples, a.output, space=a.space, validation=a.validation, holdout=a.holdout, reg=a.reg,
@@ -1087,9 +1089,7 @@ def main(argv=None) -> int:
         for g, m, aa, what in r.groups:
             print(format_group(g, m, aa, what))
         _print_unconstrained(r.table)
-        if r.plot:
-            print(f"wrote {a.plot}")
-        print(f"wrote {a.output}")
+        print(console.wrote([a.output] + ([a.plot] if r.plot else []), time.perf_counter() - t0))
     else:
         r = validate_table(a.table, a.samples, allow_mixed=a.allow_mixed, plot=a.plot)
         print(format_metrics(Path(a.samples).name, r.metrics))
@@ -1099,7 +1099,7 @@ def main(argv=None) -> int:
             print(format_group(g, gm, r.noise.get("repeat_rmse_ms"), "the profiler's repeats"))
         _print_unconstrained(r.table)
         if r.plot:
-            print(f"wrote {a.plot}")
+            print(console.wrote([a.plot], time.perf_counter() - t0))
     return 0
 
 

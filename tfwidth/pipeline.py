@@ -140,16 +140,7 @@ def shown_only(argv):
 
 def wrote_line(name: str, outputs: list, seconds: float, work: Path) -> str:
     """The closing line of stage ``name``: the files it wrote (relative to ``work``, with their sizes) and its time."""
-    shown = []
-    for o in map(Path, outputs):
-        try:
-            rel = o.relative_to(work)
-        except ValueError:
-            rel = o
-        if o.is_file():
-            size = o.stat().st_size
-            shown.append(f"{rel} ({size / 1024:.0f} KiB)" if size >= 1024 else f"{rel} ({size} B)")
-    return f"[{name}] wrote {', '.join(shown) or 'nothing'} in {console.took(seconds)}"
+    return console.wrote([o for o in map(Path, outputs) if o.is_file()], seconds, base=work, name=name)
 
 
 def stop_unless(accepted: bool, stage: str, problem: str, fix: str, flag: str, work=None) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ import numpy as np
 from tfwidth import mrf
 from tfwidth.artifacts import atomic_write_bytes, check_space, read_json, write_json
 from tfwidth.convert import convert as convert_model, randomise_statistics
+from device_profiler import console
 from device_profiler.checks import count, output_file
 from tfwidth.errors import ArgumentParser, UsageError, run_cli
 from tfwidth.space import GraphCost, SearchSpace, add_space_options, space_from_args
@@ -347,6 +349,7 @@ def main(argv=None) -> int:
                    help="reference configuration: a uniform multiplier (default 1.0) or comma-separated widths")
     q.add_argument("-o", "--output", required=True, type=output_file, help="plan.json to write")
     a = p.parse_args(argv)
+    t0 = time.perf_counter()
     space = space_from_args(a)
     if a.cmd == "template":
         out = Path(a.output)
@@ -360,7 +363,8 @@ def main(argv=None) -> int:
               file=sys.stderr)
         tflite, manifest = write_template(space, out, fmt, a.seed)
         n = sum(len(v["cuts"]) for v in manifest["variables"])
-        print(f"wrote {out} ({len(tflite) / 1e6:.1f} MB, {fmt}) and {out.with_suffix('.json')} ({n} cut tensor axes)")
+        print(f"{fmt} template, {n} cut tensor axes: " + console.wrote([out, out.with_suffix('.json')],
+                                                                      time.perf_counter() - t0))
     else:
         try:
             mult = None if "," in a.reference else float(a.reference)
@@ -373,8 +377,8 @@ def main(argv=None) -> int:
         plan = make_plan(space, a.count, a.kind, a.seed, reference, ladder=not a.no_ladder)
         write_json(a.output, plan, indent=None)
         n = len(plan["configs"])
-        print(f"wrote {a.output}: {n} configurations ({'the uniform ladder and ' if plan['ladder'] else ''}"
-              f"{a.kind}), reference {plan['reference']}")
+        print(f"{n} configurations ({'the uniform ladder and ' if plan['ladder'] else ''}{a.kind}), reference "
+              f"{plan['reference']}: " + console.wrote([a.output], time.perf_counter() - t0))
     return 0
 
 

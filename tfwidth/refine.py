@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 
-from tfwidth.artifacts import check_space, read_json, write_json
+from device_profiler import console
 from device_profiler.checks import cores, count, cpu_list, number, output_dir, output_file
+from tfwidth.artifacts import check_space, read_json, write_json
 from tfwidth.errors import ArgumentParser, UsageError
 from tfwidth.host import pinned
 from tfwidth.latency import (DEFAULT_REG, PRIOR, LatencyTable, fit_table, format_metrics, load_samples, measured,
@@ -434,7 +436,7 @@ class HostDevice:
             self.session.cpus = pinned_to
             if self.protocol["paired"]:
                 self.session.pair_with(plan["reference"])
-            r = profile(self.session, plan, str(out), reference_every=REFERENCE_EVERY, progress=False,
+            r = profile(self.session, plan, str(out), reference_every=REFERENCE_EVERY, progress=True,
                         paired=self.protocol["paired"])
         self.log(f"[refine] timed {r['timed']} configurations ({r['skipped']} already in {out}), "
                  f"{r['wall_s']:.1f} s")
@@ -610,6 +612,7 @@ def main(argv=None) -> int:
         "every answer is predicted within --tol."))
     add_arguments(p)
     a = p.parse_args(argv)
+    t0 = time.perf_counter()
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
@@ -625,7 +628,7 @@ def main(argv=None) -> int:
               f"{late[0]['target_ms']:g} ms: {late[0]['measured_ms']:.4f} ms; raise --rounds or lower the target")
     if r.validation is not None:
         print(format_metrics("validation (refined table)", r.validation))
-    print(f"wrote {a.output}")
+    print(console.wrote([a.output], time.perf_counter() - t0))
     return 0
 
 

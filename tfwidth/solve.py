@@ -15,12 +15,14 @@ import functools
 import io
 import math
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 from tfwidth import mrf
 from tfwidth.artifacts import atomic_write_bytes, figure_png, pyplot, write_json
+from device_profiler import console
 from device_profiler.checks import cores, count, cpu_list, number, output_file
 from tfwidth.errors import ArgumentParser, SpaceMismatch, UsageError
 from tfwidth.latency import LatencyTable
@@ -412,13 +414,15 @@ def main(argv=None) -> int:
     v.add_argument("--verify-rounds", type=count(1, 1000), default=4, help="solve-and-time attempts at most (default 4)")
     v.add_argument("--cpus", default="0", type=cpu_list, help="cores to pin the timing to (default 0; 'none': no pinning)")
     a = p.parse_args(argv)
+    t0 = time.perf_counter()
 
     views = dict(stats_view=a.stats_view, stats_estimator=a.stats_estimator)
     if a.pareto:
         rows, methods = solve_pareto(a.stats, a.latency, method=a.method, points=a.points, max_params=a.max_params,
                                      **views)
         csv_path, png_path = write_pareto(a.output, rows, methods)
-        print(f"{a.points} targets x {len(methods)} method(s): wrote {csv_path} and {png_path}")
+        print(f"{a.points} targets x {len(methods)} method(s): "
+              + console.wrote([csv_path, png_path], time.perf_counter() - t0))
         return 0
     if a.target_ms is None:
         load_inputs(a.stats, a.latency, **views)  # their errors first
@@ -445,7 +449,7 @@ def main(argv=None) -> int:
               f"after {len(best.verified['attempts'])} attempts; lower --target-ms or refine the table",
               file=sys.stderr)
     r.save(a.output)
-    print(f"wrote {a.output}")
+    print(console.wrote([a.output], time.perf_counter() - t0))
     return 0
 
 

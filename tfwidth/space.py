@@ -20,10 +20,12 @@ import hashlib
 import json
 import math
 import sys
+import time
 from typing import Sequence
 
 import numpy as np
 
+from device_profiler import console
 from device_profiler.checks import count, number, output_file
 from tfwidth import arch as arch_registry
 from tfwidth.cost import ChainCost, GraphCost  # noqa: F401  (GraphCost's home is tfwidth.cost; imported from here too)
@@ -330,6 +332,7 @@ def main(argv=None) -> int:
     p.add_argument("--divisor", type=count(1, 1024), help="channel counts are multiples of this (default 8)")
     p.add_argument("-o", "--output", type=output_file, help="write the space as JSON here")
     a = p.parse_args(argv)
+    t0 = time.perf_counter()
     if a.list:
         print(list_presets())
         return 0
@@ -338,7 +341,7 @@ def main(argv=None) -> int:
     print(space.describe())
     if a.output:
         space.save(a.output)
-        print(f"wrote {a.output}")
+        print(console.wrote([a.output], time.perf_counter() - t0))
     return 0
 
 

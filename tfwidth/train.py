@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import tfwidth  # noqa: F401  (selects Keras 2 before TensorFlow loads; TensorFlow itself is imported lazily)
+from device_profiler import console
 from device_profiler.checks import count, number, output_dir
 from tfwidth.arch import DEFAULT_PRESET
 from tfwidth.errors import ArgumentParser, UsageError
@@ -129,6 +131,7 @@ def main(argv=None) -> int:
     g.add_argument("--aows-probe-images", type=count(1), default=256, help="training images each live-probe "
                    "configuration is measured on")
     a = p.parse_args(argv)
+    t0 = time.perf_counter()
 
     space = space_from_args(a, default=lambda: preset(DEMO["preset"], resolution=DEMO["resolution"]))
     if a.batch_size < 1:
@@ -165,7 +168,9 @@ def main(argv=None) -> int:
     top1 = res.summary["top1"]
     print(f"top-1 after BN recalibration ({a.calib_batches} batches): "
           + ", ".join(f"{k} {100 * v:.1f}%" for k, v in top1.items()))
-    print(f"wrote {a.out}/stats.json, log.jsonl, summary.json, ckpt/, tb/")
+    out = Path(a.out)
+    print(console.wrote([out / n for n in ("stats.json", "log.jsonl", "summary.json", "ckpt", "tb")],
+                        time.perf_counter() - t0))
     return 0
 
 
