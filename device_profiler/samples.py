@@ -127,21 +127,25 @@ def _ref(d: dict) -> float | None:
     return float(r) if isinstance(r, (int, float)) and math.isfinite(r) and r > 0 else None
 
 
-def repeat_pairs(records: list[dict], statistic: str = "min") -> list[tuple[float, float]]:
-    """(first timing, repeat) of every "repeat" record and the sample it repeats (same run and index), each
-    brought to the device speed of its own reference (ms / ref_ms, times the median ref_ms of the pairs) when both
-    have one: the difference is then the noise the fit's drift correction cannot remove."""
+def _repeat_records(records: list[dict], statistic: str) -> list[tuple[dict, dict]]:
+    """(sample, its repeat) for every "repeat" record whose sample (same run and index) has a timing."""
     first = {}
     for d in records:
         if d.get("kind") == "sample" and _ok_ms(d, statistic) is not None:
             first[(d.get("run"), d.get("index"))] = d
-    raw = []
-    for d in records:
-        a = first.get((d.get("run"), d.get("index"))) if d.get("kind") == "repeat" else None
-        if a is not None and _ok_ms(d, statistic) is not None:
-            raw.append((a, d))
+    return [(first[(d.get("run"), d.get("index"))], d) for d in records
+            if d.get("kind") == "repeat" and _ok_ms(d, statistic) is not None
+            and (d.get("run"), d.get("index")) in first]
+
+
+def repeat_pairs(records: list[dict], statistic: str = "min", drift: bool = True) -> list[tuple[float, float]]:
+    """(first timing, repeat) of every "repeat" record and the sample it repeats (same run and index). With
+    ``drift``, each is brought to the device speed of its own reference (ms / ref_ms, times the median ref_ms of the
+    pairs) when both have one: the difference is then the noise the fit's drift correction cannot remove; without
+    it, the raw timings' difference."""
+    raw = _repeat_records(records, statistic)
     refs = [r for a, b in raw for r in (_ref(a), _ref(b)) if r is not None]
-    level = statistics.median(refs) if refs else None
+    level = statistics.median(refs) if refs and drift else None
     out = []
     for a, b in raw:
         ya, yb = _ok_ms(a, statistic), _ok_ms(b, statistic)
@@ -150,6 +154,29 @@ def repeat_pairs(records: list[dict], statistic: str = "min") -> list[tuple[floa
             ya, yb = ya * level / ra, yb * level / rb
         out.append((ya, yb))
     return out
+
+
+def _median_rel(pairs) -> float | None:
+    rel = sorted(abs(a - b) / (0.5 * (a + b)) for a, b in pairs)
+    return rel[len(rel) // 2] if rel else None
+
+
+def drift_choice(records: list[dict], statistic: str = "min") -> dict:
+    """Whether dividing each timing by its latest reference timing (drift correction) makes the timings more
+    repeatable, decided on the records' own repeats: {"drift": False when the repeats' median relative difference
+    is larger corrected than raw, True when not (a tie keeps the correction, the default before this choice), None
+    without repeats that have references (no evidence); "raw" and
+    "corrected": those medians; "repeats": how many pairs}. Why not always correct: the reference is timed every ~25
+    samples, and when the device's speed changes faster than that (a shared machine) or hardly at all (a quiet one),
+    its latest reading adds its own noise to every sample instead of removing drift (measured: docs/benchmarks.md,
+    "Drift correction, decided by the repeats"); on a device that slows for minutes (a phone warming up) it removes
+    it."""
+    pairs = [(a, b) for a, b in _repeat_records(records, statistic) if _ref(a) is not None and _ref(b) is not None]
+    if not pairs:
+        return {"drift": None, "raw": None, "corrected": None, "repeats": 0}
+    raw = _median_rel([(_ok_ms(a, statistic), _ok_ms(b, statistic)) for a, b in pairs])
+    corrected = _median_rel([(_ok_ms(a, statistic) / _ref(a), _ok_ms(b, statistic) / _ref(b)) for a, b in pairs])
+    return {"drift": bool(corrected <= raw), "raw": raw, "corrected": corrected, "repeats": len(pairs)}
 
 
 def reference_drifts(records: list[dict]) -> list[float]:
@@ -163,13 +190,17 @@ def reference_drifts(records: list[dict]) -> list[float]:
     return [v / statistics.median(vs) - 1.0 for vs in runs.values() for v in vs]
 
 
-def noise_summary(records: list[dict], statistic: str = "min") -> dict:
+def noise_summary(records: list[dict], statistic: str = "min", drift: bool | None = None) -> dict:
     """The A/A-style figures of a run (or a whole file: references are compared within their own run):
     ``repeats`` pairs, their median and 90th-percentile relative difference and their RMSE in ms (like
     tools/bench_latency.py's A/A floor), the reference drift range [min, max] and its largest magnitude, and how
     many samples were re-timed or kept although their window stayed noisy. Figures are None where nothing measured
-    them (files from profilers that did not repeat)."""
-    pairs = repeat_pairs(records, statistic)
+    them (files from profilers that did not repeat). ``drift``: the repeats compared drift-corrected (True) or raw
+    (False); None: as ``drift_choice`` decides (corrected without evidence), the way the fit reads them. The figures
+    say which (``drift``)."""
+    if drift is None:
+        drift = drift_choice(records, statistic)["drift"] is not False
+    pairs = repeat_pairs(records, statistic, drift)
     rel = sorted(abs(a - b) / (0.5 * (a + b)) for a, b in pairs)
     drifts = reference_drifts(records)
     samples = [d for d in records if d.get("kind") == "sample"]
@@ -177,7 +208,7 @@ def noise_summary(records: list[dict], statistic: str = "min") -> dict:
     def q(p):
         return rel[min(len(rel) - 1, int(round(p * (len(rel) - 1))))] if rel else None
 
-    return {"statistic": statistic, "repeats": len(pairs), "repeat_rel_diff_median": q(0.5),
+    return {"statistic": statistic, "drift": drift, "repeats": len(pairs), "repeat_rel_diff_median": q(0.5),
             "repeat_rel_diff_p90": q(0.9),
             "repeat_rmse_ms": math.sqrt(sum((a - b) ** 2 for a, b in pairs) / len(pairs)) if pairs else None,
             "repeat_mean_ms": sum(a + b for a, b in pairs) / (2 * len(pairs)) if pairs else None,
@@ -204,7 +235,8 @@ def format_noise(n: dict) -> str:
     """One line: the figures of ``noise_summary``."""
     parts = []
     if n.get("repeats"):
-        parts.append(f"{n['repeats']} repeats differ by {100 * n['repeat_rel_diff_median']:.1f}% (median; 90th "
+        how = {True: ", drift-corrected", False: ", raw: drift correction would add noise"}.get(n.get("drift"), "")
+        parts.append(f"{n['repeats']} repeats differ by {100 * n['repeat_rel_diff_median']:.1f}% (median{how}; 90th "
                      f"percentile {100 * n['repeat_rel_diff_p90']:.1f}%, RMSE {n['repeat_rmse_ms']:.4f} ms)")
     else:
         parts.append("no repeated configurations")

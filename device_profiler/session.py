@@ -293,14 +293,16 @@ def profile(session: Session, plan: dict, out: str, shard=(0, 1), reference_ever
 
     def spread_of(reps) -> float | None:
         # the median over the window's repeats: on a busy machine many single pairs differ by over 5%, so the
-        # largest of a window's pairs would flag most windows (docs/benchmarks.md, "The profiler's noise check")
-        vals = []
-        for a, b in reps:
-            ya, yb = a["ms"]["min"], b["ms"]["min"]
-            if a.get("ref_ms") and b.get("ref_ms"):
-                ya, yb = ya / a["ref_ms"], yb / b["ref_ms"]
-            vals.append(_rel(ya, yb))
-        return statistics.median(vals) if vals else None
+        # largest of a window's pairs would flag most windows (docs/benchmarks.md, "The profiler's noise check").
+        # Raw or drift-corrected, whichever agrees better: the fit reads the timings the way that does
+        # (samples.drift_choice), so only noise that neither removes makes a window noisy.
+        if not reps:
+            return None
+        raw = statistics.median(_rel(a["ms"]["min"], b["ms"]["min"]) for a, b in reps)
+        if not all(a.get("ref_ms") and b.get("ref_ms") for a, b in reps):
+            return raw
+        return min(raw, statistics.median(_rel(a["ms"]["min"] / a["ref_ms"], b["ms"]["min"] / b["ref_ms"])
+                                          for a, b in reps))
 
     run_records: list[dict] = []
 

@@ -148,6 +148,60 @@ def test_repeats_are_recorded_and_summarised(tmp_path):
     assert {d["run"] for d in records(tmp_path / "v.jsonl")}.isdisjoint({d["run"] for d in recs})
 
 
+class SpeedSession(FakeSession):
+    """FakeSession whose speed is a function of the call number: ``speed(call) -> factor``."""
+
+    def __init__(self, speed):
+        super().__init__()
+        self.speed = speed
+
+    def record(self, kind, index, widths, ref_ms):
+        self.factor, self.busy = self.speed(len(self.calls)), {len(self.calls)}
+        return super().record(kind, index, widths, ref_ms)
+
+
+def test_drift_correction_is_used_only_where_the_repeats_agree_better_with_it(tmp_path):
+    """A device that slows steadily (a phone warming up): the references track it and the corrected repeats agree
+    exactly, so the fit corrects. A device whose speed jumps from call to call (a shared machine): the latest
+    reference is one more noisy reading, correction makes the repeats disagree more, so the fit reads raw timings
+    and says why."""
+    plan = plan_of(60)
+    check = NoiseCheck(threshold=0.0, repeat_every=4)
+    warming = tmp_path / "warming.jsonl"
+    profile(SpeedSession(lambda c: 1.0 + 0.01 * c), plan, str(warming), reference_every=1, progress=False,
+            noise=check, say=lambda m: None)
+    c = L.file_drift([warming])
+    assert c["drift"] is True and c["decided"] and c["corrected"] < c["raw"]
+    assert dsamples.noise_summary(records(warming))["drift"] is True
+    rng = np.random.default_rng(0)
+    jumps = [1.0 + 0.3 * rng.random() for _ in range(1000)]
+    jumpy = tmp_path / "jumpy.jsonl"
+    profile(SpeedSession(lambda c: jumps[c]), plan, str(jumpy), reference_every=5, progress=False, noise=check,
+            say=lambda m: None)
+    c = L.file_drift([jumpy])
+    assert c["drift"] is False and c["corrected"] > c["raw"]
+    s = dsamples.noise_summary(records(jumpy))
+    assert s["drift"] is False and s["repeat_rel_diff_median"] == pytest.approx(c["raw"], rel=0.2)
+    assert "raw: drift correction would add noise" in dsamples.format_noise(s)
+    # no repeats: no evidence, the correction stays on as before the choice existed
+    assert L.file_drift([write_jsonl(tmp_path / "plain.jsonl",
+                                     [d for d in records(jumpy) if d["kind"] != "repeat"])]) == \
+        {"drift": True, "decided": False, "raw": None, "corrected": None, "repeats": 0}
+
+    space = tiny_space()
+    space.save(tmp_path / "space.json")
+    r = run_module("tfwidth.latency", "fit", "jumpy.jsonl", "--space", "space.json", "-o", "t.json", cwd=tmp_path,
+                   timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "raw timings (no drift correction): the profiler's" in r.stdout
+    table = L.LatencyTable.load(tmp_path / "t.json")
+    assert table.drift is False and table.fit["drift_choice"]["drift"] is False
+    r = run_module("tfwidth.latency", "fit", "jumpy.jsonl", "--space", "space.json", "--drift", "on", "-o", "t.json",
+                   cwd=tmp_path, timeout=120)
+    assert r.returncode == 0 and "drift-corrected): as asked" in r.stdout, r.stderr
+    assert L.LatencyTable.load(tmp_path / "t.json").drift is True
+
+
 # ---- one reader, partial last lines --------------------------------------------------------------------------------
 def test_every_samples_reader_tolerates_a_partial_last_line(tmp_path):
     from tfwidth import refine

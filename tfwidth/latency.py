@@ -759,15 +759,37 @@ MIN_REPEATS = 10
 MIN_GROUP = 5
 
 
-def file_noise(paths, statistic: str = "min") -> dict:
-    """device_profiler's noise figures (samples.noise_summary) of the repeats and references in these samples
-    files, pooled (references are compared within their own run). Files from older profilers have none: the
-    figures are then None."""
-    from device_profiler import samples as dsamples
+def _file_records(paths) -> list[dict]:
     records = []
     for p in paths:
         records += [d for _, d in read_records(p, warn=lambda m: None)]
-    return dsamples.noise_summary(records, statistic)
+    return records
+
+
+def file_noise(paths, statistic: str = "min", drift: bool | None = None) -> dict:
+    """device_profiler's noise figures (samples.noise_summary) of the repeats and references in these samples
+    files, pooled (references are compared within their own run), with the repeats compared drift-corrected or raw
+    (``drift``; None: as file_drift decides). Files from older profilers have none: the figures are then None."""
+    from device_profiler import samples as dsamples
+    return dsamples.noise_summary(_file_records(paths), statistic, drift)
+
+
+def file_drift(paths, statistic: str = "min") -> dict:
+    """Whether to drift-correct the timings of these samples files, decided on their own repeats
+    (device_profiler.samples.drift_choice; correct when they hold no evidence, as before the choice existed)."""
+    from device_profiler import samples as dsamples
+    choice = dsamples.drift_choice(_file_records(paths), statistic)
+    return dict(choice, drift=choice["drift"] is not False, decided=choice["drift"] is not None)
+
+
+def drift_line(choice: dict) -> str:
+    """One line: whether the fit drift-corrected the timings and why (file_drift's figures)."""
+    what = "timings divided by their latest reference timing (drift-corrected)" if choice.get("drift") else \
+        "raw timings (no drift correction)"
+    if not choice.get("decided"):
+        return what + (": as asked" if "decided" in choice else "")
+    return (f"{what}: the profiler's {choice['repeats']} repeats differ by a median {100 * choice['raw']:.1f}% raw, "
+            f"{100 * choice['corrected']:.1f}% corrected")
 
 
 def judge(validation: dict | None, noise: dict | None, min_within: float = MIN_WITHIN_10PCT,
@@ -933,13 +955,15 @@ class Fitted:
 
 def fit_samples(samples, output, *, space=None, validation=None, holdout: float = 0.1, reg: float | None = None,
                 prior: float | None = None, scale: str | None = None, prior_table=None, statistic: str = "min",
-                drift: bool = True, seed: int = 0, plot=None, allow_mixed: bool = False,
+                drift: bool | None = None, seed: int = 0, plot=None, allow_mixed: bool = False,
                 min_within_10pct: float = MIN_WITHIN_10PCT, max_repeat_noise: float = MAX_REPEAT_NOISE) -> Fitted:
     """The fit stage: the table fitted (fit_table) from the samples.jsonl at ``samples`` for the space of ``space``
     (a space.json or plan.json; default find_space's), its settings chosen on the ``validation`` samples file or a
     ``holdout`` share of the samples unless given (``reg``, ``prior``, ``scale``), pulled towards another device's
     table at ``prior_table`` if given; judged against the profiler's noise (the verdict "too poor to solve on" at
-    ``min_within_10pct`` / ``max_repeat_noise``, which the pipeline stops on). ``allow_mixed``: accept samples of
+    ``min_within_10pct`` / ``max_repeat_noise``, which the pipeline stops on). ``drift``: divide each timing by its
+    latest reference timing (True), not (False), or as the samples' own repeats say agrees better (None, file_drift;
+    the table's fit["drift_choice"] keeps the figures). ``allow_mixed``: accept samples of
     several spaces, runtimes, formats or thread counts. Writes the table to ``output`` (and a predicted-vs-measured
     plot to ``plot``). Returns it with its figures (Fitted)."""
     if not 0 <= holdout < 1:
@@ -959,11 +983,13 @@ def fit_samples(samples, output, *, space=None, validation=None, holdout: float 
             raise UsageError(f"--prior-table {prior_table} is a table of a space with {other.space.num_choices}"
                              f" choices per layer, the samples' space has {space.num_choices}; give a table of "
                              f"the same network (any resolution, format or kernels)")
+    choice = file_drift([samples], statistic) if drift is None else {"drift": bool(drift), "decided": False}
+    drift = choice["drift"]
     table, rep = fit_table(rows, space, reg=reg, prior=prior, holdout=holdout, seed=seed, statistic=statistic,
                            drift=drift, validation=val, scale=scale, prior_table=other)
-    noise = file_noise([samples] + ([validation] if validation else []), statistic)
+    noise = file_noise([samples] + ([validation] if validation else []), statistic, drift)
     verdict = judge(rep["validation"], noise, min_within_10pct, max_repeat_noise, rep["validation_groups"])
-    table.fit.update(noise=noise, verdict=verdict)
+    table.fit.update(noise=noise, verdict=verdict, drift_choice=choice)
     if prior_table:
         table.fit["prior_table"]["path"] = str(prior_table)
     table.save(output)
@@ -1010,7 +1036,7 @@ def validate_table(table, samples, *, allow_mixed: bool = False, plot=None) -> V
                 raise UsageError(f"samples were timed with {key} {theirs} but the table was fitted for {mine}; "
                                  f"use samples of the same setting or pass --allow-mixed")
     m = evaluate(t, rows)
-    noise = file_noise([samples], t.statistic)
+    noise = file_noise([samples], t.statistic, t.drift)
     if not noise.get("repeats"):
         noise = t.fit.get("noise") or noise  # the noise the table's own samples were timed with
     v = t.fit.get("verdict") or {}
@@ -1050,7 +1076,10 @@ def main(argv=None) -> int:
                         "device): the new table is pulled towards a scale and an offset per term of it, so a few "
                         "dozen samples of this device stand for a full plan")
     f.add_argument("--statistic", default="min", choices=STATISTICS, help="timing statistic to fit (default min)")
-    f.add_argument("--no-drift", action="store_true", help="do not rescale samples by their reference timing")
+    f.add_argument("--drift", choices=("auto", "on", "off"), default="auto",
+                   help="rescale each sample by its latest reference timing: on, off, or auto (default): where the "
+                        "samples' own repeats agree better so")
+    f.add_argument("--no-drift", action="store_true", help="the same as --drift off")
     f.add_argument("--seed", type=count(0), default=0, help="holdout split seed")
     f.add_argument("--plot", type=output_file, help="write a predicted-vs-measured plot here (PNG)")
     f.add_argument("--allow-mixed", action="store_true",
@@ -1073,7 +1102,7 @@ def main(argv=None) -> int:
     if a.cmd == "fit":
         r = fit_samples(a.samples, a.output, space=a.space, validation=a.validation, holdout=a.holdout, reg=a.reg,
                         prior=a.prior, scale=a.scale, prior_table=a.prior_table, statistic=a.statistic,
-                        drift=not a.no_drift, seed=a.seed, plot=a.plot, allow_mixed=a.allow_mixed,
+                        drift=False if a.no_drift else {"auto": None, "on": True, "off": False}[a.drift], seed=a.seed, plot=a.plot, allow_mixed=a.allow_mixed,
                         min_within_10pct=a.min_within_10pct, max_repeat_noise=a.max_repeat_noise)
         rep = r.report
         print(f"fitted {rep['n_unknowns']} entries from {rep['n_samples']} samples in {rep['seconds']:.1f} s"
@@ -1082,6 +1111,7 @@ def main(argv=None) -> int:
               + (", identical blocks sharing one table in the prior" if rep["shared"] else "")
               + (f" (chosen on {rep['validation_source']} among {len(rep['choices'])} settings by relative error "
                  f"per group)" if rep["choices"] else ""))
+        print(drift_line(r.table.fit.get("drift_choice") or {}))
         print(format_metrics("train", rep["train"]))
         print(format_metrics("validation", rep["validation"]))
         print(f"statistic {r.statistic}; " + format_against_noise("validation", rep["validation"], r.noise,

@@ -252,7 +252,7 @@ def _row(label: str, sc: dict) -> str:
 
 def report(a, workdir: Path, fig: dict) -> None:
     """Fit and score everything timed in ``workdir``; print the tables and bars, write report.json and report.md."""
-    from tfwidth.latency import LatencyTable, fit_table, reference_level
+    from tfwidth.latency import LatencyTable, drift_line, file_drift, fit_table, reference_level
     sets = {s["name"]: s for s in fig["sets"]}
     fig["results"], tables = {}, {}
     lines = []
@@ -272,18 +272,24 @@ def report(a, workdir: Path, fig: dict) -> None:
         if not (train and val and ta and tb):
             say(f"[{name}] not timed (yet): skipped")
             continue
-        truth = test_truth(space, ta, tb, reference_level(train))
-        res = {"aa": truth["aa"], "fits": []}
+        # drift-corrected or raw, as the fit decides it (the training file's own repeats): every fit and the test
+        # truth read the timings the same way
+        choice = file_drift([d / "train.jsonl"])
+        dr = choice["drift"]
+        truth = test_truth(space, ta, tb, reference_level(train) if dr else None, drift=dr)
+        res = {"aa": truth["aa"], "fits": [], "drift_choice": choice}
         aa = truth["aa"]
+        say(f"[{name}] {drift_line(choice)}")
         say(f"[{name}] {s['resolution']} px: test A/A (same networks timed twice): random {aa['random']['n']} "
             f"RMSE {aa['random']['rmse_ms']:.4f} ms, median difference {100 * aa['random']['median_diff']:.1f}%, "
             f"{100 * aa['random']['within_5pct']:.0f}% within +-5% of each other; ladder {aa['ladder']['n']} RMSE "
             f"{aa['ladder']['rmse_ms']:.4f} ms, median {100 * aa['ladder']['median_diff']:.1f}%, "
             f"{100 * aa['ladder']['within_5pct']:.0f}% within +-5%")
-        raw = test_truth(space, ta, tb, None, drift=False)["aa"]
-        res["aa_raw"] = raw
-        say(f"  without drift correction the same pairs differ by a median {100 * raw['random']['median_diff']:.2f}% "
-            f"(random) and {100 * raw['ladder']['median_diff']:.2f}% (ladder): what the references add or remove")
+        truth_other = test_truth(space, ta, tb, None if dr else reference_level(train), drift=not dr)
+        other = res["aa_other"] = truth_other["aa"]
+        say(f"  {'without' if dr else 'with'} drift correction the same pairs differ by a median "
+            f"{100 * other['random']['median_diff']:.2f}% (random) and {100 * other['ladder']['median_diff']:.2f}% "
+            f"(ladder): what the references add or remove")
         say(f"  {'fit (choices on the validation file)':<48} {'random: RMSE (xA/A) <=5% worst':<32} ladder: same")
         ladder = {tuple(w) for w in space.ladder()}
         plan_order = sorted(train, key=lambda r: r["index"])
@@ -293,11 +299,15 @@ def report(a, workdir: Path, fig: dict) -> None:
             variants = [("this model", dict()), ("no shared table for identical blocks", dict(shared=False)),
                         ("absolute residuals (the old fit)", dict(scale="absolute", shared=False)),
                         ("without the ladder in training", dict(drop_ladder=True))]
+            if n == max(min(n, s["train"]) for n in sizes):
+                # the other reading of the timings, scored against the test timings read the same way
+                variants.append(("drift-corrected" if not dr else "raw timings (no drift correction)",
+                                 dict(drift=not dr)))
             for label, opt in variants:
                 tr = [r for r in sub if tuple(r["widths"]) not in ladder] if opt.pop("drop_ladder", False) else sub
                 t0 = time.perf_counter()
-                table, rep = fit_table(tr, space, validation=val, **opt)
-                sc = score(table, truth)
+                table, rep = fit_table(tr, space, validation=val, **dict(dict(drift=dr), **opt))
+                sc = score(table, truth if opt.get("drift", dr) == dr else truth_other)
                 row = {"n": len(tr), "variant": label, "scale": rep["scale"], "shared": rep["shared"],
                        "reg": rep["reg"], "prior": rep["prior"], "fit_s": time.perf_counter() - t0, **sc}
                 res["fits"].append(row)
@@ -308,7 +318,7 @@ def report(a, workdir: Path, fig: dict) -> None:
         # what limits the model: the same fit given the test networks' first timings too. If it then predicts them
         # near the A/A floor, the additive table can express the device and the error above is generalisation from
         # the plan's samples (too few per entry), not a wrong model form or noise.
-        table, rep = fit_table(plan_order + ta, space, validation=val)
+        table, rep = fit_table(plan_order + ta, space, validation=val, drift=dr)
         sc = score(table, truth)
         res["fits"].append({"n": len(plan_order) + len(ta), "variant": "in-sample", "shared": rep["shared"],
                             "prior": rep["prior"], **sc})
@@ -328,7 +338,8 @@ def report(a, workdir: Path, fig: dict) -> None:
         ta, tb = _load(workdir / dst / "test_a.jsonl"), _load(workdir / dst / "test_b.jsonl")
         if len(train) < max(FEWSHOT_SIZES) or not ta or not tb:
             continue
-        truth = test_truth(space, ta, tb, reference_level(train))
+        dr = file_drift([workdir / dst / "train.jsonl"])["drift"]
+        truth = test_truth(space, ta, tb, reference_level(train) if dr else None, drift=dr)
         prior = tables[src]
         say(f"[few-shot] {label}: prior = the {src} table ({prior.fit['n_samples']} samples); test A/A median "
             f"{100 * truth['aa']['random']['median_diff']:.1f}%, {100 * truth['aa']['random']['within_5pct']:.0f}% "
@@ -336,8 +347,8 @@ def report(a, workdir: Path, fig: dict) -> None:
         rows = []
         for n in FEWSHOT_SIZES:
             sub = train[:n]
-            with_p, _ = fit_table(sub, space, prior_table=prior)
-            without, _ = fit_table(sub, space)
+            with_p, _ = fit_table(sub, space, prior_table=prior, drift=dr)
+            without, _ = fit_table(sub, space, drift=dr)
             sw, so = score(with_p, truth), score(without, truth)
             rows.append({"n": n, "with_prior": sw, "without": so})
             say(_row(f"{n} samples, with the prior", sw))
