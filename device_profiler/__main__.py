@@ -9,14 +9,15 @@ device_profiler/session.py's (``Session``, ``profile``, ``benchmark``), the phon
 """
 from __future__ import annotations
 
+import argparse
 import sys
 
 from device_profiler import runtime as runtimes
 from device_profiler import adb, samples, timing, variants
 from device_profiler.checks import cores, count, number, output_file
 from device_profiler.errors import ArgumentParser, UsageError, invoked_as, run_cli
-from device_profiler.session import (DEFAULT_PRECISION, NoiseCheck, benchmark, format_benchmark, load_plan,
-                                     open_local, parse_shard, profile)
+from device_profiler.session import (DEFAULT_PRECISION, NoiseCheck, benchmark, dump_outputs, format_benchmark,
+                                     load_plan, open_local, parse_shard, profile, write_npz)
 
 
 def main(argv=None) -> int:
@@ -29,6 +30,11 @@ def main(argv=None) -> int:
     p.add_argument("--plan", help="plan.json from `python -m tfwidth.profile plan`")
     p.add_argument("--out", type=output_file, help="samples.jsonl to append to (resumed if it exists)")
     p.add_argument("--benchmark", metavar="W1,W2,...", help="time this one configuration and print its statistics")
+    p.add_argument("--dump-outputs", nargs=2, metavar=("INPUTS.npz", "OUT.npz"),
+                   help="time nothing: run each configuration of --plan (or the one of --benchmark) on the examples "
+                        "of INPUTS.npz (input0, input1, ...: N examples of each model input, without its batch "
+                        "axis) and write their outputs to OUT.npz (index, widths, output0, ...: [configurations, N, "
+                        "...]); the same files on two devices show whether they compute the same thing")
     p.add_argument("--threads", type=count(1, 1024), default=1, help="interpreter threads (default 1)")
     p.add_argument("--cpus", help="pin to these cores, e.g. 0 or 0,1 (default: not pinned)")
     p.add_argument("--runs", type=count(1, 10**6), default=20,
@@ -80,7 +86,15 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.runs < 1 or a.warmup_runs < 0 or a.threads < 1 or a.warmup_seconds < 0:
         raise UsageError("--runs and --threads must be >= 1, --warmup-runs and --warmup-seconds >= 0")
-    if a.benchmark is None and (a.plan is None or a.out is None):
+    if a.dump_outputs:
+        try:
+            output_file(a.dump_outputs[1])
+        except argparse.ArgumentTypeError as e:
+            raise UsageError(f"--dump-outputs OUT.npz: {e}") from None
+        if a.runner == "adb" or (a.plan is None) == (a.benchmark is None):
+            raise UsageError("--dump-outputs runs the configurations of --plan or of --benchmark (one of them) with "
+                             "the local runner; give one and drop --runner adb")
+    elif a.benchmark is None and (a.plan is None or a.out is None):
         raise UsageError("give --plan and --out (profile a plan) or --benchmark W1,W2,... (time one configuration)")
     if a.runner == "adb":  # a phone: variants cut here, timed there by benchmark_model (device_profiler/adb.py)
         if a.paired_reference:
@@ -134,6 +148,16 @@ def _run(a, opened) -> int:
     """Time --benchmark's configuration or the plan with the session ``opened`` and print the outcome."""
     session, plan, shard, where = opened
     on_phone = isinstance(session, adb.AdbSession)
+    if a.dump_outputs:
+        if plan is None:
+            items = [(0, session.maker.check_widths(parse_widths(a.benchmark), "--benchmark"))]
+        else:
+            items = [(i, w) for i, w in enumerate(plan["configs"]) if i % shard[1] == shard[0]]
+        arrays = dump_outputs(session, items, a.dump_outputs[0])
+        write_npz(a.dump_outputs[1], arrays)
+        print(f"wrote {a.dump_outputs[1]}: the outputs of {len(items)} configuration(s) on "
+              f"{arrays['output0'].shape[1]} example(s) ({where})")
+        return 0
     try:
         if a.benchmark is not None:
             if on_phone:

@@ -424,3 +424,76 @@ def format_benchmark(rec: dict, where: str, fmt: str, runs: int | None = None) -
            if prec else f"{s['count']} runs")
     return (f"{where}, {fmt}: min {s['min']:.3f} ms, median {med}, mean {s['mean']:.3f}, "
             f"std {s['std']:.3f} over {how} ({rec['warmup_runs']} warm-up)")
+
+
+def read_inputs(path: str, input_details: list) -> list:
+    """The examples of --dump-outputs INPUTS.npz, one array per model input: ``input0``, ``input1``, ... (or the
+    only array of a one-input model), each [N, *the input's shape without its batch axis] of the input's dtype.
+    Returns [(tensor index, array)]; a UsageError naming the file and what it should hold otherwise."""
+    want = ", ".join(f"input{k} {[int(s) for s in d['shape'][1:]]} {np.dtype(d['dtype']).name}"
+                     for k, d in enumerate(input_details))
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise UsageError(f"cannot read --dump-outputs inputs {path} ({e}); give an .npz of N examples per input: "
+                         f"{want}") from None
+    if len(input_details) == 1 and len(arrays) == 1:
+        arrays = {"input0": next(iter(arrays.values()))}
+    out, n = [], None
+    for k, d in enumerate(input_details):
+        x = arrays.get(f"input{k}")
+        shape = tuple(int(s) for s in d["shape"][1:])
+        if x is None or x.dtype != np.dtype(d["dtype"]) or x.shape[1:] != shape or len(x) == 0 or n not in (None, len(x)):
+            got = ", ".join(f"{name} {list(a.shape)} {a.dtype.name}" for name, a in arrays.items())
+            raise UsageError(f"--dump-outputs inputs {path} holds {got or 'no array'}; the template's variants take "
+                             f"{want} (N examples each, the same N)")
+        n = len(x)
+        out.append((d["index"], x))
+    return out
+
+
+def dump_outputs(session, items: list, inputs_path: str) -> dict:
+    """Each configuration's outputs for the examples of ``inputs_path`` (read_inputs): every (index, widths) of
+    ``items`` cut from the template and run in a fresh interpreter of the session's runtime, one invoke per example.
+    Returns the arrays of the .npz --dump-outputs writes: ``index`` [C] (the plan's indices), ``widths`` [C, L] and
+    ``output0``, ``output1``, ... [C, N, *output shape without its batch axis]. Nothing is timed; a configuration the
+    runtime refuses is a UsageError. What it is for: the same file on two devices (or runtimes) shows whether they
+    compute the same thing (tools/pi_check.sh compares an ARM userland's with this host's)."""
+    outs, inputs = None, None
+    for index, widths in items:
+        try:
+            it = session.runtime.interpreter(session.maker.make(widths), session.protocol.threads)
+            if inputs is None:
+                inputs = read_inputs(inputs_path, it.get_input_details())
+                outs = [[] for _ in it.get_output_details()]
+            got = [[] for _ in outs]
+            for e in range(len(inputs[0][1])):
+                for tensor, x in inputs:
+                    it.set_tensor(tensor, x[e:e + 1])
+                it.invoke()
+                for g, d in zip(got, it.get_output_details()):
+                    g.append(np.array(it.get_tensor(d["index"])[0]))
+        except (RuntimeError, ValueError) as e:
+            raise UsageError(f"the runtime failed on configuration {index} {list(widths)}: "
+                             f"{type(e).__name__}: {e}".splitlines()[0][:500]) from None
+        for o, g in zip(outs, got):
+            o.append(np.stack(g))
+    arrays = {"index": np.asarray([i for i, _ in items], np.int64),
+              "widths": np.asarray([list(w) for _, w in items], np.int64)}
+    arrays.update({f"output{k}": np.stack(o) for k, o in enumerate(outs)})
+    return arrays
+
+
+def write_npz(path: str, arrays: dict) -> None:
+    """np.savez to ``path`` through a temporary file beside it: a killed run leaves the old file or none."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

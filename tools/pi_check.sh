@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# The device side on a Raspberry Pi's own architectures, under emulation: a Debian bookworm userland for arm64
+# (64-bit Raspberry Pi OS) and for armhf (32-bit), built with debootstrap and run through qemu-user-static, gets the
+# device folder installed exactly as docs/raspberry_pi.md tells a Pi owner (device_setup.sh) and runs
+# `python -m device_profiler` on templates and a plan made here (fp32 and int8), plus --benchmark. Then, on this host:
+# the samples are fitted by `tfwidth.latency fit` (exit 0, no warning), and every configuration's outputs computed in
+# the ARM userland (--dump-outputs) equal this host's for the same inputs: fp32 within 1e-5, int8 identical.
+# Timings under emulation mean nothing; the check is about installing, cutting, running and the samples' format.
+#
+#     bash tools/pi_check.sh                      # both architectures; PASS/FAIL per architecture, exit 1 on a FAIL
+#     bash tools/pi_check.sh --arch armhf --cache /var/tmp/pi
+#
+# Options: --arch arm64|armhf|all (default all), --cache DIR (default ~/.cache/tfwidth-pi: the userlands, ~350 MB
+# each, and the host's templates; reused when present), --fresh (new templates, a new device folder and venv; the
+# userlands are kept), --rebuild (new userlands too), --cpu N (the core qemu is pinned to, default 1: keep heavy work
+# off a benchmark's core). Needs root (re-runs itself through sudo) for debootstrap, chroot and mounts, which are made
+# in a private mount namespace and vanish with it. Host Python: $PYTHON, default .venv/bin/python of this checkout.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ARCHES=(arm64 armhf)
+CACHE=${HOME}/.cache/tfwidth-pi
+FRESH=0
+REBUILD=0
+CPU=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --arch) case "$2" in all) ARCHES=(arm64 armhf) ;; arm64|armhf) ARCHES=("$2") ;;
+                *) echo "error: --arch $2: choose arm64, armhf or all" >&2; exit 2 ;; esac; shift 2 ;;
+        --cache) CACHE="$2"; shift 2 ;;
+        --fresh) FRESH=1; shift ;;
+        --rebuild) REBUILD=1; FRESH=1; shift ;;
+        --cpu) CPU="$2"; shift 2 ;;
+        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { echo "error: pi_check needs root (debootstrap, chroot); run it as root" >&2; exit 2; }
+    exec sudo --preserve-env=PYTHON,PIP_CERT,HOME bash "$0" "$@"
+fi
+PY=${PYTHON:-$ROOT/.venv/bin/python}
+[ -x "$PY" ] || { echo "error: no host Python at $PY; run bash tools/quickstart.sh or set PYTHON" >&2; exit 2; }
+taskset -c "$CPU" true 2>/dev/null || { echo "error: --cpu $CPU: no such core here" >&2; exit 2; }
+mkdir -p "$CACHE" && CACHE=$(cd "$CACHE" && pwd)
+export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
+export TF_CPP_MIN_LOG_LEVEL=2
+T0=$(date +%s)
+LOG=$CACHE/logs
+mkdir -p "$LOG"
+
+# step LABEL LOGNAME COMMAND...: one line per step; on failure the log's last lines
+step() {
+    local label=$1 name=$2; shift 2
+    local t=$(date +%s)
+    printf '%-60s ' "$label"
+    if "$@" >"$LOG/$name.log" 2>&1; then
+        echo "ok ($(( $(date +%s) - t )) s)"
+    else
+        echo "FAILED ($(( $(date +%s) - t )) s; $LOG/$name.log):"
+        tail -n 15 "$LOG/$name.log" | sed 's/^/    /'
+        return 1
+    fi
+}
+
+# ---- host tools ---------------------------------------------------------------------------------------------------
+host_tools() {
+    local missing=()
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    [ -e /usr/bin/qemu-aarch64-static ] && [ -e /usr/bin/qemu-arm-static ] || missing+=(qemu-user-static)
+    [ -e /usr/sbin/update-binfmts ] || missing+=(binfmt-support)
+    if [ ${#missing[@]} -gt 0 ]; then
+        apt-get install -y "${missing[@]}" || { apt-get update && apt-get install -y "${missing[@]}"; } || return 1
+    fi
+    # binfmt_misc runs the ARM binaries through qemu; its F flag opens the interpreter at registration, so nothing
+    # needs copying into the chroot
+    [ -e /proc/sys/fs/binfmt_misc/status ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+    for q in qemu-aarch64 qemu-arm; do
+        [ -e /proc/sys/fs/binfmt_misc/$q ] || update-binfmts --enable $q || true
+        grep -q enabled /proc/sys/fs/binfmt_misc/$q || { echo "binfmt_misc has no $q handler"; return 1; }
+    done
+}
+
+# ---- the userland -------------------------------------------------------------------------------------------------
+# What Raspberry Pi OS Lite (bookworm) has besides the base system: python3 with venv and pip, CA certificates.
+INCLUDE=python3,python3-venv,python3-pip,ca-certificates
+make_rootfs() {
+    local arch=$1 r=$CACHE/rootfs-$1
+    rm -rf "$r.partial"
+    taskset -c "$CPU" debootstrap --arch="$arch" --variant=minbase --include=$INCLUDE bookworm "$r.partial" \
+        http://deb.debian.org/debian && mv "$r.partial" "$r"
+}
+
+# in_chroot ARCH COMMAND: run a shell command as root in the userland's device folder /root/pi, pinned to --cpu,
+# with /proc and /dev mounted in a private mount namespace (gone when it exits). The environment is a clean one plus
+# what reaching the package registries needs here: the host's CA bundle for pip when the host names one.
+in_chroot() {
+    local r=$CACHE/rootfs-$1; shift
+    cp -L /etc/resolv.conf "$r/etc/resolv.conf"
+    local env=(PATH=/usr/local/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8 PIP_DISABLE_PIP_VERSION_CHECK=1
+               PIP_DEFAULT_TIMEOUT=180)
+    if [ -n "${PIP_CERT:-}" ] && [ -f "$PIP_CERT" ]; then
+        cp "$PIP_CERT" "$r/etc/ssl/certs/pi-check-host-ca.pem"
+        env+=(PIP_CERT=/etc/ssl/certs/pi-check-host-ca.pem)
+    fi
+    taskset -c "$CPU" unshare --mount --propagation private sh -c '
+        r=$1; shift
+        mount -t proc proc "$r/proc" && mount --bind /dev "$r/dev" && exec chroot "$r" /usr/bin/env -i "$@"
+    ' sh "$r" "${env[@]}" /bin/bash -c "cd /root/pi && $*"
+}
+
+# ---- this host's side: templates, plan, inputs and the reference outputs ----------------------------------------------
+# Keyed by what makes them: the code that writes spaces, templates and plans (a change makes new ones).
+HOST_KEY=$(cat "$ROOT"/tfwidth/{space,profile,convert}.py "$ROOT"/tfwidth/arch/*.py | sha256sum | cut -c1-12)
+HOST=$CACHE/host-$HOST_KEY
+FORMATS=(fp32 int8)
+make_host() {
+    rm -rf "$HOST.partial" && mkdir -p "$HOST.partial" && cd "$HOST.partial" || return 1
+    # the CIFAR MobileNetV1 at 32 px with 4 width levels: the real network, small enough for qemu
+    taskset -c "$CPU" "$PY" -m tfwidth.space --preset mobilenet_v1_cifar --levels 4 -o space.json &&
+    taskset -c "$CPU" "$PY" -m tfwidth.profile template --space space.json -o fp32/template.tflite &&
+    taskset -c "$CPU" "$PY" -m tfwidth.profile template --space space.json --quantize int8 -o int8/template.tflite &&
+    taskset -c "$CPU" "$PY" -m tfwidth.profile plan --space space.json --count 40 -o plan.json &&
+    "$PY" -c 'import numpy as np
+np.savez("inputs.npz", input0=np.random.default_rng(0).standard_normal((4, 32, 32, 3)).astype(np.float32))' &&
+    for f in "${FORMATS[@]}"; do
+        taskset -c "$CPU" "$PY" -m device_profiler --template $f/template.tflite --plan plan.json \
+            --dump-outputs inputs.npz $f/host_outputs.npz || return 1
+    done &&
+    cd "$CACHE" && mv "$HOST.partial" "$HOST"
+}
+
+# ---- one architecture ------------------------------------------------------------------------------------------------
+REFERENCE=
+check_arch() {
+    local arch=$1 r=$CACHE/rootfs-$1 res=$CACHE/results-$1
+    [ $REBUILD = 1 ] && rm -rf "$r"
+    if [ -d "$r" ]; then
+        echo "[$arch] userland: reusing $r"
+    else
+        step "[$arch] debootstrap bookworm $arch (minbase + python3)" debootstrap-$arch make_rootfs "$arch" || return 1
+    fi
+    local pi=$r/root/pi
+    [ $FRESH = 1 ] && rm -rf "$pi"
+    # the device folder as a Pi owner copies it (the venv of an earlier run stays: device_setup.sh reuses it)
+    mkdir -p "$pi" && rm -rf "$pi/device_profiler" &&
+        cp -r "$ROOT/device_profiler" "$ROOT/tools/device_setup.sh" "$HOST/plan.json" "$HOST/inputs.npz" "$pi/" &&
+        find "$pi/device_profiler" -name __pycache__ -prune -exec rm -rf {} + || return 1
+    for f in "${FORMATS[@]}"; do
+        mkdir -p "$pi/$f" && rm -f "$pi/$f"/{samples.jsonl,arm_outputs.npz} && cp "$HOST/$f"/template.* "$pi/$f/" || return 1
+    done
+    step "[$arch] bash device_setup.sh (in the userland)" setup-$arch in_chroot "$arch" bash device_setup.sh || return 1
+    grep "ready:" "$LOG/setup-$arch.log" | sed "s/^/[$arch]   /"
+    local dp=".venv-device/bin/python -m device_profiler"
+    for f in "${FORMATS[@]}"; do
+        step "[$arch] $f: device_profiler --plan (40 configurations)" profile-$arch-$f in_chroot "$arch" \
+            "$dp --template $f/template.tflite --plan plan.json --out $f/samples.jsonl --threads 1 --cpus $CPU \
+             --runs 3 --warmup-runs 1 --precision 0 --noise-threshold 0 --no-progress" || return 1
+        step "[$arch] $f: device_profiler --benchmark (the plan's reference)" bench-$arch-$f in_chroot "$arch" \
+            "$dp --template $f/template.tflite --benchmark $REFERENCE --threads 1 --cpus $CPU --runs 5" || return 1
+        grep -v '^$' "$LOG/bench-$arch-$f.log" | tail -n 1 | sed "s/^/[$arch]   /"
+        step "[$arch] $f: device_profiler --dump-outputs" dump-$arch-$f in_chroot "$arch" \
+            "$dp --template $f/template.tflite --plan plan.json --dump-outputs inputs.npz $f/arm_outputs.npz" || return 1
+        mkdir -p "$res/$f" && cp "$pi/$f/samples.jsonl" "$pi/$f/arm_outputs.npz" "$res/$f/" || return 1
+        step "[$arch] $f: tfwidth.latency fit on the host (exit 0, no warning)" fit-$arch-$f fit "$res/$f" || return 1
+        step "[$arch] $f: outputs equal to the host's ($( [ $f = int8 ] && echo identical || echo within 1e-5))" \
+            compare-$arch-$f compare "$HOST/$f/host_outputs.npz" "$res/$f/arm_outputs.npz" $f || return 1
+        tail -n 1 "$LOG/compare-$arch-$f.log" | sed "s/^/[$arch]   /"
+    done
+}
+
+fit() {  # fit DIR: the samples fitted here, as a Pi owner's are
+    taskset -c "$CPU" "$PY" -m tfwidth.latency fit "$1/samples.jsonl" --space "$HOST/space.json" -o "$1/table.json" \
+        2>"$1/fit.stderr" || { cat "$1/fit.stderr"; return 1; }
+    cat "$1/fit.stderr"
+    if grep -q "warning" "$1/fit.stderr"; then echo "the fit complained (above)"; return 1; fi
+}
+
+compare() {  # compare HOST.npz ARM.npz FORMAT
+    "$PY" - "$@" <<'EOF'
+import sys
+import numpy as np
+host, arm, fmt = np.load(sys.argv[1]), np.load(sys.argv[2]), sys.argv[3]
+assert sorted(host.files) == sorted(arm.files), (host.files, arm.files)
+assert np.array_equal(host["widths"], arm["widths"]) and np.array_equal(host["index"], arm["index"])
+bad = []
+worst = 0.0
+for k in sorted(f for f in host.files if f.startswith("output")):
+    a, b = host[k], arm[k]
+    assert a.shape == b.shape and a.dtype == b.dtype, (k, a.shape, b.shape, a.dtype, b.dtype)
+    diff = np.abs(a.astype(np.float64) - b.astype(np.float64)).reshape(len(a), -1).max(axis=1)
+    worst = max(worst, float(diff.max()))
+    # fp32: within 1e-5 of the logits' scale (at least 1); int8: the same bits
+    tol = np.maximum(1.0, np.abs(a).reshape(len(a), -1).max(axis=1)) * 1e-5 if fmt == "fp32" else np.zeros(len(a))
+    for c in np.nonzero(diff > tol)[0]:
+        bad.append(f"configuration {int(host['index'][c])} {k}: max |diff| {diff[c]:.3g}")
+n, e = host["output0"].shape[:2]
+if bad:
+    print(f"{len(bad)} of {n} configurations differ: " + "; ".join(bad[:5]))
+    sys.exit(1)
+print(f"{fmt}: {n} configurations x {e} inputs, max |host - arm| {worst:.3g}"
+      + (" (bit-identical)" if worst == 0 else ""))
+EOF
+}
+
+# ---- run -------------------------------------------------------------------------------------------------------------
+declare -A VERDICT
+step "host: debootstrap, qemu-user-static, binfmt handlers" host-tools host_tools || exit 1
+[ $FRESH = 1 ] && rm -rf "$HOST"
+if [ -d "$HOST" ]; then
+    echo "host: reusing templates, plan and host outputs in $HOST"
+else
+    step "host: space, fp32 + int8 templates, plan, host outputs" host make_host || exit 1
+fi
+REFERENCE=$("$PY" -c 'import json, sys; print(",".join(map(str, json.load(open(sys.argv[1]))["reference"])))' \
+            "$HOST/plan.json")
+for arch in "${ARCHES[@]}"; do
+    t=$(date +%s)
+    if (check_arch "$arch"); then VERDICT[$arch]="PASS ($(( $(date +%s) - t )) s)"; else VERDICT[$arch]="FAIL"; fi
+done
+echo "pi_check summary ($(( $(date +%s) - T0 )) s; logs in $LOG):"
+status=0
+for arch in "${ARCHES[@]}"; do
+    echo "  $arch: ${VERDICT[$arch]}"
+    [[ ${VERDICT[$arch]} == PASS* ]] || status=1
+done
+[ $status = 0 ] && echo "PASS" || echo "FAIL"
+exit $status
