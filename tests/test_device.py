@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import tfwidth  # noqa: F401
@@ -253,3 +254,68 @@ def test_a_window_is_timed_in_visits_until_each_minimum_repeats(monkeypatch):
     assert recs[1]["ms"]["min"] == 2.0 and recs[1]["ms"]["count"] == 6
     assert recs[1]["precision"]["reached"] == pytest.approx(0.005)
     assert recs[2]["kind"] == "repeat" and recs[2]["ref_ms"] == 0.5
+
+
+def _run_model(model: bytes, x):
+    from ai_edge_litert.interpreter import Interpreter
+    it = Interpreter(model_content=model, num_threads=1)
+    it.allocate_tensors()
+    i, o = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
+    out = []
+    for xi in x:
+        it.set_tensor(i, xi[None])
+        it.invoke()
+        out.append(it.get_tensor(o)[0].copy())
+    return np.array(out)
+
+
+def test_dump_outputs_writes_each_configurations_outputs_for_the_given_inputs(files, tmp_path):
+    from device_profiler.variants import load
+    x = np.random.default_rng(1).standard_normal((3, SPACE.resolution, SPACE.resolution, 3)).astype(np.float32)
+    np.savez(tmp_path / "inputs.npz", x=x)  # a one-input model takes its only array, whatever its name
+    template = str(files / "template.tflite")
+    proc = run_module("device_profiler", "--template", template, "--plan", files / "plan.json",
+                      "--dump-outputs", tmp_path / "inputs.npz", tmp_path / "out.npz")
+    assert proc.returncode == 0, proc.stderr
+    assert "outputs of 12 configuration(s) on 3 example(s)" in proc.stdout
+    plan = json.loads((files / "plan.json").read_text())
+    maker = load(template)
+    with np.load(tmp_path / "out.npz") as z:
+        assert sorted(z.files) == ["index", "output0", "widths"]
+        assert z["index"].tolist() == list(range(12)) and z["widths"].tolist() == plan["configs"]
+        assert z["output0"].shape == (12, 3, SPACE.classes)
+        for c, widths in enumerate(plan["configs"]):
+            np.testing.assert_array_equal(z["output0"][c], _run_model(maker.make(widths), x))
+    # one configuration (--benchmark's) and a shard of the plan: the same rows
+    widths = ",".join(map(str, SPACE.max_widths))
+    proc = run_module("device_profiler", "--template", template, "--benchmark", widths,
+                      "--dump-outputs", tmp_path / "inputs.npz", tmp_path / "max.npz")
+    assert proc.returncode == 0, proc.stderr
+    with np.load(tmp_path / "max.npz") as z:
+        np.testing.assert_array_equal(z["output0"][0], _run_model((files / "template.tflite").read_bytes(), x))
+    proc = run_module("device_profiler", "--template", template, "--plan", files / "plan.json", "--shard", "1/4",
+                      "--dump-outputs", tmp_path / "inputs.npz", tmp_path / "shard.npz")
+    assert proc.returncode == 0, proc.stderr
+    with np.load(tmp_path / "shard.npz") as z, np.load(tmp_path / "out.npz") as full:
+        assert z["index"].tolist() == [1, 5, 9]
+        np.testing.assert_array_equal(z["output0"], full["output0"][[1, 5, 9]])
+
+
+def test_dump_outputs_bad_input_is_one_line_and_writes_nothing(files, tmp_path):
+    np.savez(tmp_path / "wrong_shape.npz", input0=np.zeros((2, 8, 8, 3), np.float32))
+    np.savez(tmp_path / "wrong_dtype.npz", input0=np.zeros((2, SPACE.resolution, SPACE.resolution, 3)))
+    (tmp_path / "garbage.npz").write_bytes(b"not an npz")
+    template = str(files / "template.tflite")
+    out = tmp_path / "out.npz"
+    want = f"input0 [{SPACE.resolution}, {SPACE.resolution}, 3] float32"
+    for args, message in [
+        (["--plan", files / "plan.json", "--dump-outputs", tmp_path / "wrong_shape.npz", out], want),
+        (["--plan", files / "plan.json", "--dump-outputs", tmp_path / "wrong_dtype.npz", out], "float64"),
+        (["--plan", files / "plan.json", "--dump-outputs", tmp_path / "garbage.npz", out], "cannot read"),
+        (["--plan", files / "plan.json", "--dump-outputs", tmp_path / "missing.npz", out], "cannot read"),
+        (["--dump-outputs", tmp_path / "wrong_shape.npz", out], "--plan or of --benchmark"),
+        (["--plan", files / "plan.json", "--dump-outputs", tmp_path / "wrong_shape.npz", tmp_path], "directory"),
+    ]:
+        assert_usage_error(run_module("device_profiler", "--template", template, *args), message)
+        assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
