@@ -94,9 +94,9 @@ if [ ! -x "$VENV/bin/python" ]; then
     fi
     "$PY" -m venv "${SYSTEM_SITE[@]}" "$VENV" || fail "could not create $VENV with $PY -m venv"
 fi
-# A current pip: Debian's (23.0) does not know that a 32-bit Python on a 64-bit kernel takes armv7l wheels.
-"$VENV/bin/python" -m pip install -q --upgrade pip || fail "could not upgrade pip in $VENV (no network? a proxy needs PIP_CERT / PIP_INDEX_URL)"
-"$VENV/bin/python" -m pip install -q "${PACKAGES[@]}" || fail "pip could not install ${PACKAGES[*]} into $VENV (its error is above)"
+# The venv's own pip (bookworm's 23.0) is enough: it already takes armv7l wheels for a 32-bit Python on a 64-bit
+# kernel, and upgrading it costs minutes on a small board.
+"$VENV/bin/python" -m pip install -q "${PACKAGES[@]}" || fail "pip could not install ${PACKAGES[*]} into $VENV (its error is above; no network? behind a proxy set PIP_CERT / PIP_INDEX_URL)"
 
 if ! found=$("$VENV/bin/python" -c 'from device_profiler import runtime
 r = runtime.select()
