@@ -92,7 +92,7 @@ make_rootfs() {
 }
 
 # in_chroot ARCH COMMAND: run a shell command as root in the userland's device folder /root/pi, pinned to --cpu,
-# with /proc and /dev mounted in a private mount namespace (gone when it exits). The environment is a clean one plus
+# with /proc, /dev and /sys (read-only; XNNPACK reads the cores from it) mounted in a private mount namespace (gone when it exits). The environment is a clean one plus
 # what reaching the package registries needs here: the host's CA bundle for pip when the host names one.
 in_chroot() {
     local r=$CACHE/rootfs-$1; shift
@@ -105,24 +105,31 @@ in_chroot() {
     fi
     taskset -c "$CPU" unshare --mount --propagation private sh -c '
         r=$1; shift
-        mount -t proc proc "$r/proc" && mount --bind /dev "$r/dev" && exec chroot "$r" /usr/bin/env -i "$@"
+        mount -t proc proc "$r/proc" && mount --bind /dev "$r/dev" && mount -o bind,ro /sys "$r/sys" &&
+            exec chroot "$r" /usr/bin/env -i "$@"
     ' sh "$r" "${env[@]}" /bin/bash -c "cd /root/pi && $*"
 }
 
 # ---- this host's side: templates, plan, inputs and the reference outputs ----------------------------------------------
-# Keyed by what makes them: the code that writes spaces, templates and plans (a change makes new ones).
-HOST_KEY=$(cat "$ROOT"/tfwidth/{space,profile,convert}.py "$ROOT"/tfwidth/arch/*.py | sha256sum | cut -c1-12)
+# The CIFAR MobileNetV1 at 32 px, 4 width levels from 0.2x to 1.0x: the real network, small enough for qemu (its
+# widest variant ~1 s an invoke emulated on a busy core). Keyed by these figures and the code that writes spaces,
+# templates and plans (a change makes new ones).
+SPACE_ARGS="--preset mobilenet_v1_cifar --levels 4 --max-mult 1.0"
+PLAN_COUNT=20
+EXAMPLES=2
+HOST_KEY=$( (echo "$SPACE_ARGS $PLAN_COUNT $EXAMPLES"; cat "$ROOT"/tfwidth/{space,profile,convert}.py "$ROOT"/tfwidth/arch/*.py) |
+           sha256sum | cut -c1-12)
 HOST=$CACHE/host-$HOST_KEY
 FORMATS=(fp32 int8)
 make_host() {
     rm -rf "$HOST.partial" && mkdir -p "$HOST.partial" && cd "$HOST.partial" || return 1
-    # the CIFAR MobileNetV1 at 32 px with 4 width levels: the real network, small enough for qemu
-    taskset -c "$CPU" "$PY" -m tfwidth.space --preset mobilenet_v1_cifar --levels 4 -o space.json &&
+    taskset -c "$CPU" "$PY" -m tfwidth.space $SPACE_ARGS -o space.json &&
     taskset -c "$CPU" "$PY" -m tfwidth.profile template --space space.json -o fp32/template.tflite &&
     taskset -c "$CPU" "$PY" -m tfwidth.profile template --space space.json --quantize int8 -o int8/template.tflite &&
-    taskset -c "$CPU" "$PY" -m tfwidth.profile plan --space space.json --count 40 -o plan.json &&
-    "$PY" -c 'import numpy as np
-np.savez("inputs.npz", input0=np.random.default_rng(0).standard_normal((4, 32, 32, 3)).astype(np.float32))' &&
+    taskset -c "$CPU" "$PY" -m tfwidth.profile plan --space space.json --count $PLAN_COUNT -o plan.json &&
+    "$PY" -c 'import sys, numpy as np
+x = np.random.default_rng(0).standard_normal((int(sys.argv[1]), 32, 32, 3)).astype(np.float32)
+np.savez("inputs.npz", input0=x)' $EXAMPLES &&
     for f in "${FORMATS[@]}"; do
         taskset -c "$CPU" "$PY" -m device_profiler --template $f/template.tflite --plan plan.json \
             --dump-outputs inputs.npz $f/host_outputs.npz || return 1
@@ -153,11 +160,11 @@ check_arch() {
     grep "ready:" "$LOG/setup-$arch.log" | sed "s/^/[$arch]   /"
     local dp=".venv-device/bin/python -m device_profiler"
     for f in "${FORMATS[@]}"; do
-        step "[$arch] $f: device_profiler --plan (40 configurations)" profile-$arch-$f in_chroot "$arch" \
+        step "[$arch] $f: device_profiler --plan ($PLAN_COUNT configurations)" profile-$arch-$f in_chroot "$arch" \
             "$dp --template $f/template.tflite --plan plan.json --out $f/samples.jsonl --threads 1 --cpus $CPU \
              --runs 3 --warmup-runs 1 --precision 0 --noise-threshold 0 --no-progress" || return 1
         step "[$arch] $f: device_profiler --benchmark (the plan's reference)" bench-$arch-$f in_chroot "$arch" \
-            "$dp --template $f/template.tflite --benchmark $REFERENCE --threads 1 --cpus $CPU --runs 5" || return 1
+            "$dp --template $f/template.tflite --benchmark $REFERENCE --threads 1 --cpus $CPU --runs 3 --precision 0" || return 1
         grep -v '^$' "$LOG/bench-$arch-$f.log" | tail -n 1 | sed "s/^/[$arch]   /"
         step "[$arch] $f: device_profiler --dump-outputs" dump-$arch-$f in_chroot "$arch" \
             "$dp --template $f/template.tflite --plan plan.json --dump-outputs inputs.npz $f/arm_outputs.npz" || return 1
