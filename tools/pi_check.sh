@@ -91,12 +91,37 @@ make_rootfs() {
         http://deb.debian.org/debian && mv "$r.partial" "$r"
 }
 
+# The /proc/cpuinfo a Raspberry Pi 4 (Cortex-A72) shows, in the 64-bit or the 32-bit kernel's format, one entry per
+# core of this host. Why: qemu-user passes the host's x86 /proc/cpuinfo through, and XNNPACK's cpuinfo library,
+# reading it beside /sys, segfaults (or, without /sys, fails and LiteRT silently runs its built-in kernels instead of
+# XNNPACK, which is not what a Pi runs). With an ARM cpuinfo XNNPACK starts and picks its NEON kernels.
+fake_cpuinfo() {
+    local arch=$1 n i
+    n=$(nproc --all)
+    for ((i = 0; i < n; i++)); do
+        printf 'processor\t: %d\n' $i
+        if [ "$arch" = armhf ]; then
+            printf 'model name\t: ARMv7 Processor rev 3 (v7l)\nBogoMIPS\t: 108.00\n'
+            printf 'Features\t: half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt vfpd32 lpae evtstrm crc32\n'
+            printf 'CPU implementer\t: 0x41\nCPU architecture: 7\n'
+        else
+            printf 'BogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU implementer\t: 0x41\n'
+            printf 'CPU architecture: 8\n'
+        fi
+        printf 'CPU variant\t: 0x0\nCPU part\t: 0xd08\nCPU revision\t: 3\n\n'
+    done
+    [ "$arch" = armhf ] && printf 'Hardware\t: BCM2711\n'
+    printf 'Revision\t: c03114\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4 (emulated: tools/pi_check.sh)\n'
+}
+
 # in_chroot ARCH COMMAND: run a shell command as root in the userland's device folder /root/pi, pinned to --cpu,
-# with /proc, /dev and /sys (read-only; XNNPACK reads the cores from it) mounted in a private mount namespace (gone when it exits). The environment is a clean one plus
-# what reaching the package registries needs here: the host's CA bundle for pip when the host names one.
+# with /proc (its cpuinfo a Pi's, above), /dev and /sys (read-only) mounted in a private mount namespace, gone when it
+# exits. The environment is a clean one plus what reaching the package registries needs here: the host's CA bundle
+# for pip when the host names one.
 in_chroot() {
-    local r=$CACHE/rootfs-$1; shift
+    local arch=$1 r=$CACHE/rootfs-$1; shift
     cp -L /etc/resolv.conf "$r/etc/resolv.conf"
+    fake_cpuinfo "$arch" > "$CACHE/cpuinfo-$arch"
     local env=(PATH=/usr/local/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8 PIP_DISABLE_PIP_VERSION_CHECK=1
                PIP_DEFAULT_TIMEOUT=180)
     if [ -n "${PIP_CERT:-}" ] && [ -f "$PIP_CERT" ]; then
@@ -104,10 +129,10 @@ in_chroot() {
         env+=(PIP_CERT=/etc/ssl/certs/pi-check-host-ca.pem)
     fi
     taskset -c "$CPU" unshare --mount --propagation private sh -c '
-        r=$1; shift
-        mount -t proc proc "$r/proc" && mount --bind /dev "$r/dev" && mount -o bind,ro /sys "$r/sys" &&
-            exec chroot "$r" /usr/bin/env -i "$@"
-    ' sh "$r" "${env[@]}" /bin/bash -c "cd /root/pi && $*"
+        r=$1 cpuinfo=$2; shift 2
+        mount -t proc proc "$r/proc" && mount --bind "$cpuinfo" "$r/proc/cpuinfo" && mount --bind /dev "$r/dev" &&
+            mount -o bind,ro /sys "$r/sys" && exec chroot "$r" /usr/bin/env -i "$@"
+    ' sh "$r" "$CACHE/cpuinfo-$arch" "${env[@]}" /bin/bash -c "cd /root/pi && $*"
 }
 
 # ---- this host's side: templates, plan, inputs and the reference outputs ----------------------------------------------
@@ -163,8 +188,12 @@ check_arch() {
         step "[$arch] $f: device_profiler --plan ($PLAN_COUNT configurations)" profile-$arch-$f in_chroot "$arch" \
             "$dp --template $f/template.tflite --plan plan.json --out $f/samples.jsonl --threads 1 --cpus $CPU \
              --runs 3 --warmup-runs 1 --precision 0 --noise-threshold 0 --no-progress" || return 1
-        step "[$arch] $f: device_profiler --benchmark (the plan's reference)" bench-$arch-$f in_chroot "$arch" \
-            "$dp --template $f/template.tflite --benchmark $REFERENCE --threads 1 --cpus $CPU --runs 3 --precision 0" || return 1
+        # --verbose shows LiteRT's start-up line: XNNPACK (what a Pi runs), not a silent fall-back to built-in kernels
+        step "[$arch] $f: device_profiler --benchmark (the reference; XNNPACK)" bench-$arch-$f in_chroot "$arch" \
+            "$dp --template $f/template.tflite --benchmark $REFERENCE --threads 1 --cpus $CPU --runs 3 --precision 0 \
+             --verbose" || return 1
+        grep -q "Created TensorFlow Lite XNNPACK delegate" "$LOG/bench-$arch-$f.log" ||
+            { echo "[$arch]   FAILED: LiteRT did not start XNNPACK ($LOG/bench-$arch-$f.log)"; return 1; }
         grep -v '^$' "$LOG/bench-$arch-$f.log" | tail -n 1 | sed "s/^/[$arch]   /"
         step "[$arch] $f: device_profiler --dump-outputs" dump-$arch-$f in_chroot "$arch" \
             "$dp --template $f/template.tflite --plan plan.json --dump-outputs inputs.npz $f/arm_outputs.npz" || return 1
