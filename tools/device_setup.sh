@@ -42,7 +42,7 @@ command -v "$PY" >/dev/null || fail "$PY not found; install Python 3 (sudo apt i
 read -r ARCH PYVER < <("$PY" -c 'import platform, struct, sys
 m = platform.machine().lower()
 bits = struct.calcsize("P") * 8
-arch = ("aarch64" if bits == 64 else "armv7l") if m.startswith(("arm", "aarch64")) else m
+arch = ("aarch64" if bits == 64 else "armv7l") if m in ("aarch64", "arm64", "armv8l", "armv7l") else m
 print(arch, "%d.%d" % sys.version_info[:2])')
 MINOR=${PYVER#3.}
 
