@@ -37,6 +37,7 @@ def folder(tmp_path):
     ("armv7l", "3.7", "no tflite-runtime wheel for Python 3.7 on armv7l"),
     ("aarch64", "3.7", "no TFLite runtime wheel for Python 3.7 on aarch64"),
     ("riscv64", "3.11", "no TFLite runtime wheel for riscv64 on PyPI"),
+    ("armv6l", "3.11", "no TFLite runtime wheel for armv6l on PyPI"),  # a Pi Zero / 1: no NEON, no armv7l wheel
 ])
 def test_no_wheel_is_one_line_naming_what_to_do(folder, tmp_path, arch, version, message):
     proc = run_setup(folder, "--python", fake_python(tmp_path, arch, version))

@@ -10,7 +10,7 @@
 #   aarch64 (64-bit Raspberry Pi OS), CPython 3.10-3.14: ai-edge-litert (LiteRT; manylinux_2_27, glibc >= 2.27)
 #   aarch64, CPython 3.8-3.9 (e.g. Pi OS bullseye):      tflite-runtime 2.14 (glibc >= 2.34) or 2.13 (older glibc)
 #   armv7l (32-bit Raspberry Pi OS), CPython 3.8-3.11:   tflite-runtime 2.14 (glibc >= 2.34: bookworm) or 2.13
-#   armv7l, CPython 3.12 and later:                      none (see the message below)
+#   armv7l, CPython 3.12 and later, and armv6l:          none: the 64-bit OS, or a Python 3.11 (--python python3.11)
 # numpy has no armv7l wheel on PyPI: on 32-bit the venv sees Debian's python3-numpy (installed with apt when
 # missing, as root or through sudo), which bookworm ships at 1.24 (tflite-runtime 2.14 needs >= 1.23.2).
 #
@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --venv) VENV="$2"; shift 2 ;;
         --python) PY="$2"; shift 2 ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "error: unknown option $1; use --venv DIR or --python PY" >&2; exit 2 ;;
     esac
 done

@@ -31,7 +31,7 @@ while [ $# -gt 0 ]; do
         --fresh) FRESH=1; shift ;;
         --rebuild) REBUILD=1; FRESH=1; shift ;;
         --cpu) CPU="$2"; shift 2 ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -157,7 +157,7 @@ HOST_KEY=$( (echo "$SPACE_ARGS $PLAN_COUNT $EXAMPLES"; sed -n '/^make_host()/,/^
 HOST=$CACHE/host-$HOST_KEY
 FORMATS=(fp32 int8)
 make_host() {
-    rm -rf "$HOST.partial" && mkdir -p "$HOST.partial" && cd "$HOST.partial" || return 1
+    rm -rf "$CACHE"/host-* && mkdir -p "$HOST.partial" && cd "$HOST.partial" || return 1  # (older keys' too)
     taskset -c "$CPU" "$PY" -m tfwidth.space $SPACE_ARGS -o space.json &&
     taskset -c "$CPU" "$PY" -m tfwidth.profile template --space space.json -o fp32/template.tflite &&
     taskset -c "$CPU" "$PY" -m tfwidth.profile template --space space.json --quantize int8 -o int8/template.tflite &&
@@ -219,7 +219,8 @@ check_arch() {
         mkdir -p "$res/$f" && cp "$pi/$f/samples.jsonl" "$pi/$f/arm_outputs.npz" "$res/$f/" || return 1
         step "[$arch] $f: tfwidth.latency fit on the host (exit 0, no warning)" fit-$arch-$f fit "$res/$f" || return 1
         step "[$arch] $f: outputs = the host's, $kernels kernels ($( [ $f = int8 ] && echo identical || echo 1e-5))" \
-            compare-$arch-$f compare "$HOST/$f/host_outputs_$kernels.npz" "$res/$f/arm_outputs.npz" $f || return 1
+            compare-$arch-$f compare "$HOST/$f/host_outputs_$kernels.npz" "$res/$f/arm_outputs.npz" $f \
+            "$HOST/$f/template.tflite" || return 1
         tail -n 1 "$LOG/compare-$arch-$f.log" | sed "s/^/[$arch]   /"
     done
 }
@@ -231,29 +232,47 @@ fit() {  # fit DIR: the samples fitted here, as a Pi owner's are
     if grep -q "warning" "$1/fit.stderr"; then echo "the fit complained (above)"; return 1; fi
 }
 
-compare() {  # compare HOST.npz ARM.npz FORMAT
+compare() {  # compare HOST.npz ARM.npz FORMAT TEMPLATE
     "$PY" - "$@" <<'EOF'
 import sys
 import numpy as np
-host, arm, fmt = np.load(sys.argv[1]), np.load(sys.argv[2]), sys.argv[3]
+host, arm, fmt, template = np.load(sys.argv[1]), np.load(sys.argv[2]), sys.argv[3], sys.argv[4]
 assert sorted(host.files) == sorted(arm.files), (host.files, arm.files)
 assert np.array_equal(host["widths"], arm["widths"]) and np.array_equal(host["index"], arm["index"])
-bad = []
-worst = 0.0
+# int8: the int8 values the network ends on must be the same. The template dequantizes them into its float output
+# (scale * (q - zero point), rounded to float32 by each CPU's own instructions: one ulp apart on armv7l), so the
+# int8 values are read back through the scale of the DEQUANTIZE op's input.
+quant = {}
+if fmt == "int8":
+    from ai_edge_litert.interpreter import Interpreter
+    it = Interpreter(model_path=template)
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    for k, d in enumerate(it.get_output_details()):
+        op = [o for o in it._get_ops_details() if d["index"] in o["outputs"]]
+        if op and op[0]["op_name"] == "DEQUANTIZE":
+            quant[f"output{k}"] = tensors[int(op[0]["inputs"][0])]["quantization"]
+bad, worst, steps = [], 0.0, []
 for k in sorted(f for f in host.files if f.startswith("output")):
     a, b = host[k], arm[k]
     assert a.shape == b.shape and a.dtype == b.dtype, (k, a.shape, b.shape, a.dtype, b.dtype)
     diff = np.abs(a.astype(np.float64) - b.astype(np.float64)).reshape(len(a), -1).max(axis=1)
     worst = max(worst, float(diff.max()))
-    # fp32: within 1e-5 of the logits' scale (at least 1); int8: the same bits
-    tol = np.maximum(1.0, np.abs(a).reshape(len(a), -1).max(axis=1)) * 1e-5 if fmt == "fp32" else np.zeros(len(a))
-    for c in np.nonzero(diff > tol)[0]:
-        bad.append(f"configuration {int(host['index'][c])} {k}: max |diff| {diff[c]:.3g}")
+    if fmt == "fp32":  # within 1e-5 of the logits' scale (at least 1)
+        off = diff > np.maximum(1.0, np.abs(a).reshape(len(a), -1).max(axis=1)) * 1e-5
+    elif k in quant:
+        scale, zero = quant[k]
+        steps.append(scale)
+        q = lambda y: np.round(y.astype(np.float64) / scale).astype(np.int64) + zero  # noqa: E731
+        off = (q(a) != q(b)).reshape(len(a), -1).any(axis=1)
+    else:  # an int8 output as such: the same bits
+        off = diff > 0
+    bad += [f"configuration {int(host['index'][c])} {k}: max |diff| {diff[c]:.3g}" for c in np.nonzero(off)[0]]
 n, e = host["output0"].shape[:2]
 if bad:
     print(f"{len(bad)} of {n} configurations differ: " + "; ".join(bad[:5]))
     sys.exit(1)
-print(f"{fmt}: {n} configurations x {e} inputs, max |host - arm| {worst:.3g}"
+same = (f"the same int8 outputs (quantization step {min(steps):.3g}), " if steps else "")
+print(f"{fmt}: {n} configurations x {e} inputs, {same}max |host - arm| {worst:.3g}"
       + (" (bit-identical)" if worst == 0 else ""))
 EOF
 }
