@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from device_profiler import runtime as runtimes
-from device_profiler import adb, samples, timing, variants
+from device_profiler import adb, console, samples, timing, variants
 from device_profiler.checks import cores, count, number, output_file
 from device_profiler.errors import ArgumentParser, UsageError, invoked_as, run_cli
 from device_profiler.session import (DEFAULT_PRECISION, NoiseCheck, benchmark, dump_outputs, format_benchmark,
@@ -153,10 +154,11 @@ def _run(a, opened) -> int:
             items = [(0, session.maker.check_widths(parse_widths(a.benchmark), "--benchmark"))]
         else:
             items = [(i, w) for i, w in enumerate(plan["configs"]) if i % shard[1] == shard[0]]
+        t0 = time.perf_counter()
         arrays = dump_outputs(session, items, a.dump_outputs[0])
         write_npz(a.dump_outputs[1], arrays)
-        print(f"wrote {a.dump_outputs[1]}: the outputs of {len(items)} configuration(s) on "
-              f"{arrays['output0'].shape[1]} example(s) ({where})")
+        print(f"{console.wrote([a.dump_outputs[1]], time.perf_counter() - t0)}: the outputs of {len(items)} "
+              f"configuration(s) on {arrays['output0'].shape[1]} example(s) ({where})")
         return 0
     try:
         if a.benchmark is not None:

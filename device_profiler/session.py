@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import io
 import json
 import os
 import random
@@ -24,6 +25,7 @@ import numpy as np
 from device_profiler import samples, timing, variants
 from device_profiler.console import Progress
 from device_profiler.errors import UsageError
+from device_profiler.files import atomic_write_bytes
 
 # The precision a configuration is timed to by default: about the A/A floor of the pinned min-of-N protocol on a
 # quiet machine (docs/benchmarks.md, "The profiler's noise check"); asking two visits' minima to agree within 1%
@@ -486,14 +488,7 @@ def dump_outputs(session, items: list, inputs_path: str) -> dict:
 
 
 def write_npz(path: str, arrays: dict) -> None:
-    """np.savez to ``path`` through a temporary file beside it: a killed run leaves the old file or none."""
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """``arrays`` as an .npz at ``path``, whole or not at all (files.atomic_write_bytes)."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
