@@ -53,6 +53,11 @@ def test_armv7l_without_numpy_for_another_python_says_what_to_install(folder, tm
     assert proc.returncode == 1 and "PyPI has no armv7l numpy wheel" in proc.stderr, proc.stderr
 
 
+def test_a_python_that_does_not_run_is_one_line(folder):
+    proc = run_setup(folder, "--python", "false")
+    assert proc.returncode == 1 and "false does not run as Python 3" in proc.stderr, proc.stderr
+
+
 def test_refuses_a_folder_without_device_profiler(tmp_path):
     proc = run_setup(tmp_path)
     assert proc.returncode == 1 and "no device_profiler/ here" in proc.stderr, proc.stderr

@@ -39,11 +39,12 @@ command -v "$PY" >/dev/null || fail "$PY not found; install Python 3 (sudo apt i
 
 # The interpreter's architecture, not the kernel's: 32-bit Raspberry Pi OS boots a 64-bit kernel on a Pi 4/5, so
 # `uname -m` says aarch64 while every wheel has to be armv7l.
-read -r ARCH PYVER < <("$PY" -c 'import platform, struct, sys
+probe=$("$PY" -c 'import platform, struct, sys
 m = platform.machine().lower()
 bits = struct.calcsize("P") * 8
 arch = ("aarch64" if bits == 64 else "armv7l") if m in ("aarch64", "arm64", "armv8l", "armv7l") else m
-print(arch, "%d.%d" % sys.version_info[:2])')
+print(arch, "%d.%d" % sys.version_info[:2])') || fail "$PY does not run as Python 3; give one with --python"
+read -r ARCH PYVER <<< "$probe"
 MINOR=${PYVER#3.}
 
 as_root() {  # run a command as root: directly, or through sudo
@@ -66,24 +67,30 @@ case "$ARCH" in
         elif [ "$MINOR" -ge 8 ] && [ "$ARCH" = aarch64 ]; then
             RUNTIME=(tflite-runtime)
         else
-            fail "no TFLite runtime wheel for Python $PYVER on $ARCH (ai-edge-litert: 3.10-3.14; tflite-runtime on aarch64: 3.8-3.11); use a Python 3.10-3.14 and run again with --python python3.X"
+            fail "no TFLite runtime wheel for Python $PYVER on $ARCH (ai-edge-litert: 3.10-3.14; tflite-runtime on" \
+                 "aarch64: 3.8-3.11); use a Python 3.10-3.14 and run again with --python python3.X"
         fi
         PACKAGES=("numpy>=1.21" "flatbuffers>=24.3" "${RUNTIME[@]}")
         ;;
     armv7l)
         if [ "$MINOR" -lt 8 ] || [ "$MINOR" -gt 11 ]; then
-            fail "no tflite-runtime wheel for Python $PYVER on armv7l (PyPI has cp38-cp311 only, 2.14 for glibc >= 2.34) and ai-edge-litert has no 32-bit ARM wheel: install the 64-bit Raspberry Pi OS (ai-edge-litert), or a Python 3.11 (e.g. \`uv python install 3.11\`) and run again with --python python3.11"
+            fail "no tflite-runtime wheel for Python $PYVER on armv7l (PyPI has cp38-cp311 only, 2.14 for glibc >=" \
+                 "2.34) and ai-edge-litert has no 32-bit ARM wheel: install the 64-bit Raspberry Pi OS" \
+                 "(ai-edge-litert), or a Python 3.11 (e.g. \`uv python install 3.11\`) and run again with" \
+                 "--python python3.11"
         fi
         # PyPI has no armv7l numpy: the venv sees Debian's (apt), built for this system's python3.
         if ! "$PY" -c 'import numpy' 2>/dev/null; then
-            [ "$PY" = python3 ] || fail "numpy is not importable by $PY and PyPI has no armv7l numpy wheel: install numpy for $PY first (Debian's python3-numpy serves only its python3)"
+            [ "$PY" = python3 ] || fail "numpy is not importable by $PY and PyPI has no armv7l numpy wheel:" \
+                "install numpy for $PY first (Debian's python3-numpy serves only its python3)"
             apt_install python3-numpy "PyPI has no armv7l numpy wheel"
         fi
         SYSTEM_SITE=(--system-site-packages)
         PACKAGES=("flatbuffers>=24.3" "tflite-runtime>=2.5")
         ;;
     *)
-        fail "no TFLite runtime wheel for $ARCH on PyPI; device_profiler runs on aarch64 and x86_64 (ai-edge-litert) and armv7l (tflite-runtime)"
+        fail "no TFLite runtime wheel for $ARCH on PyPI; device_profiler runs on aarch64 and x86_64" \
+             "(ai-edge-litert) and armv7l (tflite-runtime)"
         ;;
 esac
 say "Python $PYVER on $ARCH: installing ${PACKAGES[*]} into $VENV"
@@ -96,7 +103,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # The venv's own pip (bookworm's 23.0) is enough: it already takes armv7l wheels for a 32-bit Python on a 64-bit
 # kernel, and upgrading it costs minutes on a small board.
-"$VENV/bin/python" -m pip install -q "${PACKAGES[@]}" || fail "pip could not install ${PACKAGES[*]} into $VENV (its error is above; no network? behind a proxy set PIP_CERT / PIP_INDEX_URL)"
+"$VENV/bin/python" -m pip install -q "${PACKAGES[@]}" ||
+    fail "pip could not install ${PACKAGES[*]} into $VENV (its error is above; no network? behind a proxy set" \
+         "PIP_CERT / PIP_INDEX_URL)"
 
 if ! found=$("$VENV/bin/python" -c 'from device_profiler import runtime
 r = runtime.select()
@@ -105,4 +114,5 @@ print(f"{r.name} {r.version}, numpy {numpy.__version__}, flatbuffers {flatbuffer
     fail "the runtime installed into $VENV does not import (its error is above)"
 fi
 say "ready: $found in $VENV"
-say "next: $VENV/bin/python -m device_profiler --template template.tflite --plan plan.json --out samples.jsonl --threads 1 --cpus 3"
+say "next: . $VENV/bin/activate; python -m device_profiler --template template.tflite --plan plan.json" \
+    "--out samples.jsonl --threads 1 --cpus 3"
