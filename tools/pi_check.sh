@@ -36,7 +36,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 if [ "$(id -u)" != 0 ]; then
-    command -v sudo >/dev/null || { echo "error: pi_check needs root (debootstrap, chroot); run it as root" >&2; exit 2; }
+    command -v sudo >/dev/null ||
+        { echo "error: pi_check needs root (debootstrap, chroot); run it as root" >&2; exit 2; }
     exec sudo --preserve-env=PYTHON,PIP_CERT,HOME bash "$0" "$@"
 fi
 PY=${PYTHON:-$ROOT/.venv/bin/python}
@@ -144,7 +145,7 @@ in_chroot() {
     ' sh "$r" "$CACHE/cpuinfo-$arch" "${env[@]}" /bin/bash -c "cd /root/pi && $*"
 }
 
-# ---- this host's side: templates, plan, inputs and the reference outputs ----------------------------------------------
+# ---- this host's side: templates, plan, inputs and the reference outputs --------------------------------------------
 # The CIFAR MobileNetV1 at 32 px, 4 width levels from 0.2x to 1.0x: the real network, small enough for qemu (its
 # widest variant ~1 s an invoke emulated on a busy core). Keyed by these figures and the code that writes spaces,
 # templates and plans (a change makes new ones).
@@ -193,7 +194,8 @@ check_arch() {
         cp -r "$ROOT/device_profiler" "$ROOT/tools/device_setup.sh" "$HOST/plan.json" "$HOST/inputs.npz" "$pi/" &&
         find "$pi/device_profiler" -name __pycache__ -prune -exec rm -rf {} + || return 1
     for f in "${FORMATS[@]}"; do
-        mkdir -p "$pi/$f" && rm -f "$pi/$f"/{samples.jsonl,arm_outputs.npz} && cp "$HOST/$f"/template.* "$pi/$f/" || return 1
+        mkdir -p "$pi/$f" && rm -f "$pi/$f"/{samples.jsonl,arm_outputs.npz} && cp "$HOST/$f"/template.* "$pi/$f/" ||
+            return 1
     done
     step "[$arch] bash device_setup.sh (in the userland)" setup-$arch in_chroot "$arch" bash device_setup.sh || return 1
     grep "ready:" "$LOG/setup-$arch.log" | sed "s/^/[$arch]   /"
@@ -215,7 +217,8 @@ check_arch() {
             echo "[$arch]   FAILED: expected ${KERNELS[$arch]} kernels here ($LOG/bench-$arch-$f.log)"; return 1
         fi
         step "[$arch] $f: device_profiler --dump-outputs" dump-$arch-$f in_chroot "$arch" \
-            "$dp --template $f/template.tflite --plan plan.json --dump-outputs inputs.npz $f/arm_outputs.npz" || return 1
+            "$dp --template $f/template.tflite --plan plan.json --dump-outputs inputs.npz $f/arm_outputs.npz" ||
+            return 1
         mkdir -p "$res/$f" && cp "$pi/$f/samples.jsonl" "$pi/$f/arm_outputs.npz" "$res/$f/" || return 1
         step "[$arch] $f: tfwidth.latency fit on the host (exit 0, no warning)" fit-$arch-$f fit "$res/$f" || return 1
         step "[$arch] $f: outputs = the host's, $kernels kernels ($( [ $f = int8 ] && echo identical || echo 1e-5))" \
