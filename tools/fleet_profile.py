@@ -150,11 +150,17 @@ def compare(fleet: latency.LatencyTable, single: latency.LatencyTable, val_a: li
     def rms(x):
         return float(np.sqrt(np.mean(np.square(x)))) if len(x) else None
 
-    return {"configs": len(val_a), "tables_rms_rel_diff": rms(rel), "tables_max_rel_diff": float(np.max(np.abs(rel))),
-            "aa_pairs": len(aa), "aa_rms_rel_diff": rms(aa),
-            "aa_max_rel_diff": float(np.max(np.abs(aa))) if len(aa) else None,
-            "aa_rmse_ms": latency.aa_rmse(pairs), "level_ratio": lf / ls,
-            "fleet_vs_val": latency.evaluate(fleet, val_a), "single_vs_val": latency.evaluate(single, val_a)}
+    def figures(mask):
+        keys = {tuple(d["widths"]) for d, m in zip(val_a, mask) if m}
+        aa = np.array([a / b - 1.0 for k, (a, b) in pairs.items() if k in keys])
+        return {"configs": int(mask.sum()), "tables_rms_rel_diff": rms(rel[mask]),
+                "tables_max_rel_diff": float(np.max(np.abs(rel[mask]))), "aa_pairs": len(aa), "aa_rms_rel_diff": rms(aa),
+                "aa_max_rel_diff": float(np.max(np.abs(aa))) if len(aa) else None}
+
+    groups = {g: figures(m) for g, m in latency.groups_of(space, val_a).items() if m.any()}
+    return {**figures(np.ones(len(val_a), bool)), "groups": groups, "aa_rmse_ms": latency.aa_rmse(pairs),
+            "level_ratio": lf / ls, "fleet_vs_val": latency.evaluate(fleet, val_a),
+            "single_vs_val": latency.evaluate(single, val_a)}
 
 
 def main(argv=None) -> int:
@@ -236,15 +242,23 @@ def main(argv=None) -> int:
 
 
 def format_comparison(c: dict) -> str:
-    """compare's figures as one line: the tables' difference against the A/A noise of the same networks."""
-    aa = c["aa_rms_rel_diff"]
-    line = (f"fleet vs single-device table on {c['configs']} held-out configurations: predictions differ by "
-            f"{100 * c['tables_rms_rel_diff']:.2f}% RMS (largest {100 * c['tables_max_rel_diff']:.2f}%)")
-    if aa:
-        line += (f" = {c['tables_rms_rel_diff'] / aa:.2f}x the A/A of the same networks timed twice on the single "
-                 f"device ({100 * aa:.2f}% RMS, largest {100 * c['aa_max_rel_diff']:.2f}%, {c['aa_pairs']} pairs)")
-    return line + (f"; the fleet's median reference ran at {c['level_ratio']:.3f}x the single device's "
-                   f"(divided out)")
+    """compare's figures as lines: the tables' difference against the A/A noise of the same networks, over the
+    held-out set and per group of it (random configurations, the uniform ladder)."""
+    def against(f):
+        aa = f["aa_rms_rel_diff"]
+        line = (f"predictions differ by {100 * f['tables_rms_rel_diff']:.2f}% RMS (largest "
+                f"{100 * f['tables_max_rel_diff']:.2f}%)")
+        if aa:
+            line += (f" = {f['tables_rms_rel_diff'] / aa:.2f}x the A/A of the same networks timed twice on the "
+                     f"single device ({100 * aa:.2f}% RMS, largest {100 * f['aa_max_rel_diff']:.2f}%, "
+                     f"{f['aa_pairs']} pairs)")
+        return line
+
+    lines = [f"fleet vs single-device table on {c['configs']} held-out configurations: {against(c)}; the fleet's "
+             f"median reference ran at {c['level_ratio']:.3f}x the single device's (divided out)"]
+    if len(c["groups"]) > 1:
+        lines += [f"  {latency.GROUP_NAMES[g]} ({f['configs']}): {against(f)}" for g, f in c["groups"].items()]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
