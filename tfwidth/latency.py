@@ -902,8 +902,10 @@ def poor_table(path) -> str | None:
 
 
 # ---- a fleet of devices ----------------------------------------------------------------------------------------
-# A device whose timings sit further than this from the median device's is named by the fit. Identical units timed
-# on this machine (its cores, tools/fleet_profile.py) sat within ~1% of each other when it was quiet (docs/fleet.md).
+# A device whose timings sit further than this from the median device's is named by the fit: over twice the A/A of
+# the same networks timed twice on one quiet device (median 0.3-0.9%, docs/benchmarks.md), and a device's offset is a
+# median over its whole shard, so identical quiet devices sit well within it. (This machine's two cores, shared with
+# other jobs, read 3-4% apart: docs/fleet.md.)
 FLEET_NAMED = 0.02
 
 
