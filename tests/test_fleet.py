@@ -73,7 +73,8 @@ def test_shards_in_parallel_merge_fit_compare_and_resume(files, tmp_path):
     assert shards[0].read_bytes().startswith(before0) and shards[1].read_text().startswith("".join(kept[:2]))
     assert sorted(indices(shards[1])) == list(range(1, 16, 2)) and sorted(indices(out / "fleet.jsonl")) == list(range(16))
     assert f"timed {8 - len(left)} configurations (0 failed), skipped {len(left)} already" in r.stdout
-    assert r.stdout.count("timed 0 configurations") == 4  # shard 0, both held-out timings and the single device
+    # shard 0, both held-out timings and the single device had nothing left; each says only this run's outcome
+    assert r.stdout.count("timed 0 configurations") == 4 and f"shard 0/2 on cpu {CORES[0]}: timed 0 configurations" in r.stdout
     assert sorted(indices(out / "single.jsonl")) == list(range(16))
 
 

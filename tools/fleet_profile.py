@@ -78,14 +78,17 @@ def run_devices(jobs: list[tuple[str, list, Path]]) -> float:
     try:
         for name, argv, log in jobs:
             f = open(log, "a")
+            start = f.tell()  # this run's part of the log (a re-run appends)
             f.write(f"$ {' '.join(argv[1:])}\n")
             f.flush()
             procs.append((name, subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=env,
-                                                 preexec_fn=_die_with_parent), log, f))
-        for name, p, log, f in procs:
+                                                 preexec_fn=_die_with_parent), (log, start), f))
+        for name, p, (log, start), f in procs:
             rc = p.wait()
             f.close()
-            said = [line for line in log.read_text().splitlines() if line.strip()]
+            with open(log) as g:
+                g.seek(start)
+                said = [line for line in g.read().splitlines() if line.strip()]
             if rc != 0:
                 err = next((line for line in reversed(said) if line.startswith("error:")), f"exit code {rc}")
                 raise UsageError(f"{name} failed: {err[len('error: '):] if err.startswith('error: ') else err} "
