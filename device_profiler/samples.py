@@ -122,7 +122,7 @@ IDENTITY_KEYS = ("hostname", "serial")
 
 
 def device_description(rec: dict) -> str | None:
-    """What kind of device timed a record, as one string ("x86_64, AMD EPYC 7B13, Linux-6.8.0-x86_64-with-glibc2.39"):
+    """What kind of device timed a record, as one string ("x86_64, AMD EPYC, Linux-6.18.44-fc-v1272-x86_64-with-glibc2.36"):
     its "device" fields but the unit's name (IDENTITY_KEYS). None for records without one (older files, synthetic
     ones)."""
     dev = rec.get("device")

@@ -982,7 +982,7 @@ FLEET_ROUNDS = 8
 
 def fit_fleet(samples: list[dict], space: SearchSpace, table: LatencyTable, report: dict, **fit_kw):
     """Fit each device's speed jointly with the table, for the devices whose speed the drift correction did not
-    divide out (no reference timings: device_offsets' "corrected" None). The table of a fleet averages its devices'
+    divide out (device_offsets' "corrected" None: no reference timings, or a fit without drift correction). The table of a fleet averages its devices'
     speeds over the entries each touched; so, in turn: each such device's speed from the table's residuals
     (device_offsets), then the table refitted on timings divided by it (fit_table's ``speed``, the settings
     ``table`` was fitted with), until no speed moves by FLEET_TOL. ``fit_kw``: fit_table's other arguments as
