@@ -956,7 +956,10 @@ def format_offsets(devices: list[dict], named: float = FLEET_NAMED) -> list[str]
              f"timings): " + ", ".join(
                  f"{d['device']} {100 * d['offset']:+.1f}%" + (f" ({100 * d['reference_offset']:+.1f}%)" if
                                                                 d["reference_offset"] is not None else "")
-                 + f" on {d['samples']} samples" for d in devices)]
+                 + f" on {d['samples']} samples" for d in devices)
+             + ("; the drift correction divided each one's speed out" if all(d["corrected"] == "reference"
+                                                                             for d in devices) else
+                "; each one's speed fitted with the table" if all(d["corrected"] for d in devices) else "")]
     for d in devices:
         o = d["offset"]
         if abs(o) <= named:
@@ -997,14 +1000,19 @@ def fit_fleet(samples: list[dict], space: SearchSpace, table: LatencyTable, repo
     joint = {d["device"] for d in devices if not d["corrected"]}
     fixed = dict(reg=None, grid=(report["reg"],), prior=report["prior"], scale=report["scale"],
                  shared=report["shared"])
+    first, seconds = report, report["seconds"]
     for _ in range(FLEET_ROUNDS):
         factor = {d["device"]: 1.0 + d["offset"] for d in devices if d["device"] in joint}
         table, report = fit_table(samples, space, speed=[factor.get(labels[k], 1.0) for k in keys], **fixed, **fit_kw)
         new = device_offsets(table, samples)
         moved = max(abs(a["offset"] - b["offset"]) for a, b in zip(devices, new))
         devices = new
+        seconds += report["seconds"]
         if moved <= FLEET_TOL:
             break
+    # the report and table keep the settings scored when they were chosen, and the time of every fit
+    report = dict(report, choices=first["choices"], seconds=seconds)
+    table.fit["choices"] = first["choices"]
     for d in devices:
         if d["device"] in joint:
             d["corrected"] = "joint"
