@@ -138,10 +138,11 @@ def fit(samples: Path, plan: Path, table: Path) -> latency.LatencyTable:
 
 
 def compare(fleet: latency.LatencyTable, single: latency.LatencyTable, val_a: list, val_b: list) -> dict:
-    """The two tables on the held-out configurations: each against the first timing of them (val_a, brought to the
-    table's reference level), against each other (each prediction over its table's reference level, so a device's
-    overall speed does not count), and the A/A of the same networks (val_a against val_b, relative differences).
-    Relative figures: RMS and largest of (x - y) / y."""
+    """The two tables on the held-out configurations: each against the first timing of them (val_a, as the table's
+    fit reads timings), against each other (drift-corrected tables: each prediction over its table's reference level,
+    so the devices' overall speeds do not count; tables of raw timings as they are), and the A/A of the same
+    networks (val_a against val_b, relative differences), over all and per group (random, ladder). Relative
+    figures: RMS and largest of (x - y) / y."""
     space = single.space
     idx = np.array([space.to_indices(d["widths"]) for d in val_a], dtype=np.int64).reshape(len(val_a), -1)
     # each table predicts at its reference level when drift-corrected; compared at a common one. Fitted on raw
