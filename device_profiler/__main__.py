@@ -179,8 +179,7 @@ def _run(a, opened) -> int:
     if on_phone:
         inside = "inside benchmark_model's runs"
     else:
-        ratio = r["wall_s"] / r["invoke_s"] if r["invoke_s"] else float("nan")
-        inside = f"inside invokes (overhead {ratio:.2f}x)"
+        inside = f"inside invokes (overhead {r['wall_s'] / r['invoke_s']:.2f}x)" if r["invoke_s"] else "inside invokes"
     print(f"timed {r['timed']} configurations ({r['failed']} failed), skipped {r['skipped']} already in {a.out}; "
           f"wall {r['wall_s']:.1f} s, {r['invoke_s']:.1f} s {inside}")
     report_noise(r)

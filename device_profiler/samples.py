@@ -115,6 +115,43 @@ def recover(path: str, space_hash: str, plan: str | None = None) -> tuple[set, f
     return done, ref
 
 
+# ---- devices -----------------------------------------------------------------------------------------------------
+# The fields of a sample's "device" (timing.describe_device, adb's describe) that name one unit rather than its kind:
+# a fleet of identical devices differs in these and nothing else.
+IDENTITY_KEYS = ("hostname", "serial")
+
+
+def device_description(rec: dict) -> str | None:
+    """What kind of device timed a record, as one string ("x86_64, AMD EPYC, Linux-6.18.44-fc-v1272-x86_64-with-glibc2.36"):
+    its "device" fields but the unit's name (IDENTITY_KEYS). None for records without one (older files, synthetic
+    ones)."""
+    dev = rec.get("device")
+    if not isinstance(dev, dict):
+        return None
+    vals = [str(v) for k, v in dev.items() if k not in IDENTITY_KEYS and v not in (None, "")]
+    return ", ".join(vals) or None
+
+
+def device_key(rec: dict) -> tuple:
+    """Which unit timed a record: (its hostname (a phone's serial), the cores it was pinned to). Two processes of one
+    machine pinned to different cores count as two devices (tools/fleet_profile.py times a fleet of cores)."""
+    dev = rec.get("device") if isinstance(rec.get("device"), dict) else {}
+    cpus = rec.get("cpus")
+    return (str(dev.get("hostname") or dev.get("serial") or "unknown device"),
+            tuple(cpus) if isinstance(cpus, list) else None)
+
+
+def device_labels(keys) -> dict:
+    """{device_key: name to show}: the hostname, followed by its cores where one hostname timed on several
+    ("pi-2"; "bench cpus 1" beside "bench cpus 0")."""
+    keys = sorted(set(keys), key=lambda k: (k[0], k[1] or ()))
+    pinnings: dict = {}
+    for host, cpus in keys:
+        pinnings.setdefault(host, set()).add(cpus)
+    return {(host, cpus): host if len(pinnings[host]) == 1 else
+            f"{host} cpus {','.join(map(str, cpus)) if cpus else 'unpinned'}" for host, cpus in keys}
+
+
 # ---- noise -------------------------------------------------------------------------------------------------------
 def _ok_ms(d: dict, statistic: str) -> float | None:
     ms = d.get("ms")

@@ -1,5 +1,7 @@
 """tfwidth.latency: fit on synthetic samples from a known table, sample-file checks, CLI errors."""
 import json
+import re
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -362,3 +364,87 @@ def test_fit_samples_and_validate_table_are_the_cli(space, tmp_path):
     assert [g for g, *_ in got.groups] == list(got.report["validation_groups"])
     v = L.validate_table(tmp_path / "lib.json", tmp_path / "v.jsonl")
     assert v.metrics == got.report["validation"] and v.verdict["poor"] == got.verdict["poor"]
+
+
+def fleet_samples(space, truth, slow, with_refs, n=60):
+    """Samples of four identical devices pi-1..pi-4 (their shards: disjoint configurations) where ``slow`` runs 5%
+    slower; its reference timings (ref_ms) say so when ``with_refs``, else no sample carries one."""
+    kind = {"machine": "aarch64", "cpu": "Cortex-A72", "os": "Linux-6.6-rpi"}
+    out = []
+    for i in range(4):
+        host = f"pi-{i + 1}"
+        f = 1.05 if host == slow else 1.0
+        for d in make_samples(space, truth, n, seed=10 + i, noise=0.01):
+            d["ms"] = {k: v * f if k in ("min", "median", "mean") else v for k, v in d["ms"].items()}
+            d["ref_ms"] = 1.0 * f if with_refs else None
+            d["device"] = dict(kind, hostname=host)
+            out.append(d)
+    return out
+
+
+@pytest.mark.parametrize("with_refs", [True, False])
+def test_fit_names_the_device_of_a_fleet_that_runs_slow(space, tmp_path, capsys, with_refs):
+    truth = true_table(space)
+    space.save(tmp_path / "space.json")
+    write_jsonl(tmp_path / "fleet.jsonl", fleet_samples(space, truth, "pi-3", with_refs))
+    assert L.main(["fit", str(tmp_path / "fleet.jsonl"), "-o", str(tmp_path / "t.json"),
+                   "--space", str(tmp_path / "space.json")]) == 0
+    out = capsys.readouterr().out
+    named = [line for line in out.splitlines() if line.startswith("device ")]
+    assert len(named) == 1 and re.match(r"device pi-3 runs (4\.[89]|5\.[01])% slower than the median device", named[0]), out
+    assert ("(its reference timings: +5.0%)" in named[0]) == with_refs
+    assert re.search("its reference timings brought its samples to the fleet's speed in this fit$" if with_refs
+                     else r"so its speed was fitted with the table \(its timings divided by 1\.0(4[89]|5[01])\)$",
+                     named[0]), named[0]
+    summary = next(line for line in out.splitlines() if line.startswith("4 devices against the median device"))
+    assert summary.endswith("; the drift correction divided each one's speed out" if with_refs else
+                            "; each one's speed fitted with the table"), summary
+    devices = L.LatencyTable.load(tmp_path / "t.json").fit["devices"]
+    assert [d["device"] for d in devices] == ["pi-1", "pi-2", "pi-3", "pi-4"]
+    assert [d["samples"] for d in devices] == [60] * 4 and devices[2]["description"] == "aarch64, Cortex-A72, Linux-6.6-rpi"
+    assert devices[2]["offset"] == pytest.approx(0.05, abs=0.005)
+    assert all(abs(d["offset"]) < 0.005 for d in devices if d["device"] != "pi-3")
+    assert [d["corrected"] for d in devices] == ["reference" if with_refs else "joint"] * 4
+    assert len(L.LatencyTable.load(tmp_path / "t.json").fit["choices"]) == 12  # the settings scored when chosen
+    # the references, or the speeds fitted with the table, brought every sample to the median device's speed: the
+    # table is the truth's (a fit of pi-3's timings as they are would be ~1% slow here, as much as the noise)
+    t = L.LatencyTable.load(tmp_path / "t.json")
+    assert L.evaluate(t, make_samples(space, truth, 50, seed=99), drift=False)["mean_rel_err"] < 0.005
+
+
+def test_devices_of_one_host_are_its_cores_and_one_device_reports_nothing(space):
+    truth = true_table(space)
+    rows = make_samples(space, truth, 40)
+    for i, d in enumerate(rows):
+        d["device"], d["cpus"] = {"machine": "x86_64", "cpu": "EPYC", "hostname": "bench"}, [i % 2]
+    table, _ = L.fit_table(rows, space)
+    got = L.device_offsets(table, rows)
+    assert [d["device"] for d in got] == ["bench cpus 0", "bench cpus 1"]
+    assert [d["corrected"] for d in got] == ["reference"] * 2
+    assert L.format_offsets(got)[1:] == []  # identical: nobody named
+    assert L.device_offsets(table, rows[::2]) == [] and L.format_offsets([]) == []
+
+
+def test_samples_of_different_kinds_of_device_or_runtime_versions_are_refused(space, tmp_path):
+    truth = true_table(space)
+    space.save(tmp_path / "space.json")
+    a = make_samples(space, truth, 30, device={"machine": "aarch64", "cpu": "Cortex-A72", "os": "Pi OS",
+                                               "hostname": "pi4"})
+    b = make_samples(space, truth, 30, seed=2, device={"machine": "aarch64", "cpu": "Cortex-A76", "os": "Pi OS",
+                                                       "hostname": "pi5"})
+    write_jsonl(tmp_path / "mixed.jsonl", a + b)
+    r = run("fit", "mixed.jsonl", "-o", "t.json", "--space", "space.json", cwd=tmp_path)
+    assert_usage_error(r, "different kinds of device", "'aarch64, Cortex-A72, Pi OS' (pi4, mixed.jsonl:1)",
+                       "'aarch64, Cortex-A76, Pi OS' (pi5, mixed.jsonl:31)", "--allow-mixed")
+    assert not (tmp_path / "t.json").exists()
+    # the validation file of another kind of device is refused the same way
+    write_jsonl(tmp_path / "a.jsonl", a)
+    write_jsonl(tmp_path / "b.jsonl", b)
+    assert_usage_error(run("fit", "a.jsonl", "-o", "t.json", "--space", "space.json", "--validation", "b.jsonl",
+                           cwd=tmp_path), "different kinds of device", "Cortex-A76")
+    r = run("fit", "mixed.jsonl", "-o", "t.json", "--space", "space.json", "--allow-mixed", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "2 devices against the median device" in r.stdout
+    write_jsonl(tmp_path / "v.jsonl", a + make_samples(space, truth, 5, runtime_version="1.4"))
+    assert_usage_error(run("fit", "v.jsonl", "-o", "t.json", "--space", "space.json", cwd=tmp_path),
+                       "mix several runtime_version values: 1.2 (v.jsonl:1), 1.4 (v.jsonl:31)", "--allow-mixed")

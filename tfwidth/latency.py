@@ -36,7 +36,7 @@ from tfwidth import arch
 from tfwidth.space import GraphCost, SearchSpace, preset
 
 STATISTICS = ("min", "median", "mean")
-MIX_KEYS = ("space_hash", "runtime", "format", "threads", "kernels")
+MIX_KEYS = ("space_hash", "runtime", "runtime_version", "format", "threads", "kernels")
 REG_GRID = (0.0, 1.0, 3.0, 10.0)
 DEFAULT_REG = 3.0  # used when there is nothing to choose it on (no holdout, no validation file)
 # Weight of a plain smoothness term on every neighbour difference. It is far too small to bend entries the samples
@@ -157,8 +157,10 @@ def usable_statistic(statistic: str, samples: list[dict], warn=_warn) -> str:
 
 
 def check_uniform(samples: list[dict]) -> None:
-    """Refuse (UsageError) samples that mix spaces, runtimes, formats, thread counts or kernels: one table models
-    one device setting."""
+    """Refuse (UsageError) samples that mix spaces, runtimes (or their versions), formats, thread counts, kernels or
+    kinds of device (device_profiler.samples.device_description: the device's fields but its name, so samples of
+    several identical devices, a fleet, pass): one table models one device setting."""
+    from device_profiler import samples as dsamples
     for key in MIX_KEYS:
         seen = {}
         for d in samples:
@@ -168,6 +170,17 @@ def check_uniform(samples: list[dict]) -> None:
             vals = ", ".join(f"{json.loads(v)} ({w})" for v, w in list(seen.items())[:3])
             raise UsageError(f"samples mix several {key} values: {vals}; fit one device setting at a time, "
                              f"or pass --allow-mixed")
+    kinds: dict = {}
+    for d in samples:
+        desc = dsamples.device_description(d)  # None: a file that does not say (older profilers)
+        if desc is not None:
+            kinds.setdefault(desc, d)
+    if len(kinds) > 1:
+        names = dsamples.device_labels(dsamples.device_key(d) for d in kinds.values())
+        vals = " and ".join(f"'{desc}' ({names[dsamples.device_key(d)]}, {d.get('_where', '?')})"
+                            for desc, d in list(kinds.items())[:3])
+        raise UsageError(f"samples come from different kinds of device: {vals}; fit each kind on its own samples "
+                         f"(one table each), or pass --allow-mixed to fit one table over them")
 
 
 def measured(samples: list[dict], statistic: str = "min", drift: bool = True,
@@ -594,7 +607,8 @@ def fit_table(samples: list[dict], space: SearchSpace, reg: float | None = None,
               statistic: str = "min", drift: bool = True, validation: list[dict] | None = None,
               grid=REG_GRID, prior: float | None = None, prior_grid=None, weights=None,
               level: float | None = None, scale: str | None = None,
-              prior_table: "LatencyTable | None" = None, shared: bool | None = None) -> tuple[LatencyTable, dict]:
+              prior_table: "LatencyTable | None" = None, shared: bool | None = None,
+              speed=None) -> tuple[LatencyTable, dict]:
     """Fit the table. Four choices are made on validation data unless given: whether identical blocks share a table
     in the prior (``shared``, SHARED_CHOICES; only where the space has such blocks), the residual ``scale``
     (SCALES), the hinge weight ``reg`` (from ``grid``, at the default prior weight) and then the prior weight
@@ -609,7 +623,9 @@ def fit_table(samples: list[dict], space: SearchSpace, reg: float | None = None,
     stand for ~1,000 (fit --prior-table). ``weights`` (one per sample, default 1) multiply each sample's squared
     residual: tfwidth.refine gives the configurations the solver actually picks more say than the plan's.
     ``level``: the reference speed to bring samples to (default their median reference; refine keeps the first
-    fit's level, so added samples do not shift every prediction). Returns the table and a report (figures, choices,
+    fit's level, so added samples do not shift every prediction). ``speed`` (one per sample, default 1) divides each
+    timing: the speed of the device that timed it against the fleet's median device (fit_fleet). Returns the table
+    and a report (figures, choices,
     time); the table's ``fit`` keeps the choices, and the prior table's entries, so that a refit (refine) is the
     same model."""
     t0 = time.perf_counter()
@@ -622,6 +638,11 @@ def fit_table(samples: list[dict], space: SearchSpace, reg: float | None = None,
         level = reference_level(samples)
     level = level if drift else None
     y = measured(samples, statistic, drift, level)
+    if speed is not None:
+        speed = np.asarray(speed, float)
+        if speed.shape != (len(samples),) or not np.isfinite(speed).all() or (speed <= 0).any():
+            raise UsageError(f"fit speeds must be {len(samples)} positive numbers, one per sample")
+        y = y / speed
     lay = _TableLayout(space)
     A = lay.design(idx)
     user_w = np.ones(len(samples))
@@ -880,6 +901,124 @@ def poor_table(path) -> str | None:
     return "; ".join(v.get("reasons") or ["poor fit"]) if v.get("poor") else None
 
 
+# ---- a fleet of devices ----------------------------------------------------------------------------------------
+# A device whose timings sit further than this from the median device's is named by the fit: over twice the A/A of
+# the same networks timed twice on one quiet device (median 0.3-0.9%, docs/benchmarks.md), and a device's offset is a
+# median over its whole shard, so identical quiet devices sit well within it. (This machine's two cores, shared with
+# other jobs, read 3-4% apart: docs/fleet.md.)
+FLEET_NAMED = 0.02
+
+
+def device_offsets(table: LatencyTable, samples: list[dict]) -> list[dict]:
+    """How fast each device that timed ``samples`` ran (device_profiler.samples.device_key: the hostname and the
+    cores), when there are several (a fleet profiling one plan with --shard i/n; [] for one device). Per device,
+    sorted by name: {"device": its name, "description", "samples": count, "offset": the median of its timings (as
+    measured, not drift-corrected) over the table's predictions, relative to the median device's (0.05: it runs 5%
+    slower), "reference_offset": the same from the plan's reference network, which every device times (the median
+    of its samples' ref_ms over the median device's; None without reference timings), "corrected": how the fit
+    divided its speed out: "reference" (drift correction on and a reference timing on each of its samples), else
+    None here ("joint" once fit_fleet has fitted it with the table)}.
+
+    The shards of a plan time disjoint configurations, so the reference is the one network every device times; with
+    it the drift correction already brings each sample to the fleet's median reference speed (the table is fitted at
+    that level), and the residuals say whether anything is left."""
+    from device_profiler import samples as dsamples
+    keys = [dsamples.device_key(d) for d in samples]
+    if len(set(keys)) < 2:
+        return []
+    labels = dsamples.device_labels(keys)
+    ratio = measured(samples, table.statistic, drift=False) / table.predict_indices(_indices(table.space, samples))
+    per: dict = {}
+    for k, r, d in zip(keys, ratio, samples):
+        per.setdefault(k, []).append((float(r), d))
+    speed = {k: float(np.median([r for r, _ in v])) for k, v in per.items()}
+    refs = {}
+    for k, v in per.items():
+        rs = [float(d["ref_ms"]) for _, d in v if d.get("ref_ms") is not None]
+        if rs:
+            refs[k] = float(np.median(rs))
+    mid = float(np.median(list(speed.values())))
+    ref_mid = float(np.median(list(refs.values()))) if refs else None
+    return [{"device": labels[k], "description": dsamples.device_description(per[k][0][1]), "samples": len(per[k]),
+             "offset": speed[k] / mid - 1.0,
+             "reference_offset": refs[k] / ref_mid - 1.0 if k in refs else None,
+             "corrected": ("reference" if table.drift and all(d.get("ref_ms") is not None for _, d in per[k])
+                           else None)}
+            for k in sorted(per, key=lambda k: labels[k])]
+
+
+def format_offsets(devices: list[dict], named: float = FLEET_NAMED) -> list[str]:
+    """``device_offsets`` as lines: every device's offset from the median device, then one line per device more than
+    ``named`` off it, saying whether the fit divided its speed out."""
+    if not devices:
+        return []
+    lines = [f"{len(devices)} devices against the median device (their timings over the table; their reference "
+             f"timings): " + ", ".join(
+                 f"{d['device']} {100 * d['offset']:+.1f}%" + (f" ({100 * d['reference_offset']:+.1f}%)" if
+                                                                d["reference_offset"] is not None else "")
+                 + f" on {d['samples']} samples" for d in devices)
+             + ("; the drift correction divided each one's speed out" if all(d["corrected"] == "reference"
+                                                                             for d in devices) else
+                "; each one's speed fitted with the table" if all(d["corrected"] for d in devices) else "")]
+    for d in devices:
+        o = d["offset"]
+        if abs(o) <= named:
+            continue
+        line = f"device {d['device']} runs {100 * abs(o):.1f}% {'slower' if o > 0 else 'faster'} than the median device"
+        if d["reference_offset"] is not None:
+            line += f" (its reference timings: {100 * d['reference_offset']:+.1f}%)"
+        why = ("its samples carry no reference timings" if d["reference_offset"] is None else
+               "the fit used the raw timings (--drift off, or auto on these samples' repeats)")
+        line += {"reference": "; its reference timings brought its samples to the fleet's speed in this fit",
+                 "joint": f"; {why}, so its speed was fitted with the table (its timings divided by {1 + o:.3f})"}.get(
+            d["corrected"], f"; {why}, so its speed is in the table: re-profile it with reference timings or leave "
+                            f"its samples out")
+        lines.append(line)
+    return lines
+
+
+# The joint fit of devices' speeds and the table stops when no device's speed moves by more than this, or after
+# FLEET_ROUNDS refits (the table absorbs ~1/6 of a device's offset per round in tests/test_latency.py's fleet).
+FLEET_TOL = 1e-3
+FLEET_ROUNDS = 8
+
+
+def fit_fleet(samples: list[dict], space: SearchSpace, table: LatencyTable, report: dict, **fit_kw):
+    """Fit each device's speed jointly with the table, for the devices whose speed the drift correction did not
+    divide out (device_offsets' "corrected" None: no reference timings, or a fit without drift correction). The table of a fleet averages its devices'
+    speeds over the entries each touched; so, in turn: each such device's speed from the table's residuals
+    (device_offsets), then the table refitted on timings divided by it (fit_table's ``speed``, the settings
+    ``table`` was fitted with), until no speed moves by FLEET_TOL. ``fit_kw``: fit_table's other arguments as
+    ``table`` was fitted with. Returns (table, report, devices), each device's "corrected" "joint" or "reference";
+    the first table and report unchanged when every device was corrected by its references."""
+    from device_profiler import samples as dsamples
+    devices = device_offsets(table, samples)
+    if all(d["corrected"] for d in devices):
+        return table, report, devices
+    keys = [dsamples.device_key(d) for d in samples]
+    labels = dsamples.device_labels(keys)
+    joint = {d["device"] for d in devices if not d["corrected"]}
+    fixed = dict(reg=None, grid=(report["reg"],), prior=report["prior"], scale=report["scale"],
+                 shared=report["shared"])
+    first, seconds = report, report["seconds"]
+    for _ in range(FLEET_ROUNDS):
+        factor = {d["device"]: 1.0 + d["offset"] for d in devices if d["device"] in joint}
+        table, report = fit_table(samples, space, speed=[factor.get(labels[k], 1.0) for k in keys], **fixed, **fit_kw)
+        new = device_offsets(table, samples)
+        moved = max(abs(a["offset"] - b["offset"]) for a, b in zip(devices, new))
+        devices = new
+        seconds += report["seconds"]
+        if moved <= FLEET_TOL:
+            break
+    # the report and table keep the settings scored when they were chosen, and the time of every fit
+    report = dict(report, choices=first["choices"], seconds=seconds)
+    table.fit["choices"] = first["choices"]
+    for d in devices:
+        if d["device"] in joint:
+            d["corrected"] = "joint"
+    return table, report, devices
+
+
 # ---- CLI -----------------------------------------------------------------------------------------------------------
 def format_metrics(name: str, m: dict | None) -> str:
     """``evaluate``'s figures ``m`` as one line headed ``name``."""
@@ -941,8 +1080,8 @@ class Fitted:
     """What ``fit_samples`` did: the table (saved at ``output``; its ``fit`` holds the figures below), the fit's
     report (fit_table: settings chosen, train and validation figures, per validation group), the profiler's noise
     in the timings, the verdict on them (judge), the statistic fitted, per validation group its figures beside the
-    A/A RMSE of the same networks (group, metrics, A/A RMSE or None, what that A/A is), and the plot written, if
-    any."""
+    A/A RMSE of the same networks (group, metrics, A/A RMSE or None, what that A/A is), the plot written, if
+    any, and each device's speed against the median device's when several timed the samples (device_offsets)."""
     table: LatencyTable
     report: dict
     noise: dict
@@ -951,6 +1090,7 @@ class Fitted:
     groups: list
     output: Path
     plot: Path | None = None
+    devices: list = dataclasses.field(default_factory=list)
 
 
 def fit_samples(samples, output, *, space=None, validation=None, holdout: float = 0.1, reg: float | None = None,
@@ -963,8 +1103,10 @@ def fit_samples(samples, output, *, space=None, validation=None, holdout: float 
     table at ``prior_table`` if given; judged against the profiler's noise (the verdict "too poor to solve on" at
     ``min_within_10pct`` / ``max_repeat_noise``, which the pipeline stops on). ``drift``: divide each timing by its
     latest reference timing (True), not (False), or as the samples' own repeats say agrees better (None, file_drift;
-    the table's fit["drift_choice"] keeps the figures). ``allow_mixed``: accept samples of
-    several spaces, runtimes, formats or thread counts. Writes the table to ``output`` (and a predicted-vs-measured
+    the table's fit["drift_choice"] keeps the figures). ``allow_mixed``: accept samples of several spaces, runtimes,
+    formats, thread counts or kinds of device (check_uniform). Samples of several devices of one kind (a fleet) are
+    fitted together and each device's speed is reported (device_offsets, fit_fleet; also in the table's
+    fit["devices"]). Writes the table to ``output`` (and a predicted-vs-measured
     plot to ``plot``). Returns it with its figures (Fitted)."""
     if not 0 <= holdout < 1:
         raise UsageError(f"--holdout must be in [0, 1), got {holdout}")
@@ -987,9 +1129,15 @@ def fit_samples(samples, output, *, space=None, validation=None, holdout: float 
     drift = choice["drift"]
     table, rep = fit_table(rows, space, reg=reg, prior=prior, holdout=holdout, seed=seed, statistic=statistic,
                            drift=drift, validation=val, scale=scale, prior_table=other)
+    # several devices (a fleet's shards): each one's speed against the median device's, fitted with the table where
+    # no reference timings divided it out
+    table, rep, devices = fit_fleet(rows, space, table, rep, holdout=holdout, seed=seed, statistic=statistic,
+                                    drift=drift, validation=val, prior_table=other)
     noise = file_noise([samples] + ([validation] if validation else []), statistic, drift)
     verdict = judge(rep["validation"], noise, min_within_10pct, max_repeat_noise, rep["validation_groups"])
     table.fit.update(noise=noise, verdict=verdict, drift_choice=choice)
+    if devices:
+        table.fit["devices"] = devices
     if prior_table:
         table.fit["prior_table"]["path"] = str(prior_table)
     table.save(output)
@@ -1006,7 +1154,7 @@ def fit_samples(samples, output, *, space=None, validation=None, holdout: float 
             groups.append((g, m, aa, what))
     if plot:
         plot_fit(plot, fit_series(table, [("train", rows), ("validation", val)]))
-    return Fitted(table, rep, noise, verdict, statistic, groups, Path(output), Path(plot) if plot else None)
+    return Fitted(table, rep, noise, verdict, statistic, groups, Path(output), Path(plot) if plot else None, devices)
 
 
 @dataclasses.dataclass
@@ -1083,7 +1231,9 @@ def main(argv=None) -> int:
     f.add_argument("--seed", type=count(0), default=0, help="holdout split seed")
     f.add_argument("--plot", type=output_file, help="write a predicted-vs-measured plot here (PNG)")
     f.add_argument("--allow-mixed", action="store_true",
-                   help="accept samples of several spaces, runtimes, formats or thread counts in one fit")
+                   help="accept samples of several spaces, runtimes (or versions), formats, thread counts, kernels or "
+                        "kinds of device in one fit (samples of several identical devices need no flag: the fit "
+                        "names any that runs off the median device)")
     f.add_argument("--min-within-10pct", type=number(0, 1), default=MIN_WITHIN_10PCT, metavar="F",
                    help="verdict 'too poor to solve on' when fewer than this share of validation configurations "
                         "are predicted within +-10%% (default 0.75); stored in table.json's fit.verdict, which "
@@ -1118,6 +1268,8 @@ def main(argv=None) -> int:
                                                                   r.verdict))
         for g, m, aa, what in r.groups:
             print(format_group(g, m, aa, what))
+        for line in format_offsets(r.devices):
+            print(line)
         _print_unconstrained(r.table)
         print(console.wrote([a.output] + ([a.plot] if r.plot else []), time.perf_counter() - t0))
     else:
