@@ -130,7 +130,8 @@ def train_plain(model, data, *, epochs: int, lr: float = 0.05, warmup_epochs: fl
     """
     import tensorflow as tf
 
-    from tfwidth.training import cosine_warmup, is_chief, reproducible_graphs
+    from tfwidth.training import checkpoint, cosine_warmup, distributed_epochs, is_chief, reproducible_graphs, \
+        save_checkpoint
     if epochs <= 0:
         return []
     reproducible_graphs()
@@ -147,15 +148,12 @@ def train_plain(model, data, *, epochs: int, lr: float = 0.05, warmup_epochs: fl
         opt = make_optimizer(schedule, weight_decay)
         opt.build(net.trainable_variables)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-        ckpt = tf.train.Checkpoint(model=net, optimizer=opt, epoch=epoch_var)
+        ckpt = checkpoint(model=net, optimizer=opt, epoch=epoch_var)
     manager = None
     start = 0
     if ckpt_dir is not None:
         ckpt_dir = Path(ckpt_dir)
         sidecar = ckpt_dir / "checkpoint.json"
-        # Non-chief workers take part in saving (it is collective) but write to a scratch directory, as tfwidth.train.
-        write_dir = ckpt_dir if chief else ckpt_dir.with_name(
-            f".{ckpt_dir.name}.worker{strategy.cluster_resolver.task_id}")
         sig = dict(signature or {}, epochs=int(epochs), lr=lr, warmup_epochs=warmup_epochs,
                    label_smoothing=label_smoothing, weight_decay=weight_decay, distill=teacher is not None)
         if resume:
@@ -176,11 +174,11 @@ def train_plain(model, data, *, epochs: int, lr: float = 0.05, warmup_epochs: fl
                                      f"drop --resume to train afresh") from None
                 start = int(epoch_var.numpy())
                 print(f"{desc}: resumed at epoch {start}/{epochs} from {latest}")
-        elif write_dir.exists():
-            shutil.rmtree(write_dir)
-        manager = tf.train.CheckpointManager(ckpt, str(write_dir), max_to_keep=1)
-        write_dir.mkdir(parents=True, exist_ok=True)
-        if chief:
+        if chief:  # only the chief keeps checkpoints; the other workers save into scratch (save_checkpoint)
+            if not resume and ckpt_dir.exists():
+                shutil.rmtree(ckpt_dir)
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            manager = tf.train.CheckpointManager(ckpt, str(ckpt_dir), max_to_keep=1)
             write_json(sidecar, {"kind": "export_checkpoint", "signature": sig})
 
     classes = net.output_shape[-1]
@@ -214,7 +212,7 @@ def train_plain(model, data, *, epochs: int, lr: float = 0.05, warmup_epochs: fl
     history = []
     for epoch in range(start, epochs):
         losses, correct, seen = [], 0.0, 0
-        batches = strategy.experimental_distribute_dataset(data.train_epoch(epoch))
+        batches = distributed_epochs(strategy, data, epoch, epoch + 1)
         with console.Progress(steps, f"{desc} epoch {epoch + 1}/{epochs}", unit="step",
                               enabled=progress and chief) as bar:
             for x, y in batches:
@@ -240,8 +238,8 @@ def train_plain(model, data, *, epochs: int, lr: float = 0.05, warmup_epochs: fl
                         tf.summary.scalar(f"{desc}/{k}", v)
             writer.flush()
         epoch_var.assign(epoch + 1)
-        if manager is not None:
-            manager.save(checkpoint_number=epoch + 1)
+        if ckpt_dir is not None:
+            save_checkpoint(ckpt, manager, epoch + 1)
     if net is not model:
         model.set_weights(net.get_weights())
     return history

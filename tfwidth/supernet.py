@@ -100,6 +100,10 @@ class Supernet(keras.Model):
         self.stats_epochs = self.add_weight("stats_epochs", (), tf.int64, trainable=False, initializer="zeros",
                                             aggregation=first_replica)
         self.train_trace_count = 0
+        # train_step and test_step return metric results, already taken over every replica: Keras must keep them as
+        # they are. Its default under a multi-worker strategy sums the step's outputs over the workers, which gave
+        # two workers twice the validation loss and top-1 of one.
+        self.distribute_reduction_method = "first"
         self._metric_objs = {n: keras.metrics.Mean(n) for n in ("loss", "max_loss", "min_loss", "rand_loss")}
         self._metric_objs["max_top1"] = keras.metrics.SparseCategoricalAccuracy("max_top1")
         self._predict_fn = None

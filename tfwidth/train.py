@@ -36,15 +36,21 @@ def train(space: SearchSpace, data, out_dir, epochs: int, *, probe_configs: int 
     from tfwidth.stats import WidthStats
     from tfwidth.training import is_chief
     result = train_supernet(space, data, out_dir, epochs, seed=seed, strategy=strategy, verbose=verbose, **kw)
-    if probe_configs and is_chief(strategy or tf.distribute.get_strategy()):
+    strategy = strategy or tf.distribute.get_strategy()
+    if probe_configs:
+        # Every worker of a multi-worker strategy measures its share of the configurations (probe_run gathers
+        # them); the chief writes stats.json. The run directory is shared, so every worker sees the same old probe.
+        chief = is_chief(strategy)
         out, stats = Path(out_dir), result.stats
         old = WidthStats.load(out / "stats.json", space) if (out / "stats.json").exists() else None
         batches, source = probe.data_batches(data, probe_images)
         if old is not None and old.epochs == stats.epochs and probe.is_current(old, probe_configs, seed, batches):
             result.stats = old
         else:
-            probe.probe_run(result.model, stats, batches, probe_configs, seed, source, progress=verbose == 1)
-            stats.save(out / "stats.json")
+            probe.probe_run(result.model, stats, batches, probe_configs, seed, source,
+                            progress=verbose == 1 and chief, strategy=strategy)
+            if chief:
+                stats.save(out / "stats.json")
     return result
 
 
@@ -162,6 +168,10 @@ def main(argv=None) -> int:
                 seed=a.seed, strategy=strategy, resume=a.resume, calib_batches=a.calib_batches,
                 verbose=0 if a.quiet else 1, args=vars(a), extra_callbacks=callbacks,
                 probe_configs=a.probe_configs, probe_images=a.probe_images)
+    from tfwidth.training import is_chief, worker_index
+    if not is_chief(strategy):
+        print(f"worker {worker_index(strategy)[0]}: training done; the chief wrote {a.out}")
+        return 0
     top1 = res.summary["top1"]
     print(f"top-1 after BN recalibration ({a.calib_batches} batches): "
           + ", ".join(f"{k} {100 * v:.1f}%" for k, v in top1.items()))

@@ -15,7 +15,9 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -101,6 +103,76 @@ def is_chief(strategy) -> bool:
                                              and "chief" not in resolver.cluster_spec().as_dict())
 
 
+def worker_index(strategy) -> tuple[int, int]:
+    """(this worker's index, the number of workers) of a multi-worker strategy's cluster, the chief first; (0, 1) for
+    a single-machine strategy."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return 0, 1
+    spec = resolver.cluster_spec().as_dict()
+    tasks = [(job, i) for job in ("chief", "worker") for i in range(len(spec.get(job, [])))]
+    return tasks.index((resolver.task_type, resolver.task_id)), len(tasks)
+
+
+def sum_over_workers(strategy, values: np.ndarray) -> np.ndarray:
+    """The sum over the workers of ``strategy`` of each one's ``values`` (a numpy array of one shape and dtype on
+    every worker; collective: every worker must call it). How work split between the workers is gathered."""
+    import tensorflow as tf
+    if worker_index(strategy)[1] == 1:
+        return np.asarray(values)
+    given = []
+
+    def value(ctx):  # the worker's first replica carries its values, any other local replica zeros
+        mine = not given
+        given.append(ctx.replica_id_in_sync_group)
+        return tf.constant(values if mine else np.zeros_like(values))
+
+    per_replica = strategy.experimental_distribute_values_from_function(value)
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None).numpy()
+
+
+def distributed_epochs(strategy, data, start: int, end: int, augment: bool = True):
+    """Training batches of epochs [start, end) of ``data`` for ``strategy``: the dataset itself on one replica;
+    otherwise a distributed dataset in which each worker's input pipeline reads and decodes only its own rows of
+    every global batch (Data.train_epochs ``pipeline``) and hands its replicas consecutive per-replica batches, so
+    that the replicas of one step together hold exactly the global batch one device would train on, and every
+    example is seen once per epoch across the workers (sharded, not duplicated)."""
+    if strategy.num_replicas_in_sync == 1:
+        return data.train_epochs(start, end, augment)
+    global_batch = data.batch_size
+
+    def pipeline(ctx):
+        return data.train_epochs(start, end, augment, pipeline=(ctx.input_pipeline_id, ctx.num_input_pipelines),
+                                 batch=ctx.get_per_replica_batch_size(global_batch))
+
+    return strategy.distribute_datasets_from_function(pipeline)
+
+
+def save_checkpoint(ckpt, manager, number: int) -> str | None:
+    """Save ``ckpt`` as checkpoint ``number``: the chief through its CheckpointManager (``manager``), returning the
+    path; a worker that is not the chief (``manager`` None) still saves, since saving distributed variables can need
+    every worker, but into a temporary directory it deletes at once (tf.distribute's documented pattern), so only
+    the chief writes checkpoints. Returns None there."""
+    if manager is not None:
+        return manager.save(checkpoint_number=number)
+    scratch = tempfile.mkdtemp(prefix="tfwidth-worker-ckpt-")
+    try:
+        ckpt.save(os.path.join(scratch, "ckpt"))  # as the chief's manager does, save_counter included
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return None
+
+
+def checkpoint(**objects):
+    """tf.train.Checkpoint of ``objects``, made inside the strategy's scope, with its save counter created now: made
+    lazily at the first save, it would be a variable that only the workers saving through a manager create, and
+    creating a variable is collective under a multi-worker strategy (the workers' collectives then mismatch)."""
+    import tensorflow as tf
+    ckpt = tf.train.Checkpoint(**objects)
+    _ = ckpt.save_counter
+    return ckpt
+
+
 def read_sidecar(out_dir) -> dict | None:
     """The checkpoint record (space, dataset, epoch) of the run in ``out_dir``, or None before its first
     checkpoint."""
@@ -180,8 +252,6 @@ def train_supernet(space: SearchSpace, data, out_dir, epochs: int, *, lr: float 
     out = Path(out_dir)
     side = check_run(space, data, out, resume, strategy.num_replicas_in_sync)
     chief = is_chief(strategy)
-    # Non-chief workers must take part in saving (it is collective) but write to a scratch directory.
-    write_dir = out if chief else out / f".worker{strategy.cluster_resolver.task_id}"
     start = int(side["epoch"]) if side else 0
     if start > epochs:
         raise UsageError(f"the checkpoint is at epoch {start}, beyond --epochs {epochs}; pass --epochs >= {start}")
@@ -196,8 +266,9 @@ def train_supernet(space: SearchSpace, data, out_dir, epochs: int, *, lr: float 
         optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=momentum, nesterov=True)
         model.compile(optimizer=optimizer)
         optimizer.build(model.trainable_variables)  # slots exist before restore: no deferred restoration
-        ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer)
-        manager = tf.train.CheckpointManager(ckpt, str(write_dir / "ckpt"), max_to_keep=2)
+        ckpt = checkpoint(model=model, optimizer=optimizer)
+        # Only the chief keeps checkpoints; the other workers save into scratch (save_checkpoint)
+        manager = tf.train.CheckpointManager(ckpt, str(out / "ckpt"), max_to_keep=2) if chief else None
         if side:
             path = str(out / "ckpt" / side["checkpoint"])
             try:
@@ -216,17 +287,17 @@ def train_supernet(space: SearchSpace, data, out_dir, epochs: int, *, lr: float 
               "holdout": getattr(data, "holdout", 0),
               "sampling": sampling, "args": args or {}}
 
-    checkpointer, log_line = _epoch_end_callbacks(model, manager, write_dir, record, chief, optimizer, schedule)
+    checkpointer, log_line = _epoch_end_callbacks(model, ckpt, manager, out, record, chief, optimizer, schedule)
     callbacks = [checkpointer, *extra_callbacks]
-    if tensorboard and _have_tensorboard():
-        callbacks.append(keras.callbacks.TensorBoard(str(write_dir / "tb"), write_graph=False, profile_batch=0))
+    if tensorboard and chief and _have_tensorboard():
+        callbacks.append(keras.callbacks.TensorBoard(str(out / "tb"), write_graph=False, profile_batch=0))
     callbacks.append(log_line)
     if chief and verbose:
         callbacks.append(_progress_callback(start, epochs, spe, bar=verbose == 1))
     if start < epochs:
         # Keras's own progress bar redraws with carriage returns, which a log file keeps as one endless line: the
         # callback above shows tfwidth's (device_profiler.console.Progress) instead
-        model.fit(data.train_epochs(start, epochs), epochs=epochs, initial_epoch=start, steps_per_epoch=spe,
+        model.fit(distributed_epochs(strategy, data, start, epochs), epochs=epochs, initial_epoch=start, steps_per_epoch=spe,
                   validation_data=data.eval if validate else None, callbacks=callbacks, verbose=0)
     result = TrainResult(model, model.width_stats(), {}, epochs)
     if summary:
@@ -265,7 +336,7 @@ def _trim_log(path: Path, epoch: int) -> None:
     atomic_write_bytes(path, "".join(l + "\n" for l in keep).encode())
 
 
-def _epoch_end_callbacks(model, manager, out: Path, record: dict, chief: bool, optimizer, schedule):
+def _epoch_end_callbacks(model, ckpt, manager, out: Path, record: dict, chief: bool, optimizer, schedule):
     """Two callbacks: the first (before any extra callback) rolls the statistics and writes stats.json and the
     checkpoint; the last writes the epoch's log line, so that values extra callbacks add to `logs` (e.g. AOWS's
     temperature) are in log.jsonl, and then the sidecar that commits the epoch. A kill before the sidecar resumes from
@@ -279,7 +350,7 @@ def _epoch_end_callbacks(model, manager, out: Path, record: dict, chief: bool, o
             model.end_stats_epoch()
             if chief:
                 model.width_stats().save(out / "stats.json")
-            saved[epoch] = manager.save(checkpoint_number=epoch + 1)
+            saved[epoch] = save_checkpoint(ckpt, manager, epoch + 1)
 
     class LogLine(keras.callbacks.Callback):
         t0 = time.time()
