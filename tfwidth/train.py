@@ -108,6 +108,9 @@ def main(argv=None) -> int:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")
     p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
                    help="tf.distribute strategy; multiworker reads TF_CONFIG")
+    p.add_argument("--mixed-precision", action="store_true", help="compute in 16 bits with float32 weights: "
+                   "mixed_float16 with loss scaling where a GPU is visible, mixed_bfloat16 on CPUs (a resume must "
+                   "use the same)")
     p.add_argument("--calib-batches", type=count(1, 10**6), default=10, help="BN recalibration batches for the final summary")
     p.add_argument("--train-limit", type=count(1), help="use only the first N training images")
     p.add_argument("--eval-limit", type=count(1), help="use only the first N evaluation images")
@@ -143,6 +146,8 @@ def main(argv=None) -> int:
         raise UsageError("--probe-configs and --aows-probe-configs must be >= 0, --probe-images and "
                          "--aows-probe-images >= 1")
     strategy = make_strategy(a.strategy)
+    from tfwidth.training import mixed_policy
+    precision = mixed_policy() if a.mixed_precision else None
     if a.batch_size < strategy.num_replicas_in_sync:
         raise UsageError(f"batch size {a.batch_size} is smaller than the {strategy.num_replicas_in_sync} devices of "
                          f"the strategy; use --batch-size >= {strategy.num_replicas_in_sync}")
@@ -166,7 +171,7 @@ def main(argv=None) -> int:
     res = train(space, data, a.out, a.epochs, lr=a.lr, warmup_epochs=a.warmup_epochs, weight_decay=a.weight_decay,
                 label_smoothing=a.label_smoothing, sampling=a.sampling, random_configs=a.random_configs,
                 seed=a.seed, strategy=strategy, resume=a.resume, calib_batches=a.calib_batches,
-                verbose=0 if a.quiet else 1, args=vars(a), extra_callbacks=callbacks,
+                verbose=0 if a.quiet else 1, args=vars(a), extra_callbacks=callbacks, precision=precision,
                 probe_configs=a.probe_configs, probe_images=a.probe_images)
     from tfwidth.training import is_chief, worker_index
     if not is_chief(strategy):

@@ -93,6 +93,22 @@ def make_strategy(name: str):
     raise UsageError(f"unknown strategy {name!r}; use default, mirrored or multiworker")
 
 
+def mixed_policy() -> str:
+    """The tf_keras policy of --mixed-precision for the devices TensorFlow sees: mixed_float16 where a GPU is
+    visible (its fast 16-bit units are float16's; the optimizer then scales the loss so that small gradients stay
+    representable), mixed_bfloat16 on CPUs (float32's exponent range: no loss scaling needed)."""
+    import tensorflow as tf
+    return "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
+
+
+def loss_scaled(optimizer, precision: str | None):
+    """``optimizer`` wrapped in tf_keras's LossScaleOptimizer (dynamic loss scaling) for mixed_float16, whose
+    gradients would otherwise underflow; as it is for float32 and mixed_bfloat16."""
+    if precision != "mixed_float16":
+        return optimizer
+    return _keras().mixed_precision.LossScaleOptimizer(optimizer)
+
+
 def is_chief(strategy) -> bool:
     """Whether this process writes the run's files: the chief, or worker 0 of a cluster without one (every process
     of a single-machine strategy)."""
@@ -185,7 +201,8 @@ def _class_count(data) -> int:
     return int(c) if isinstance(c, (int, np.integer)) else len(c)
 
 
-def check_run(space: SearchSpace, data, out_dir, resume: bool, replicas: int) -> dict | None:
+def check_run(space: SearchSpace, data, out_dir, resume: bool, replicas: int,
+              precision: str | None = None) -> dict | None:
     """Every refusal happens here, before anything in out_dir is written."""
     bs = getattr(data, "batch_size", None)
     if bs is not None:
@@ -215,6 +232,9 @@ def check_run(space: SearchSpace, data, out_dir, resume: bool, replicas: int) ->
         raise UsageError(f"checkpoint in {out_dir} held {side.get('holdout', 0)} training images out for the probe "
                          f"but this run holds {getattr(data, 'holdout', 0)}; resume with the same --probe-holdout "
                          f"and --probe-images")
+    if side.get("precision", "float32") != (precision or "float32"):
+        raise UsageError(f"checkpoint in {out_dir} was trained in {side.get('precision', 'float32')} but this run "
+                         f"uses {precision or 'float32'}; resume with the same --mixed-precision setting")
     for key, now in (("batch_size", bs), ("seed", getattr(data, "seed", None))):
         if side.get(key) is not None and now is not None and side[key] != now:
             print(f"warning: resuming with {key} {now} where the run used {side[key]}: the continuation will not "
@@ -227,7 +247,7 @@ def train_supernet(space: SearchSpace, data, out_dir, epochs: int, *, lr: float 
           sampling: str = "one-layer", random_configs: int = 1, seed: int = 0, strategy=None,
           resume: bool = False, extra_callbacks=(), calib_batches: int = 10, summary: bool = True,
           tensorboard: bool = True, validate: bool = True, verbose: int = 1,
-          args: dict | None = None) -> TrainResult:
+          args: dict | None = None, precision: str | None = None) -> TrainResult:
     """Train a Supernet on ``data`` (tfwidth.data.Data) for ``epochs`` epochs in total, checkpointing each epoch.
 
     ``extra_callbacks`` run after the built-in epoch end (statistics rolled, stats.json and checkpoint written) and
@@ -236,6 +256,8 @@ def train_supernet(space: SearchSpace, data, out_dir, epochs: int, *, lr: float 
     every K batches); the probabilities are a model variable, so checkpoints hold them.
     validate: log the max network's top-1 on data.eval each epoch (moving BN statistics, no recalibration).
     verbose: 0 silent, 1 a progress bar over the remaining steps and a line per epoch, 2 the lines only.
+    precision: None (float32) or a mixed-precision policy (mixed_policy(); the supernet's layers compute in 16 bits,
+    with loss scaling for mixed_float16); a resume must use the same.
     Returns the trained model, its training-time statistics, the summary and the epoch count (the probe of the
     trained supernet is the caller's: tfwidth.train.train).
     """
@@ -250,7 +272,7 @@ def train_supernet(space: SearchSpace, data, out_dir, epochs: int, *, lr: float 
         raise UsageError(f"--random-configs must be >= 0, got {random_configs}")
     strategy = strategy or tf.distribute.get_strategy()
     out = Path(out_dir)
-    side = check_run(space, data, out, resume, strategy.num_replicas_in_sync)
+    side = check_run(space, data, out, resume, strategy.num_replicas_in_sync, precision)
     chief = is_chief(strategy)
     start = int(side["epoch"]) if side else 0
     if start > epochs:
@@ -261,9 +283,10 @@ def train_supernet(space: SearchSpace, data, out_dir, epochs: int, *, lr: float 
         space.save(out / "space.json")
     with strategy.scope():
         model = Supernet(space, weight_decay=weight_decay, label_smoothing=label_smoothing, sampling=sampling,
-                         random_configs=random_configs, seed=seed)
+                         random_configs=random_configs, seed=seed, precision=precision)
         schedule = cosine_warmup(lr, int(round(warmup_epochs * spe)), epochs * spe)
-        optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=momentum, nesterov=True)
+        optimizer = loss_scaled(keras.optimizers.SGD(learning_rate=schedule, momentum=momentum, nesterov=True),
+                                precision)
         model.compile(optimizer=optimizer)
         optimizer.build(model.trainable_variables)  # slots exist before restore: no deferred restoration
         ckpt = checkpoint(model=model, optimizer=optimizer)
@@ -284,7 +307,7 @@ def train_supernet(space: SearchSpace, data, out_dir, epochs: int, *, lr: float 
         _trim_log(out / "log.jsonl", start)
     record = {"kind": "train_checkpoint", "space_hash": space.space_hash, "space": space.to_json(),
               "dataset": data.name, "batch_size": getattr(data, "batch_size", None), "seed": seed,
-              "holdout": getattr(data, "holdout", 0),
+              "holdout": getattr(data, "holdout", 0), "precision": precision or "float32",
               "sampling": sampling, "args": args or {}}
 
     checkpointer, log_line = _epoch_end_callbacks(model, ckpt, manager, out, record, chief, optimizer, schedule)
