@@ -10,7 +10,8 @@ import tfwidth  # noqa: F401
 import tensorflow as tf
 import tf_keras as keras
 
-from tests.conftest import assert_usage_error, run_module
+from tfwidth.errors import run_cli
+from tfwidth import export, train
 from tfwidth.arch import slim
 from tfwidth.data import load_data
 from tfwidth.space import tiny_space
@@ -103,24 +104,27 @@ def test_supernet_training_in_16_bits_follows_float32(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_mixed_precision_train_resume_and_export(tmp_path):
+def test_cli_mixed_precision_train_resume_and_export(tmp_path, capsys):
     npz = _npz(tmp_path / "tiny.npz")
     SPACE.save(tmp_path / "space.json")
     base = ["--space", tmp_path / "space.json", "--dataset", f"npz:{npz}", "--batch-size", 16, "--out",
             tmp_path / "run", "--probe-configs", 4, "--probe-images", 16, "--calib-batches", 2, "--quiet"]
-    p = run_module("tfwidth.train", *base, "--epochs", 1, "--mixed-precision")
-    assert p.returncode == 0, p.stderr[-3000:]
+    base = list(map(str, base))
+    assert run_cli(train.main, base + ["--epochs", "1", "--mixed-precision"]) == 0
     side = json.loads((tmp_path / "run" / "ckpt" / "checkpoint.json").read_text())
     assert side["precision"] == "mixed_bfloat16"
-    assert_usage_error(run_module("tfwidth.train", *base, "--epochs", 2, "--resume"), "mixed_bfloat16",
-                       "--mixed-precision")
+    before = (tmp_path / "run" / "log.jsonl").read_text()
+    capsys.readouterr()
+    assert run_cli(train.main, base + ["--epochs", "2", "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "mixed_bfloat16" in err[0] and "--mixed-precision" in err[0], err
+    assert (tmp_path / "run" / "log.jsonl").read_text() == before
     widths = tmp_path / "w.json"
     widths.write_text(json.dumps({"kind": "widths", "space_hash": SPACE.space_hash, "space": SPACE.to_json(),
                                   "method": "test", "target_ms": 0.5, "widths": [12, 8, 12, 4]}))
-    p = run_module("tfwidth.export", "--widths", widths, "--run", tmp_path / "run", "--dataset", f"npz:{npz}",
-                   "--epochs", 1, "--batch-size", 16, "--calib-batches", 2, "--mixed-precision", "--no-measure",
-                   "--no-progress", "-o", tmp_path / "m.tflite")
-    assert p.returncode == 0, p.stderr[-3000:]
+    argv = ["--widths", widths, "--run", tmp_path / "run", "--dataset", f"npz:{npz}", "--epochs", 1, "--batch-size",
+            16, "--calib-batches", 2, "--mixed-precision", "--no-measure", "--no-progress", "-o", tmp_path / "m.tflite"]
+    assert run_cli(export.main, list(map(str, argv))) == 0
     rep = json.loads((tmp_path / "m.report.json").read_text())
     assert rep["training"]["precision"] == "mixed_bfloat16"
     assert np.isfinite(rep["training"]["history"][0]["loss"])

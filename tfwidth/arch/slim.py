@@ -17,6 +17,7 @@ sums over the batch), and the supernet casts its logits to float32 before any lo
 from __future__ import annotations
 
 import contextlib
+import os
 
 import numpy as np
 
@@ -27,8 +28,8 @@ import tf_keras as keras
 BN_EPSILON = 1e-3  # tf_keras BatchNormalization defaults, so the exported plain model behaves identically
 BN_MOMENTUM = 0.9  # faster than Keras 0.99 so the max path's moving statistics are usable after short runs
 # How SlimPointwise computes: "auto" (matmul on a CPU, a 1x1 conv where a GPU is visible), "matmul" or "conv"; read
-# when a function is traced (tools/bench_train.py --pointwise sets it to time both)
-POINTWISE = "auto"
+# when a function is traced. TFWIDTH_POINTWISE sets it for any command; tools/bench_train.py --pointwise times both
+POINTWISE = os.environ.get("TFWIDTH_POINTWISE", "auto")
 MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
 
 
@@ -51,6 +52,8 @@ def precision_scope(policy: str | None):
 
 def pointwise_form() -> str:
     """How pointwise convolutions compute now: POINTWISE, with "auto" resolved by the devices TensorFlow sees."""
+    if POINTWISE not in ("auto", "matmul", "conv"):
+        raise ValueError(f"TFWIDTH_POINTWISE={POINTWISE!r}; use auto, matmul or conv")
     if POINTWISE != "auto":
         return POINTWISE
     return "conv" if tf.config.list_logical_devices("GPU") else "matmul"
