@@ -222,11 +222,11 @@ def test_two_workers_train_and_export_as_one_and_resume_after_a_kill(tmp_path):
                         "target_ms": 0.5, "widths": list(WIDTHS)})
     ref_run, run = tmp_path / "ref" / "run", tmp_path / "mw" / "run"
 
+    # 1 and 2 side by side. 2: killed in training epoch 2 (index 1), batch 1: the last checkpoint is epoch 1's
     ref = Job(tmp_path / "ref", "ref", _argv(ref_run, data, widths, tmp_path / "ref", 1), 1)
-    ref.finish()
-    # 2. killed in training epoch 2 (index 1), batch 1: the last checkpoint is epoch 1's
     job = Job(tmp_path / "mw", "killed_train", _argv(run, data, widths, tmp_path / "mw", 2), 2, kill={1: "train:1:1"})
     job.killed()
+    ref.finish()
     assert json.loads((run / "ckpt" / "checkpoint.json").read_text())["epoch"] == 1
     epoch1 = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
     assert [l["epoch"] for l in epoch1] == [1]
