@@ -164,8 +164,11 @@ def main(argv=None) -> int:
         raise UsageError("--aows needs --latency table.json and --target-ms T (the target to focus training on)")
     else:
         from tfwidth.latency import LatencyTable
+        from tfwidth.training import is_chief
+        # every worker samples alike (same statistics, same probe); the chief alone logs aows.jsonl
         callbacks = (aows_callback(space, data, LatencyTable.load(a.latency, space), a.target_ms,
-                                   a.epochs * data.steps_per_epoch, a.out, every=a.aows_every,
+                                   a.epochs * data.steps_per_epoch, a.out if is_chief(strategy) else None,
+                                   every=a.aows_every,
                                    probe_configs=a.aows_probe_configs, probe_images=a.aows_probe_images,
                                    seed=a.seed),)
     res = train(space, data, a.out, a.epochs, lr=a.lr, warmup_epochs=a.warmup_epochs, weight_decay=a.weight_decay,

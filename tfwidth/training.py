@@ -323,11 +323,10 @@ def train_supernet(space: SearchSpace, data, out_dir, epochs: int, *, lr: float 
         model.fit(distributed_epochs(strategy, data, start, epochs), epochs=epochs, initial_epoch=start, steps_per_epoch=spe,
                   validation_data=data.eval if validate else None, callbacks=callbacks, verbose=0)
     result = TrainResult(model, model.width_stats(), {}, epochs)
-    if summary:
+    if summary and chief:  # (only the chief writes it; the other workers' summary would be the same)
         result.summary = summarise(model, data, calib_batches)
         result.summary.update(space_hash=space.space_hash, dataset=data.name, epochs=epochs)
-        if chief:
-            write_json(out / "summary.json", result.summary)
+        write_json(out / "summary.json", result.summary)
     return result
 
 
