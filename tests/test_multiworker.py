@@ -301,3 +301,24 @@ def test_two_workers_train_and_export_as_one_and_resume_after_a_kill(tmp_path):
     assert _files(run) == _files(ref_run)
     assert not [p for i in (0, 1) for p in (tmp_path / "mw" / "scratch" / str(i)).iterdir()
                 if p.name.startswith("tfwidth")]
+
+
+def test_pipelines_split_every_global_batch(tmp_path):
+    """Data.train_epochs(pipeline=(k, n), batch=b): pipeline k's rows of every step are the k-th slice of that step's
+    global batch, in batches of b; the slices of one step make up the global batch, over an epoch every example."""
+    from tfwidth.data import load_data
+    from tfwidth.errors import UsageError
+    data = load_data(f"npz:{_npz(tmp_path / 'tiny.npz')}", SPACE, BATCH)
+
+    def ids(ds):
+        return [np.rint((x.numpy()[:, 0, 0, 0] + 1.0) * 127.5 / 3).astype(int).tolist() for x, _ in ds]
+    whole = ids(data.train_epochs(1, 3))
+    halves = [ids(data.train_epochs(1, 3, pipeline=(k, 2))) for k in (0, 1)]
+    quarters = [ids(data.train_epochs(1, 3, pipeline=(k, 2), batch=BATCH // 4)) for k in (0, 1)]
+    assert len(whole) == 8 and all(len(h) == 8 for h in halves) and all(len(q) == 16 for q in quarters)
+    for step, batch in enumerate(whole):
+        assert halves[0][step] + halves[1][step] == batch
+        assert sum((quarters[k][2 * step] + quarters[k][2 * step + 1] for k in (0, 1)), []) == batch
+    assert sorted(sum(whole[:4], [])) == sorted(sum(whole[4:], [])) == list(range(N_TRAIN))
+    with pytest.raises(UsageError, match="does not split into 3 input pipelines"):
+        data.train_epochs(0, 1, pipeline=(0, 3))
