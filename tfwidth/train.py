@@ -110,7 +110,8 @@ def main(argv=None) -> int:
                    help="tf.distribute strategy; multiworker reads TF_CONFIG")
     p.add_argument("--mixed-precision", action="store_true", help="compute in 16 bits with float32 weights: "
                    "mixed_float16 with loss scaling where a GPU is visible, mixed_bfloat16 on CPUs (a resume must "
-                   "use the same)")
+                   "use the same). For GPUs and CPUs with bfloat16 units: several times slower on a CPU that "
+                   "emulates bfloat16 (docs/scale.md)")
     p.add_argument("--calib-batches", type=count(1, 10**6), default=10, help="BN recalibration batches for the final summary")
     p.add_argument("--train-limit", type=count(1), help="use only the first N training images")
     p.add_argument("--eval-limit", type=count(1), help="use only the first N evaluation images")
