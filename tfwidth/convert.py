@@ -194,7 +194,10 @@ def top1(logits: np.ndarray, labels: np.ndarray) -> float:
 def keras_logits(model, x: np.ndarray, batch: int = 64) -> np.ndarray:
     """The Keras ``model``'s logits on images ``x`` in inference mode, ``batch`` at a time: what a .tflite is
     compared with."""
-    return np.concatenate([model(x[i:i + batch], training=False).numpy() for i in range(0, len(x), batch)]) \
+    import tensorflow as tf
+    # (float32 also from a mixed-precision model, whose outputs are 16-bit)
+    return np.concatenate([tf.cast(model(x[i:i + batch], training=False), tf.float32).numpy()
+                           for i in range(0, len(x), batch)]) \
         if len(x) else np.zeros((0, model.output_shape[-1]), np.float32)
 
 

@@ -102,13 +102,19 @@ class Data:
             img = tf.image.stateless_random_flip_left_right(img, seed=seed[::-1])
         return img
 
-    def _epoch(self, epoch, augment=True):
+    def _epoch(self, epoch, augment=True, pipeline=(0, 1), batch=None):
         tf = self._tf
         n = self.num_train
         epoch = tf.cast(epoch, tf.int64)
         seed = tf.stack([tf.constant(self.seed, tf.int64), epoch])
         perm = tf.argsort(tf.random.stateless_uniform([n], seed=seed))
         perm = perm[: self.steps_per_epoch * self.batch_size]
+        index, count = pipeline
+        if count > 1:
+            # This pipeline's rows of every global batch, chosen before any image is read or decoded: each
+            # worker loads only its own share, and the pipelines' shares of a step make up that step's global batch
+            per = self.batch_size // count
+            perm = tf.reshape(tf.reshape(perm, [self.steps_per_epoch, count, per])[:, index, :], [-1])
         ds = tf.data.Dataset.from_tensor_slices(tf.cast(perm, tf.int64))
 
         def item(i):
@@ -119,13 +125,25 @@ class Data:
             return normalise(img), tf.cast(label, tf.int32)
 
         return ds.map(item, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True) \
-                 .batch(self.batch_size, drop_remainder=True)
+                 .batch(batch or self.batch_size, drop_remainder=True)
 
     # ---- public pipelines -----------------------------------------------------------------------------------
-    def train_epochs(self, start_epoch: int, end_epoch: int, augment: bool = True):
+    def train_epochs(self, start_epoch: int, end_epoch: int, augment: bool = True, pipeline: tuple = (0, 1),
+                     batch: int | None = None):
+        """Training batches of epochs [start_epoch, end_epoch). ``pipeline`` (index, count): only the index-th of
+        ``count`` equal slices of every global batch (a worker's input pipeline under a multi-worker strategy),
+        cut into batches of ``batch`` rows (default: the slice; its replicas' batches when smaller)."""
         tf = self._tf
+        index, count = int(pipeline[0]), int(pipeline[1])
+        if count < 1 or not 0 <= index < count or self.batch_size % count:
+            raise UsageError(f"batch size {self.batch_size} does not split into {count} input pipelines; use a "
+                             f"--batch-size multiple of {count}")
+        per = self.batch_size // count
+        batch = int(batch or per)
+        if per % batch:
+            raise UsageError(f"a pipeline's {per} rows per step do not split into batches of {batch}")
         return tf.data.Dataset.range(int(start_epoch), int(end_epoch)) \
-            .flat_map(lambda e: self._epoch(e, augment)).prefetch(tf.data.AUTOTUNE)
+            .flat_map(lambda e: self._epoch(e, augment, (index, count), batch)).prefetch(tf.data.AUTOTUNE)
 
     def train_epoch(self, epoch: int, augment: bool = True):
         return self.train_epochs(epoch, epoch + 1, augment)

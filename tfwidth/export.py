@@ -82,10 +82,12 @@ def make_optimizer(schedule, weight_decay: float, momentum: float = 0.9):
     return opt
 
 
-def replica_copy(model, strategy):
+def replica_copy(model, strategy, precision: str | None = None):
     """The model rebuilt inside ``strategy.scope()`` with the same weights, so that its variables are mirrored; with
     more than one replica every BatchNorm (also inside a QAT wrapper) is synchronised over the replicas, so N devices
-    compute the statistics of the global batch, as one device would. The model itself is left as it was."""
+    compute the statistics of the global batch, as one device would. ``precision``: a mixed-precision policy every
+    layer of the copy takes (its weights stay float32; tf_keras's BatchNormalization computes in float32 anyway).
+    The model itself is left as it was."""
     import contextlib
 
     import tf_keras as keras
@@ -98,6 +100,8 @@ def replica_copy(model, strategy):
                   inner.get("config") if inner.get("class_name") == "BatchNormalization" else None):
             if c is not None and sync:
                 c["synchronized"] = True
+        if precision not in (None, "float32") and "dtype" in cfg and not isinstance(layer, keras.layers.InputLayer):
+            cfg["dtype"] = precision
         return layer.__class__.from_config(cfg)
 
     quantized = any(type(l).__module__.startswith("tensorflow_model_optimization") for l in model.layers)
@@ -116,7 +120,8 @@ def train_plain(model, data, *, epochs: int, lr: float = 0.05, warmup_epochs: fl
                 label_smoothing: float = 0.1, weight_decay: float = 4e-5, teacher=None, distill_weight: float = 0.5,
                 temperature: float = 4.0, ckpt_dir: Path | None = None, resume: bool = False,
                 tensorboard: str | None = None, desc: str = "train", progress: bool = True,
-                eval_each_epoch: bool = True, signature: dict | None = None, strategy=None) -> list[dict]:
+                eval_each_epoch: bool = True, signature: dict | None = None, strategy=None,
+                precision: str | None = None) -> list[dict]:
     """Train a plain Keras model in place for ``epochs`` epochs of ``data``; one checkpoint per epoch in ckpt_dir.
 
     The export's fine-tuning loop (``fine_tune``), for a fixed-width model of standard layers; the supernet's
@@ -127,17 +132,22 @@ def train_plain(model, data, *, epochs: int, lr: float = 0.05, warmup_epochs: fl
     ``resume`` when ckpt_dir holds no checkpoint. ``strategy``: a tf.distribute strategy (tfwidth.train.make_strategy);
     the model is trained as a copy in its scope (replica_copy) and the weights are copied back at the end. The loss
     is averaged over the global batch, so any number of replicas computes what one device computes.
+    ``precision``: None (float32) or a mixed-precision policy (tfwidth.training.mixed_policy) the copy trained
+    computes in; logits are cast to float32 before the loss, mixed_float16 scales the loss (LossScaleOptimizer), and
+    the weights copied back are float32.
     Returns one dict per epoch trained now (loss, train_top1, eval_top1, lr).
     """
     import tensorflow as tf
 
-    from tfwidth.training import cosine_warmup, is_chief, reproducible_graphs
+    from tfwidth.training import checkpoint, cosine_warmup, distributed_epochs, is_chief, loss_scaled, \
+        reproducible_graphs, save_checkpoint
     if epochs <= 0:
         return []
     reproducible_graphs()
     default = tf.distribute.get_strategy()
     strategy = strategy or default
-    net = model if strategy is default else replica_copy(model, strategy)
+    mixed = precision not in (None, "float32")
+    net = model if strategy is default and not mixed else replica_copy(model, strategy, precision)
     guide = None if teacher is None or strategy is default else replica_copy(teacher, strategy)
     guide = teacher if guide is None else guide
     chief = is_chief(strategy)
@@ -145,19 +155,17 @@ def train_plain(model, data, *, epochs: int, lr: float = 0.05, warmup_epochs: fl
     global_batch = data.batch_size
     with strategy.scope():
         schedule = cosine_warmup(lr, int(round(warmup_epochs * steps)), epochs * steps)
-        opt = make_optimizer(schedule, weight_decay)
+        opt = loss_scaled(make_optimizer(schedule, weight_decay), precision)
         opt.build(net.trainable_variables)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-        ckpt = tf.train.Checkpoint(model=net, optimizer=opt, epoch=epoch_var)
+        ckpt = checkpoint(model=net, optimizer=opt, epoch=epoch_var)
     manager = None
     start = 0
     if ckpt_dir is not None:
         ckpt_dir = Path(ckpt_dir)
         sidecar = ckpt_dir / "checkpoint.json"
-        # Non-chief workers take part in saving (it is collective) but write to a scratch directory, as tfwidth.train.
-        write_dir = ckpt_dir if chief else ckpt_dir.with_name(
-            f".{ckpt_dir.name}.worker{strategy.cluster_resolver.task_id}")
         sig = dict(signature or {}, epochs=int(epochs), lr=lr, warmup_epochs=warmup_epochs,
+                   **({"precision": precision} if mixed else {}),
                    label_smoothing=label_smoothing, weight_decay=weight_decay, distill=teacher is not None)
         if resume:
             if not sidecar.is_file():
@@ -177,21 +185,22 @@ def train_plain(model, data, *, epochs: int, lr: float = 0.05, warmup_epochs: fl
                                      f"drop --resume to train afresh") from None
                 start = int(epoch_var.numpy())
                 print(f"{desc}: resumed at epoch {start}/{epochs} from {latest}")
-        elif write_dir.exists():
-            shutil.rmtree(write_dir)
-        manager = tf.train.CheckpointManager(ckpt, str(write_dir), max_to_keep=1)
-        write_dir.mkdir(parents=True, exist_ok=True)
-        if chief:
+        if chief:  # only the chief keeps checkpoints; the other workers save into scratch (save_checkpoint)
+            if not resume and ckpt_dir.exists():
+                shutil.rmtree(ckpt_dir)
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            manager = tf.train.CheckpointManager(ckpt, str(ckpt_dir), max_to_keep=1)
             write_json(sidecar, {"kind": "export_checkpoint", "signature": sig})
 
     classes = net.output_shape[-1]
     ce = tf.keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing,
                                                  reduction=tf.keras.losses.Reduction.NONE)
     T, a = float(temperature), float(distill_weight)
+    scaled = precision == "mixed_float16"
 
     def replica_step(x, y):
         with tf.GradientTape() as tape:
-            logits = net(x, training=True)
+            logits = tf.cast(net(x, training=True), tf.float32)
             per_example = ce(tf.one_hot(y, classes), logits)
             if guide is not None:
                 soft = tf.nn.softmax(guide(x, training=False) / T)
@@ -199,8 +208,15 @@ def train_plain(model, data, *, epochs: int, lr: float = 0.05, warmup_epochs: fl
                 per_example = (1.0 - a) * per_example + a * T * T * kd
             # This replica's share of the global-batch mean: the optimizer sums the replicas' gradients.
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
-            total = loss + tf.nn.scale_regularization_loss(tf.add_n(net.losses)) if net.losses else loss
+            if net.losses:
+                total = loss + tf.nn.scale_regularization_loss(tf.add_n([tf.cast(l, tf.float32) for l in net.losses]))
+            else:
+                total = loss
+            if scaled:
+                total = opt.get_scaled_loss(total)
         grads = tape.gradient(total, net.trainable_variables)
+        if scaled:
+            grads = opt.get_unscaled_gradients(grads)
         opt.apply_gradients(zip(grads, net.trainable_variables))
         correct = tf.reduce_sum(tf.cast(tf.argmax(logits, -1, output_type=tf.int32) == y, tf.float32))
         return loss, correct
@@ -215,7 +231,7 @@ def train_plain(model, data, *, epochs: int, lr: float = 0.05, warmup_epochs: fl
     history = []
     for epoch in range(start, epochs):
         losses, correct, seen = [], 0.0, 0
-        batches = strategy.experimental_distribute_dataset(data.train_epoch(epoch))
+        batches = distributed_epochs(strategy, data, epoch, epoch + 1)
         with console.Progress(steps, f"{desc} epoch {epoch + 1}/{epochs}", unit="step",
                               enabled=progress and chief) as bar:
             for x, y in batches:
@@ -241,8 +257,8 @@ def train_plain(model, data, *, epochs: int, lr: float = 0.05, warmup_epochs: fl
                         tf.summary.scalar(f"{desc}/{k}", v)
             writer.flush()
         epoch_var.assign(epoch + 1)
-        if manager is not None:
-            manager.save(checkpoint_number=epoch + 1)
+        if ckpt_dir is not None:
+            save_checkpoint(ckpt, manager, epoch + 1)
     if net is not model:
         model.set_weights(net.get_weights())
     return history
@@ -312,15 +328,17 @@ def fine_tune(space: SearchSpace, widths, data, *, init: str = "supernet", run_d
               label_smoothing: float = 0.1, weight_decay: float = 4e-5, distill: bool = False,
               distill_weight: float = 0.5, temperature: float = 4.0, qat_epochs: int = 1, calib_batches: int = 20,
               seed: int = 0, checkpoints=None, signature: dict | None = None, resume: bool = False, strategy=None,
-              tensorboard: str | None = None, progress: bool = True, eval_each_epoch: bool = True) -> FineTuned:
+              tensorboard: str | None = None, progress: bool = True, eval_each_epoch: bool = True,
+              precision: str | None = None) -> FineTuned:
     """The export's training recipe, on ``data`` (tfwidth.data): the plain model at ``widths`` initialised as
     ``init`` says (initial_model: the supernet in ``run_dir``, or scratch), trained ``epochs`` epochs
     (``train_plain``; ``lr`` default 0.01 for supernet, 0.05 for scratch, x batch/64; ``warmup_epochs`` default 0
     for supernet, min(1, epochs/10) for scratch; optional distillation from the supernet's max network), BatchNorm
     re-estimated on ``calib_batches`` batches after any training, and for ``fmt`` qat ``qat_epochs`` more with fake
     quantization at a tenth of the rate. ``checkpoints``: the directory of the training's checkpoints (train/ and
-    qat/ below it; None: none), which ``resume`` continues and ``signature`` (what they belong to) guards. Returns
-    the models and the training's figures (FineTuned)."""
+    qat/ below it; None: none), which ``resume`` continues and ``signature`` (what they belong to) guards.
+    ``precision``: the float training's (train_plain); QAT's fake quantization trains in float32. Returns the models
+    and the training's figures (FineTuned)."""
     model, teacher = initial_model(space, widths, init, run_dir, data, calib_batches=calib_batches, distill=distill,
                                    seed=seed)
     lr = lr if lr is not None else (0.01 if init == "supernet" else 0.05) * data.batch_size / 64
@@ -330,7 +348,8 @@ def fine_tune(space: SearchSpace, widths, data, *, init: str = "supernet", run_d
                   distill_weight=distill_weight, temperature=temperature)
     work = None if checkpoints is None else Path(checkpoints)
     history = train_plain(model, data, epochs=epochs, lr=lr, warmup_epochs=warm, desc="train", signature=signature,
-                    ckpt_dir=None if work is None else work / "train", resume=resume, **common)
+                          ckpt_dir=None if work is None else work / "train", resume=resume, precision=precision,
+                          **common)
     # Also after a resume that found the training finished: the restored weights need their statistics too.
     recalibrated = recalibrate_plain_bn(model, data, calib_batches) if epochs and calib_batches else 0
     deployed, qat_history = model, []
@@ -500,6 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(its checkpoints are in RUN/export/)")
     t.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
                    help="tf.distribute strategy, as tfwidth.train; multiworker reads TF_CONFIG")
+    t.add_argument("--mixed-precision", action="store_true", help="fine-tune in 16 bits with float32 weights, as "
+                   "tfwidth.train (mixed_float16 with loss scaling on a GPU, mixed_bfloat16 on CPUs); the exported "
+                   "model is float32 either way")
     t.add_argument("--tensorboard", type=output_dir, help="write TensorBoard scalars to this directory")
     t.add_argument("--seed", type=count(0), default=0)
     t.add_argument("--train-limit", type=count(1), help="use only the first N training images")
@@ -552,7 +574,7 @@ def export_model(widths, run_dir, dataset: str, output, *, init: str = "supernet
                  tensorboard: str | None = None, seed: int = 0, train_limit: int | None = None,
                  eval_limit: int | None = None, progress: bool = True, representative: int = 200,
                  threads: int | None = None, runs: int = 20, warmup: int = 2, repeats: int = 5, cpus=(0,),
-                 measure: bool = True) -> ExportReport:
+                 measure: bool = True, mixed_precision: bool = False) -> ExportReport:
     """The export stage: the widths of the widths.json at ``widths`` as a deployable ``output`` .tflite. Rebuilds the
     plain model, initialises and trains it on ``dataset`` (a tfwidth.data spec) with ``fine_tune``'s recipe (the
     supernet of ``run_dir`` for init supernet; checkpoints in RUN_DIR/export/, continued with ``resume``; on the
@@ -560,7 +582,8 @@ def export_model(widths, run_dir, dataset: str, output, *, init: str = "supernet
     for integer formats; ``representative`` training images calibrate int8), checks the .tflite against Keras on the
     evaluation images, times it here with the profiler's protocol (``threads``, default the table's; ``runs``,
     ``warmup``, ``repeats``, pinned to ``cpus``; not with ``measure`` False) and compares with the latency table at
-    ``latency``. Writes ``output``, the plain model (``keras_out``, default OUTPUT with .keras) and the report
+    ``latency``; ``mixed_precision``: fine-tune in 16 bits (tfwidth.training.mixed_policy). Writes ``output``, the
+    plain model (``keras_out``, default OUTPUT with .keras) and the report
     (``report``, default OUTPUT stem + .report.json) last and atomically, the report last of all. Returns them
     (ExportReport)."""
     check_format(fmt)
@@ -599,8 +622,9 @@ def export_model(widths, run_dir, dataset: str, output, *, init: str = "supernet
             raise UsageError("--resume with no training to resume (--epochs 0); drop --resume")
         if not (first / "checkpoint.json").is_file():
             raise UsageError(f"--resume: no checkpoint in {first}; drop --resume to start fresh")
-    from tfwidth.training import is_chief, make_strategy
+    from tfwidth.training import is_chief, make_strategy, mixed_policy
     strategy_name, strategy = strategy, make_strategy(strategy)
+    precision = mixed_policy() if mixed_precision else None
     replicas = strategy.num_replicas_in_sync
     if batch_size % replicas:
         raise UsageError(f"batch size {batch_size} does not split evenly over the {replicas} devices of the "
@@ -619,7 +643,7 @@ def export_model(widths, run_dir, dataset: str, output, *, init: str = "supernet
                       warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, weight_decay=weight_decay,
                       distill=distill, distill_weight=distill_weight, temperature=temperature, qat_epochs=qat_epochs,
                       calib_batches=calib_batches, seed=seed, checkpoints=work, signature=sig, resume=resume,
-                      strategy=strategy, tensorboard=tensorboard, progress=progress)
+                      strategy=strategy, tensorboard=tensorboard, progress=progress, precision=precision)
     if not is_chief(strategy):
         return ExportReport(None, output, keras_out, report_out, worker=strategy.cluster_resolver.task_id)
     float_model, deployed = tuned.model, tuned.deployed
@@ -659,7 +683,7 @@ def export_model(widths, run_dir, dataset: str, output, *, init: str = "supernet
         "size_bytes": len(content), "params": space.params(ws), "macs": space.macs(ws),
         "max_params": space.params(space.max_widths),
         "training": {"lr": tuned.lr, "warmup_epochs": tuned.warmup_epochs, "batch_size": batch_size,
-                     "strategy": strategy_name, "replicas": replicas,
+                     "strategy": strategy_name, "replicas": replicas, "precision": precision or "float32",
                      "label_smoothing": label_smoothing, "weight_decay": weight_decay,
                      "bn_recalibrated_batches": tuned.recalibrated, "history": tuned.history,
                      "qat_history": tuned.qat_history},
@@ -682,7 +706,8 @@ def main(argv=None) -> int:
                      qat_epochs=a.qat_epochs, calib_batches=a.calib_batches, resume=a.resume, strategy=a.strategy,
                      tensorboard=a.tensorboard, seed=a.seed, train_limit=a.train_limit, eval_limit=a.eval_limit,
                      progress=not a.no_progress, representative=a.representative, threads=a.threads, runs=a.runs,
-                     warmup=a.warmup, repeats=a.repeats, cpus=cores(a.cpus), measure=not a.no_measure)
+                     warmup=a.warmup, repeats=a.repeats, cpus=cores(a.cpus), measure=not a.no_measure,
+                     mixed_precision=a.mixed_precision)
     if r.report is None:
         print(f"worker {r.worker}: training done; the chief converts and writes the outputs")
         return 0

@@ -83,13 +83,25 @@ def data_batches(data, images: int) -> tuple[list, str]:
     return fixed_batches(data, images), f"{data.name} train, no augmentation"
 
 
-def probe_run(model, stats, batches, configs: int, seed: int, source: str, progress: bool = False) -> None:
-    """Measure ``configs`` random configurations on ``batches`` and store them as ``stats``'s probe view."""
+def probe_run(model, stats, batches, configs: int, seed: int, source: str, progress: bool = False,
+              strategy=None) -> None:
+    """Measure ``configs`` random configurations on ``batches`` and store them as ``stats``'s probe view. Under a
+    multi-worker ``strategy`` (every worker calls this) each worker measures every n-th configuration and the
+    measurements are gathered, so every worker ends with the whole probe."""
     if configs < 1:
         raise UsageError(f"--configs must be >= 1, got {configs}")
     t0 = time.time()
     choices = draw_configs(model.space, configs, seed)
-    delta, base = measure(model, batches, choices, progress)
+    if strategy is None:
+        delta, base = measure(model, batches, choices, progress)
+    else:
+        from tfwidth.training import sum_over_workers, worker_index
+        k, n = worker_index(strategy)
+        mine = np.arange(k, configs, n)
+        part, base = measure(model, batches, choices[mine], progress)
+        delta = np.zeros(configs)
+        delta[mine] = part
+        delta = sum_over_workers(strategy, delta)  # each configuration measured by one worker, zeros elsewhere
     stats.set_probe(choices, delta, {
         "configs": int(configs), "images": int(sum(len(y) for _, y in batches)), "source": source,
         "seed": int(seed), "epochs": int(stats.epochs), "max_loss": base, "seconds": round(time.time() - t0, 1)})

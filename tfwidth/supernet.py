@@ -35,7 +35,7 @@ import tfwidth  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import tensorflow as tf
 import tf_keras as keras
 
-from tfwidth.arch.slim import BN_MOMENTUM, SlimBatchNorm, SlimLayer, corner
+from tfwidth.arch.slim import BN_MOMENTUM, SlimBatchNorm, SlimLayer, corner, precision_scope
 from tfwidth.errors import UsageError
 from tfwidth.space import SearchSpace
 from tfwidth.stats import WidthStats
@@ -52,8 +52,13 @@ class Supernet(keras.Model):
     (``space.architecture.build``)."""
 
     def __init__(self, space: SearchSpace, *, weight_decay: float = 0.0, label_smoothing: float = 0.0,
-                 sampling: str = "one-layer", random_configs: int = 1, seed: int = 0, name: str = "supernet"):
+                 sampling: str = "one-layer", random_configs: int = 1, seed: int = 0, name: str = "supernet",
+                 precision: str | None = None):
+        """``precision``: None (float32) or a mixed-precision policy of tfwidth.arch.slim.MIXED_POLICIES for the
+        layers (float32 weights, logits and statistics either way); under mixed_float16 compile with a tf_keras
+        LossScaleOptimizer, which train_step then uses to scale the losses."""
         super().__init__(name=name)
+        self.precision = precision or "float32"
         if sampling not in ("one-layer", "all-layers"):
             raise UsageError(f"unknown sampling {sampling!r}; use one-layer or all-layers")
         self.space = space
@@ -64,10 +69,11 @@ class Supernet(keras.Model):
         # Initial weights are a function of the seed (one initializer seed per layer), so runs are reproducible.
         init = iter(range(self.seed * 1000 + 1, self.seed * 1000 + 1000))
         # The architecture's layers become attributes under its names: checkpoints key variables by these paths.
-        for attr, layers in space.architecture.slim_layers(space, init).items():
-            setattr(self, attr, layers)
-        for layer in self.slim_layers():
-            layer.build(None)
+        with precision_scope(precision):
+            for attr, layers in space.architecture.slim_layers(space, init).items():
+                setattr(self, attr, layers)
+            for layer in self.slim_layers():
+                layer.build(None)
 
         # Choice tables, padded to Kmax by repeating the last (max) choice so gathers never go out of range.
         table = np.array([list(c) + [c[-1]] * (self.kmax - len(c)) for c in space.choices], np.int32)
@@ -100,6 +106,10 @@ class Supernet(keras.Model):
         self.stats_epochs = self.add_weight("stats_epochs", (), tf.int64, trainable=False, initializer="zeros",
                                             aggregation=first_replica)
         self.train_trace_count = 0
+        # train_step and test_step return metric results, already taken over every replica: Keras must keep them as
+        # they are. Its default under a multi-worker strategy sums the step's outputs over the workers, which gave
+        # two workers twice the validation loss and top-1 of one.
+        self.distribute_reduction_method = "first"
         self._metric_objs = {n: keras.metrics.Mean(n) for n in ("loss", "max_loss", "min_loss", "rand_loss")}
         self._metric_objs["max_top1"] = keras.metrics.SparseCategoricalAccuracy("max_top1")
         self._predict_fn = None
@@ -148,7 +158,8 @@ class Supernet(keras.Model):
             h = _relu6(h) if relu else h
             return h if masks[l] is None else h * masks[l][:, None, None, :]
 
-        return self.space.architecture.slim_forward(self.space, self, x, widths, post)
+        # float32 logits under any precision: losses, soft targets and statistics are computed in float32
+        return tf.cast(self.space.architecture.slim_forward(self.space, self, x, widths, post), tf.float32)
 
     def call(self, inputs, training=False):
         # Batch statistics in training mode, but moving statistics move only in train_step / recalibrate_bn.
@@ -231,6 +242,15 @@ class Supernet(keras.Model):
         seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
         tv = self.trainable_variables
         classes = self.space.classes
+        scaled = isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer)
+
+        def gradients(tape, loss):  # float16: the loss scaled up inside the tape, the gradients scaled back
+            if not scaled:
+                return tape.gradient(loss, tv)
+            return self.optimizer.get_unscaled_gradients(tape.gradient(loss, tv))
+
+        def scale(loss):
+            return self.optimizer.get_scaled_loss(loss) if scaled else loss
 
         def mean(v):  # per-example -> this replica's share of the global mean (gradients are summed over replicas)
             return tf.reduce_sum(v) / gn
@@ -242,7 +262,8 @@ class Supernet(keras.Model):
                 target = target * (1 - self.label_smoothing) + self.label_smoothing / classes
             ce_max = tf.nn.softmax_cross_entropy_with_logits(target, logits_max)
             loss_max = mean(ce_max) + self.regularization() / replicas
-        grads = tape.gradient(loss_max, tv)
+            loss_max = scale(loss_max)
+        grads = gradients(tape, loss_max)
         soft = tf.stop_gradient(tf.nn.softmax(logits_max))
         true_max = tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits_max)
 
@@ -250,8 +271,8 @@ class Supernet(keras.Model):
             with tf.GradientTape() as t:
                 logits = self.forward(x, widths, True, ex_widths=ex_widths)
                 per_ex = tf.nn.softmax_cross_entropy_with_logits(soft, logits)  # in-place distillation
-                loss = mean(per_ex)
-            g = t.gradient(loss, tv)
+                loss = scale(mean(per_ex))
+            g = gradients(t, loss)
             return logits, per_ex, [a + b for a, b in zip(grads, g)]
 
         _, min_per_ex, grads = sub(self._min_w)

@@ -38,15 +38,21 @@ def train(space: SearchSpace, data, out_dir, epochs: int, *, probe_configs: int 
     from tfwidth.stats import WidthStats
     from tfwidth.training import is_chief
     result = train_supernet(space, data, out_dir, epochs, seed=seed, strategy=strategy, verbose=verbose, **kw)
-    if probe_configs and is_chief(strategy or tf.distribute.get_strategy()):
+    strategy = strategy or tf.distribute.get_strategy()
+    if probe_configs:
+        # Every worker of a multi-worker strategy measures its share of the configurations (probe_run gathers
+        # them); the chief writes stats.json. The run directory is shared, so every worker sees the same old probe.
+        chief = is_chief(strategy)
         out, stats = Path(out_dir), result.stats
         old = WidthStats.load(out / "stats.json", space) if (out / "stats.json").exists() else None
         batches, source = probe.data_batches(data, probe_images)
         if old is not None and old.epochs == stats.epochs and probe.is_current(old, probe_configs, seed, batches):
             result.stats = old
         else:
-            probe.probe_run(result.model, stats, batches, probe_configs, seed, source, progress=verbose == 1)
-            stats.save(out / "stats.json")
+            probe.probe_run(result.model, stats, batches, probe_configs, seed, source,
+                            progress=verbose == 1 and chief, strategy=strategy)
+            if chief:
+                stats.save(out / "stats.json")
     return result
 
 
@@ -104,6 +110,10 @@ def main(argv=None) -> int:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")
     p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
                    help="tf.distribute strategy; multiworker reads TF_CONFIG")
+    p.add_argument("--mixed-precision", action="store_true", help="compute in 16 bits with float32 weights: "
+                   "mixed_float16 with loss scaling where a GPU is visible, mixed_bfloat16 on CPUs (a resume must "
+                   "use the same). For GPUs and CPUs with bfloat16 units: several times slower on a CPU that "
+                   "emulates bfloat16 (docs/scale.md)")
     p.add_argument("--calib-batches", type=count(1, 10**6), default=10, help="BN recalibration batches for the final summary")
     p.add_argument("--train-limit", type=count(1), help="use only the first N training images")
     p.add_argument("--eval-limit", type=count(1), help="use only the first N evaluation images")
@@ -140,6 +150,8 @@ def main(argv=None) -> int:
         raise UsageError("--probe-configs and --aows-probe-configs must be >= 0, --probe-images and "
                          "--aows-probe-images >= 1")
     strategy = make_strategy(a.strategy)
+    from tfwidth.training import mixed_policy
+    precision = mixed_policy() if a.mixed_precision else None
     if a.batch_size < strategy.num_replicas_in_sync:
         raise UsageError(f"batch size {a.batch_size} is smaller than the {strategy.num_replicas_in_sync} devices of "
                          f"the strategy; use --batch-size >= {strategy.num_replicas_in_sync}")
@@ -156,15 +168,22 @@ def main(argv=None) -> int:
         raise UsageError("--aows needs --latency table.json and --target-ms T (the target to focus training on)")
     else:
         from tfwidth.latency import LatencyTable
+        from tfwidth.training import is_chief
+        # every worker samples alike (same statistics, same probe); the chief alone logs aows.jsonl
         callbacks = (aows_callback(space, data, LatencyTable.load(a.latency, space), a.target_ms,
-                                   a.epochs * data.steps_per_epoch, a.out, every=a.aows_every,
+                                   a.epochs * data.steps_per_epoch, a.out if is_chief(strategy) else None,
+                                   every=a.aows_every,
                                    probe_configs=a.aows_probe_configs, probe_images=a.aows_probe_images,
                                    seed=a.seed),)
     res = train(space, data, a.out, a.epochs, lr=a.lr, warmup_epochs=a.warmup_epochs, weight_decay=a.weight_decay,
                 label_smoothing=a.label_smoothing, sampling=a.sampling, random_configs=a.random_configs,
                 seed=a.seed, strategy=strategy, resume=a.resume, calib_batches=a.calib_batches,
-                verbose=0 if a.quiet else 1, args=vars(a), extra_callbacks=callbacks,
+                verbose=0 if a.quiet else 1, args=vars(a), extra_callbacks=callbacks, precision=precision,
                 probe_configs=a.probe_configs, probe_images=a.probe_images)
+    from tfwidth.training import is_chief, worker_index
+    if not is_chief(strategy):
+        print(f"worker {worker_index(strategy)[0]}: training done; the chief wrote {a.out}")
+        return 0
     top1 = res.summary["top1"]
     print(f"top-1 after BN recalibration ({a.calib_batches} batches): "
           + ", ".join(f"{k} {100 * v:.1f}%" for k, v in top1.items()))

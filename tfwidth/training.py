@@ -15,7 +15,9 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -91,6 +93,22 @@ def make_strategy(name: str):
     raise UsageError(f"unknown strategy {name!r}; use default, mirrored or multiworker")
 
 
+def mixed_policy() -> str:
+    """The tf_keras policy of --mixed-precision for the devices TensorFlow sees: mixed_float16 where a GPU is
+    visible (its fast 16-bit units are float16's; the optimizer then scales the loss so that small gradients stay
+    representable), mixed_bfloat16 on CPUs (float32's exponent range: no loss scaling needed)."""
+    import tensorflow as tf
+    return "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
+
+
+def loss_scaled(optimizer, precision: str | None):
+    """``optimizer`` wrapped in tf_keras's LossScaleOptimizer (dynamic loss scaling) for mixed_float16, whose
+    gradients would otherwise underflow; as it is for float32 and mixed_bfloat16."""
+    if precision != "mixed_float16":
+        return optimizer
+    return _keras().mixed_precision.LossScaleOptimizer(optimizer)
+
+
 def is_chief(strategy) -> bool:
     """Whether this process writes the run's files: the chief, or worker 0 of a cluster without one (every process
     of a single-machine strategy)."""
@@ -99,6 +117,76 @@ def is_chief(strategy) -> bool:
         return True
     return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
                                              and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def worker_index(strategy) -> tuple[int, int]:
+    """(this worker's index, the number of workers) of a multi-worker strategy's cluster, the chief first; (0, 1) for
+    a single-machine strategy."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return 0, 1
+    spec = resolver.cluster_spec().as_dict()
+    tasks = [(job, i) for job in ("chief", "worker") for i in range(len(spec.get(job, [])))]
+    return tasks.index((resolver.task_type, resolver.task_id)), len(tasks)
+
+
+def sum_over_workers(strategy, values: np.ndarray) -> np.ndarray:
+    """The sum over the workers of ``strategy`` of each one's ``values`` (a numpy array of one shape and dtype on
+    every worker; collective: every worker must call it). How work split between the workers is gathered."""
+    import tensorflow as tf
+    if worker_index(strategy)[1] == 1:
+        return np.asarray(values)
+    given = []
+
+    def value(ctx):  # the worker's first replica carries its values, any other local replica zeros
+        mine = not given
+        given.append(ctx.replica_id_in_sync_group)
+        return tf.constant(values if mine else np.zeros_like(values))
+
+    per_replica = strategy.experimental_distribute_values_from_function(value)
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None).numpy()
+
+
+def distributed_epochs(strategy, data, start: int, end: int, augment: bool = True):
+    """Training batches of epochs [start, end) of ``data`` for ``strategy``: the dataset itself on one replica;
+    otherwise a distributed dataset in which each worker's input pipeline reads and decodes only its own rows of
+    every global batch (Data.train_epochs ``pipeline``) and hands its replicas consecutive per-replica batches, so
+    that the replicas of one step together hold exactly the global batch one device would train on, and every
+    example is seen once per epoch across the workers (sharded, not duplicated)."""
+    if strategy.num_replicas_in_sync == 1:
+        return data.train_epochs(start, end, augment)
+    global_batch = data.batch_size
+
+    def pipeline(ctx):
+        return data.train_epochs(start, end, augment, pipeline=(ctx.input_pipeline_id, ctx.num_input_pipelines),
+                                 batch=ctx.get_per_replica_batch_size(global_batch))
+
+    return strategy.distribute_datasets_from_function(pipeline)
+
+
+def save_checkpoint(ckpt, manager, number: int) -> str | None:
+    """Save ``ckpt`` as checkpoint ``number``: the chief through its CheckpointManager (``manager``), returning the
+    path; a worker that is not the chief (``manager`` None) still saves, since saving distributed variables can need
+    every worker, but into a temporary directory it deletes at once (tf.distribute's documented pattern), so only
+    the chief writes checkpoints. Returns None there."""
+    if manager is not None:
+        return manager.save(checkpoint_number=number)
+    scratch = tempfile.mkdtemp(prefix="tfwidth-worker-ckpt-")
+    try:
+        ckpt.save(os.path.join(scratch, "ckpt"))  # as the chief's manager does, save_counter included
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return None
+
+
+def checkpoint(**objects):
+    """tf.train.Checkpoint of ``objects``, made inside the strategy's scope, with its save counter created now: made
+    lazily at the first save, it would be a variable that only the workers saving through a manager create, and
+    creating a variable is collective under a multi-worker strategy (the workers' collectives then mismatch)."""
+    import tensorflow as tf
+    ckpt = tf.train.Checkpoint(**objects)
+    _ = ckpt.save_counter
+    return ckpt
 
 
 def read_sidecar(out_dir) -> dict | None:
@@ -113,7 +201,8 @@ def _class_count(data) -> int:
     return int(c) if isinstance(c, (int, np.integer)) else len(c)
 
 
-def check_run(space: SearchSpace, data, out_dir, resume: bool, replicas: int) -> dict | None:
+def check_run(space: SearchSpace, data, out_dir, resume: bool, replicas: int,
+              precision: str | None = None) -> dict | None:
     """Every refusal happens here, before anything in out_dir is written."""
     bs = getattr(data, "batch_size", None)
     if bs is not None:
@@ -143,6 +232,9 @@ def check_run(space: SearchSpace, data, out_dir, resume: bool, replicas: int) ->
         raise UsageError(f"checkpoint in {out_dir} held {side.get('holdout', 0)} training images out for the probe "
                          f"but this run holds {getattr(data, 'holdout', 0)}; resume with the same --probe-holdout "
                          f"and --probe-images")
+    if side.get("precision", "float32") != (precision or "float32"):
+        raise UsageError(f"checkpoint in {out_dir} was trained in {side.get('precision', 'float32')} but this run "
+                         f"uses {precision or 'float32'}; resume with the same --mixed-precision setting")
     for key, now in (("batch_size", bs), ("seed", getattr(data, "seed", None))):
         if side.get(key) is not None and now is not None and side[key] != now:
             print(f"warning: resuming with {key} {now} where the run used {side[key]}: the continuation will not "
@@ -155,7 +247,7 @@ def train_supernet(space: SearchSpace, data, out_dir, epochs: int, *, lr: float 
           sampling: str = "one-layer", random_configs: int = 1, seed: int = 0, strategy=None,
           resume: bool = False, extra_callbacks=(), calib_batches: int = 10, summary: bool = True,
           tensorboard: bool = True, validate: bool = True, verbose: int = 1,
-          args: dict | None = None) -> TrainResult:
+          args: dict | None = None, precision: str | None = None) -> TrainResult:
     """Train a Supernet on ``data`` (tfwidth.data.Data) for ``epochs`` epochs in total, checkpointing each epoch.
 
     ``extra_callbacks`` run after the built-in epoch end (statistics rolled, stats.json and checkpoint written) and
@@ -164,6 +256,8 @@ def train_supernet(space: SearchSpace, data, out_dir, epochs: int, *, lr: float 
     every K batches); the probabilities are a model variable, so checkpoints hold them.
     validate: log the max network's top-1 on data.eval each epoch (moving BN statistics, no recalibration).
     verbose: 0 silent, 1 a progress bar over the remaining steps and a line per epoch, 2 the lines only.
+    precision: None (float32) or a mixed-precision policy (mixed_policy(); the supernet's layers compute in 16 bits,
+    with loss scaling for mixed_float16); a resume must use the same.
     Returns the trained model, its training-time statistics, the summary and the epoch count (the probe of the
     trained supernet is the caller's: tfwidth.train.train).
     """
@@ -178,10 +272,8 @@ def train_supernet(space: SearchSpace, data, out_dir, epochs: int, *, lr: float 
         raise UsageError(f"--random-configs must be >= 0, got {random_configs}")
     strategy = strategy or tf.distribute.get_strategy()
     out = Path(out_dir)
-    side = check_run(space, data, out, resume, strategy.num_replicas_in_sync)
+    side = check_run(space, data, out, resume, strategy.num_replicas_in_sync, precision)
     chief = is_chief(strategy)
-    # Non-chief workers must take part in saving (it is collective) but write to a scratch directory.
-    write_dir = out if chief else out / f".worker{strategy.cluster_resolver.task_id}"
     start = int(side["epoch"]) if side else 0
     if start > epochs:
         raise UsageError(f"the checkpoint is at epoch {start}, beyond --epochs {epochs}; pass --epochs >= {start}")
@@ -191,13 +283,15 @@ def train_supernet(space: SearchSpace, data, out_dir, epochs: int, *, lr: float 
         space.save(out / "space.json")
     with strategy.scope():
         model = Supernet(space, weight_decay=weight_decay, label_smoothing=label_smoothing, sampling=sampling,
-                         random_configs=random_configs, seed=seed)
+                         random_configs=random_configs, seed=seed, precision=precision)
         schedule = cosine_warmup(lr, int(round(warmup_epochs * spe)), epochs * spe)
-        optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=momentum, nesterov=True)
+        optimizer = loss_scaled(keras.optimizers.SGD(learning_rate=schedule, momentum=momentum, nesterov=True),
+                                precision)
         model.compile(optimizer=optimizer)
         optimizer.build(model.trainable_variables)  # slots exist before restore: no deferred restoration
-        ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer)
-        manager = tf.train.CheckpointManager(ckpt, str(write_dir / "ckpt"), max_to_keep=2)
+        ckpt = checkpoint(model=model, optimizer=optimizer)
+        # Only the chief keeps checkpoints; the other workers save into scratch (save_checkpoint)
+        manager = tf.train.CheckpointManager(ckpt, str(out / "ckpt"), max_to_keep=2) if chief else None
         if side:
             path = str(out / "ckpt" / side["checkpoint"])
             try:
@@ -213,27 +307,26 @@ def train_supernet(space: SearchSpace, data, out_dir, epochs: int, *, lr: float 
         _trim_log(out / "log.jsonl", start)
     record = {"kind": "train_checkpoint", "space_hash": space.space_hash, "space": space.to_json(),
               "dataset": data.name, "batch_size": getattr(data, "batch_size", None), "seed": seed,
-              "holdout": getattr(data, "holdout", 0),
+              "holdout": getattr(data, "holdout", 0), "precision": precision or "float32",
               "sampling": sampling, "args": args or {}}
 
-    checkpointer, log_line = _epoch_end_callbacks(model, manager, write_dir, record, chief, optimizer, schedule)
+    checkpointer, log_line = _epoch_end_callbacks(model, ckpt, manager, out, record, chief, optimizer, schedule)
     callbacks = [checkpointer, *extra_callbacks]
-    if tensorboard and _have_tensorboard():
-        callbacks.append(keras.callbacks.TensorBoard(str(write_dir / "tb"), write_graph=False, profile_batch=0))
+    if tensorboard and chief and _have_tensorboard():
+        callbacks.append(keras.callbacks.TensorBoard(str(out / "tb"), write_graph=False, profile_batch=0))
     callbacks.append(log_line)
     if chief and verbose:
         callbacks.append(_progress_callback(start, epochs, spe, bar=verbose == 1))
     if start < epochs:
         # Keras's own progress bar redraws with carriage returns, which a log file keeps as one endless line: the
         # callback above shows tfwidth's (device_profiler.console.Progress) instead
-        model.fit(data.train_epochs(start, epochs), epochs=epochs, initial_epoch=start, steps_per_epoch=spe,
+        model.fit(distributed_epochs(strategy, data, start, epochs), epochs=epochs, initial_epoch=start, steps_per_epoch=spe,
                   validation_data=data.eval if validate else None, callbacks=callbacks, verbose=0)
     result = TrainResult(model, model.width_stats(), {}, epochs)
-    if summary:
+    if summary and chief:  # (only the chief writes it; the other workers' summary would be the same)
         result.summary = summarise(model, data, calib_batches)
         result.summary.update(space_hash=space.space_hash, dataset=data.name, epochs=epochs)
-        if chief:
-            write_json(out / "summary.json", result.summary)
+        write_json(out / "summary.json", result.summary)
     return result
 
 
@@ -265,7 +358,7 @@ def _trim_log(path: Path, epoch: int) -> None:
     atomic_write_bytes(path, "".join(l + "\n" for l in keep).encode())
 
 
-def _epoch_end_callbacks(model, manager, out: Path, record: dict, chief: bool, optimizer, schedule):
+def _epoch_end_callbacks(model, ckpt, manager, out: Path, record: dict, chief: bool, optimizer, schedule):
     """Two callbacks: the first (before any extra callback) rolls the statistics and writes stats.json and the
     checkpoint; the last writes the epoch's log line, so that values extra callbacks add to `logs` (e.g. AOWS's
     temperature) are in log.jsonl, and then the sidecar that commits the epoch. A kill before the sidecar resumes from
@@ -279,7 +372,7 @@ def _epoch_end_callbacks(model, manager, out: Path, record: dict, chief: bool, o
             model.end_stats_epoch()
             if chief:
                 model.width_stats().save(out / "stats.json")
-            saved[epoch] = manager.save(checkpoint_number=epoch + 1)
+            saved[epoch] = save_checkpoint(ckpt, manager, epoch + 1)
 
     class LogLine(keras.callbacks.Callback):
         t0 = time.time()

@@ -1,6 +1,7 @@
 """Per-step training time of the supernet vs. plain models at the same widths, interleaved in one run.
 
     .venv/bin/python tools/bench_train.py [--preset mobilenet_v1_cifar] [--batch 64] [--rounds 5] [--resolution R]
+                                          [--pointwise auto|matmul|conv] [--mixed-precision]
 
 Any preset (default mobilenet_v1_cifar, at its own resolution unless --resolution is given); everything below goes
 through its architecture (the plain model its ``build``, the supernet its slimmable layers).
@@ -13,6 +14,10 @@ through its architecture (the plain model its ``build``, the supernet its slimma
     so its plain counterpart is the max model. all-layers sampling (per batch, sliced): counterpart is the plain
     model at the mean random configuration (uniform 0.85x), approximate since the widths change every step.
     Also measured: all-layers with per-example masks (every layer masked), the alternative we did not pick.
+--pointwise: how the supernet computes its pointwise convolutions (auto: matmul on a CPU, 1x1 conv where a GPU is
+visible); --mixed-precision: every model in the policy of tfwidth's --mixed-precision (mixed_bfloat16 on a CPU,
+mixed_float16 with loss scaling on a GPU). On a GPU, run it with each --pointwise to check that the default (conv)
+is not the slower one (docs/scale.md, "Mixed precision and GPUs").
 Bars: (a) <= 1.10x, (b) <= 1.15x. Times are medians over rounds; only same-run ratios mean anything here. The
 spread of (a) is the range of its per-round ratios (each round times both steps back to back).
 """
@@ -30,25 +35,36 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
+from tfwidth.arch import slim  # noqa: E402
 from tfwidth.space import preset  # noqa: E402
 from tfwidth.errors import run_cli  # noqa: E402
 from tfwidth.supernet import Supernet  # noqa: E402
+from tfwidth.training import loss_scaled, mixed_policy  # noqa: E402
+
+PRECISION = None  # --mixed-precision: the policy every model here computes in
 
 
 def plain_step(space, widths):
-    model = space.architecture.build(space, widths)
-    opt = keras.optimizers.SGD(0.01, momentum=0.9)
+    with slim.precision_scope(PRECISION):
+        model = space.architecture.build(space, widths)
+    opt = loss_scaled(keras.optimizers.SGD(0.01, momentum=0.9), PRECISION)
+    scaled = PRECISION == "mixed_float16"
 
     @tf.function(autograph=False)
     def step(x, y):
         with tf.GradientTape() as t:
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, model(x, training=True)))
-        opt.apply_gradients(zip(t.gradient(loss, model.trainable_variables), model.trainable_variables))
+            logits = tf.cast(model(x, training=True), tf.float32)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+            scaled_loss = opt.get_scaled_loss(loss) if scaled else loss
+        g = t.gradient(scaled_loss, model.trainable_variables)
+        g = opt.get_unscaled_gradients(g) if scaled else g
+        opt.apply_gradients(zip(g, model.trainable_variables))
         return loss
     return step
 
 
 def supernet_fixed_step(net, opt, widths, static: bool):
+    # (no loss scaling under mixed_float16: a timing, whose gradients need not be exact)
     w_const = tuple(int(v) for v in widths)
 
     @tf.function(autograph=False)
@@ -63,10 +79,10 @@ def supernet_fixed_step(net, opt, widths, static: bool):
 
 
 def sandwich(space, sampling, per_example_all=False, stats=True):
-    net = Supernet(space, sampling=sampling, weight_decay=4e-5, label_smoothing=0.1)
+    net = Supernet(space, sampling=sampling, weight_decay=4e-5, label_smoothing=0.1, precision=PRECISION)
     if not stats:  # the same step without the width statistics (split means and the regression's X^T X)
         net._accumulate_stats = lambda idx, attribute, delta: None
-    net.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True))
+    net.compile(optimizer=loss_scaled(keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True), PRECISION))
     net.optimizer.build(net.trainable_variables)
     if per_example_all:  # every layer random per example, through masks at max width
         def draw(seed, global_n, offset, n):
@@ -85,7 +101,14 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--resolution", type=int, default=None, help="default: the preset's")
+    p.add_argument("--pointwise", choices=("auto", "matmul", "conv"), default="auto",
+                   help="the supernet's pointwise form (auto: matmul on a CPU, 1x1 conv where a GPU is visible)")
+    p.add_argument("--mixed-precision", action="store_true", help="every model in tfwidth's --mixed-precision "
+                   "policy for this machine")
     a = p.parse_args(argv)
+    global PRECISION
+    PRECISION = mixed_policy() if a.mixed_precision else None
+    slim.POINTWISE = a.pointwise
     space = preset(a.preset, resolution=a.resolution)
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(a.batch, space.resolution, space.resolution, space.in_channels))
@@ -93,7 +116,7 @@ def main(argv=None):
     y = tf.constant(rng.integers(0, space.classes, a.batch).astype(np.int32))
 
     w10, w15, wmin, w085 = space.uniform(1.0), space.max_widths, space.min_widths, space.uniform(0.85)
-    net = Supernet(space)
+    net = Supernet(space, precision=PRECISION)
     opt = keras.optimizers.SGD(0.01, momentum=0.9)
     steps = {}
     for tag, w in (("1.0", w10), ("1.5", w15), ("min", wmin), ("0.85", w085)):
@@ -111,7 +134,9 @@ def main(argv=None):
         for _ in range(2):
             f(x, y)
     print(f"traced and warmed {len(steps)} step functions in {time.perf_counter() - t0:.0f} s; "
-          f"batch {a.batch}, {space.name} at {space.resolution}px, {a.rounds} interleaved rounds", flush=True)
+          f"batch {a.batch}, {space.name} at {space.resolution}px, {a.rounds} interleaved rounds; pointwise "
+          f"{slim.pointwise_form()}, {PRECISION or 'float32'}, devices "
+          f"{[d.name for d in tf.config.list_logical_devices()]}", flush=True)
     times = {k: [] for k in steps}
     for r in range(a.rounds):
         for name, f in steps.items():

@@ -6,10 +6,18 @@ becomes the plain layer of the same name (the architecture's ``build``) with ``c
 order: the slimmable convention, a narrow layer is the first channels of the wide one. ``decayed``: whether its
 kernel takes the weight decay, as the plain builder gives that layer type a kernel regularizer.
 
-Pointwise convolutions are reshape + matmul, faster than a 1x1 Conv2D on the CPU measured (docs/benchmarks.md,
-"Supernet training step").
+Pointwise convolutions are reshape + matmul on a CPU, faster than a 1x1 Conv2D there (docs/benchmarks.md,
+"Supernet training step"), and 1x1 convolutions where a GPU is visible (``POINTWISE``; docs/scale.md says how to
+check which is faster on a GPU).
+
+Mixed precision (``precision_scope``): the convolutions and the classifier compute in the policy's 16-bit type with
+float32 weights (tf_keras casts them as they are read); BatchNorm always computes in float32 (its statistics are
+sums over the batch), and the supernet casts its logits to float32 before any loss.
 """
 from __future__ import annotations
+
+import contextlib
+import os
 
 import numpy as np
 
@@ -19,6 +27,36 @@ import tf_keras as keras
 
 BN_EPSILON = 1e-3  # tf_keras BatchNormalization defaults, so the exported plain model behaves identically
 BN_MOMENTUM = 0.9  # faster than Keras 0.99 so the max path's moving statistics are usable after short runs
+# How SlimPointwise computes: "auto" (matmul on a CPU, a 1x1 conv where a GPU is visible), "matmul" or "conv"; read
+# when a function is traced. TFWIDTH_POINTWISE sets it for any command; tools/bench_train.py --pointwise times both
+POINTWISE = os.environ.get("TFWIDTH_POINTWISE", "auto")
+MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
+
+
+@contextlib.contextmanager
+def precision_scope(policy: str | None):
+    """Layers built inside take tf_keras dtype policy ``policy`` (None, "float32" or one of MIXED_POLICIES: float32
+    variables, 16-bit computation); the global policy is restored afterwards."""
+    if policy in (None, "float32"):
+        yield
+        return
+    if policy not in MIXED_POLICIES:
+        raise ValueError(f"unknown precision {policy!r}; use one of {MIXED_POLICIES}")
+    before = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+
+
+def pointwise_form() -> str:
+    """How pointwise convolutions compute now: POINTWISE, with "auto" resolved by the devices TensorFlow sees."""
+    if POINTWISE not in ("auto", "matmul", "conv"):
+        raise ValueError(f"TFWIDTH_POINTWISE={POINTWISE!r}; use auto, matmul or conv")
+    if POINTWISE != "auto":
+        return POINTWISE
+    return "conv" if tf.config.list_logical_devices("GPU") else "matmul"
 
 
 def corner(weight: np.ndarray, shape) -> np.ndarray:
@@ -71,7 +109,8 @@ class SlimDepthwise(SlimLayer):
 
 
 class SlimPointwise(SlimLayer):
-    """1x1 conv as reshape + matmul with the [c_in, c_out] corner of a [max_in, max_out] kernel."""
+    """1x1 conv with the [c_in, c_out] corner of a [max_in, max_out] kernel: reshape + matmul, or a 1x1 conv
+    (``pointwise_form``)."""
 
     decayed = True
 
@@ -86,7 +125,10 @@ class SlimPointwise(SlimLayer):
 
     def call(self, x, c):
         s = tf.shape(x)
-        y = tf.matmul(tf.reshape(x, [-1, s[3]]), self.kernel[:s[3], :c])
+        kernel = self.kernel[:s[3], :c]
+        if pointwise_form() == "conv":
+            return tf.nn.conv2d(x, kernel[None, None], 1, "VALID")
+        y = tf.matmul(tf.reshape(x, [-1, s[3]]), kernel)
         return tf.reshape(y, [s[0], s[1], s[2], c])
 
 
@@ -118,6 +160,7 @@ class SlimBatchNorm(SlimLayer):
     """
 
     def __init__(self, max_channels: int, **kw):
+        kw.setdefault("dtype", "float32")  # also under a mixed-precision policy: inputs are cast to float32
         super().__init__(**kw)
         self.max_channels = max_channels
 
