@@ -43,3 +43,19 @@ def assert_usage_error(proc, *fragments):
 @pytest.fixture
 def runmod():
     return run_module
+
+
+def run_tflite(model_bytes: bytes, x):
+    """The model's first output for each example of ``x`` (run one at a time, batch axis added), under LiteRT with one
+    thread: how tests compare a variant with a model converted directly."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+    it = Interpreter(model_content=model_bytes, num_threads=1)
+    it.allocate_tensors()
+    i, o = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
+    out = []
+    for xi in x:
+        it.set_tensor(i, xi[None])
+        it.invoke()
+        out.append(it.get_tensor(o)[0].copy())
+    return np.array(out)

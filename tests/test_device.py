@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tfwidth  # noqa: F401
-from conftest import ROOT, assert_usage_error, run_module
+from conftest import ROOT, assert_usage_error, run_module, run_tflite
 from tfwidth.artifacts import atomic_write_bytes, write_json
 from tfwidth.profile import make_plan, make_template
 from tfwidth.space import tiny_space
@@ -256,19 +256,6 @@ def test_a_window_is_timed_in_visits_until_each_minimum_repeats(monkeypatch):
     assert recs[2]["kind"] == "repeat" and recs[2]["ref_ms"] == 0.5
 
 
-def _run_model(model: bytes, x):
-    from ai_edge_litert.interpreter import Interpreter
-    it = Interpreter(model_content=model, num_threads=1)
-    it.allocate_tensors()
-    i, o = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
-    out = []
-    for xi in x:
-        it.set_tensor(i, xi[None])
-        it.invoke()
-        out.append(it.get_tensor(o)[0].copy())
-    return np.array(out)
-
-
 def test_dump_outputs_writes_each_configurations_outputs_for_the_given_inputs(files, tmp_path):
     from device_profiler.variants import load
     x = np.random.default_rng(1).standard_normal((3, SPACE.resolution, SPACE.resolution, 3)).astype(np.float32)
@@ -285,14 +272,14 @@ def test_dump_outputs_writes_each_configurations_outputs_for_the_given_inputs(fi
         assert z["index"].tolist() == list(range(12)) and z["widths"].tolist() == plan["configs"]
         assert z["output0"].shape == (12, 3, SPACE.classes)
         for c, widths in enumerate(plan["configs"]):
-            np.testing.assert_array_equal(z["output0"][c], _run_model(maker.make(widths), x))
+            np.testing.assert_array_equal(z["output0"][c], run_tflite(maker.make(widths), x))
     # one configuration (--benchmark's) and a shard of the plan: the same rows
     widths = ",".join(map(str, SPACE.max_widths))
     proc = run_module("device_profiler", "--template", template, "--benchmark", widths,
                       "--dump-outputs", tmp_path / "inputs.npz", tmp_path / "max.npz")
     assert proc.returncode == 0, proc.stderr
     with np.load(tmp_path / "max.npz") as z:
-        np.testing.assert_array_equal(z["output0"][0], _run_model((files / "template.tflite").read_bytes(), x))
+        np.testing.assert_array_equal(z["output0"][0], run_tflite((files / "template.tflite").read_bytes(), x))
     proc = run_module("device_profiler", "--template", template, "--plan", files / "plan.json", "--shard", "1/4",
                       "--dump-outputs", tmp_path / "inputs.npz", tmp_path / "shard.npz")
     assert proc.returncode == 0, proc.stderr

@@ -8,22 +8,10 @@ from device_profiler.variants import VariantMaker, read_tensors
 from tfwidth.profile import convert, make_template, sliced_model, template_model, unshare_constants, build_manifest
 from tfwidth.errors import UsageError as HostUsageError
 from tfwidth.space import tiny_space
+from conftest import run_tflite
 
 pytestmark = pytest.mark.slow
 SPACE = tiny_space()
-
-
-def run(model_bytes, x):
-    from ai_edge_litert.interpreter import Interpreter
-    it = Interpreter(model_content=model_bytes, num_threads=1)
-    it.allocate_tensors()
-    i, o = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
-    out = []
-    for xi in x:
-        it.set_tensor(i, xi[None])
-        it.invoke()
-        out.append(it.get_tensor(o)[0].copy())
-    return np.array(out)
 
 
 def structure(model_bytes):
@@ -57,7 +45,7 @@ def check_variants_equal_conversions(space, model, fmt, rng, random_configs=1):
         variant = maker.make(widths)
         reference = convert(sliced_model(model, space, widths), fmt, seed=3)
         assert structure(variant) == structure(reference), widths
-        a, b = run(variant, x), run(reference, x)
+        a, b = run_tflite(variant, x), run_tflite(reference, x)
         if fmt == "fp32":
             assert np.abs(a - b).max() <= 1e-4, widths
         else:
@@ -92,13 +80,13 @@ def test_merged_constants_are_duplicated_before_slicing():
     assert all(b["pos"] % 16 == 0 for b in buffers2 if b["len"])
     rng = np.random.default_rng(5)
     x = rng.standard_normal((20, SPACE.resolution, SPACE.resolution, 3)).astype(np.float32)
-    np.testing.assert_array_equal(run(unshared, x), run(raw, x))
+    np.testing.assert_array_equal(run_tflite(unshared, x), run_tflite(raw, x))
     manifest = build_manifest(m2, SPACE, "fp32")
     maker = VariantMaker(unshared, manifest)
     for widths in configs(rng, 1)[1:]:
         ref = convert(sliced_model(model, SPACE, widths), "fp32")
         assert structure(maker.make(widths)) == structure(ref)
-        assert np.abs(run(maker.make(widths), x) - run(ref, x)).max() <= 1e-4
+        assert np.abs(run_tflite(maker.make(widths), x) - run_tflite(ref, x)).max() <= 1e-4
 
 
 def test_compact_and_in_place_writers_agree(keras_max):
@@ -108,12 +96,12 @@ def test_compact_and_in_place_writers_agree(keras_max):
     in_place._layout, in_place._work = None, bytearray(tflite)
     rng = np.random.default_rng(2)
     x = rng.standard_normal((5, SPACE.resolution, SPACE.resolution, 3)).astype(np.float32)
-    np.testing.assert_array_equal(run(compact.make(SPACE.max_widths), x), run(tflite, x))
+    np.testing.assert_array_equal(run_tflite(compact.make(SPACE.max_widths), x), run_tflite(tflite, x))
     for widths in configs(rng, 5):
         a, b = compact.make(widths), in_place.make(widths)
         assert len(a) < len(b) == len(tflite)
         assert structure(a) == structure(b)
-        np.testing.assert_array_equal(run(a, x), run(b, x))
+        np.testing.assert_array_equal(run_tflite(a, x), run_tflite(b, x))
 
 
 def test_corrupted_template_and_foreign_manifest_are_refused(keras_max):
