@@ -197,7 +197,7 @@ def _argv(run: Path, data: Path, widths: Path, out: Path, workers: int, train=Tr
                "--out", run, "--probe-configs", 8, "--probe-images", 32, "--calib-batches", 2, "--quiet", *strategy,
                *(["--resume"] if resume_train else [])] if train else []),
             "--export", "--widths", widths, "--run", run, "--dataset", f"npz:{data}", "--init", "supernet",
-            "--epochs", 2, "--batch-size", BATCH, "--calib-batches", 2, "--no-measure", "--no-progress",
+            "--epochs", 2, "--batch-size", BATCH, "--calib-batches", 0, "--no-measure", "--no-progress",
             "--representative", 16, "-o", out / "m.tflite", *strategy, *(["--resume"] if resume_export else [])]
 
 
@@ -289,7 +289,11 @@ def test_two_workers_train_and_export_as_one_and_resume_after_a_kill(tmp_path):
             w = np.load(tmp_path / "mw" / "res" / str(i) / f"{stage}.npz")
             assert sorted(w.files) == sorted(ref_w.files) and len(w.files) > 8
             for k in ref_w.files:
-                np.testing.assert_allclose(w[k], ref_w[k], rtol=1e-4, atol=1e-5, err_msg=f"worker {i} {k}")
+                # one device's fused BatchNorm moves the variance with n/(n-1) (Bessel), the synchronised one of
+                # two workers without (as in test_export's mirrored test): with n = 16 values per channel at the
+                # last layers, momentum 0.99 and 8 steps, up to 8 x 0.01 / 15 = 5e-3 apart
+                rtol = 5e-3 if stage == "export" and "moving_variance" in k else 1e-4
+                np.testing.assert_allclose(w[k], ref_w[k], rtol=rtol, atol=1e-5, err_msg=f"worker {i} {k}")
     rep, ref_rep = (json.loads((d / "m.report.json").read_text()) for d in (tmp_path / "mw", tmp_path / "ref"))
     assert rep["training"]["replicas"] == 2 and rep["training"]["strategy"] == "multiworker"
     assert [h["epoch"] for h in rep["training"]["history"]] == [2]  # this invocation trained epoch 2 only
