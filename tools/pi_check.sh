@@ -10,14 +10,16 @@
 #     bash tools/pi_check.sh                      # both architectures; PASS/FAIL per architecture, exit 1 on a FAIL
 #     bash tools/pi_check.sh --arch armhf --cache /var/tmp/pi
 #
-# Options: --arch arm64|armhf|all (default all), --cache DIR (default ~/.cache/tfwidth-pi: the userlands, ~350 MB
-# each, and the host's templates; reused when present), --fresh (new templates, a new device folder and venv; the
-# userlands are kept), --rebuild (new userlands too), --cpu N (the core qemu is pinned to, default 1: keep heavy work
-# off a benchmark's core). Needs root (re-runs itself through sudo) for debootstrap, chroot and mounts, which are made
-# in a private mount namespace and vanish with it. Host Python: $PYTHON, default .venv/bin/python of this checkout.
+# Options: --arch arm64|armhf|all (default all), --cache DIR (default ~/.cache/tfwidth-pi: the userlands, ~300 MB
+# each, ~450 MB with the venv, and the host's templates; reused when present), --fresh (new templates, a new device
+# folder and venv; the userlands are kept), --rebuild (new userlands too), --cpu N (the core qemu is pinned to,
+# default 1: keep heavy work off a benchmark's core). Needs root (re-runs itself through sudo) for debootstrap, chroot
+# and mounts, which are made in a private mount namespace and vanish with it. Host Python: $PYTHON, default
+# .venv/bin/python of this checkout.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ARGS=("$@")  # (for the re-run through sudo: parsing consumes them)
 ARCHES=(arm64 armhf)
 CACHE=${HOME}/.cache/tfwidth-pi
 FRESH=0
@@ -31,14 +33,14 @@ while [ $# -gt 0 ]; do
         --fresh) FRESH=1; shift ;;
         --rebuild) REBUILD=1; FRESH=1; shift ;;
         --cpu) CPU="$2"; shift 2 ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 if [ "$(id -u)" != 0 ]; then
     command -v sudo >/dev/null ||
         { echo "error: pi_check needs root (debootstrap, chroot); run it as root" >&2; exit 2; }
-    exec sudo --preserve-env=PYTHON,PIP_CERT,HOME bash "$0" "$@"
+    exec sudo --preserve-env=PYTHON,PIP_CERT,HOME bash "$0" "${ARGS[@]}"
 fi
 PY=${PYTHON:-$ROOT/.venv/bin/python}
 [ -x "$PY" ] || { echo "error: no host Python at $PY; run bash tools/quickstart.sh or set PYTHON" >&2; exit 2; }
