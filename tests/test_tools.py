@@ -153,6 +153,35 @@ def test_e2e_report_from_synthetic_numbers(tmp_path, monkeypatch):
     assert "(bar: <= 1.05: pass)" in text
 
 
+def test_e2e_seeds_kept_from_two_sessions_share_one_report(tmp_path, monkeypatch):
+    """--keep: each session's seed (configs, per-image results, its own targets) is copied into one kept directory,
+    and the report from that directory aggregates both, naming each seed's targets."""
+    import bench_e2e
+    from tfwidth.space import preset
+    keep = tmp_path / "kept"
+    for seed, t05 in ((0, 0.2), (1, 0.21)):
+        work = tmp_path / f"session{seed}"
+        work.mkdir()
+        (work / "targets.json").write_text(json.dumps({"targets": [{"mult": m, "measured_ms": t} for m, t in
+                                                                   ((0.5, t05), (0.75, 0.5), (1.0, 0.65))]}))
+        (work / "table.json").write_text("{}")
+        (work / "space.json").write_text(json.dumps({"name": "mobilenet_v1_cifar"}))
+        e2e_seed(work, seed, "k1", True, 0)
+        (work / f"seed{seed}" / "preds").mkdir()
+        (work / f"seed{seed}" / "preds" / "a.npz").write_bytes(b"x" * seed)
+        bench_e2e.keep(work, seed, keep)
+    assert sorted(p.name for p in keep.iterdir()) == ["seed0", "seed1", "space.json", "table.json", "targets.json"]
+    assert (keep / "seed1" / "preds" / "a.npz").read_bytes() == b"x"
+    assert json.loads((keep / "targets.json").read_text())["targets"][0]["measured_ms"] == 0.2  # the first kept
+    a = bench_e2e.parser().parse_args(["--data", "cifar10.npz", "--work", str(keep), "--epochs", "2", "--no-aows"])
+    monkeypatch.chdir(tmp_path)
+    bench_e2e.write_report(keep / "report.md", keep, a, preset("mobilenet_v1_cifar"), "k1")
+    text = (keep / "report.md").read_text()
+    assert "Seeds: 0, 1." in text
+    assert ("timed in each seed's own session: seed 0: 0.5x = 0.200 ms, 0.75x = 0.500 ms, 1.0x = 0.650 ms; "
+            "seed 1: 0.5x = 0.210 ms") in text
+
+
 def test_soak_compares_artefacts_without_timing_fields(tmp_path):
     import bench_soak
     a, b = tmp_path / "a", tmp_path / "b"

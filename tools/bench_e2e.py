@@ -225,6 +225,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--plot-with", action="append", metavar="WORK", help="also draw another run's answers and "
                    "uniform curve in the plot (e.g. the other architecture's work directory, on the same data); "
                    "repeatable")
+    p.add_argument("--keep", metavar="DIR", help="also copy what the report needs of each evaluated seed (its "
+                   "configs.json, per-image test results, targets) and the run's space, targets and table into DIR, "
+                   "a directory kept with the repository (e.g. docs/results/e2e_cifar): seeds run in different "
+                   "sessions or on other machines then share one report (--report-only --work DIR)")
     p.add_argument("--no-aows", action="store_true")
     p.add_argument("--stop-after", choices=("ows", "latency", "aows"), help="stop after this stage (e.g. train while "
                    "the machine is busy, profile when it is quiet)")
@@ -277,6 +281,9 @@ def main(argv=None) -> int:
         _cache.usage_error(f"--val-images {a.val_images}: the validation split needs at least 512 images (the probe's)")
     report_path = Path(a.report) if a.report else work / "report.md"
     if a.report_only:
+        if a.keep:
+            for s in load_seeds(work, rkey)[0]:
+                keep(work, s["seed"], Path(a.keep))
         write_report(report_path, work, a, space, rkey, a.update_docs)
         return 0
 
@@ -632,8 +639,43 @@ def main(argv=None) -> int:
     write_json(sd / "configs.json", {"space_hash": space.space_hash, "seed": a.seed, "configs": configs,
                                      "curve": curve, "table": (table.fit or {}).get("refine"), "times": times,
                                      "report_key": rkey, "quiet_load_avg": load_avg})
+    if a.keep:
+        keep(work, a.seed, Path(a.keep))
     write_report(report_path, work, a, space, rkey, a.update_docs)
     return 0
+
+
+def targets_sentence(work: Path, targets: list[dict], seeds: list[int]) -> str:
+    """The report's line on the targets: WORK's, or each seed's own where seeds kept from different sessions
+    (seedN/targets.json, see keep) measured them differently."""
+    def listed(ts):
+        return ", ".join(f"{t['mult']}x = {t['measured_ms']:.3f} ms" for t in ts)
+    own = {i: read_json(work / f"seed{i}" / "targets.json")["targets"] for i in seeds
+           if (work / f"seed{i}" / "targets.json").exists()}
+    if not own or all(listed(ts) == listed(targets) for ts in own.values()):
+        return "Targets are the measured latencies of the uniform networks: " + listed(targets) + "."
+    return ("Targets are the measured latencies of the uniform networks, timed in each seed's own session: "
+            + "; ".join(f"seed {i}: {listed(own.get(i, targets))}" for i in seeds) + ".")
+
+
+def keep(work: Path, seed: int, dest: Path) -> None:
+    """Copy seed ``seed``'s reportable results from ``work`` into ``dest`` (a WORK-shaped directory of small files):
+    seedN/configs.json, seedN/preds/, seedN/targets.json (the targets of the session that ran it) and
+    seedN/stage_times.json; the run's space.json, targets.json and table.json only where ``dest`` has none yet (the
+    report's header and fit line come from the first session kept). Files are replaced atomically; other seeds in
+    ``dest`` stay."""
+    sd, out = work / f"seed{seed}", dest / f"seed{seed}"
+    (out / "preds").mkdir(parents=True, exist_ok=True)
+    for f in sorted((sd / "preds").glob("*.npz")):
+        atomic_write_bytes(out / "preds" / f.name, f.read_bytes())
+    atomic_write_bytes(out / "targets.json", (work / "targets.json").read_bytes())
+    if (sd / "stage_times.json").exists():
+        atomic_write_bytes(out / "stage_times.json", (sd / "stage_times.json").read_bytes())
+    for name in ("space.json", "targets.json", "table.json"):
+        if not (dest / name).exists():
+            atomic_write_bytes(dest / name, (work / name).read_bytes())
+    atomic_write_bytes(out / "configs.json", (sd / "configs.json").read_bytes())  # last: a seed counts once complete
+    print(f"kept seed {seed}'s results in {dest}")
 
 
 BASELINES = ("uniform", "greedy")
@@ -915,8 +957,7 @@ def write_report(path: Path, work: Path, a, space, rkey: str | None = None, upda
              "Commands (one per seed; each resumes where it stopped, the latency artefacts are shared):", "", "```sh"]
     lines += [command(a, i) for i in ids]
     lines += ["```", "",
-              "Targets are the measured latencies of the uniform networks: " + ", ".join(
-                  f"{t['mult']}x = {t['measured_ms']:.3f} ms" for t in targets) + ".",
+              targets_sentence(work, targets, ids),
               "Methods: uniform (the uniform network that defines the target) and greedy (AutoSlim-style "
               "slimming) are the baselines; ows (Viterbi + Lagrange "
               "bisection) and exact (the constrained optimum) use the "
