@@ -182,6 +182,24 @@ def test_e2e_seeds_kept_from_two_sessions_share_one_report(tmp_path, monkeypatch
             "seed 1: 0.5x = 0.210 ms") in text
 
 
+def test_e2e_keep_refuses_a_file_or_another_space_before_any_work(tmp_path, capsys):
+    import bench_e2e
+    from tfwidth.space import preset
+    _small_npz(tmp_path / "d.npz", side=8)
+    (tmp_path / "afile").write_text("x")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "space.json").write_text(json.dumps({"space_hash": "0123456789abcdef"}))
+    for dest, says in ((tmp_path / "afile", "not a directory"),
+                       (other, f"holds results of space 0123456789abcdef, this run's is "
+                               f"{preset('mobilenet_v1_cifar').space_hash}")):
+        with pytest.raises(SystemExit) as e:
+            bench_e2e.main(["--data", str(tmp_path / "d.npz"), "--work", str(tmp_path / "w"), "--keep", str(dest)])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and says in err and err.count("\n") == 1
+        assert not (tmp_path / "w").exists()  # refused before anything was written
+
+
 def test_soak_compares_artefacts_without_timing_fields(tmp_path):
     import bench_soak
     a, b = tmp_path / "a", tmp_path / "b"

@@ -259,6 +259,8 @@ def main(argv=None) -> int:
 
     work = Path(a.work)
     sd = work / f"seed{a.seed}"
+    if a.keep:
+        check_keep(Path(a.keep), bench_space(a))  # before hours of work (and before anything is written), not after
     sd.mkdir(parents=True, exist_ok=True)
     times_path = sd / "stage_times.json"
     times = read_json(times_path) if times_path.exists() else {}
@@ -656,6 +658,19 @@ def targets_sentence(work: Path, targets: list[dict], seeds: list[int]) -> str:
         return "Targets are the measured latencies of the uniform networks: " + listed(targets) + "."
     return ("Targets are the measured latencies of the uniform networks, timed in each seed's own session: "
             + "; ".join(f"seed {i}: {listed(own.get(i, targets))}" for i in seeds) + ".")
+
+
+def check_keep(dest: Path, space) -> None:
+    """Refuse --keep DIR, with one line, when DIR is not a directory or holds another space's seeds (its report's
+    header and table would be the other space's)."""
+    if dest.exists() and not dest.is_dir():
+        _cache.usage_error(f"--keep {dest}: not a directory; give a directory for the kept results")
+    kept = dest / "space.json"
+    if kept.exists():
+        other = read_json(kept).get("space_hash")
+        if other != space.space_hash:
+            _cache.usage_error(f"--keep {dest}: it holds results of space {other}, this run's is {space.space_hash}; "
+                               f"keep each space's seeds in a directory of their own")
 
 
 def keep(work: Path, seed: int, dest: Path) -> None:
