@@ -160,7 +160,8 @@ def test_paired_reference_gives_every_sample_its_own_ref_ms(files, tmp_path):
     # minimum over its visits, and two such minima of ~10 us invokes can tie at the timer's resolution
     assert profile(files, out, "--paired-reference", "--reference-every", "0", "--precision", "0") == 0
     recs = lines(out)
-    assert [r["kind"] for r in recs] == ["sample"] * 10 + ["repeat"] + ["sample"] * 2 + ["noise"]
+    # no reference marks the windows: one window of all 12 samples (session.WINDOW), its repeat after them
+    assert [r["kind"] for r in recs] == ["sample"] * 12 + ["repeat"] + ["noise"]
     refs = [r["ref_ms"] for r in recs[:-1]]
     # every sample and repeat carries a reference timing although no reference line was written: it can only be its
     # own paired one (distinct values are no proof: minima of ~10 us invokes tie at the timer's resolution, which
@@ -306,3 +307,41 @@ def test_dump_outputs_bad_input_is_one_line_and_writes_nothing(files, tmp_path):
         assert_usage_error(run_module("device_profiler", "--template", template, *args), message)
         assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_visits_of_one_configuration_start_at_least_spacing_seconds_apart(monkeypatch):
+    """Protocol.spacing: a round of visits shorter than the spacing is waited out before an item's next visit, and
+    only then; the records say which spacing they were timed with."""
+    from device_profiler import session as session_mod, timing
+    from device_profiler.session import Session
+    now, starts, sleeps = [0.0], [], []
+
+    class Maker:
+        manifest = {"space_hash": "h", "format": "fp32"}
+
+        def make(self, widths):
+            return bytes([widths[0]])
+
+    def fake_time_model(runtime, model, protocol, rng, reference=None):
+        starts.append((model[0], now[0]))
+        now[0] += 1.0  # every visit lasts a second
+        m = 1.0 + 0.5 * sum(w == model[0] for w, _ in starts)  # minima 50% apart: never precise, max_blocks ends it
+        return {"ms": timing.summarize([m]), "warmup_runs": 0, "invoke_s": 0.001, "times_ms": [[m]]}
+
+    def fake_sleep(s):
+        sleeps.append(s)
+        now[0] += s
+
+    monkeypatch.setattr(timing, "time_model", fake_time_model)
+    monkeypatch.setattr(session_mod.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(session_mod.time, "sleep", fake_sleep)
+    rt = type("RT", (), {"name": "fake", "version": "0", "kernels": "default"})()
+    s = Session(Maker(), rt, timing.Protocol(runs=1, precision=0.01, max_blocks=3, spacing=5.0), [0])
+    recs = s.record_many([("sample", 0, [1]), ("sample", 1, [2]), ("sample", 2, [3])], ref_ms=None)
+    assert sleeps == [pytest.approx(2.0), pytest.approx(2.0)]  # rounds of 3 s, spacing 5 s
+    assert [t for _, t in starts] == [0, 1, 2, 5, 6, 7, 10, 11, 12]
+    assert all(r["precision"]["spacing"] == 5.0 and r["precision"]["visits"] == 3 for r in recs)
+    starts.clear(), sleeps.clear()
+    s = Session(Maker(), rt, timing.Protocol(runs=1, precision=0.01, max_blocks=3), [0])
+    s.record_many([("sample", 0, [1]), ("sample", 1, [2])], ref_ms=None)
+    assert sleeps == [] and len(starts) == 6
