@@ -229,8 +229,8 @@ def profile(session: Session, plan: dict, out: str, shard=(0, 1), reference_ever
     """Time the plan's pending configurations of this shard; returns counts, wall/invoke seconds and (with
     ``noise``) the run's noise summary (samples.noise_summary).
 
-    Without ``noise`` the reference is timed at the start and every ``reference_every`` samples and each window of
-    ``reference_every`` samples is written as soon as it is timed (a kill loses at most that window). With it, a closing reference ends the run, repeats are timed, and each window
+    Without ``noise`` the reference is timed at the start and every ``reference_every`` samples, and each sample
+    (each window of samples timed in visits, see below) is written as soon as it is timed. With it, a closing reference ends the run, repeats are timed, and each window
     of ``reference_every`` samples is written once it is judged (re-timed first if it was noisy, see NoiseCheck):
     a kill loses at most that window. Every record carries the plan's fingerprint and this run's id."""
     fp = samples.plan_fingerprint(plan)
@@ -244,9 +244,11 @@ def profile(session: Session, plan: dict, out: str, shard=(0, 1), reference_ever
         session.pair_with(plan["reference"])
     bar = Progress(len(todo), "profiling", unit="cfg") if progress and todo else None
     judge = noise is not None and reference_every > 0
-    # windows of reference_every samples (WINDOW without references) either way: a window is what is timed in
-    # visits (Session.record_many), so a sample's visits are spread over its window and not consecutive
-    size = reference_every if reference_every > 0 else WINDOW
+    # Without judging, a session that times in visits (Session.record_many, to a precision) gets windows too, of
+    # reference_every samples (WINDOW without references), so a sample's visits are spread over its window and not
+    # consecutive; one that times a sample in one go (the adb runner: seconds each) writes each sample at once
+    visits = getattr(session, "record_many", None) is not None and getattr(session.protocol, "precision", 0) > 0
+    size = reference_every if judge else (reference_every or WINDOW) if visits else 1
     picker = random.Random(0)
     # the kept reference timings of this run (min ms): their median is the run's speed level. Not the references of
     # re-timings that were not kept: in a long busy spell they would drag the level to the busy speed

@@ -160,8 +160,7 @@ def test_paired_reference_gives_every_sample_its_own_ref_ms(files, tmp_path):
     # minimum over its visits, and two such minima of ~10 us invokes can tie at the timer's resolution
     assert profile(files, out, "--paired-reference", "--reference-every", "0", "--precision", "0") == 0
     recs = lines(out)
-    # no reference marks the windows: one window of all 12 samples (session.WINDOW), its repeat after them
-    assert [r["kind"] for r in recs] == ["sample"] * 12 + ["repeat"] + ["noise"]
+    assert [r["kind"] for r in recs] == ["sample"] * 10 + ["repeat"] + ["sample"] * 2 + ["noise"]
     refs = [r["ref_ms"] for r in recs[:-1]]
     # every sample and repeat carries a reference timing although no reference line was written: it can only be its
     # own paired one (distinct values are no proof: minima of ~10 us invokes tie at the timer's resolution, which
@@ -345,3 +344,37 @@ def test_visits_of_one_configuration_start_at_least_spacing_seconds_apart(monkey
     s = Session(Maker(), rt, timing.Protocol(runs=1, precision=0.01, max_blocks=3), [0])
     s.record_many([("sample", 0, [1]), ("sample", 1, [2])], ref_ms=None)
     assert sleeps == [] and len(starts) == 6
+
+
+def test_without_the_noise_check_a_precise_session_still_times_windows_in_visits(tmp_path):
+    """profile(noise=None), as the refinement's rounds call it: a session timing to a precision gets its samples in
+    windows (reference_every, or session.WINDOW without references), so their visits are spread over the window; a
+    one-at-a-time session (precision 0, or the adb runner) gets them one by one, each written at once."""
+    from device_profiler import timing
+    from device_profiler.session import WINDOW, profile
+
+    class Maker:
+        manifest = {"space_hash": "h", "format": "fp32"}
+
+    class Fake:
+        maker, invoke_s = Maker(), 0.0
+
+        def __init__(self, precision):
+            self.protocol, self.batches = timing.Protocol(precision=precision), []
+
+        def record(self, kind, index, widths, ref_ms):
+            return self.record_many([(kind, index, widths)], ref_ms)[0]
+
+        def record_many(self, items, ref_ms):
+            self.batches.append([i for _, i, _ in items])
+            return [{"kind": k, "index": i, "space_hash": "h", "widths": w, "status": "ok", "error": None,
+                     "ms": {"min": 1.0}, "ref_ms": 1.0} for k, i, w in items]
+
+    plan = {"configs": [[8 + i] for i in range(WINDOW + 5)], "reference": [8]}
+    precise = Fake(0.01)
+    r = profile(precise, plan, str(tmp_path / "a.jsonl"), reference_every=0, progress=False)
+    assert r["timed"] == WINDOW + 5 and [len(b) for b in precise.batches] == [WINDOW, 5]
+    one = Fake(0.0)
+    profile(one, plan, str(tmp_path / "b.jsonl"), reference_every=0, progress=False)
+    assert one.batches == [[i] for i in range(WINDOW + 5)]
+    assert [json.loads(x)["index"] for x in (tmp_path / "a.jsonl").read_text().splitlines()] == list(range(WINDOW + 5))

@@ -78,15 +78,16 @@ def bootstrap_median_gap(d: np.ndarray, base: np.ndarray, n: int, seed: int = 0)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python tools/bench_spacing.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", required=True, help="templates, plans, timings and report.json go here")
-    p.add_argument("--preset", default="mobilenet_v1")
+    p.add_argument("--preset", default="mobilenet_v1", help="the space, at each resolution (default mobilenet_v1)")
     p.add_argument("--resolutions", default="32", help="comma-separated (default 32)")
     p.add_argument("--spacings", default="0,6", help="seconds between two visits of one configuration; the first "
                                                      "is the baseline (default 0,6)")
     p.add_argument("--configs", type=int, default=100, help="random configurations besides the ladder (default 100)")
-    p.add_argument("--cpu", type=int, default=0)
-    p.add_argument("--bootstrap", type=int, default=2000)
+    p.add_argument("--cpu", type=int, default=0, help="core to pin to (default 0)")
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of the networks (default 2000)")
     a = p.parse_args(argv)
     resolutions = [int(r) for r in parse_list(a.resolutions, int, "resolutions")]
     spacings = parse_list(a.spacings, float, "spacings")
