@@ -51,8 +51,9 @@ def main(argv=None) -> int:
                    help="... or after B visits (default 4)")
     p.add_argument("--spacing", type=number(0, 3600), default=None, metavar="S",
                    help=f"start two visits of one configuration at least S seconds apart, waiting when a window's "
-                        f"round of visits is shorter (default {DEFAULT_SPACING:g}): a slow spell of the device "
-                        f"shorter than S then cannot hold every visit of a configuration")
+                        f"round of visits is shorter (default {DEFAULT_SPACING:g}), so a slow spell of the device "
+                        f"shorter than S cannot hold every visit of a configuration. Not shown to help on a busy "
+                        f"machine, and it costs idle time: docs/benchmarks.md, \"Spacing a configuration's visits\"")
     p.add_argument("--warmup-runs", type=count(0, 10**6), default=2, help="minimum warm-up invokes (default 2)")
     p.add_argument("--warmup-seconds", type=number(0, 3600), default=0.0, help="minimum warm-up time in seconds (default 0)")
     p.add_argument("--reference-every", type=count(0), default=25, metavar="K",
