@@ -230,9 +230,9 @@ def profile(session: Session, plan: dict, out: str, shard=(0, 1), reference_ever
     ``noise``) the run's noise summary (samples.noise_summary).
 
     Without ``noise`` the reference is timed at the start and every ``reference_every`` samples, and each sample
-    (each window of samples timed in visits, see below) is written as soon as it is timed. With it, a closing reference ends the run, repeats are timed, and each window
-    of ``reference_every`` samples is written once it is judged (re-timed first if it was noisy, see NoiseCheck):
-    a kill loses at most that window. Every record carries the plan's fingerprint and this run's id."""
+    (each window, for a session timing in visits) is written as soon as it is timed. With it, a closing reference
+    ends the run, repeats are timed, and each window of ``reference_every`` samples is written once it is judged
+    (re-timed first if it was noisy, see NoiseCheck): a kill loses at most that window. Every record carries the plan's fingerprint and this run's id."""
     fp = samples.plan_fingerprint(plan)
     done, ref_ms = samples.recover(out, session.maker.manifest["space_hash"], fp)
     todo = [i for i in range(len(plan["configs"])) if i % shard[1] == shard[0] and i not in done]

@@ -22,9 +22,10 @@ class Protocol:
     least two blocks are always timed); precision 0 times one block (the fixed protocol of older profilers).
     ``spacing``: the least seconds between the starts of two visits of one configuration when a window is timed in
     visits (device_profiler.session.Session.record_many); the profiler waits out the rest when a round of visits is
-    shorter. Why: slow spells of several seconds slow every visit that falls inside them alike, so visits a second
-    apart agree with each other and the precision check passes a slow minimum; visits further apart than a spell
-    disagree and are visited again."""
+    shorter. The idea: slow spells of several seconds slow every visit that falls inside them alike, so visits a
+    second apart agree and the precision check passes a slow minimum, while visits further apart than a spell
+    disagree and are visited again. Not shown to help on this busy machine (docs/benchmarks.md, "Spacing a
+    configuration's visits"), hence 0 by default."""
     runs: int = 20
     warmup_runs: int = 2
     warmup_seconds: float = 0.0
