@@ -10,7 +10,7 @@ and prints per spacing the A/A figures of the same networks (median difference, 
 within 5%, raw and reference-corrected), the profiler's wall seconds, and the paired bootstrap interval of each
 spacing's median A/A difference minus that of the first spacing.
 
-    python tools/bench_spacing.py --workdir spacing                       # 32 px, spacings 0 and 6 s, ~10 min
+    python tools/bench_spacing.py --workdir spacing                       # 32 px, spacings 0 and 6 s, ~6 min
     python tools/bench_spacing.py --workdir spacing --resolutions 32,128 --spacings 0,3,8
 
 Timings are reused when their key (template, plan, flags, profiler code) matches: run it again to resume.
