@@ -17,8 +17,8 @@ from device_profiler import runtime as runtimes
 from device_profiler import adb, console, samples, timing, variants
 from device_profiler.checks import cores, count, number, output_file
 from device_profiler.errors import ArgumentParser, UsageError, invoked_as, run_cli
-from device_profiler.session import (DEFAULT_PRECISION, NoiseCheck, benchmark, dump_outputs, format_benchmark,
-                                     load_plan, open_local, parse_shard, profile, write_npz)
+from device_profiler.session import (DEFAULT_PRECISION, DEFAULT_SPACING, NoiseCheck, benchmark, dump_outputs,
+                                     format_benchmark, load_plan, open_local, parse_shard, profile, write_npz)
 
 
 def main(argv=None) -> int:
@@ -49,6 +49,11 @@ def main(argv=None) -> int:
                    help="stop visiting one configuration after S seconds of its timed invokes (default 2)")
     p.add_argument("--max-blocks", type=count(2, 10**4), default=timing.Protocol.max_blocks, metavar="B",
                    help="... or after B visits (default 4)")
+    p.add_argument("--spacing", type=number(0, 3600), default=None, metavar="S",
+                   help=f"start two visits of one configuration at least S seconds apart, waiting when a window's "
+                        f"round of visits is shorter (default {DEFAULT_SPACING:g}), so a slow spell of the device "
+                        f"shorter than S cannot hold every visit of a configuration. Not shown to help on a busy "
+                        f"machine, and it costs idle time: docs/benchmarks.md, \"Spacing a configuration's visits\"")
     p.add_argument("--warmup-runs", type=count(0, 10**6), default=2, help="minimum warm-up invokes (default 2)")
     p.add_argument("--warmup-seconds", type=number(0, 3600), default=0.0, help="minimum warm-up time in seconds (default 0)")
     p.add_argument("--reference-every", type=count(0), default=25, metavar="K",
@@ -108,6 +113,9 @@ def main(argv=None) -> int:
         if a.precision:
             raise UsageError("--precision needs the local runner for now: through adb each configuration is one "
                              "benchmark_model run of --runs invokes; drop --precision (or pass 0) with --runner adb")
+        if a.spacing:  # None (not given) or 0 are the adb runner's one block per configuration
+            raise UsageError("--spacing spaces the visits of --precision, which needs the local runner; drop "
+                             "--spacing (or pass 0) with --runner adb")
         return _run(a, adb_session(a))
     if a.use_gpu or a.use_xnnpack or a.serial:
         raise UsageError("--use-gpu, --use-xnnpack and --serial are options of --runner adb (an Android phone); "
@@ -125,7 +133,8 @@ def local_session(a):
     session = open_local(a.template, cpus=cpus, threads=a.threads, runs=a.runs,
                          precision=DEFAULT_PRECISION if a.precision is None else a.precision,
                          max_seconds=a.max_seconds, max_blocks=a.max_blocks, warmup_runs=a.warmup_runs,
-                         warmup_seconds=a.warmup_seconds, runtime=a.runtime, kernels=a.kernels, seed=a.seed)
+                         warmup_seconds=a.warmup_seconds, runtime=a.runtime, kernels=a.kernels, seed=a.seed,
+                         spacing=DEFAULT_SPACING if a.spacing is None else a.spacing)
     plan = load_plan(a.plan, session.maker) if a.benchmark is None else None
     rt = session.runtime
     return (session, plan, shard, f"{rt.name} {rt.version}, {a.threads} thread(s), cpus {session.cpus}")

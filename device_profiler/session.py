@@ -31,6 +31,10 @@ from device_profiler.files import atomic_write_bytes
 # quiet machine (docs/benchmarks.md, "The profiler's noise check"); asking two visits' minima to agree within 1%
 # costs ~2 visits per configuration on a quiet device and more where it drifts.
 DEFAULT_PRECISION = 0.01
+# The least seconds between two visits of one configuration (timing.Protocol.spacing)
+DEFAULT_SPACING = 0.0
+# Samples per window when no reference marks the windows (profile(reference_every=0))
+WINDOW = 25
 
 
 def load_plan(path: str, maker: variants.VariantMaker) -> dict:
@@ -108,14 +112,15 @@ class Session:
         ``max_blocks`` visits and ``max_seconds`` of invokes per item, at least two each. Why visits and not blocks
         in a row: on a shared machine the speed drifts over seconds, so consecutive blocks agree with each other
         and still miss the floor; the same invokes spread over visits nearly halved the A/A difference of the same
-        networks timed twice (measured: docs/benchmarks.md, "Earlier run, not quiet")."""
+        networks timed twice (measured: docs/benchmarks.md, "Earlier run, not quiet"). Two visits of one item start
+        at least ``spacing`` seconds apart (timing.Protocol.spacing), waited out when a round is shorter."""
         if self.protocol.precision <= 0:
             return [self.record(k, i, w, ref_ms) for k, i, w in items]
         one = dataclasses.replace(self.protocol, precision=0.0)
         recs = [{"kind": k, "index": i, "space_hash": self.maker.manifest["space_hash"],
                  "widths": [int(x) for x in w], "status": "ok", "error": None, "ms": None, "warmup_runs": 0}
                 for k, i, w in items]
-        state = [{"mins": [], "times": [], "ref": [], "warm": 0, "spent": 0.0} for _ in items]
+        state = [{"mins": [], "times": [], "ref": [], "warm": 0, "spent": 0.0, "last": None} for _ in items]
         p = self.protocol
 
         def pending(j: int) -> bool:
@@ -134,6 +139,12 @@ class Session:
             for j in todo:
                 kind, _, widths = items[j]
                 paired = self.reference if kind in ("sample", "repeat") else None
+                last = state[j]["last"]
+                if p.spacing > 0 and last is not None:
+                    wait = p.spacing - (time.perf_counter() - last)
+                    if wait > 0:
+                        time.sleep(wait)
+                state[j]["last"] = time.perf_counter()
                 try:
                     r = timing.time_model(self.runtime, self.maker.make(widths), one, self.rng, paired)
                 except (RuntimeError, ValueError) as e:
@@ -153,7 +164,8 @@ class Session:
                 reached = timing.reached_precision(st["mins"])
                 rec["ms"], rec["warmup_runs"] = timing.summarize(st["times"]), st["warm"]
                 rec["precision"] = {"target": p.precision, "reached": reached, "blocks": len(st["mins"]),
-                                    "visits": len(st["mins"]), "met": reached is not None and reached <= p.precision}
+                                    "visits": len(st["mins"]), "met": reached is not None and reached <= p.precision,
+                                    "spacing": p.spacing}
             rec.update({"runtime": self.runtime.name, "runtime_version": self.runtime.version,
                         "kernels": self.runtime.kernels, "threads": p.threads, "cpus": self.cpus,
                         "format": self.maker.manifest["format"], "device": self.device,
@@ -194,7 +206,7 @@ def _rel(a: float, b: float) -> float:
 def open_local(template, *, cpus=(0,), threads: int = 1, runs: int = 20, precision: float = DEFAULT_PRECISION,
                max_seconds: float = timing.Protocol.max_seconds, max_blocks: int = timing.Protocol.max_blocks,
                warmup_runs: int = 2, warmup_seconds: float = 0.0, runtime: str | None = None,
-               kernels: str = "default", seed: int = 0) -> Session:
+               kernels: str = "default", seed: int = 0, spacing: float = DEFAULT_SPACING) -> Session:
     """A Session timing on this device: variants cut from ``template`` (a template.tflite path, its manifest beside
     it), the first importable runtime (or ``runtime``) with ``kernels``, the protocol's figures as the CLI's flags
     (python -m device_profiler --help), and this process pinned to ``cpus`` (None: left as it is; the caller
@@ -207,7 +219,8 @@ def open_local(template, *, cpus=(0,), threads: int = 1, runs: int = 20, precisi
     except (OSError, ValueError) as e:
         have = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "unknown"
         raise UsageError(f"cannot pin to cores {list(cpus)} ({e}); this device has cores {have}") from None
-    protocol = timing.Protocol(runs, warmup_runs, warmup_seconds, threads, precision, max_seconds, max_blocks)
+    protocol = timing.Protocol(runs, warmup_runs, warmup_seconds, threads, precision, max_seconds, max_blocks,
+                               spacing)
     return Session(maker, rt, protocol, pinned, seed)
 
 
@@ -216,10 +229,10 @@ def profile(session: Session, plan: dict, out: str, shard=(0, 1), reference_ever
     """Time the plan's pending configurations of this shard; returns counts, wall/invoke seconds and (with
     ``noise``) the run's noise summary (samples.noise_summary).
 
-    Without ``noise`` the reference is timed at the start and every ``reference_every`` samples and each sample is
-    written as soon as it is timed. With it, a closing reference ends the run, repeats are timed, and each window
-    of ``reference_every`` samples is written once it is judged (re-timed first if it was noisy, see NoiseCheck):
-    a kill loses at most that window. Every record carries the plan's fingerprint and this run's id."""
+    Without ``noise`` the reference is timed at the start and every ``reference_every`` samples, and each sample
+    (each window, for a session timing in visits) is written as soon as it is timed. With it, a closing reference
+    ends the run, repeats are timed, and each window of ``reference_every`` samples is written once it is judged
+    (re-timed first if it was noisy, see NoiseCheck): a kill loses at most that window. Every record carries the plan's fingerprint and this run's id."""
     fp = samples.plan_fingerprint(plan)
     done, ref_ms = samples.recover(out, session.maker.manifest["space_hash"], fp)
     todo = [i for i in range(len(plan["configs"])) if i % shard[1] == shard[0] and i not in done]
@@ -231,7 +244,11 @@ def profile(session: Session, plan: dict, out: str, shard=(0, 1), reference_ever
         session.pair_with(plan["reference"])
     bar = Progress(len(todo), "profiling", unit="cfg") if progress and todo else None
     judge = noise is not None and reference_every > 0
-    size = reference_every if judge else 1
+    # Without judging, a session that times in visits (Session.record_many, to a precision) gets windows too, of
+    # reference_every samples (WINDOW without references), so a sample's visits are spread over its window and not
+    # consecutive; one that times a sample in one go (the adb runner: seconds each) writes each sample at once
+    visits = getattr(session, "record_many", None) is not None and getattr(session.protocol, "precision", 0) > 0
+    size = reference_every if judge else (reference_every or WINDOW) if visits else 1
     picker = random.Random(0)
     # the kept reference timings of this run (min ms): their median is the run's speed level. Not the references of
     # re-timings that were not kept: in a long busy spell they would drag the level to the busy speed
@@ -319,7 +336,7 @@ def profile(session: Session, plan: dict, out: str, shard=(0, 1), reference_ever
             write(w, [start])
         for wi, pos in enumerate(range(0, len(todo), size)):
             window = todo[pos:pos + size]
-            if not judge:  # one sample at a time, written at once
+            if not judge:  # no judging: each window written as soon as it is timed
                 if reference_every > 0 and pos > 0 and pos % reference_every == 0:
                     write(w, [reference()])
                 recs, reps, _ = time_window(window, True)
@@ -408,7 +425,7 @@ def benchmark(session, widths) -> dict:
     ``Session`` or an ``adb.AdbSession``): its sample record (ms statistics, warm-up invokes, the precision reached
     when timed to one). UsageError when the widths do not fit the template or the runtime fails on them."""
     session.maker.check_widths(widths, "--benchmark")
-    rec = session.record("sample", 0, widths, None)
+    rec = _measure(session, [("sample", 0, widths)], None)[0]
     if rec["status"] != "ok":
         raise UsageError(f"the runtime failed on this configuration: {rec['error']}")
     return rec

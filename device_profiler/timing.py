@@ -19,7 +19,13 @@ class Protocol:
     """How one configuration is timed: after the warm-up, blocks of ``runs`` invokes. With ``precision`` > 0 blocks
     are added until the minimum has been reached twice: the second-lowest block minimum within ``precision`` of the
     lowest (see ``reached_precision``), for at most ``max_seconds`` of timed invokes and ``max_blocks`` blocks (at
-    least two blocks are always timed); precision 0 times one block (the fixed protocol of older profilers)."""
+    least two blocks are always timed); precision 0 times one block (the fixed protocol of older profilers).
+    ``spacing``: the least seconds between the starts of two visits of one configuration when a window is timed in
+    visits (device_profiler.session.Session.record_many); the profiler waits out the rest when a round of visits is
+    shorter. The idea: slow spells of several seconds slow every visit that falls inside them alike, so visits a
+    second apart agree and the precision check passes a slow minimum, while visits further apart than a spell
+    disagree and are visited again. Not shown to help on this busy machine (docs/benchmarks.md, "Spacing a
+    configuration's visits"), hence 0 by default."""
     runs: int = 20
     warmup_runs: int = 2
     warmup_seconds: float = 0.0
@@ -27,6 +33,7 @@ class Protocol:
     precision: float = 0.0
     max_seconds: float = 2.0
     max_blocks: int = 4
+    spacing: float = 0.0
 
 
 def reached_precision(block_mins: list) -> float | None:

@@ -306,3 +306,75 @@ def test_dump_outputs_bad_input_is_one_line_and_writes_nothing(files, tmp_path):
         assert_usage_error(run_module("device_profiler", "--template", template, *args), message)
         assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_visits_of_one_configuration_start_at_least_spacing_seconds_apart(monkeypatch):
+    """Protocol.spacing: a round of visits shorter than the spacing is waited out before an item's next visit, and
+    only then; the records say which spacing they were timed with."""
+    from device_profiler import session as session_mod, timing
+    from device_profiler.session import Session
+    now, starts, sleeps = [0.0], [], []
+
+    class Maker:
+        manifest = {"space_hash": "h", "format": "fp32"}
+
+        def make(self, widths):
+            return bytes([widths[0]])
+
+    def fake_time_model(runtime, model, protocol, rng, reference=None):
+        starts.append((model[0], now[0]))
+        now[0] += 1.0  # every visit lasts a second
+        m = 1.0 + 0.5 * sum(w == model[0] for w, _ in starts)  # minima 50% apart: never precise, max_blocks ends it
+        return {"ms": timing.summarize([m]), "warmup_runs": 0, "invoke_s": 0.001, "times_ms": [[m]]}
+
+    def fake_sleep(s):
+        sleeps.append(s)
+        now[0] += s
+
+    monkeypatch.setattr(timing, "time_model", fake_time_model)
+    monkeypatch.setattr(session_mod.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(session_mod.time, "sleep", fake_sleep)
+    rt = type("RT", (), {"name": "fake", "version": "0", "kernels": "default"})()
+    s = Session(Maker(), rt, timing.Protocol(runs=1, precision=0.01, max_blocks=3, spacing=5.0), [0])
+    recs = s.record_many([("sample", 0, [1]), ("sample", 1, [2]), ("sample", 2, [3])], ref_ms=None)
+    assert sleeps == [pytest.approx(2.0), pytest.approx(2.0)]  # rounds of 3 s, spacing 5 s
+    assert [t for _, t in starts] == [0, 1, 2, 5, 6, 7, 10, 11, 12]
+    assert all(r["precision"]["spacing"] == 5.0 and r["precision"]["visits"] == 3 for r in recs)
+    starts.clear(), sleeps.clear()
+    s = Session(Maker(), rt, timing.Protocol(runs=1, precision=0.01, max_blocks=3), [0])
+    s.record_many([("sample", 0, [1]), ("sample", 1, [2])], ref_ms=None)
+    assert sleeps == [] and len(starts) == 6
+
+
+def test_without_the_noise_check_a_precise_session_still_times_windows_in_visits(tmp_path):
+    """profile(noise=None), as the refinement's rounds call it: a session timing to a precision gets its samples in
+    windows (reference_every, or session.WINDOW without references), so their visits are spread over the window; a
+    one-at-a-time session (precision 0, or the adb runner) gets them one by one, each written at once."""
+    from device_profiler import timing
+    from device_profiler.session import WINDOW, profile
+
+    class Maker:
+        manifest = {"space_hash": "h", "format": "fp32"}
+
+    class Fake:
+        maker, invoke_s = Maker(), 0.0
+
+        def __init__(self, precision):
+            self.protocol, self.batches = timing.Protocol(precision=precision), []
+
+        def record(self, kind, index, widths, ref_ms):
+            return self.record_many([(kind, index, widths)], ref_ms)[0]
+
+        def record_many(self, items, ref_ms):
+            self.batches.append([i for _, i, _ in items])
+            return [{"kind": k, "index": i, "space_hash": "h", "widths": w, "status": "ok", "error": None,
+                     "ms": {"min": 1.0}, "ref_ms": 1.0} for k, i, w in items]
+
+    plan = {"configs": [[8 + i] for i in range(WINDOW + 5)], "reference": [8]}
+    precise = Fake(0.01)
+    r = profile(precise, plan, str(tmp_path / "a.jsonl"), reference_every=0, progress=False)
+    assert r["timed"] == WINDOW + 5 and [len(b) for b in precise.batches] == [WINDOW, 5]
+    one = Fake(0.0)
+    profile(one, plan, str(tmp_path / "b.jsonl"), reference_every=0, progress=False)
+    assert one.batches == [[i] for i in range(WINDOW + 5)]
+    assert [json.loads(x)["index"] for x in (tmp_path / "a.jsonl").read_text().splitlines()] == list(range(WINDOW + 5))

@@ -141,6 +141,12 @@ def test_protocol_is_read_from_the_samples(tmp_path):
     assert (pr["runs"], pr["threads"], pr["cpus"], pr["paired"], pr["reference"]) == (10, 1, [0], False, [24, 24])
     p.write_text("\n".join(json.dumps(d) for d in (ref, dict(smp, ref_ms=1.02), dict(smp, ref_ms=0.98))) + "\n")
     assert R.sample_protocol(p)["paired"]
+    assert (R.sample_protocol(p)["precision"], R.sample_protocol(p)["spacing"]) == (0.0, 0.0)  # an older profiler
+    prec = {"target": 0.01, "reached": 0.004, "blocks": 2, "visits": 2, "met": True, "spacing": 6.0}
+    p.write_text("\n".join(json.dumps(d) for d in (ref, dict(smp, ref_ms=1.0, precision=prec),
+                                                   dict(smp, ref_ms=1.0, precision=prec))) + "\n")
+    pr = R.sample_protocol(p)
+    assert (pr["runs"], pr["precision"], pr["spacing"]) == (5, 0.01, 6.0)  # the refinement times the same way
 
 
 def test_meet_target_aims_lower_by_the_measured_miss():

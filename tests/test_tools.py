@@ -402,3 +402,21 @@ def test_e2e_plot_holds_another_architectures_run(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as e:
         bench_e2e.write_report(v1 / "report.md", v1, a, preset("mobilenet_v1_cifar"), "k1")
     assert e.value.code == 2
+
+
+def test_bench_spacing_compares_the_same_networks_paired(tmp_path, capsys):
+    import bench_spacing
+    d = np.array([0.01, 0.02, 0.03, 0.20, 0.05])
+    assert bench_spacing.bootstrap_median_gap(d, d, 200) == (0.0, 0.0, 0.0)
+    gap, lo, hi = bench_spacing.bootstrap_median_gap(d / 2, d, 500)
+    assert gap == pytest.approx(-0.015) and lo <= gap <= hi < 0
+    s = bench_spacing.summary(np.array([0.01, 0.04, 0.06, 0.10]))
+    assert (s["n"], s["median"], s["within_5pct"]) == (4, pytest.approx(0.05), 0.5)
+    recs = [{"kind": "reference", "time": "2026-12-07T19:00:00+00:00"}, {"kind": "sample", "time": None},
+            {"kind": "noise", "time": "2026-12-07T19:01:05+00:00"}]
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert bench_spacing.wall_seconds(tmp_path / "s.jsonl") == 65.0
+    from tfwidth.errors import run_cli
+    assert run_cli(bench_spacing.main, ["--workdir", str(tmp_path / "w"), "--spacings", "0,-3"]) == 2
+    assert "--spacings '0,-3' should be comma-separated non-negative numbers" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()  # nothing written for a bad argument

@@ -372,7 +372,7 @@ def sample_protocol(path) -> dict:
     configuration, and whether the reference was timed interleaved with every sample (--paired-reference: then a
     sample's ref_ms differs from the latest reference line's) or only every K samples."""
     runs, threads, cpus, runtimes, hosts, paired = [], set(), set(), set(), set(), False
-    precision, kernels = [], set()
+    precision, spacing, kernels = [], [], set()
     reference, last_ref = None, None
     for _, d in read_records(path, warn=lambda m: None):
         if d.get("status") != "ok" or not isinstance(d.get("ms"), dict) or d.get("kind") not in (
@@ -388,6 +388,7 @@ def sample_protocol(path) -> dict:
         # timed to a precision: the count is blocks x invokes per block, and the refinement times the same way
         runs.append(int(d["ms"].get("count", 20)) // (int(prec.get("blocks", 1)) if prec else 1))
         precision.append(float(prec["target"]) if prec else 0.0)
+        spacing.append(float(prec.get("spacing", 0.0)) if prec else 0.0)
         kernels.add(d.get("kernels") or "default")
         threads.add(d.get("threads"))
         cpus.add(json.dumps(d.get("cpus")))
@@ -399,6 +400,7 @@ def sample_protocol(path) -> dict:
     return {"runs": int(np.median(runs)), "threads": threads.pop() if len(threads) == 1 else 1,
             "cpus": json.loads(cpus.pop()) if len(cpus) == 1 else None, "runtimes": runtimes, "hosts": hosts,
             "paired": paired, "reference": reference, "precision": float(np.median(precision)),
+            "spacing": float(np.median(spacing)),
             "kernels": kernels.pop() if len(kernels) == 1 else "default"}
 
 
@@ -417,7 +419,8 @@ class HostDevice:
         self.out_dir, self.protocol, self.log = Path(out_dir), protocol, log
         self.session = Session(self.maker, self.rt, timing.Protocol(runs=protocol["runs"],
                                                                     threads=protocol["threads"],
-                                                                    precision=protocol.get("precision", 0.0)),
+                                                                    precision=protocol.get("precision", 0.0),
+                                                                    spacing=protocol.get("spacing", 0.0)),
                                protocol["cpus"], seed)
         self.rounds = 0
 

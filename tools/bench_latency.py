@@ -90,12 +90,12 @@ def variants_per_second(path: Path, seconds: float = 5.0) -> float:
     return variants_rates(path, seconds)[0]
 
 
-def timed(tpl: Path, plan: dict, out: Path, cpu: int, kernels: str = "default") -> dict:
-    """The plan timed into ``out`` by the profiler's own CLI with its defaults (what a user gets), resumed when the
-    key of what is already there matches; returns the profiler's figures read back (wall seconds)."""
+def timed(tpl: Path, plan: dict, out: Path, cpu: int, kernels: str = "default", extra: tuple = ()) -> dict:
+    """The plan timed into ``out`` by the profiler's own CLI with its defaults (what a user gets) and the ``extra``
+    flags, resumed when the key of what is already there matches; returns the wall seconds of this call."""
     from device_profiler.__main__ import main as profiler
     plan_path = out.with_name(out.stem + ".plan.json")
-    parts = {"args": {"cpu": cpu, "kernels": kernels},
+    parts = {"args": {"cpu": cpu, "kernels": kernels, **({"extra": list(extra)} if extra else {})},
              "inputs": {"template": _cache.file_digest(tpl), "plan": _cache.key_of(plan)},
              "code": _cache.code_digest("device_profiler")}
     record = out.with_suffix(".key.json")
@@ -105,7 +105,7 @@ def timed(tpl: Path, plan: dict, out: Path, cpu: int, kernels: str = "default") 
         _cache.store(record, parts)
     t0 = time.perf_counter()
     profiler(["--template", str(tpl), "--plan", str(plan_path), "--out", str(out), "--cpus", str(cpu),
-              "--threads", "1", "--kernels", kernels, "--no-progress"])
+              "--threads", "1", "--kernels", kernels, "--no-progress", *extra])
     return {"wall_s": time.perf_counter() - t0}
 
 
