@@ -44,11 +44,12 @@ def parse_list(text: str, kind, what: str) -> list:
     return vals
 
 
-def rel_diffs(space, a: list[dict], b: list[dict], drift: bool) -> dict:
-    """{group: |a - b| / mean of the two} per network timed in both files (min statistic)."""
+def rel_diffs(space, a: list[dict], b: list[dict], drift: bool, keys=None) -> dict:
+    """{group: |a - b| / mean of the two} per network timed in both files (min statistic); only ``keys`` if given
+    (the networks every spacing timed twice, so that the spacings are compared on the same networks, paired)."""
     from tfwidth.latency import groups_of, same_network_pairs
     pairs = same_network_pairs(a, b, "min", drift, None)
-    keys = sorted(pairs)
+    keys = sorted(pairs) if keys is None else keys
     x, y = np.array([pairs[k][0] for k in keys]), np.array([pairs[k][1] for k in keys])
     d = np.abs(x - y) / (0.5 * (x + y))
     masks = groups_of(space, [{"widths": list(k)} for k in keys])
@@ -112,17 +113,18 @@ def main(argv=None) -> int:
         wall = {(s, rnd): wall_seconds(d / f"s{s:g}_{rnd}.jsonl") for s, rnd in order}
         res = {}
         for drift in (False, True):
-            diffs = {s: rel_diffs(space, _load(d / f"s{s:g}_a.jsonl"), _load(d / f"s{s:g}_b.jsonl"), drift)
-                     for s in spacings}
+            files = {s: (_load(d / f"s{s:g}_a.jsonl"), _load(d / f"s{s:g}_b.jsonl")) for s in spacings}
+            # a configuration the runtime failed on in one timing is left out of every spacing's figures
+            common = sorted(set.intersection(*(set(rel_diffs(space, *files[s], drift)["keys"]) for s in spacings)))
+            diffs = {s: rel_diffs(space, *files[s], drift, common) for s in spacings}
             base = diffs[spacings[0]]
             for s in spacings:
-                assert diffs[s]["keys"] == base["keys"], "both spacings time the same networks"
                 row = res.setdefault(f"{s:g}", {"wall_s": [wall[(s, 'a')], wall[(s, 'b')]]})
                 row["corrected" if drift else "raw"] = {
                     g: summary(v) for g, v in diffs[s].items() if g != "keys"}
                 row["corrected" if drift else "raw"]["gap"] = bootstrap_median_gap(
                     diffs[s]["all"], base["all"], a.bootstrap)
-        fig["results"][str(r)] = res
+        fig["results"][str(r)] = dict(res, space_hash=space.space_hash)
         print(f"\n[{r} px] A/A of the same {len(base['keys'])} networks timed twice (|a - b| / mean), per spacing:")
         print(f"  {'spacing':>8} {'reading':<10} {'median':>7} {'p90':>7} {'max':>7} {'<=5%':>6} "
               f"{'median - baseline [95%]':>28} {'wall s (a, b)':>15}")
