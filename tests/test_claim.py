@@ -41,6 +41,23 @@ def test_difference_is_accuracy_minus_the_interpolated_accuracy():
     assert inside and d.mean() == pytest.approx(c.mean() - (a.mean() + b.mean()) / 2)
 
 
+def test_best_uniform_that_fits_is_the_most_accurate_point_no_slower_even_where_the_curve_dips():
+    # the narrowest network beats the next two (as the sandwich rule's smallest did on CIFAR-10)
+    acc = {1.0: 0.40, 2.0: 0.38, 3.0: 0.39, 4.0: 0.45}
+    curve = [(ms, np.arange(100) < a * 100) for ms, a in acc.items()]
+    for ms, want, fits in ((0.5, 0.40, False), (1.0, 0.40, True), (2.9, 0.40, True), (3.5, 0.40, True),
+                           (4.0, 0.45, True), (9.0, 0.45, True)):
+        v, inside = _claim.best_within(curve, ms)
+        assert inside == fits and v.mean() == pytest.approx(want)
+    # where the interpolation reads 0.385 at 2.5 ms, the strict reading takes the 1 ms network's 0.40
+    y = np.arange(100) < 39
+    assert _claim.difference(y, 2.5, curve, "best")[0].mean() == pytest.approx(-0.01)
+    assert _claim.difference(y, np.sqrt(6.0), curve)[0].mean() == pytest.approx(0.39 - 0.385)
+    assert _claim.best_index([2.0, 1.0], [0.5, 0.5], 3.0) == (1, True)  # a tie goes to the faster network
+    with pytest.raises(ValueError, match="'interpolated' or 'best'"):
+        _claim.difference(y, 2.5, curve, "envelope")
+
+
 def test_bootstrap_of_a_constant_is_exact_and_paired_draws_cancel_shared_noise():
     s = _claim.bootstrap([np.full(500, 0.02), np.full(500, 0.04)])
     assert s["mean"] == pytest.approx(0.03) and s["lo"] == pytest.approx(0.03) and s["hi"] == pytest.approx(0.03)
@@ -100,8 +117,12 @@ def test_claim_compares_each_answer_with_the_curve_at_its_own_latency(tmp_path):
     assert bench_e2e.claim_verdict({"bar": 1.5, "lo": 0.016, "mean": 0.02}).endswith("met (interval above the bar)")
     assert "mean above the bar, interval not, above 0" in bench_e2e.claim_verdict({"bar": 1.5, "lo": 0.005,
                                                                                    "mean": 0.02})
+    # the strict reading: the most accurate uniform network no slower than sqrt(8) ms is the 2 ms one (0.60)
+    best = next(r for r in cl["rows"] if r["label"] == "exact - best uniform that fits")
+    assert best["mean"] == pytest.approx(0.04) and ans[0]["best_uniform"] == 0.75
     text = "\n".join(bench_e2e.claim_lines(cl, seeds))
     assert "| exact - uniform curve | -1.00 |" in text
+    assert "| exact - best uniform that fits | +4.00 |" in text and "| +4.00 (0.75x) |" in text
 
 
 def test_report_renders_the_claim_and_the_curve(tmp_path, monkeypatch):

@@ -1,12 +1,16 @@
 """Accuracy against a baseline curve at equal measured latency, with a paired bootstrap over test images.
 
 A baseline is a curve: its networks' points (measured ms, per-image correctness on the test images). A searched
-network is compared with the curve at its own measured latency, so spending more of the budget earns nothing: the
-curve's value there interpolates its two neighbouring points linearly in log latency (accuracy is close to linear in
-log latency over a ladder of uniform networks), per image, and beyond the curve's ends the end segment is extended
-(and the comparison flagged). The difference is then a mean over test images of per-image differences, so the
-interval comes from resampling test images (the same draw for every difference: paired); it covers the test-set
-sampling noise, not seed-to-seed training noise, which the per-seed values show.
+network is compared with the curve at its own measured latency, so spending more of the budget earns nothing. Two
+readings of the curve there:
+- interpolated: its two neighbouring points, linearly in log latency, per image; beyond the curve's ends the end
+  segment is extended (and the comparison flagged);
+- best: its most accurate point no slower than the network (best_within), which is what a user who can try every
+  uniform network under the budget gets: stricter where the curve is not monotone, laxer between the points of a
+  monotone stretch (no network exists there).
+The difference is then a mean over test images of per-image differences, so the interval comes from resampling test
+images (the same draw for every difference: paired); it covers the test-set sampling noise, not seed-to-seed
+training noise, which the per-seed values show.
 
 In: curves as [(ms, correct[N])]; out: per-image difference vectors and bootstrap summaries (numpy only).
 """
@@ -46,9 +50,33 @@ def at_latency(curve, ms: float) -> tuple[np.ndarray, bool]:
     return w * yi + (1.0 - w) * yj, inside
 
 
-def difference(correct, ms: float, curve) -> tuple[np.ndarray, bool]:
-    """Per-image (network - curve at the network's latency): its mean is the accuracy difference at equal latency."""
-    base, inside = at_latency(curve, ms)
+def best_index(points_ms, means, ms: float) -> tuple[int, bool]:
+    """Index of the most accurate point (highest of ``means``; the faster one on a tie) among those whose latency
+    ``points_ms`` is at or under ``ms``, and whether any is; when none is, the fastest point's index and False."""
+    x, m = np.asarray(points_ms, np.float64), np.asarray(means, np.float64)
+    fits = np.flatnonzero(x <= ms)
+    if len(fits) == 0:
+        return int(np.argmin(x)), False
+    return int(max(fits, key=lambda k: (m[k], -x[k]))), True
+
+
+def best_within(curve, ms: float) -> tuple[np.ndarray, bool]:
+    """The per-image values of the curve's most accurate point among those measured at or under ``ms`` (best_index),
+    and whether any point fits. Why beside the interpolation: a ladder of uniform networks is not monotone when the
+    supernet trained some widths more than others (the sandwich rule trains the narrowest every step), and a user
+    who can run any uniform network under the budget takes the best of them, not the one a line through its
+    neighbours predicts."""
+    k, inside = best_index([p[0] for p in curve], [np.mean(p[1]) for p in curve], ms)
+    return np.asarray(curve[k][1], np.float64), inside
+
+
+def difference(correct, ms: float, curve, baseline: str = "interpolated") -> tuple[np.ndarray, bool]:
+    """Per-image (network - curve at the network's latency): its mean is the accuracy difference at equal latency.
+    ``baseline``: "interpolated" reads the curve between its two neighbouring points (at_latency), "best" takes its
+    most accurate point that is no slower than the network (best_within)."""
+    if baseline not in ("interpolated", "best"):
+        raise ValueError(f"baseline {baseline!r}: choose 'interpolated' or 'best'")
+    base, inside = (at_latency if baseline == "interpolated" else best_within)(curve, ms)
     return np.asarray(correct, np.float64) - base, inside
 
 
